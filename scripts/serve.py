@@ -1,0 +1,44 @@
+"""Run one backend process: ``python -m scripts.serve [--port N]``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+import handlers
+from handlers.base import NotFoundHandler
+from wx_backend import logs
+from wx_backend.app import Application
+from wx_backend.config import Config, ConfigError
+
+log = logging.getLogger("serve")
+
+MAX_BODY = 12 * 1024 * 1024  # the upload cap plus multipart overhead; nginx.conf matches it
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--port", type=int, help="override WX_PORT")
+    args = parser.parse_args()
+    try:
+        config = Config.from_env(**({"port": args.port} if args.port else {}))
+    except ConfigError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
+    logs.setup(config.log_level)
+    app = Application(config, handlers.routes(), default_handler_class=NotFoundHandler)
+    server = app.listen(config.port, address=config.bind, max_body_size=MAX_BODY)
+    await app.startup()
+    log.info("backend listening on http://%s:%d (env %s)", config.bind, config.port, config.env)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.stop()
+    await app.shutdown()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

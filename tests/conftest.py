@@ -1,0 +1,200 @@
+"""Fixtures that start real servers: FerretDB (or MONGODB_URI), the WeChat sandbox and the backend.
+
+Tests talk to them over HTTP exactly as the mini-program, WeChat and the marketing system do.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import uuid
+from pathlib import Path
+
+import pytest
+import requests
+from pymongo import MongoClient
+
+from wx_backend.embedded import ROOT, FerretDB, free_port, wait_for_port
+
+TEST_DATA_KEY = base64.b64encode(b"test-data-key-0123456789abcdef!!").decode()
+
+
+def base_env(db_name: str, mongodb_uri: str, sandbox_port: int, app_port: int) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WX_")}
+    env.update({
+        "WX_ENV": "test",
+        "WX_BIND": "127.0.0.1",
+        "MONGODB_URI": mongodb_uri,
+        "WX_DB_NAME": db_name,
+        "WX_DB_TIMEOUT_MS": "1500",
+        "WX_PORT": str(app_port),
+        "WX_SANDBOX_PORT": str(sandbox_port),
+        "WX_INTERNAL_SECRET": "test-internal-secret",
+        "WX_DATA_KEY": TEST_DATA_KEY,
+        "WX_WECHAT_API_BASE": f"http://127.0.0.1:{sandbox_port}",
+        "WX_WECHAT_PAY_BASE": f"http://127.0.0.1:{sandbox_port}",
+        "WX_WECHAT_TIMEOUT": "2",
+        "WX_SANDBOX_TIMEOUT_DELAY": "4",
+        "WX_MP_APPID": "wxmptest00000001",
+        "WX_MP_SECRET": "mp-test-secret",
+        "WX_OA_APPID": "wxoatest00000001",
+        "WX_OA_SECRET": "oa-test-secret",
+        "WX_OA_TOKEN": "oatesttoken",
+        "WX_PAY_MCH_ID": "1900000109",
+        "WX_PAY_API_KEY": "testpaykey0123456789abcdefghijkl",
+        "WX_PUBLIC_BASE": f"http://127.0.0.1:{app_port}",
+        "WX_SANDBOX_CALLBACK_BASE": f"http://127.0.0.1:{app_port}",
+        "WX_EMBEDDED_WORKERS": "1",
+        "WX_LOG_LEVEL": "INFO",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+class Process:
+    """A child Python process of the project, its output in a log file."""
+
+    def __init__(self, args: list[str], env: dict[str, str], port: int, log_path: Path):
+        self.args, self.env, self.port, self.log_path = args, env, port, log_path
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Process:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, *self.args], env=self.env, cwd=ROOT,
+                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            )
+        wait_for_port(self.port, proc=self.proc)
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Stack:
+    """A running backend + sandbox on one database, with helpers to call them."""
+
+    def __init__(self, workdir: Path, mongodb_uri: str, db_name: str | None = None,
+                 extra_env: dict[str, str] | None = None):
+        self.workdir = workdir
+        self.mongodb_uri = mongodb_uri
+        self.db_name = db_name or f"t_{uuid.uuid4().hex[:10]}"
+        self.sandbox_port = free_port()
+        self.app_port = free_port()
+        self.env = base_env(self.db_name, mongodb_uri, self.sandbox_port, self.app_port)
+        self.env.update(extra_env or {})
+        self.sandbox = Process(["-m", "wx_backend.sandbox"], self.env, self.sandbox_port,
+                               workdir / "sandbox.log")
+        self.apps: list[Process] = []
+        self.client = MongoClient(mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
+        self.db = self.client[self.db_name]
+        self.http = requests.Session()
+
+    @property
+    def api_url(self) -> str:
+        return f"http://127.0.0.1:{self.app_port}"
+
+    @property
+    def sandbox_url(self) -> str:
+        return f"http://127.0.0.1:{self.sandbox_port}"
+
+    def start(self) -> Stack:
+        self.sandbox.start()
+        self.apps.append(self.start_app(self.app_port))
+        return self
+
+    def start_app(self, port: int, extra_env: dict[str, str] | None = None) -> Process:
+        env = {**self.env, "WX_PORT": str(port), **(extra_env or {})}
+        return Process(["-m", "scripts.serve"], env, port, self.workdir / f"app-{port}.log").start()
+
+    def stop(self) -> None:
+        for proc in self.apps:
+            proc.stop()
+        self.sandbox.stop()
+        self.client.close()
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in sorted(self.workdir.glob("*.log")))
+
+    # -- calling the servers ------------------------------------------------------
+    def api(self, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+        headers = kwargs.pop("headers", {})
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        kwargs.setdefault("timeout", 30)
+        return self.http.request(method, self.api_url + path, headers=headers, **kwargs)
+
+    def sandbox_call(self, method: str, path: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", 30)
+        return self.http.request(method, self.sandbox_url + path, **kwargs)
+
+    def login_code(self, openid: str, unionid: str | None = None) -> str:
+        resp = self.sandbox_call("POST", "/sandbox/mp/login-code", json={"openid": openid, "unionid": unionid})
+        resp.raise_for_status()
+        return resp.json()["code"]
+
+    def login(self, openid: str | None = None, unionid: str | None = None) -> str:
+        """Log a customer in through the sandbox; returns the bearer token."""
+        openid = openid or f"o_{uuid.uuid4().hex[:20]}"
+        resp = self.api("POST", "/api/v1/session", json={"code": self.login_code(openid, unionid)})
+        assert resp.status_code == 200, resp.text
+        return resp.json()["token"]
+
+    def fault(self, endpoint: str, fault: str, count: int = 1) -> None:
+        resp = self.sandbox_call("POST", "/sandbox/faults", json={"endpoint": endpoint, "fault": fault,
+                                                                  "count": count})
+        assert resp.status_code == 200, resp.text
+
+
+@pytest.fixture(scope="session")
+def workdir():
+    path = Path(tempfile.mkdtemp(prefix="wx-tests-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def mongodb_uri(workdir):
+    """MONGODB_URI if set, else a FerretDB of the session's own on a free port."""
+    if os.environ.get("MONGODB_URI"):
+        yield os.environ["MONGODB_URI"]
+        return
+    server = FerretDB(workdir / "ferretdb").start()
+    yield server.uri
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(workdir, mongodb_uri):
+    s = Stack(workdir / "stack", mongodb_uri)
+    s.workdir.mkdir()
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clear_faults(request):
+    yield
+    if "stack" in request.fixturenames:
+        request.getfixturevalue("stack").sandbox_call("DELETE", "/sandbox/faults")
+
+
+def error_of(resp: requests.Response) -> dict:
+    """The ``{"code", "message"}`` of an error response, checking the one error shape."""
+    body = resp.json()
+    assert set(body) == {"error"}, body
+    assert isinstance(body["error"]["code"], str) and body["error"]["message"], body
+    assert resp.headers.get("X-Request-Id"), "every response carries a request id"
+    return body["error"]

@@ -1,0 +1,1 @@
+"""The core of the online service hall: configuration, storage, domain services, WeChat gateway."""

@@ -1,0 +1,70 @@
+"""The Tornado ``Application``: owns the database client, the WeChat gateway and the services.
+
+Routes come from the ``handlers`` package (the HTTP layer), passed in by the entry point,
+so this module never imports the layer above it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import tornado.web
+from pymongo.errors import PyMongoError
+
+from . import db as dbmod
+from .config import Config
+from .logs import request_id
+from .services.users import UserService
+from .wechat import WeChat
+
+log = logging.getLogger(__name__)
+
+
+class Application(tornado.web.Application):
+    def __init__(self, config: Config, routes: list, **settings: Any):
+        self.config = config
+        self.client = dbmod.connect(config)
+        self.db = self.client[config.db_name]
+        self.wechat = WeChat(config, self.db)
+        self.users = UserService(self.db, self.wechat, config.session_ttl)
+        self._tasks: list[asyncio.Task] = []
+        settings.setdefault("log_function", _log_request)
+        settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies
+        super().__init__(routes, **settings)
+
+    async def startup(self) -> None:
+        self._tasks.append(asyncio.create_task(self._prepare_database()))
+
+    async def _prepare_database(self) -> None:
+        # The process starts even while the database is down: /readyz says 503 until it is back.
+        delay = 0.5
+        while True:
+            try:
+                await dbmod.ensure_indexes(self.db)
+                return
+            except PyMongoError as exc:
+                log.warning("database not ready (%s); retrying", type(exc).__name__)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10)
+
+    async def shutdown(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.client.close()
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    status = handler.get_status()
+    level = logging.INFO if status < 400 else logging.WARNING if status < 500 else logging.ERROR
+    req = handler.request
+    token = request_id.set(handler._headers.get("X-Request-Id", "-"))
+    try:
+        # the path only: query strings may carry codes or signatures
+        logging.getLogger("access").log(
+            level, "%s %s %d %.1fms", req.method, req.path, status, 1000.0 * req.request_time(),
+        )
+    finally:
+        request_id.reset(token)

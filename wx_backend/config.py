@@ -1,0 +1,183 @@
+"""Configuration from the environment (``WX_*`` variables and ``MONGODB_URI``).
+
+Every setting has one name, one parser and one line of documentation in ``SETTINGS``;
+``docs/configuration.md`` and the README table are written from the same list. Development
+defaults exist only for ``WX_ENV=dev``: anywhere else a missing secret stops start-up.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+from dataclasses import dataclass
+from typing import Any
+
+
+class ConfigError(Exception):
+    """A setting is missing or malformed; the message says which and how to fix it."""
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: Any
+    doc: str
+    dev_default: Any = None  # used only when WX_ENV=dev
+    secret: bool = False
+    parse: Any = str
+
+
+def _bool(value: str) -> bool:
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def _csv(value: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in value.split(",") if part.strip())
+
+
+# The development values below are published on purpose: they only ever unlock the
+# local sandbox. Outside WX_ENV=dev they are never used.
+_DEV_DATA_KEY = base64.b64encode(b"dev-data-key-not-for-production!").decode()
+
+SETTINGS: dict[str, Setting] = {
+    "env": Setting("WX_ENV", "prod", "dev, test or prod; dev enables the development defaults below"),
+    "bind": Setting("WX_BIND", "127.0.0.1", "address the HTTP servers listen on"),
+    "port": Setting("WX_PORT", 8000, "port of the backend", parse=int),
+    "sandbox_port": Setting("WX_SANDBOX_PORT", 8900, "port of the WeChat sandbox", parse=int),
+    "mongodb_uri": Setting(
+        "MONGODB_URI", None, "MongoDB connection string (FerretDB or MongoDB)",
+        dev_default="mongodb://127.0.0.1:27017/",
+    ),
+    "db_name": Setting("WX_DB_NAME", "wx_backend", "database name"),
+    "db_timeout_ms": Setting(
+        "WX_DB_TIMEOUT_MS", 2000, "server selection timeout; requests fail fast with 503 when exceeded",
+        parse=int,
+    ),
+    "internal_secret": Setting(
+        "WX_INTERNAL_SECRET", None, "HMAC secret shared with the marketing system (/internal/v1)",
+        dev_default="dev-internal-secret", secret=True,
+    ),
+    "data_key": Setting(
+        "WX_DATA_KEY", None,
+        "base64 of 32 random bytes; encrypts ID numbers, phones and seal keys at rest (AES-GCM)",
+        dev_default=_DEV_DATA_KEY, secret=True,
+    ),
+    "session_ttl": Setting("WX_SESSION_TTL", 7 * 24 * 3600, "login token lifetime in seconds", parse=int),
+    "wechat_api_base": Setting(
+        "WX_WECHAT_API_BASE", "https://api.weixin.qq.com",
+        "base URL of WeChat's official-account and mini-program API",
+        dev_default="http://127.0.0.1:8900",
+    ),
+    "wechat_pay_base": Setting(
+        "WX_WECHAT_PAY_BASE", "https://api.mch.weixin.qq.com", "base URL of WeChat Pay (API v2)",
+        dev_default="http://127.0.0.1:8900",
+    ),
+    "wechat_timeout": Setting(
+        "WX_WECHAT_TIMEOUT", 5.0, "seconds before a WeChat call counts as timed out", parse=float,
+    ),
+    "mp_appid": Setting("WX_MP_APPID", None, "mini-program AppID", dev_default="wxmpdev000000001"),
+    "mp_secret": Setting(
+        "WX_MP_SECRET", None, "mini-program AppSecret", dev_default="mp-dev-secret", secret=True,
+    ),
+    "oa_appid": Setting("WX_OA_APPID", None, "official-account AppID", dev_default="wxoadev000000001"),
+    "oa_secret": Setting(
+        "WX_OA_SECRET", None, "official-account AppSecret", dev_default="oa-dev-secret", secret=True,
+    ),
+    "oa_token": Setting(
+        "WX_OA_TOKEN", None, "official-account server Token (callback signature)",
+        dev_default="oadevtoken", secret=True,
+    ),
+    "oa_aes_key": Setting(
+        "WX_OA_AES_KEY", "", "official-account EncodingAESKey (43 characters); empty for plain mode",
+        secret=True,
+    ),
+    "mch_id": Setting("WX_PAY_MCH_ID", None, "WeChat Pay merchant number", dev_default="1900000109"),
+    "pay_key": Setting(
+        "WX_PAY_API_KEY", None, "WeChat Pay API v2 key (32 characters)",
+        dev_default="devpaykey0123456789abcdefghijklm", secret=True,
+    ),
+    "public_base": Setting(
+        "WX_PUBLIC_BASE", None, "public base URL of this backend (payment notify URL, links)",
+        dev_default="http://127.0.0.1:8000",
+    ),
+    "webhook_url": Setting(
+        "WX_WEBHOOK_URL", "", "marketing-system webhook for new applications, signed contracts, payments",
+    ),
+    "trusted_proxies": Setting(
+        "WX_TRUSTED_PROXIES", ("127.0.0.1", "::1"),
+        "comma-separated proxy addresses whose X-Forwarded-* and X-Request-Id headers are trusted",
+        parse=_csv,
+    ),
+    "embedded_workers": Setting(
+        "WX_EMBEDDED_WORKERS", False,
+        "run the background workers inside the web process (development and tests)",
+        dev_default=True, parse=_bool,
+    ),
+    "sandbox_callback_base": Setting(
+        "WX_SANDBOX_CALLBACK_BASE", None,
+        "sandbox only: base URL of the backend that receives pushed events and payment notifications",
+        dev_default="http://127.0.0.1:8000",
+    ),
+    "log_level": Setting("WX_LOG_LEVEL", "INFO", "logging level"),
+}
+
+
+class Config:
+    """The settings named in ``SETTINGS``, read once, as attributes (``config.port``)."""
+
+    def __init__(self, values: dict[str, Any]):
+        self._values = dict(values)
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.__dict__["_values"][name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    @property
+    def is_dev(self) -> bool:
+        return self.env == "dev"
+
+    @property
+    def data_key_bytes(self) -> bytes:
+        return base64.b64decode(self.data_key)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: Any) -> Config:
+        environ = dict(os.environ if environ is None else environ)
+        env = environ.get("WX_ENV", "prod")
+        values: dict[str, Any] = {}
+        missing: list[str] = []
+        for name, setting in SETTINGS.items():
+            if name in overrides:
+                values[name] = overrides[name]
+                continue
+            raw = environ.get(setting.env)
+            if raw is None or raw == "":
+                value = setting.dev_default if env == "dev" and setting.dev_default is not None else setting.default
+                if value is None:
+                    missing.append(setting.env)
+                values[name] = value
+                continue
+            try:
+                values[name] = setting.parse(raw)
+            except ValueError as exc:
+                raise ConfigError(f"{setting.env}: cannot read {raw!r}: {exc}") from exc
+        if missing:
+            raise ConfigError(
+                "missing settings: " + ", ".join(missing)
+                + " (set them in the environment; development defaults exist only with WX_ENV=dev)"
+            )
+        try:
+            if len(base64.b64decode(values["data_key"], validate=True)) != 32:
+                raise ValueError("not 32 bytes")
+        except ValueError as exc:
+            raise ConfigError(f"WX_DATA_KEY must be base64 of 32 random bytes ({exc})") from exc
+        return cls(values)
+
+    def public(self) -> dict[str, Any]:
+        """The settings with secrets blanked, for start-up logs."""
+        return {
+            s.env: ("***" if s.secret and self._values[name] else self._values[name])
+            for name, s in SETTINGS.items()
+        }

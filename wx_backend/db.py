@@ -1,0 +1,63 @@
+"""The MongoDB client, the indexes every module declares, and GridFS.
+
+Each module under ``wx_backend.services`` and ``wx_backend.wechat`` may declare
+``INDEXES = {"collection": [IndexModel(...), ...]}``; start-up creates them all, idempotently.
+FerretDB (the embedded default) has no multi-document transactions and no TTL indexes:
+every rule here relies on single-document atomic updates and unique indexes, and expiry
+is a field that readers check.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import pkgutil
+from datetime import UTC, datetime
+
+from gridfs import AsyncGridFSBucket
+from pymongo import AsyncMongoClient
+from pymongo.asynchronous.database import AsyncDatabase
+
+from .config import Config
+
+log = logging.getLogger(__name__)
+
+INDEX_PACKAGES = ("wx_backend.services", "wx_backend.wechat")
+
+
+def utcnow() -> datetime:
+    """Now, in UTC, at millisecond precision (what BSON stores)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def connect(config: Config) -> AsyncMongoClient:
+    return AsyncMongoClient(
+        config.mongodb_uri,
+        tz_aware=True,
+        serverSelectionTimeoutMS=config.db_timeout_ms,
+        connectTimeoutMS=config.db_timeout_ms,
+        appname="wx-backend",
+    )
+
+
+def declared_indexes() -> dict[str, list]:
+    wanted: dict[str, list] = {}
+    for package_name in INDEX_PACKAGES:
+        package = importlib.import_module(package_name)
+        for info in pkgutil.iter_modules(package.__path__):
+            module = importlib.import_module(f"{package_name}.{info.name}")
+            for collection, models in getattr(module, "INDEXES", {}).items():
+                wanted.setdefault(collection, []).extend(models)
+    return wanted
+
+
+async def ensure_indexes(db: AsyncDatabase) -> None:
+    for collection, models in declared_indexes().items():
+        await db[collection].create_indexes(models)
+    log.info("indexes ready on %d collections", len(declared_indexes()))
+
+
+def files(db: AsyncDatabase) -> AsyncGridFSBucket:
+    """GridFS bucket for uploads, seal images and contract PDFs."""
+    return AsyncGridFSBucket(db, bucket_name="files")

@@ -1,0 +1,46 @@
+"""The sandbox application: every module's ``routes``, one shared ``SandboxState``."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import os
+import pkgutil
+import signal
+
+import tornado.web
+
+from .. import logs
+from ..config import Config
+from .state import SandboxState
+
+log = logging.getLogger(__name__)
+
+_NOT_ROUTES = {"app", "base", "state", "__main__"}
+
+
+def make_app(config: Config, **state_options) -> tornado.web.Application:
+    routes: list = []
+    package = importlib.import_module(__package__)
+    for info in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
+        if info.name in _NOT_ROUTES:
+            continue
+        routes.extend(importlib.import_module(f"{__package__}.{info.name}").routes)
+    state = SandboxState.from_config(config, **state_options)
+    return tornado.web.Application(routes, state=state)
+
+
+async def main() -> None:
+    config = Config.from_env()
+    logs.setup(config.log_level)
+    delay = float(os.environ.get("WX_SANDBOX_TIMEOUT_DELAY", "10"))
+    app = make_app(config, timeout_delay=delay)
+    server = app.listen(config.sandbox_port, address=config.bind)
+    log.info("WeChat sandbox listening on http://%s:%d", config.bind, config.sandbox_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    server.stop()

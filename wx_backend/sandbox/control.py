@@ -1,0 +1,73 @@
+"""The control surface under ``/sandbox/``: the customer's phone, and a window for tests."""
+
+from __future__ import annotations
+
+import secrets
+import time
+
+from .base import SandboxHandler
+from .state import LoginCode
+
+
+class LoginCodeHandler(SandboxHandler):
+    """``wx.login`` on the customer's phone: a one-time ``js_code`` for an openid."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        openid = body.get("openid")
+        if not isinstance(openid, str) or not openid:
+            self.write_json({"error": "openid is required"}, status=400)
+            return
+        code = secrets.token_urlsafe(24)
+        self.state.login_codes[code] = LoginCode(
+            openid=openid, unionid=body.get("unionid") or None, issued_at=time.time(),
+        )
+        self.write_json({"code": code})
+
+
+class FaultsHandler(SandboxHandler):
+    async def get(self) -> None:
+        self.write_json({k: list(v) for k, v in self.state.faults.items() if v})
+
+    async def post(self) -> None:
+        body = self.json_body()
+        endpoint, fault = body.get("endpoint"), body.get("fault")
+        count = body.get("count", 1)
+        if not isinstance(endpoint, str) or not isinstance(fault, str) or not isinstance(count, int):
+            self.write_json({"error": "endpoint, fault and count are required"}, status=400)
+            return
+        try:
+            self.state.add_fault(endpoint, fault, count)
+        except ValueError as exc:
+            self.write_json({"error": str(exc)}, status=400)
+            return
+        self.write_json({"endpoint": endpoint, "pending": list(self.state.faults[endpoint])})
+
+    async def delete(self) -> None:
+        self.state.faults.clear()
+        self.write_json({"cleared": True})
+
+
+class StatsHandler(SandboxHandler):
+    """How often each WeChat endpoint was called (``DELETE`` resets the counts)."""
+
+    async def get(self) -> None:
+        self.write_json(dict(self.state.calls))
+
+    async def delete(self) -> None:
+        self.state.calls.clear()
+        self.write_json({"cleared": True})
+
+
+class ExpireTokensHandler(SandboxHandler):
+    async def post(self) -> None:
+        self.state.expire_tokens()
+        self.write_json({"expired": True})
+
+
+routes = [
+    (r"/sandbox/mp/login-code", LoginCodeHandler),
+    (r"/sandbox/faults", FaultsHandler),
+    (r"/sandbox/stats", StatsHandler),
+    (r"/sandbox/tokens/expire", ExpireTokensHandler),
+]

@@ -1,0 +1,1 @@
+"""Domain services: every business rule lives here, none in the handlers or scripts."""
