@@ -53,9 +53,13 @@ def declared_indexes() -> dict[str, list]:
 
 
 async def ensure_indexes(db: AsyncDatabase) -> None:
-    for collection, models in declared_indexes().items():
-        await db[collection].create_indexes(models)
-    log.info("indexes ready on %d collections", len(declared_indexes()))
+    wanted = declared_indexes()
+    for collection, models in wanted.items():
+        # one at a time: FerretDB 1.24 drops the connection when a multi-index
+        # createIndexes names only indexes that already exist
+        for model in models:
+            await db[collection].create_indexes([model])
+    log.info("indexes ready on %d collections", len(wanted))
 
 
 def files(db: AsyncDatabase) -> AsyncGridFSBucket:

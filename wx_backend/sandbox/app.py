@@ -28,7 +28,15 @@ def make_app(config: Config, **state_options) -> tornado.web.Application:
             continue
         routes.extend(importlib.import_module(f"{__package__}.{info.name}").routes)
     state = SandboxState.from_config(config, **state_options)
-    return tornado.web.Application(routes, state=state)
+    return tornado.web.Application(routes, state=state, log_function=_log_request)
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    # the path only: WeChat's query strings carry secrets and access tokens
+    req = handler.request
+    logging.getLogger("sandbox.access").info(
+        "%d %s %s %.1fms", handler.get_status(), req.method, req.path, 1000.0 * req.request_time(),
+    )
 
 
 async def main() -> None:
