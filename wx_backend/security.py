@@ -82,3 +82,13 @@ def mask_id(id_no: str) -> str:
     if len(id_no) <= 7:
         return "*" * len(id_no)
     return id_no[:3] + "*" * (len(id_no) - 7) + id_no[-4:]
+
+
+def request_signature(secret: str, method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
+    """The HMAC-SHA256 signature of a marketing-system or terminal request (DESIGN 5a).
+
+    ``hex(HMAC(secret, METHOD\\nPATH\\nTIMESTAMP\\nNONCE\\n + hex(sha256(body))))``, lowercase.
+    The same function signs the outgoing webhook, so both sides agree by construction.
+    """
+    message = f"{method.upper()}\n{path}\n{timestamp}\n{nonce}\n{hashlib.sha256(body).hexdigest()}"
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
