@@ -79,17 +79,25 @@ class AccessTokens:
             doc = await self._coll.find_one({"_id": self.appid})
             if self._fresh(doc, stale):
                 return doc["token"]
-            if await self._acquire_lease():
+            if await self._acquire_lease(stale):
                 return await self._fetch_and_store()
             if asyncio.get_running_loop().time() > deadline:
                 raise WeChatUnavailable(details={"reason": "access token refresh timed out"})
             await asyncio.sleep(0.05)
 
-    async def _acquire_lease(self) -> bool:
+    async def _acquire_lease(self, stale: str | None) -> bool:
         now = utcnow()
+        # The lease is taken only while the token is still stale: a caller that read the
+        # document just before another process stored a fresh token must not fetch again.
+        still_stale = [{"token": None}, {"expires_at": {"$lte": now + EARLY_REFRESH}}]
+        if stale:
+            still_stale.append({"token": stale})
         try:
             doc = await self._coll.find_one_and_update(
-                {"_id": self.appid, "$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]},
+                {"_id": self.appid, "$and": [
+                    {"$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]},
+                    {"$or": still_stale},
+                ]},
                 {"$set": {"lease_until": now + LEASE, "lease_owner": self._owner},
                  "$setOnInsert": {"expires_at": now}},
                 upsert=True, return_document=ReturnDocument.AFTER,
