@@ -152,7 +152,7 @@ def test_rendering_changes_only_the_marked_blocks():
             "error_log", "access_log", "temp_paths", "user"} <= set(blocks(text))
     rendered = render(text, {"upstream": ["server 127.0.0.1:1;"]})
     assert "server 127.0.0.1:1;" in rendered and "server 127.0.0.1:8001" not in rendered
-    assert rendered.replace("server 127.0.0.1:1;", "").count("\n") < text.count("\n")
+    assert rendered.count("\n") == text.count("\n") - 3, "four production servers became one"
     with pytest.raises(RenderError):
         render(text, {"no_such_block": "x;"})
 
