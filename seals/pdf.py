@@ -216,10 +216,12 @@ def _add_page_stream(writer: IncrementalPdfFileWriter, page: int, ops: bytes, xo
     writer.add_stream_to_page(page, writer.add_object(stream), resources=resources)
 
 
-def draw_preview(pdf: bytes, marks: list[Mark]) -> bytes:
-    """Draw seal and signature images at their boxes and a "预览 — 未签章" watermark on every page.
+def draw_marks(pdf: bytes, marks: list[Mark], *, watermark: bool = False) -> bytes:
+    """Draw images (seal, handwritten signature) at their boxes as page content, in one
+    incremental update; with ``watermark`` also a "预览 — 未签章" watermark on every page.
 
-    Visual only: the result carries no digital signature and is never to be stored as signed.
+    Drawing changes page content, so on a signed document it counts as a modification after
+    signing: draw a signer's own signature image BEFORE ``seal_pdf`` for that signer.
     """
     try:
         writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
@@ -232,17 +234,27 @@ def draw_preview(pdf: bytes, marks: list[Mark]) -> bytes:
     xobjects: dict[int, dict] = {p: {} for p in range(pages)}
     for i, mark in enumerate(marks):
         img = _rgba(mark.image_png)
-        name = f"PreviewMark{i}"
+        name = f"Mark{i}"
         xobjects[mark.page][name] = pil_image(img, writer)
         ops[mark.page].append(_draw_ops(img.size, mark.box, name))
-    wm = _rgba(_watermark_png())
-    wm_ref = pil_image(wm, writer)
+    if watermark:
+        wm = _rgba(_watermark_png())
+        wm_ref = pil_image(wm, writer)
+        for page in range(pages):
+            x1, y1, x2, y2 = _page_box(writer, page)
+            margin = (x2 - x1) * 0.08
+            xobjects[page]["PreviewWatermark"] = wm_ref
+            box = (x1 + margin, y1 + margin, x2 - margin, y2 - margin)
+            ops[page].append(_draw_ops(wm.size, box, "PreviewWatermark"))
     for page in range(pages):
-        x1, y1, x2, y2 = _page_box(writer, page)
-        margin = (x2 - x1) * 0.08
-        xobjects[page]["PreviewWatermark"] = wm_ref
-        ops[page].append(_draw_ops(wm.size, (x1 + margin, y1 + margin, x2 - margin, y2 - margin), "PreviewWatermark"))
-        _add_page_stream(writer, page, b"".join(ops[page]), xobjects[page])
+        if ops[page]:
+            _add_page_stream(writer, page, b"".join(ops[page]), xobjects[page])
     out = io.BytesIO()
     writer.write(out)
     return out.getvalue()
+
+
+def draw_preview(pdf: bytes, marks: list[Mark]) -> bytes:
+    """The 合同签章 preview: seal and signature images drawn at their 签署页 boxes and a
+    "预览 — 未签章" watermark on every page. Visual only: no digital signature at all."""
+    return draw_marks(pdf, marks, watermark=True)
