@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import io
+import secrets
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -230,11 +231,14 @@ def draw_marks(pdf: bytes, marks: list[Mark], *, watermark: bool = False) -> byt
     for mark in marks:
         _check_box(writer, mark.page, mark.box)
     pages = int(writer.root["/Pages"]["/Count"])
+    # Pages may share one resource dictionary, and a document may be drawn on twice:
+    # resource names must be unique per page and per call.
+    tag = secrets.token_hex(4)
     ops: dict[int, list[bytes]] = {p: [] for p in range(pages)}
     xobjects: dict[int, dict] = {p: {} for p in range(pages)}
     for i, mark in enumerate(marks):
         img = _rgba(mark.image_png)
-        name = f"Mark{i}"
+        name = f"Mark{tag}p{mark.page}n{i}"
         xobjects[mark.page][name] = pil_image(img, writer)
         ops[mark.page].append(_draw_ops(img.size, mark.box, name))
     if watermark:
@@ -243,9 +247,10 @@ def draw_marks(pdf: bytes, marks: list[Mark], *, watermark: bool = False) -> byt
         for page in range(pages):
             x1, y1, x2, y2 = _page_box(writer, page)
             margin = (x2 - x1) * 0.08
-            xobjects[page]["PreviewWatermark"] = wm_ref
+            name = f"Watermark{tag}p{page}"
+            xobjects[page][name] = wm_ref
             box = (x1 + margin, y1 + margin, x2 - margin, y2 - margin)
-            ops[page].append(_draw_ops(wm.size, box, "PreviewWatermark"))
+            ops[page].append(_draw_ops(wm.size, box, name))
     for page in range(pages):
         if ops[page]:
             _add_page_stream(writer, page, b"".join(ops[page]), xobjects[page])
