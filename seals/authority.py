@@ -74,6 +74,13 @@ def check_credit_code(code: str) -> str:
     return code
 
 
+def _common_name(name: str) -> str:
+    """CN is limited to 64 bytes; a longer name is cut there (O always carries the full name)."""
+    while len(name.encode()) > 64:
+        name = name[:-1]
+    return name
+
+
 class SealAuthority:
     """The root that issues seal certificates. Holds the root key in memory only."""
 
@@ -86,7 +93,10 @@ class SealAuthority:
         """Make a new root: a P-256 key and a self-signed CA certificate named ``name``."""
         key = _new_key()
         subject = x509.Name(
-            [x509.NameAttribute(NameOID.ORGANIZATION_NAME, name), x509.NameAttribute(NameOID.COMMON_NAME, name)]
+            [
+                x509.NameAttribute(NameOID.ORGANIZATION_NAME, name),
+                x509.NameAttribute(NameOID.COMMON_NAME, _common_name(name)),
+            ]
         )
         now = _utcnow()
         ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
@@ -142,7 +152,7 @@ class SealAuthority:
         attrs = [
             x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, org_name),
-            x509.NameAttribute(NameOID.COMMON_NAME, org_name),
+            x509.NameAttribute(NameOID.COMMON_NAME, _common_name(org_name)),
             x509.NameAttribute(NameOID.SERIAL_NUMBER, credit_code),
         ]
         if legal_rep:

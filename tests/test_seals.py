@@ -209,3 +209,12 @@ def test_bad_credit_codes_are_refused(code):
     ca = SealAuthority.create("根")
     with pytest.raises(SealAuthorityError):
         ca.issue("某公司", code)
+
+
+def test_long_organisation_names_keep_the_full_name_in_o():
+    name = "国网河南省电力公司郏县供电公司城关供电所营业厅客户服务中心"  # 29 characters, 87 bytes
+    ca = SealAuthority.create(name)
+    cert = x509.load_pem_x509_certificate(ca.issue(name, CREDIT_CODE).cert_pem)
+    assert cert.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)[0].value == name
+    cn = cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value
+    assert name.startswith(cn) and len(cn.encode()) <= 64
