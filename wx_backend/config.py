@@ -96,6 +96,13 @@ SETTINGS: dict[str, Setting] = {
         "WX_PAY_API_KEY", None, "WeChat Pay API v2 key (32 characters)",
         dev_default="devpaykey0123456789abcdefghijklm", secret=True,
     ),
+    "pay_cert": Setting(
+        "WX_PAY_CERT", "", "path of the merchant client certificate (apiclient_cert.pem) for /secapi/ calls",
+    ),
+    "pay_key_pem": Setting(
+        "WX_PAY_KEY_PEM", "", "path of the merchant client certificate's private key (apiclient_key.pem)",
+        secret=True,
+    ),
     "public_base": Setting(
         "WX_PUBLIC_BASE", None, "public base URL of this backend (payment notify URL, links)",
         dev_default="http://127.0.0.1:8000",
@@ -117,6 +124,21 @@ SETTINGS: dict[str, Setting] = {
         "WX_SANDBOX_CALLBACK_BASE", None,
         "sandbox only: base URL of the backend that receives pushed events and payment notifications",
         dev_default="http://127.0.0.1:8000",
+    ),
+    "sandbox_notify_scale": Setting(
+        "WX_SANDBOX_NOTIFY_SCALE", 1.0,
+        "sandbox only: factor on WeChat Pay's notification retry schedule (0.01 turns minutes into seconds)",
+        parse=float,
+    ),
+    "sandbox_password_delay": Setting(
+        "WX_SANDBOX_PASSWORD_DELAY", 3.0,
+        "sandbox only: seconds a payment-code customer takes to enter the password (password_then_pay)",
+        parse=float,
+    ),
+    "sandbox_userpaying_timeout": Setting(
+        "WX_SANDBOX_USERPAYING_TIMEOUT", 45.0,
+        "sandbox only: seconds after which an unpaid payment-code order is revoked automatically",
+        parse=float,
     ),
     "log_level": Setting("WX_LOG_LEVEL", "INFO", "logging level"),
 }

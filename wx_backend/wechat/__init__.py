@@ -7,6 +7,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from ..config import Config
 from .http import WeChatAPIError, WeChatHTTP
 from .miniprogram import MiniProgramAPI
+from .pay import PayAPI
 from .tokens import AccessTokens
 
 __all__ = ["WeChat", "WeChatAPIError"]
@@ -19,3 +20,5 @@ class WeChat:
         self.mp_tokens = AccessTokens(db, self.api, config.mp_appid, config.mp_secret)
         self.oa_tokens = AccessTokens(db, self.api, config.oa_appid, config.oa_secret)
         self.miniprogram = MiniProgramAPI(self.api, config.mp_appid, config.mp_secret)
+        self.pay = PayAPI(self.pay_http, appid=config.mp_appid, mch_id=config.mch_id, key=config.pay_key,
+                          cert=config.pay_cert, cert_key=config.pay_key_pem)

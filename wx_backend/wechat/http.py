@@ -39,7 +39,8 @@ class WeChatHTTP:
 
     async def request(self, method: str, path: str, *, params: dict | None = None,
                       body: bytes | None = None, content_type: str = "application/json",
-                      timeout: float | None = None) -> bytes:
+                      timeout: float | None = None, client_cert: str | None = None,
+                      client_key: str | None = None) -> bytes:
         url = self.base_url + path
         if params:
             url += "?" + urlencode(params)
@@ -47,6 +48,7 @@ class WeChatHTTP:
             url, method=method, body=body,
             headers={"Content-Type": content_type} if body is not None else None,
             connect_timeout=timeout or self.timeout, request_timeout=timeout or self.timeout,
+            client_cert=client_cert, client_key=client_key,
         )
         started = time.monotonic()
         try:
