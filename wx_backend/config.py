@@ -119,6 +119,13 @@ SETTINGS: dict[str, Setting] = {
         dev_default="http://127.0.0.1:8000",
     ),
     "log_level": Setting("WX_LOG_LEVEL", "INFO", "logging level"),
+    "catalog_dir": Setting(
+        "WX_CATALOG_DIR", "",
+        "extra catalogue folder: its TOML files add business types or replace built-in ones by code",
+    ),
+    "upload_max_bytes": Setting(
+        "WX_UPLOAD_MAX_BYTES", 10 * 1024 * 1024, "largest accepted upload in bytes (JPEG, PNG or PDF)", parse=int,
+    ),
 }
 
 
