@@ -38,7 +38,10 @@ class UploadsHandler(APIHandler):
             raise BadRequest("请以 multipart/form-data 上传文件", code="unsupported_media_type", status=415)
         args: dict = {}
         parts: dict = {}
-        tornado.httputil.parse_body_arguments(ctype, b"".join(self._chunks), args, parts)
+        try:
+            tornado.httputil.parse_body_arguments(ctype, b"".join(self._chunks), args, parts)
+        except tornado.httputil.HTTPInputError as exc:
+            raise BadRequest("上传内容格式不正确", code="invalid_multipart") from exc
         self._chunks = []
         uploaded = parts.get("file") or []
         if len(uploaded) != 1:
