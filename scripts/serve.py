@@ -24,10 +24,10 @@ async def main() -> None:
     args = parser.parse_args()
     try:
         config = Config.from_env(**({"port": args.port} if args.port else {}))
-    except ConfigError as exc:
+        logs.setup(config.log_level)
+        app = Application(config, handlers.routes(), default_handler_class=NotFoundHandler)
+    except ConfigError as exc:  # also a malformed catalogue file (CatalogError)
         raise SystemExit(f"configuration error: {exc}") from None
-    logs.setup(config.log_level)
-    app = Application(config, handlers.routes(), default_handler_class=NotFoundHandler)
     server = app.listen(config.port, address=config.bind, max_body_size=MAX_BODY)
     await app.startup()
     log.info("backend listening on http://%s:%d (env %s)", config.bind, config.port, config.env)

@@ -16,6 +16,8 @@ from pymongo.errors import PyMongoError
 from . import db as dbmod
 from .config import Config
 from .logs import request_id
+from .services.catalog import default_dirs, load_catalog
+from .services.uploads import UploadService
 from .services.users import UserService
 from .wechat import WeChat
 
@@ -29,6 +31,8 @@ class Application(tornado.web.Application):
         self.db = self.client[config.db_name]
         self.wechat = WeChat(config, self.db)
         self.users = UserService(self.db, self.wechat, config.session_ttl)
+        self.catalog = load_catalog(*default_dirs(config.catalog_dir))
+        self.uploads = UploadService(self.db, self.catalog, config.upload_max_bytes)
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies

@@ -141,6 +141,13 @@ SETTINGS: dict[str, Setting] = {
         parse=float,
     ),
     "log_level": Setting("WX_LOG_LEVEL", "INFO", "logging level"),
+    "catalog_dir": Setting(
+        "WX_CATALOG_DIR", "",
+        "extra catalogue folder: its TOML files add business types or replace built-in ones by code",
+    ),
+    "upload_max_bytes": Setting(
+        "WX_UPLOAD_MAX_BYTES", 10 * 1024 * 1024, "largest accepted upload in bytes (JPEG, PNG or PDF)", parse=int,
+    ),
 }
 
 

@@ -1,0 +1,73 @@
+"""Uploads: ``POST /api/v1/uploads`` (multipart, one ``file`` part) and reading one's own back."""
+
+from __future__ import annotations
+
+import tornado.httputil
+import tornado.web
+
+from wx_backend.errors import BadRequest, ValidationFailed
+from wx_backend.services.uploads import PayloadTooLarge
+
+from .base import APIHandler, authenticated
+
+# multipart boundaries, part headers and a ``kind`` field fit in this
+MULTIPART_OVERHEAD = 64 * 1024
+
+
+@tornado.web.stream_request_body
+class UploadsHandler(APIHandler):
+    async def prepare(self) -> None:
+        await super().prepare()
+        if self.request.method != "POST":
+            return
+        self.require_user()  # refuse before reading a body nobody will keep
+        limit = self.app.uploads.max_bytes + MULTIPART_OVERHEAD
+        declared = self.request.headers.get("Content-Length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge()
+        self.request.connection.set_max_body_size(limit)
+        self._chunks: list[bytes] = []
+
+    def data_received(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+
+    @authenticated
+    async def post(self) -> None:
+        ctype = self.request.headers.get("Content-Type", "")
+        if not ctype.startswith("multipart/form-data"):
+            raise BadRequest("请以 multipart/form-data 上传文件", code="unsupported_media_type", status=415)
+        args: dict = {}
+        parts: dict = {}
+        try:
+            tornado.httputil.parse_body_arguments(ctype, b"".join(self._chunks), args, parts)
+        except tornado.httputil.HTTPInputError as exc:
+            raise BadRequest("上传内容格式不正确", code="invalid_multipart") from exc
+        self._chunks = []
+        uploaded = parts.get("file") or []
+        if len(uploaded) != 1:
+            raise ValidationFailed(details=[{"field": "file", "message": "请上传一个文件"}])
+        kind = args.get("kind", [b""])[0].decode("utf-8", "replace").strip() or None
+        result = await self.app.uploads.store(self.current_user, uploaded[0].body,
+                                              filename=uploaded[0].filename, kind=kind)
+        self.write_json(result, status=201)
+
+
+class UploadHandler(APIHandler):
+    @authenticated
+    async def get(self, file_id: str) -> None:
+        meta, chunks = await self.app.uploads.open(self.current_user, file_id)
+        self.set_header("Content-Type", meta["content_type"])
+        self.set_header("Content-Length", str(meta["size"]))
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Cache-Control", "private, no-store")
+        self.set_header("Content-Disposition", "inline")
+        async for chunk in chunks:
+            self.write(chunk)
+            await self.flush()
+        self.finish()
+
+
+default_handlers = [
+    (r"/api/v1/uploads", UploadsHandler),
+    (r"/api/v1/uploads/([^/]+)", UploadHandler),
+]
