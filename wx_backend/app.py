@@ -16,6 +16,10 @@ from pymongo.errors import PyMongoError
 from . import db as dbmod
 from .config import Config
 from .logs import request_id
+from .security import DataProtector
+from .services.accounts import AccountService
+from .services.signing import RequestVerifier
+from .services.sms import SmsService, make_provider
 from .services.users import UserService
 from .wechat import WeChat
 
@@ -29,6 +33,10 @@ class Application(tornado.web.Application):
         self.db = self.client[config.db_name]
         self.wechat = WeChat(config, self.db)
         self.users = UserService(self.db, self.wechat, config.session_ttl)
+        self.protector = DataProtector(config.data_key_bytes)
+        self.verifier = RequestVerifier(self.db)
+        self.sms = SmsService(self.db, self.protector, make_provider(config))
+        self.accounts = AccountService(self.db, self.protector, self.sms)
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies

@@ -118,6 +118,11 @@ SETTINGS: dict[str, Setting] = {
         "sandbox only: base URL of the backend that receives pushed events and payment notifications",
         dev_default="http://127.0.0.1:8000",
     ),
+    "sms_provider": Setting(
+        "WX_SMS_PROVIDER", "disabled",
+        "SMS provider for verification codes: disabled (refuses to send), or sandbox (dev/test only)",
+        dev_default="sandbox",
+    ),
     "log_level": Setting("WX_LOG_LEVEL", "INFO", "logging level"),
 }
 
