@@ -118,7 +118,16 @@ class Stack:
     def start(self) -> Stack:
         self.sandbox.start()
         self.apps.append(self.start_app(self.app_port))
+        self.wait_for_indexes(self.apps[0])
         return self
+
+    def wait_for_indexes(self, proc: Process, timeout: float = 30.0) -> None:
+        """Start-up creates the indexes in the background; tests relying on unique indexes
+        (idempotency, locks) must not run before they exist."""
+        deadline = time.monotonic() + timeout
+        while "indexes ready" not in proc.log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "indexes not created in time"
+            time.sleep(0.05)
 
     def start_app(self, port: int, extra_env: dict[str, str] | None = None) -> Process:
         env = {**self.env, "WX_PORT": str(port), **(extra_env or {})}
