@@ -161,3 +161,10 @@ def test_internal_refuses_bearer_tokens(stack):
     token = stack.login()
     resp = stack.api("PUT", f"/internal/v1/accounts/{new_account_no()}", token=token, json=account_body())
     assert resp.status_code == 401 and error_of(resp)["code"] == "signature_missing"
+
+
+def test_worked_example_of_the_docs():
+    from wx_backend.security import request_signature
+    assert request_signature("dev-internal-secret", "PUT", "/internal/v1/accounts/5263900001", "1767225600",
+                             "0123456789abcdef", b"{}") == \
+        "e5778763833d70910108be7da302e78ee655af33f7ca751e56e7db8945d5bb0a"
