@@ -174,3 +174,25 @@ class NotFoundHandler(BaseHandler):
     async def prepare(self) -> None:
         self.prepare_request_id()
         raise tornado.web.HTTPError(404)
+
+
+class InternalHandler(BaseHandler):
+    """``/internal/v1``: the marketing system, HMAC-signed (DESIGN 5a); every such handler subclasses this.
+
+    The signature is checked in ``prepare``, before any handler method runs: a request that is
+    unsigned, wrongly signed, outside the 300 s window or replayed gets 401 and does nothing.
+    The signed path is the URL path without the query string, so internal handlers must not
+    read query arguments (they are not covered by the signature).
+    """
+
+    auth = "hmac"
+
+    async def prepare(self) -> None:
+        self.prepare_request_id()
+        self.current_user = None
+        await self.app.verifier.verify(
+            self.app.config.internal_secret, self.request.method, self.request.path,
+            self.request.headers, self.request.body, scope="internal",
+        )
+
+    json_body = APIHandler.json_body

@@ -6,20 +6,25 @@ Tests talk to them over HTTP exactly as the mini-program, WeChat and the marketi
 from __future__ import annotations
 
 import base64
+import json as jsonlib
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 import requests
 from pymongo import MongoClient
 
 from wx_backend.embedded import ROOT, FerretDB, free_port, wait_for_port
+from wx_backend.security import request_signature
 
 TEST_DATA_KEY = base64.b64encode(b"test-data-key-0123456789abcdef!!").decode()
 
@@ -53,6 +58,7 @@ def base_env(db_name: str, mongodb_uri: str, sandbox_port: int, app_port: int) -
         "WX_PUBLIC_BASE": f"http://127.0.0.1:{app_port}",
         "WX_SANDBOX_CALLBACK_BASE": f"http://127.0.0.1:{app_port}",
         "WX_EMBEDDED_WORKERS": "1",
+        "WX_SMS_PROVIDER": "sandbox",
         "WX_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     })
@@ -115,7 +121,16 @@ class Stack:
     def start(self) -> Stack:
         self.sandbox.start()
         self.apps.append(self.start_app(self.app_port))
+        self.wait_for_indexes(self.apps[0])
         return self
+
+    def wait_for_indexes(self, proc: Process, timeout: float = 30.0) -> None:
+        """Start-up creates the indexes in the background; tests relying on unique indexes
+        (idempotency, locks) must not run before they exist."""
+        deadline = time.monotonic() + timeout
+        while "indexes ready" not in proc.log_path.read_text(errors="replace"):
+            assert time.monotonic() < deadline, "indexes not created in time"
+            time.sleep(0.05)
 
     def start_app(self, port: int, extra_env: dict[str, str] | None = None) -> Process:
         env = {**self.env, "WX_PORT": str(port), **(extra_env or {})}
@@ -153,6 +168,36 @@ class Stack:
         resp = self.api("POST", "/api/v1/session", json={"code": self.login_code(openid, unionid)})
         assert resp.status_code == 200, resp.text
         return resp.json()["token"]
+
+    def signed_headers(self, method: str, path: str, body: bytes = b"", *, secret: str | None = None,
+                       timestamp: int | str | None = None, nonce: str | None = None) -> dict[str, str]:
+        """The X-Timestamp / X-Nonce / X-Signature headers the marketing system sends (DESIGN 5a)."""
+        ts = str(int(time.time()) if timestamp is None else timestamp)
+        nonce = nonce or uuid.uuid4().hex
+        secret = self.env["WX_INTERNAL_SECRET"] if secret is None else secret
+        return {"X-Timestamp": ts, "X-Nonce": nonce,
+                "X-Signature": request_signature(secret, method, urlsplit(path).path, ts, nonce, body)}
+
+    def internal(self, method: str, path: str, json=None, *, secret: str | None = None,
+                 timestamp: int | str | None = None, nonce: str | None = None) -> requests.Response:
+        """Call ``/internal/v1`` signed like the marketing system (fresh nonce, current time by default)."""
+        body = b"" if json is None else jsonlib.dumps(json, ensure_ascii=False).encode()
+        headers = self.signed_headers(method, path, body, secret=secret, timestamp=timestamp, nonce=nonce)
+        if json is not None:
+            headers["Content-Type"] = "application/json"
+        return self.api(method, path, data=body, headers=headers)
+
+    def sms_texts(self, mobile: str) -> list[str]:
+        """The texts the sandbox phone ``mobile`` received, oldest first."""
+        resp = self.sandbox_call("GET", "/sandbox/sms", params={"mobile": mobile})
+        resp.raise_for_status()
+        return [m["text"] for m in resp.json()["messages"]]
+
+    def last_sms_code(self, mobile: str) -> str:
+        """The 6-digit code in the newest text to ``mobile``."""
+        texts = self.sms_texts(mobile)
+        assert texts, f"no text received by {mobile}"
+        return re.search(r"[0-9]{6}", texts[-1]).group(0)
 
     def fault(self, endpoint: str, fault: str, count: int = 1) -> None:
         resp = self.sandbox_call("POST", "/sandbox/faults", json={"endpoint": endpoint, "fault": fault,
@@ -201,3 +246,53 @@ def error_of(resp: requests.Response) -> dict:
     assert isinstance(body["error"]["code"], str) and body["error"]["message"], body
     assert resp.headers.get("X-Request-Id"), "every response carries a request id"
     return body["error"]
+
+
+def new_account_no() -> str:
+    """A fresh 10-digit account number (tests share one database)."""
+    return f"9{uuid.uuid4().int % 10**9:09d}"
+
+
+def new_mobile() -> str:
+    return f"139{uuid.uuid4().int % 10**8:08d}"
+
+
+def put_account(stack: Stack, account_no: str | None = None, **fields) -> dict:
+    """Create an account through ``PUT /internal/v1/accounts/{no}``; returns what was sent (with
+    ``account_no`` and the clear ``phone``)."""
+    account_no = account_no or new_account_no()
+    body = {
+        "holder_name": "张威", "phone": new_mobile(), "address": "河南省平顶山市郏县城关镇人民路1号",
+        "region": "郏县城关", "feeder": "郏县城关1号线", "customer_class": "低压居民",
+        "tariff": {"tou": True, "two_part": False, "max_demand": False}, "capacity_kva": 8,
+        "balance_fen": 0, **fields,
+    }
+    resp = stack.internal("PUT", f"/internal/v1/accounts/{account_no}", json=body)
+    assert resp.status_code in (200, 201), resp.text
+    return {"account_no": account_no, **body}
+
+
+def bind_account(stack: Stack, token: str, account: dict) -> dict:
+    """Bind ``account`` (from ``put_account``) to the user of ``token`` through the SMS flow."""
+    resp = stack.api("POST", "/api/v1/sms-codes", token=token,
+                     json={"purpose": "bind_account", "account_no": account["account_no"]})
+    assert resp.status_code == 201, resp.text
+    resp = stack.api("POST", "/api/v1/accounts", token=token, json={
+        "account_no": account["account_no"], "holder_name": account["holder_name"],
+        "sms_code": stack.last_sms_code(account["phone"]),
+    })
+    assert resp.status_code in (200, 201), resp.text
+    return resp.json()["account"]
+
+
+def sms_limit_key(mobile: str) -> str:
+    """The ``rate_limits`` key of a mobile (its lookup hash under the test data key)."""
+    from wx_backend.security import DataProtector
+    return "sms:mobile:" + DataProtector(base64.b64decode(TEST_DATA_KEY)).lookup_hash(mobile, "phone")
+
+
+def skip_sms_interval(stack: Stack, mobile: str) -> None:
+    """Test set-up: pretend the last text to ``mobile`` went out over a minute ago."""
+    from datetime import UTC, datetime, timedelta
+    stack.db.rate_limits.update_one({"_id": sms_limit_key(mobile)},
+                                    {"$set": {"last_at": datetime.now(UTC) - timedelta(seconds=61)}})

@@ -16,7 +16,11 @@ from pymongo.errors import PyMongoError
 from . import db as dbmod
 from .config import Config
 from .logs import request_id
+from .security import DataProtector
+from .services.accounts import AccountService
 from .services.catalog import default_dirs, load_catalog
+from .services.signing import RequestVerifier
+from .services.sms import SmsService, make_provider
 from .services.uploads import UploadService
 from .services.users import UserService
 from .wechat import WeChat
@@ -33,6 +37,10 @@ class Application(tornado.web.Application):
         self.users = UserService(self.db, self.wechat, config.session_ttl)
         self.catalog = load_catalog(*default_dirs(config.catalog_dir))
         self.uploads = UploadService(self.db, self.catalog, config.upload_max_bytes)
+        self.protector = DataProtector(config.data_key_bytes)
+        self.verifier = RequestVerifier(self.db)
+        self.sms = SmsService(self.db, self.protector, make_provider(config))
+        self.accounts = AccountService(self.db, self.protector, self.sms)
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies

@@ -140,6 +140,11 @@ SETTINGS: dict[str, Setting] = {
         "sandbox only: seconds after which an unpaid payment-code order is revoked automatically",
         parse=float,
     ),
+    "sms_provider": Setting(
+        "WX_SMS_PROVIDER", "disabled",
+        "SMS provider for verification codes: disabled (refuses to send), or sandbox (dev/test only)",
+        dev_default="sandbox",
+    ),
     "log_level": Setting("WX_LOG_LEVEL", "INFO", "logging level"),
     "catalog_dir": Setting(
         "WX_CATALOG_DIR", "",

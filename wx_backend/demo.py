@@ -8,8 +8,8 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .config import Config
-from .db import utcnow
 from .security import DataProtector
+from .services.accounts import AccountService
 
 SEED = 20260226
 REGIONS = ["郏县城关", "郏县茨芭", "郏县薛店", "郏县长桥"]
@@ -35,7 +35,8 @@ def demo_accounts(count: int = 20) -> list[dict[str, Any]]:
             "region": region,
             "feeder": f"{region}{rng.randrange(1, 4)}号线",
             "customer_class": cls,
-            "tariff": {"tou": cls != "低压居民" or i % 4 == 0, "two_part": cls == "高压"},
+            "tariff": {"tou": cls != "低压居民" or i % 4 == 0, "two_part": cls == "高压",
+                       "max_demand": cls == "高压" and i % 2 == 0},
             "capacity_kva": 8 if cls == "低压居民" else (100 if cls == "低压非居民" else 630),
             "balance_fen": 0,
         })
@@ -43,21 +44,13 @@ def demo_accounts(count: int = 20) -> list[dict[str, Any]]:
 
 
 async def load(db: AsyncDatabase, config: Config) -> dict[str, int]:
-    """Upsert the demo data; running it twice changes nothing."""
-    protector = DataProtector(config.data_key_bytes)
+    """Upsert the demo data through the account service; running it twice changes nothing."""
+    accounts = AccountService(db, DataProtector(config.data_key_bytes))
     created = 0
     for account in demo_accounts():
-        phone = account.pop("phone")
-        result = await db.accounts.update_one(
-            {"account_no": account["account_no"]},
-            {"$setOnInsert": {
-                **account,
-                "phone_enc": protector.encrypt(phone, "phone"),
-                "phone_hash": protector.lookup_hash(phone, "phone"),
-                "bindings": [],
-                "created_at": utcnow(),
-            }},
-            upsert=True,
-        )
-        created += int(result.upserted_id is not None)
+        account_no = account.pop("account_no")
+        if await db.accounts.count_documents({"account_no": account_no}, limit=1):
+            continue  # keep what a local run changed (balances, bindings)
+        _, was_created = await accounts.upsert(account_no, account)
+        created += int(was_created)
     return {"accounts_created": created}
