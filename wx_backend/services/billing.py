@@ -262,12 +262,7 @@ class BillService:
             now = utcnow()
             current = await self.db.bills.find_one({"account_no": account_no, "period": period})
             if current is None:
-                paid = offline or 0
-                doc = {"account_no": account_no, "period": period, **values,
-                       "paid_fen": paid, "offline_paid_fen": paid, "status": bill_status(values["amount_fen"], paid),
-                       "settlements": [], "issued_at": now, "updated_at": now, "rev": 1, "notified": False}
-                if paid:
-                    doc["settlements"] = [_offline_settlement(paid, now)]
+                doc = new_bill_doc(account_no, period, values, offline or 0, now)
                 try:
                     await self.db.bills.insert_one(doc)
                     return doc, True
@@ -377,6 +372,16 @@ class BillService:
             "this_year": {"year": int(year), "bills": totals["count"], "kwh": totals["kwh"],
                           "amount_fen": totals["amount"], "paid_fen": totals["paid"]},
         }
+
+
+def new_bill_doc(account_no: str, period: str, values: dict[str, Any], offline_paid_fen: int,
+                 now: datetime) -> dict[str, Any]:
+    """A bill as first stored, from ``validate_bill``'s values (also used by the demo loader)."""
+    paid = offline_paid_fen
+    return {"account_no": account_no, "period": period, **values,
+            "paid_fen": paid, "offline_paid_fen": paid, "status": bill_status(values["amount_fen"], paid),
+            "settlements": [_offline_settlement(paid, now)] if paid else [],
+            "issued_at": now, "updated_at": now, "rev": 1, "notified": False}
 
 
 def _offline_settlement(amount: int, at: datetime) -> dict[str, Any]:
