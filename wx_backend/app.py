@@ -18,6 +18,7 @@ from .config import Config
 from .logs import request_id
 from .security import DataProtector
 from .services.accounts import AccountService
+from .services.applications import ApplicationService
 from .services.catalog import default_dirs, load_catalog
 from .services.signing import RequestVerifier
 from .services.sms import SmsService, make_provider
@@ -41,6 +42,10 @@ class Application(tornado.web.Application):
         self.verifier = RequestVerifier(self.db)
         self.sms = SmsService(self.db, self.protector, make_provider(config))
         self.accounts = AccountService(self.db, self.protector, self.sms)
+        self.applications = ApplicationService(
+            self.db, self.catalog, self.protector, accounts=self.accounts, uploads=self.uploads, sms=self.sms,
+            outbox=getattr(self, "outbox", None), notifications=getattr(self, "notifications", None),
+        )
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies
