@@ -16,6 +16,9 @@ from pymongo.errors import PyMongoError
 from . import db as dbmod
 from .config import Config
 from .logs import request_id
+from .services.notifications import Notifications
+from .services.official_account import OfficialAccountService
+from .services.outbox import Outbox
 from .services.users import UserService
 from .wechat import WeChat
 
@@ -29,6 +32,9 @@ class Application(tornado.web.Application):
         self.db = self.client[config.db_name]
         self.wechat = WeChat(config, self.db)
         self.users = UserService(self.db, self.wechat, config.session_ttl)
+        self.outbox = Outbox(self.db)
+        self.notifications = Notifications(self.db, self.outbox, self.wechat, config)
+        self.official_account = OfficialAccountService(self.db, self.wechat, self.outbox, config)
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies
@@ -36,6 +42,10 @@ class Application(tornado.web.Application):
 
     async def startup(self) -> None:
         self._tasks.append(asyncio.create_task(self._prepare_database()))
+        if self.config.embedded_workers:
+            from .workers import build  # the worker imports the services, not the other way round
+
+            self._tasks.append(asyncio.create_task(build(self.config, self.db, self.wechat).run()))
 
     async def _prepare_database(self) -> None:
         # The process starts even while the database is down: /readyz says 503 until it is back.

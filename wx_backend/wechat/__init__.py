@@ -7,6 +7,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from ..config import Config
 from .http import WeChatAPIError, WeChatHTTP
 from .miniprogram import MiniProgramAPI
+from .official_account import OfficialAccountAPI
 from .tokens import AccessTokens
 
 __all__ = ["WeChat", "WeChatAPIError"]
@@ -18,4 +19,5 @@ class WeChat:
         self.pay_http = WeChatHTTP(config.wechat_pay_base, config.wechat_timeout)
         self.mp_tokens = AccessTokens(db, self.api, config.mp_appid, config.mp_secret)
         self.oa_tokens = AccessTokens(db, self.api, config.oa_appid, config.oa_secret)
-        self.miniprogram = MiniProgramAPI(self.api, config.mp_appid, config.mp_secret)
+        self.miniprogram = MiniProgramAPI(self.api, config.mp_appid, config.mp_secret, self.mp_tokens)
+        self.official_account = OfficialAccountAPI(self.api, self.oa_tokens)

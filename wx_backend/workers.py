@@ -1,0 +1,127 @@
+"""Background workers: the outbox sender. ``python -m wx_backend.workers`` runs them alone;
+with ``WX_EMBEDDED_WORKERS`` they also run inside the web process (``Application.startup``).
+
+Any number of worker processes may run against one database: a message is claimed by one
+of them at a time (``Outbox.claim``), and a claim that outlives its lease (the worker died)
+is taken over by another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import signal
+from typing import Any
+
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import PyMongoError
+
+from . import db as dbmod
+from . import logs
+from .config import Config, ConfigError
+from .db import utcnow
+from .services.notifications import Notifications, Outcome, attempt, backoff
+from .services.outbox import Outbox
+from .services.webhook import WebhookSender
+from .wechat import WeChat
+
+log = logging.getLogger(__name__)
+
+
+class OutboxWorker:
+    """Claims due outbox messages and sends them, ``concurrency`` at a time."""
+
+    def __init__(self, config: Config, outbox: Outbox, notifications: Notifications, webhook: WebhookSender):
+        self.config = config
+        self.outbox = outbox
+        self.senders = {"notify": notifications, "webhook": webhook}
+        self.owner = f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(3)}"
+        self._wake = asyncio.Event()
+
+    async def run(self) -> None:
+        log.info("outbox worker %s started (%d at a time)", self.owner, self.config.outbox_concurrency)
+        await asyncio.gather(*(self._loop() for _ in range(max(1, self.config.outbox_concurrency))))
+
+    async def _loop(self) -> None:
+        while True:
+            try:
+                worked = await self.run_once()
+            except PyMongoError as exc:
+                log.warning("outbox worker: database error %s", type(exc).__name__)
+                worked = False
+            except Exception:
+                log.exception("outbox worker: unexpected error")
+                worked = False
+            if not worked:
+                await asyncio.sleep(self.config.outbox_poll * (0.5 + secrets.randbelow(1000) / 1000))
+
+    async def run_once(self) -> bool:
+        """Claim and process one message; ``False`` when none is due."""
+        doc = await self.outbox.claim(self.owner, self.config.outbox_lease)
+        if doc is None:
+            return False
+        sender = self.senders.get(doc["kind"])
+        try:
+            outcome = (await sender.deliver(doc) if sender
+                       else Outcome("failed", [attempt("none", "unknown_kind")]))
+        except PyMongoError:
+            raise  # the claim's lease runs out and another try follows
+        except Exception as exc:
+            log.exception("outbox %s: sending failed unexpectedly", doc["_id"])
+            outcome = Outcome("retry", [attempt(doc["kind"], "error", detail=type(exc).__name__)])
+        await self._record(doc, outcome)
+        return True
+
+    async def _record(self, doc: dict[str, Any], outcome: Outcome) -> None:
+        if outcome.status == "retry":
+            tries = doc.get("tries", 0) + (1 if outcome.count_try else 0)
+            if outcome.count_try and tries >= self.config.outbox_max_tries:
+                ok = await self.outbox.finish(doc, self.owner, "failed", outcome.attempts, outcome.fields)
+            else:
+                when = outcome.retry_at or utcnow() + backoff(tries, self.config.outbox_retry_base)
+                ok = await self.outbox.retry_at(doc, self.owner, when, outcome.attempts, outcome.fields,
+                                                count_try=outcome.count_try)
+        else:
+            ok = await self.outbox.finish(doc, self.owner, outcome.status, outcome.attempts, outcome.fields)
+        if not ok:
+            log.warning("outbox %s: claim lost before recording %s", doc["_id"], outcome.status)
+        else:
+            log.info("outbox %s %s -> %s", doc["kind"], doc["dedupe_key"], outcome.status)
+
+
+def build(config: Config, db: AsyncDatabase, wechat: WeChat) -> OutboxWorker:
+    outbox = Outbox(db)
+    return OutboxWorker(config, outbox, Notifications(db, outbox, wechat, config), WebhookSender(config))
+
+
+async def main() -> None:
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
+    logs.setup(config.log_level)
+    client = dbmod.connect(config)
+    db = client[config.db_name]
+    while True:
+        try:
+            await dbmod.ensure_indexes(db)  # the dedupe and claim fences rely on them
+            break
+        except PyMongoError as exc:
+            log.warning("database not ready (%s); retrying", type(exc).__name__)
+            await asyncio.sleep(1)
+    worker = build(config, db, WeChat(config, db))
+    task = asyncio.create_task(worker.run())
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await client.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
