@@ -41,38 +41,56 @@ class OutboxWorker:
         self._wake = asyncio.Event()
 
     async def run(self) -> None:
-        log.info("outbox worker %s started (%d at a time)", self.owner, self.config.outbox_concurrency)
-        await asyncio.gather(*(self._loop() for _ in range(max(1, self.config.outbox_concurrency))))
-
-    async def _loop(self) -> None:
-        while True:
-            try:
-                worked = await self.run_once()
-            except PyMongoError as exc:
-                log.warning("outbox worker: database error %s", type(exc).__name__)
-                worked = False
-            except Exception:
-                log.exception("outbox worker: unexpected error")
-                worked = False
-            if not worked:
-                await asyncio.sleep(self.config.outbox_poll * (0.5 + secrets.randbelow(1000) / 1000))
+        """Claim what is due in batches and send up to ``concurrency`` messages at once."""
+        limit = max(1, self.config.outbox_concurrency)
+        log.info("outbox worker %s started (%d at a time)", self.owner, limit)
+        running: set[asyncio.Task] = set()
+        try:
+            while True:
+                docs = []
+                if len(running) < limit:
+                    try:
+                        docs = await self.outbox.claim(self.owner, self.config.outbox_lease, limit - len(running))
+                    except PyMongoError as exc:
+                        log.warning("outbox worker: database error %s", type(exc).__name__)
+                for doc in docs:
+                    task = asyncio.create_task(self.process(doc))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+                if docs and len(running) < limit:
+                    continue
+                wait = self.config.outbox_poll * (0.5 + secrets.randbelow(1000) / 1000)
+                if running:
+                    await asyncio.wait(running, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+                else:
+                    await asyncio.sleep(wait)
+        finally:
+            for task in running:
+                task.cancel()
 
     async def run_once(self) -> bool:
-        """Claim and process one message; ``False`` when none is due."""
-        doc = await self.outbox.claim(self.owner, self.config.outbox_lease)
-        if doc is None:
-            return False
+        """Claim and send one message now; ``False`` when none is due."""
+        docs = await self.outbox.claim(self.owner, self.config.outbox_lease, 1)
+        for doc in docs:
+            await self.process(doc)
+        return bool(docs)
+
+    async def process(self, doc: dict[str, Any]) -> None:
         sender = self.senders.get(doc["kind"])
         try:
             outcome = (await sender.deliver(doc) if sender
                        else Outcome("failed", [attempt("none", "unknown_kind")]))
-        except PyMongoError:
-            raise  # the claim's lease runs out and another try follows
+        except PyMongoError as exc:
+            log.warning("outbox %s: database error %s; the lease will run out and it is tried again",
+                        doc["_id"], type(exc).__name__)
+            return
         except Exception as exc:
             log.exception("outbox %s: sending failed unexpectedly", doc["_id"])
             outcome = Outcome("retry", [attempt(doc["kind"], "error", detail=type(exc).__name__)])
-        await self._record(doc, outcome)
-        return True
+        try:
+            await self._record(doc, outcome)
+        except PyMongoError as exc:
+            log.warning("outbox %s: could not record %s (%s)", doc["_id"], outcome.status, type(exc).__name__)
 
     async def _record(self, doc: dict[str, Any], outcome: Outcome) -> None:
         if outcome.status == "retry":
