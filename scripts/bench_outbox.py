@@ -182,7 +182,7 @@ def wait_final(env: dict[str, str], run: str, timeout: float) -> bool:
             if coll.count_documents({"dedupe_key": {"$regex": f"^bench:{run}:"},
                                      "status": {"$nin": list(FINAL)}}) == 0:
                 return True
-            time.sleep(0.3)
+            time.sleep(1.0)
         return False
     finally:
         client.close()

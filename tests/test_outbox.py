@@ -13,7 +13,7 @@ from test_official_account import follow, ids, wait_until
 
 from scripts.bench_outbox import WebhookReceiver, scenario
 from wx_backend.config import Config
-from wx_backend.db import utcnow
+from wx_backend.db import ensure_indexes, utcnow
 from wx_backend.services.notifications import Notifications, load_catalogue, next_shanghai_midnight
 from wx_backend.services.outbox import Outbox
 from wx_backend.wechat import WeChat
@@ -29,6 +29,7 @@ def with_services(stack, fn):
         client = AsyncMongoClient(stack.mongodb_uri, tz_aware=True)
         try:
             db = client[stack.db_name]
+            await ensure_indexes(db)  # the app creates them at start-up, in the background
             outbox = Outbox(db)
             return await fn(Notifications(db, outbox, WeChat(config, db), config), outbox, db)
         finally:
@@ -234,3 +235,39 @@ def test_two_worker_processes_send_every_message_exactly_once(worker_stack):
     assert result["sent_webhook"] == 10 and result["webhook_bad_signatures"] == 0
     assert result["retried"] > 0, "the injected timeouts and errors were retried"
     assert result["failed"] == 0
+
+
+def test_messages_script_lists_resends_and_shows_links(stack):
+    import subprocess
+    import sys
+
+    from wx_backend.embedded import ROOT
+
+    def script(*args):
+        return subprocess.run([sys.executable, "-m", "scripts.messages", *args], env=stack.env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+
+    mp_openid, oa_openid, unionid = ids("admin")
+    stack.login(mp_openid, unionid)
+    follow(stack, oa_openid, unionid)
+    assert wait_until(lambda: stack.db.users.find_one({"mp_openid": mp_openid, "oa_openid": oa_openid}))
+    stack.sandbox_call("POST", "/sandbox/oa/unfollow", json={"openid": oa_openid})
+    doc = final(stack, notify(stack, mp_openid))
+    assert doc["status"] == "undeliverable"
+
+    out = script("list")
+    assert out.returncode == 0 and str(doc["_id"]) in out.stdout and "subscribe:refused/43101" in out.stdout
+
+    links = script("user", oa_openid)
+    assert links.returncode == 0, links.stderr
+    assert f'"oa_openid": "{oa_openid}"' in links.stdout and '"follows_official_account": false' in links.stdout
+
+    # the customer follows again; resending the message now reaches them by template
+    follow(stack, oa_openid, unionid)
+    assert wait_until(lambda: stack.db.users.find_one({"mp_openid": mp_openid})["oa_unsubscribed"] is False)
+    out = script("resend", str(doc["_id"]))
+    assert out.returncode == 0 and "queued again: 1" in out.stdout
+    again = final(stack, doc["dedupe_key"])
+    assert again["status"] == "sent" and again["channel"] == "official_account"
+    assert len(oa_messages(stack, oa_openid)) == 1
+    assert script("resend", str(doc["_id"])).returncode == 1, "a sent message is not sent again"

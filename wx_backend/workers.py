@@ -107,6 +107,8 @@ class OutboxWorker:
             log.warning("outbox %s: claim lost before recording %s", doc["_id"], outcome.status)
         else:
             log.info("outbox %s %s -> %s", doc["kind"], doc["dedupe_key"], outcome.status)
+            if outcome.status == "sent" and outcome.fields.get("msgid"):
+                await self.outbox.sent_template(outcome.fields["msgid"], doc["_id"])
 
 
 def build(config: Config, db: AsyncDatabase, wechat: WeChat) -> OutboxWorker:

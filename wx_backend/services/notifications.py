@@ -182,6 +182,34 @@ class Notifications:
             "user_id": user_id, "message": message, "data": data, "page": page,
         })
 
+    async def user_links(self, user_id: ObjectId) -> dict[str, Any] | None:
+        """Where a user can be reached: openids, unionid, follow state, bound accounts."""
+        user = await self.db.users.find_one({"_id": user_id})
+        if user is None:
+            return None
+        follower = await self.db.oa_followers.find_one({"_id": user["oa_openid"]}) if user.get("oa_openid") else None
+        accounts = [
+            {"account_no": acc.get("account_no"),
+             "role": next((b.get("role") for b in acc.get("bindings", []) if b.get("user_id") == user_id), None)}
+            async for acc in self.db.accounts.find({"bindings.user_id": user_id}, {"account_no": 1, "bindings": 1})
+        ]
+        return {
+            "user_id": str(user_id), "mp_openid": user.get("mp_openid"), "unionid": user.get("unionid"),
+            "oa_openid": user.get("oa_openid"),
+            "follows_official_account": bool(user.get("oa_openid") and not user.get("oa_unsubscribed")),
+            "followed_at": follower.get("subscribed_at") if follower else None,
+            "unfollowed_at": follower.get("unsubscribed_at") if follower else None,
+            "accounts": accounts,
+        }
+
+    async def find_user(self, ref: str) -> ObjectId | None:
+        """A user by id, mini-program openid, official-account openid or unionid."""
+        query: list[dict[str, Any]] = [{"mp_openid": ref}, {"oa_openid": ref}, {"unionid": ref}]
+        if ObjectId.is_valid(ref):
+            query.insert(0, {"_id": ObjectId(ref)})
+        user = await self.db.users.find_one({"$or": query}, {"_id": 1})
+        return user["_id"] if user else None
+
     # -- sending (the worker) -----------------------------------------------------------
     async def deliver(self, doc: dict[str, Any]) -> Outcome:
         """One try at delivering an outbox ``notify`` message, channel by channel."""
@@ -226,9 +254,6 @@ class Notifications:
                     )
                     fields: dict[str, Any] = {"channel": channel, "template_id": template.template_id,
                                               "msgid": msgid, "touser": openid}
-                    receipt = await self.outbox.pending_receipt(msgid)
-                    if receipt:
-                        fields["delivery"] = receipt
                 else:
                     await self.wechat.miniprogram.send_subscribe(openid, template.template_id, values, page)
                     fields = {"channel": channel, "template_id": template.template_id, "touser": openid}

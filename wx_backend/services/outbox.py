@@ -148,19 +148,25 @@ class Outbox:
                                                upsert=True)
 
     # -- delivery receipts (TEMPLATESENDJOBFINISH) ----------------------------------------
-    async def record_receipt(self, msgid: int, status: str) -> bool:
-        """Store WeChat's delivery status on the message sent with ``msgid``."""
-        receipt = {"status": status, "at": utcnow()}
-        result = await self.coll.update_one({"msgid": msgid}, {"$set": {"delivery": receipt}})
-        if result.matched_count:
-            return True
-        # the receipt overtook the worker's own record of the msgid: keep it for the worker
-        await self.db.template_receipts.update_one({"_id": msgid}, {"$set": receipt}, upsert=True)
-        return False
+    async def record_receipt(self, msgid: int, status: str) -> None:
+        """Store WeChat's delivery status for ``msgid``, and on its message once that is recorded sent.
 
-    async def pending_receipt(self, msgid: int) -> dict[str, Any] | None:
+        The message is written only once it is ``sent``: the worker never writes it again after
+        that, so the two writers cannot overwrite each other (FerretDB updates are not atomic).
+        """
+        receipt = {"status": status, "at": utcnow()}
+        await self.db.template_receipts.update_one({"_id": msgid}, {"$set": receipt}, upsert=True)
+        sent = await self.db.template_msgids.find_one({"_id": msgid})
+        if sent:
+            await self.coll.update_one({"_id": sent["outbox_id"], "status": "sent"}, {"$set": {"delivery": receipt}})
+
+    async def sent_template(self, msgid: int, outbox_id: Any) -> None:
+        """After a template message is recorded sent: link its ``msgid``, and take a receipt that came first."""
+        await self.db.template_msgids.update_one({"_id": msgid}, {"$set": {"outbox_id": outbox_id}}, upsert=True)
         doc = await self.db.template_receipts.find_one({"_id": msgid})
-        return {"status": doc["status"], "at": doc["at"]} if doc else None
+        if doc:
+            await self.coll.update_one({"_id": outbox_id, "status": "sent"},
+                                       {"$set": {"delivery": {"status": doc["status"], "at": doc["at"]}}})
 
     # -- operations (scripts/messages.py) ----------------------------------------------
     async def find(self, statuses: tuple[str, ...] = ("undeliverable", "failed"),
