@@ -264,6 +264,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=500)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--webhooks", type=int, default=20)
+    parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for every message to be final")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-outbox-"))
     database = None
@@ -299,7 +300,7 @@ def main() -> None:
         print(f"queuing {args.messages} messages and {args.webhooks} webhooks; {args.workers} worker processes",
               flush=True)
         result = scenario(env, f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{sandbox_port}", tmp,
-                          args.messages, args.workers, args.webhooks, receiver)
+                          args.messages, args.workers, args.webhooks, receiver, timeout=args.timeout)
         for key, value in result.items():
             print(f"{key:>24}: {value}")
         ok = result["finished"] and result["duplicates"] == 0 and result["not_final"] == 0 \
