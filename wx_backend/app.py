@@ -20,6 +20,9 @@ from .security import DataProtector
 from .services.accounts import AccountService
 from .services.applications import ApplicationService
 from .services.catalog import default_dirs, load_catalog
+from .services.notifications import Notifications
+from .services.official_account import OfficialAccountService
+from .services.outbox import Outbox
 from .services.signing import RequestVerifier
 from .services.sms import SmsService, make_provider
 from .services.uploads import UploadService
@@ -36,6 +39,9 @@ class Application(tornado.web.Application):
         self.db = self.client[config.db_name]
         self.wechat = WeChat(config, self.db)
         self.users = UserService(self.db, self.wechat, config.session_ttl)
+        self.outbox = Outbox(self.db)
+        self.notifications = Notifications(self.db, self.outbox, self.wechat, config)
+        self.official_account = OfficialAccountService(self.db, self.wechat, self.outbox, config)
         self.catalog = load_catalog(*default_dirs(config.catalog_dir))
         self.uploads = UploadService(self.db, self.catalog, config.upload_max_bytes)
         self.protector = DataProtector(config.data_key_bytes)
@@ -44,7 +50,7 @@ class Application(tornado.web.Application):
         self.accounts = AccountService(self.db, self.protector, self.sms)
         self.applications = ApplicationService(
             self.db, self.catalog, self.protector, accounts=self.accounts, uploads=self.uploads, sms=self.sms,
-            outbox=getattr(self, "outbox", None), notifications=getattr(self, "notifications", None),
+            outbox=self.outbox, notifications=self.notifications,
         )
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
@@ -53,6 +59,10 @@ class Application(tornado.web.Application):
 
     async def startup(self) -> None:
         self._tasks.append(asyncio.create_task(self._prepare_database()))
+        if self.config.embedded_workers:
+            from .workers import build  # the worker imports the services, not the other way round
+
+            self._tasks.append(asyncio.create_task(build(self.config, self.db, self.wechat).run()))
 
     async def _prepare_database(self) -> None:
         # The process starts even while the database is down: /readyz says 503 until it is back.
