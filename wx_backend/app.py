@@ -19,8 +19,10 @@ from .logs import request_id
 from .security import DataProtector
 from .services.accounts import AccountService
 from .services.catalog import default_dirs, load_catalog
+from .services.payments import PaymentService
 from .services.signing import RequestVerifier
 from .services.sms import SmsService, make_provider
+from .services.terminals import TerminalService
 from .services.uploads import UploadService
 from .services.users import UserService
 from .wechat import WeChat
@@ -41,6 +43,10 @@ class Application(tornado.web.Application):
         self.verifier = RequestVerifier(self.db)
         self.sms = SmsService(self.db, self.protector, make_provider(config))
         self.accounts = AccountService(self.db, self.protector, self.sms)
+        self.terminals = TerminalService(self.db, self.protector, self.verifier)
+        self.payments = PaymentService(self.db, self.wechat.pay, self.accounts, config,
+                                       getattr(self, "outbox", None), getattr(self, "notifications", None))
+        self.wechat.pay.on_call = self.payments.record_call
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies
@@ -48,6 +54,10 @@ class Application(tornado.web.Application):
 
     async def startup(self) -> None:
         self._tasks.append(asyncio.create_task(self._prepare_database()))
+        if self.config.embedded_workers:
+            from .payment_followup import run_forever
+
+            self._tasks.append(asyncio.create_task(run_forever(self.payments, self.config.pay_followup_interval)))
 
     async def _prepare_database(self) -> None:
         # The process starts even while the database is down: /readyz says 503 until it is back.
