@@ -326,7 +326,7 @@ class PaymentService:
             "terminal_id": terminal_id, "terminal_trade_no": trade_no, "amount_fen": amount_fen,
             "status": "created", "body": f"{BODY}-{account_no}", "client_ip": client_ip or "127.0.0.1",
             "created_at": now, "updated_at": now,
-            "expires_at": now + timedelta(seconds=self.config.pay_poll_window),
+            "expires_at": now + timedelta(seconds=self.config.pay_poll_window + self.config.wechat_timeout),
             "next_check_at": now + timedelta(seconds=self._micropay_lease()),
         }
         try:
@@ -342,7 +342,7 @@ class PaymentService:
         return await self._terminal_outcome(out_trade_no)
 
     def _micropay_lease(self) -> float:
-        return self.config.pay_poll_window * 1.5 + 5 + REVERSE_TRIES * 0.5
+        return (self.config.pay_poll_window + self.config.wechat_timeout) * 1.5 + 5 + REVERSE_TRIES * 0.5
 
     async def _terminal_outcome(self, out_trade_no: str, wait: bool = False) -> dict[str, Any]:
         deadline = time.monotonic() + (self._micropay_lease() if wait else 0)
@@ -366,8 +366,6 @@ class PaymentService:
         return answer
 
     async def _run_micropay(self, order: dict[str, Any], auth_code: str) -> None:
-        started = time.monotonic()
-        deadline = started + self.config.pay_poll_window
         await self._set_status(order, "pending", ("created",))
         try:
             result: PayResult | None = await self.pay.micropay(
@@ -377,6 +375,8 @@ class PaymentService:
             return
         except WeChatUnavailable:
             result = None  # outcome unknown (timeout, unreadable or forged answer): ask
+        # the window starts when micropay has answered (or timed out): at most timeout + window
+        deadline = time.monotonic() + self.config.pay_poll_window
         if result is not None and result.ok:
             await self._mark_paid(order, result, wait=5.0)
             return
