@@ -25,8 +25,10 @@ from .services.notifications import Notifications
 from .services.official_account import OfficialAccountService
 from .services.outages import OutageService
 from .services.outbox import Outbox
+from .services.payments import PaymentService
 from .services.signing import RequestVerifier
 from .services.sms import SmsService, make_provider
+from .services.terminals import TerminalService
 from .services.uploads import UploadService
 from .services.usage import UsageService
 from .services.users import UserService
@@ -58,6 +60,10 @@ class Application(tornado.web.Application):
         self.bills = BillService(self.db, self.accounts, self.notifications)
         self.usage = UsageService(self.db, self.accounts)
         self.outages = OutageService(self.db, self.accounts, self.notifications)
+        self.terminals = TerminalService(self.db, self.protector, self.verifier)
+        self.payments = PaymentService(self.db, self.wechat.pay, self.accounts, config,
+                                       self.outbox, self.notifications)
+        self.wechat.pay.on_call = self.payments.record_call
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies
@@ -69,6 +75,9 @@ class Application(tornado.web.Application):
             from .workers import build  # the worker imports the services, not the other way round
 
             self._tasks.append(asyncio.create_task(build(self.config, self.db, self.wechat).run()))
+            from .payment_followup import run_forever
+
+            self._tasks.append(asyncio.create_task(run_forever(self.payments, self.config.pay_followup_interval)))
 
     async def _prepare_database(self) -> None:
         # The process starts even while the database is down: /readyz says 503 until it is back.
