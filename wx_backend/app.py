@@ -16,9 +16,13 @@ from pymongo.errors import PyMongoError
 from . import db as dbmod
 from .config import Config
 from .logs import request_id
+from .pdfjobs import DocumentPool
 from .security import DataProtector
 from .services.accounts import AccountService
 from .services.catalog import default_dirs, load_catalog
+from .services.contracts import ContractService
+from .services.sealauthority import AuthorityStore, check_config
+from .services.seals import SealService
 from .services.signing import RequestVerifier
 from .services.sms import SmsService, make_provider
 from .services.uploads import UploadService
@@ -41,6 +45,11 @@ class Application(tornado.web.Application):
         self.verifier = RequestVerifier(self.db)
         self.sms = SmsService(self.db, self.protector, make_provider(config))
         self.accounts = AccountService(self.db, self.protector, self.sms)
+        check_config(config)
+        self.documents = DocumentPool(config.document_workers)
+        self.seal_authority = AuthorityStore(self.db, self.protector, config)
+        self.seals = SealService(self.db, self.protector, self.sms, self.uploads, self.seal_authority, self.documents)
+        self.contracts = ContractService(self.db, self.seals, self.seal_authority, self.documents, self.uploads)
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies
@@ -65,6 +74,7 @@ class Application(tornado.web.Application):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.documents.shutdown()
         await self.client.close()
 
 
