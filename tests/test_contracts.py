@@ -333,3 +333,45 @@ def test_an_uploaded_seal_and_handwritten_signature_sign_a_low_voltage_contract(
     signed = stack.api("GET", f"/api/v1/contracts/{c['contract_no']}/pdf", token=token).content
     report = _verify(stack, token, signed)
     assert report["ok"] is True and len(report["signatures"]) == 2
+
+
+def _script(stack, *args: str) -> subprocess.CompletedProcess:
+    import sys
+
+    from wx_backend.embedded import ROOT
+    return subprocess.run([sys.executable, "-m", "scripts.contracts", *args], env=stack.env, cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_admin_script_verifies_files_and_shows_contracts(stack, journey):
+    folder = journey["folder"]
+    (folder / "good.pdf").write_bytes(journey["signed"])
+    signed = journey["signed"]
+    at = signed.index(b"WeasyPrint") + 1
+    (folder / "bad.pdf").write_bytes(signed[:at] + bytes([signed[at] ^ 0x01]) + signed[at + 1:])
+    good = _script(stack, "verify", str(folder / "good.pdf"))
+    assert good.returncode == 0, good.stdout + good.stderr
+    assert "result: OK" in good.stdout and "customer_seal" in good.stdout and CUSTOMER in good.stdout
+    bad = _script(stack, "verify", str(folder / "bad.pdf"))
+    assert bad.returncode == 1 and "result: FAILED" in bad.stdout and "digest mismatch" in bad.stdout
+    show = _script(stack, "show", journey["confirmed"]["contract_no"])
+    assert show.returncode == 0 and "已签字" in show.stdout and "result: OK" in show.stdout
+
+
+def test_admin_script_issues_through_the_same_service(stack):
+    import json
+
+    token = stack.login()
+    app_no = create_application(stack, token)
+    terms_file = stack.workdir / f"terms-{app_no}.json"
+    terms_file.write_text(json.dumps(contract_terms(), ensure_ascii=False), encoding="utf-8")
+    done = _script(stack, "issue", app_no, "--template", "hv_new_connection", "--terms", str(terms_file),
+                   "--term-months", "24", "--operator", "岳建印")
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = json.loads(done.stdout)
+    assert out["created"] is True and out["contract"]["term_months"] == 24
+    listed = stack.api("GET", "/api/v1/contracts", token=token).json()["contracts"]
+    assert [c["contract_no"] for c in listed] == [out["contract"]["contract_no"]]
+    assert stack.db.applications.find_one({"app_no": app_no})["contract_no"] == out["contract"]["contract_no"]
+    again = _script(stack, "issue", app_no, "--template", "hv_new_connection", "--terms", str(terms_file))
+    assert again.returncode == 0 and json.loads(again.stdout)["created"] is False

@@ -160,7 +160,9 @@ SETTINGS: dict[str, Setting] = {
         "WX_SEAL_PASSPHRASE", "", "passphrase of the encrypted keys in WX_SEAL_DIR", secret=True,
     ),
     "document_workers": Setting(
-        "WX_DOCUMENT_WORKERS", 2, "worker processes that render, draw on, seal and verify contract PDFs", parse=int,
+        "WX_DOCUMENT_WORKERS", 2,
+        "worker processes that render, draw on, seal and verify contract PDFs (0: a thread of the process)",
+        parse=int,
     ),
     "upload_max_bytes": Setting(
         "WX_UPLOAD_MAX_BYTES", 10 * 1024 * 1024, "largest accepted upload in bytes (JPEG, PNG or PDF)", parse=int,

@@ -27,10 +27,17 @@ log = logging.getLogger(__name__)
 MarkSpec = tuple[int, tuple[float, float, float, float], bytes]  # page, box, png
 
 
+class SealFailed(Exception):
+    """``seals.pdf.SealingError`` raised in a worker, re-raised without importing pyHanko here."""
+
+
 class DocumentPool:
     """A lazily created process pool for the job functions of this module."""
 
     def __init__(self, workers: int = 2):
+        # 0 workers: run jobs in a thread of this process (one-shot admin scripts, where starting
+        # worker processes would cost more than the job)
+        self.inline = workers <= 0
         self.workers = max(1, workers)
         self._executor: ProcessPoolExecutor | None = None
 
@@ -42,6 +49,8 @@ class DocumentPool:
         return self._executor
 
     async def run(self, fn, *args: Any) -> Any:
+        if self.inline:
+            return await asyncio.to_thread(fn, *args)
         loop = asyncio.get_running_loop()
         try:
             return await loop.run_in_executor(self._pool(), fn, *args)
@@ -132,22 +141,28 @@ def draw_then_seal(pdf: bytes, specs: list[MarkSpec], seal: dict) -> bytes:
     """Draw ``specs`` (the signer's handwriting, dates) as page content, then seal with ``seal``
     (keyword arguments of ``seals.pdf.seal_pdf``): the signer's own drawing is covered by the
     signature, never added after it."""
-    from seals.pdf import draw_marks
+    from seals.pdf import SealingError, draw_marks
 
     if specs:
-        pdf = draw_marks(pdf, _marks(specs))
+        try:
+            pdf = draw_marks(pdf, _marks(specs))
+        except SealingError as exc:
+            raise SealFailed(str(exc)) from None
     return seal_only(pdf, seal)
 
 
 def seal_only(pdf: bytes, seal: dict) -> bytes:
-    from seals.pdf import seal_pdf
+    from seals.pdf import SealingError, seal_pdf
 
     kwargs = dict(seal)
     kwargs["box"] = tuple(kwargs["box"])
     ts = kwargs.get("timestamp")
     if isinstance(ts, str):
         kwargs["timestamp"] = datetime.fromisoformat(ts)
-    return asyncio.run(seal_pdf(pdf, **kwargs))
+    try:
+        return asyncio.run(seal_pdf(pdf, **kwargs))
+    except SealingError as exc:
+        raise SealFailed(str(exc)) from None
 
 
 def verify(pdf: bytes, roots: list[bytes]) -> dict:

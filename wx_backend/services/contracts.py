@@ -28,13 +28,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from seals.images import SealImageError
-from seals.pdf import SealingError
 
 from .. import pdfjobs
 from ..db import files, utcnow
 from ..documents import TEMPLATES, ContractTemplateError
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
-from ..pdfjobs import DocumentPool
+from ..pdfjobs import DocumentPool, SealFailed
 from .sealauthority import AuthorityStore
 from .seals import SealService
 from .uploads import UploadService
@@ -374,7 +373,7 @@ class ContractService:
                     "page": page, "box": box, "field_name": CUSTOMER_FIELD, "reason": "用电人确认并盖章",
                     "location": self.location, "signer_name": signer, "timestamp": now.isoformat(),
                 })
-            except SealingError as exc:
+            except SealFailed as exc:
                 log.error("customer sealing of %s failed: %s", contract_no, exc)
                 raise AppError("合同盖章失败，请稍后重试", code="sealing_failed", status=500) from None
             start, end = term_dates(sign_day, contract["term_months"])
@@ -422,7 +421,7 @@ class ContractService:
                 "field_name": SUPPLIER_FIELD, "reason": "供电人会签", "location": self.location,
                 "signer_name": authority.utility_org, "timestamp": now.isoformat(),
             })
-        except SealingError as exc:
+        except SealFailed as exc:
             log.error("countersigning %s failed: %s", contract["_id"], exc)
             raise AppError("供电人会签失败，请稍后重试", code="sealing_failed", status=500) from None
         sha = _sha256(signed)
@@ -471,9 +470,9 @@ class ContractService:
             raise Conflict("合同已作废", code="contract_cancelled")
 
     # -- verification ---------------------------------------------------------------------
-    async def verify(self, pdf: bytes) -> dict[str, Any]:
-        """Check every signature of ``pdf`` against the seal authority's root: signer, time,
-        integrity, trust and any change made after signing."""
+    async def verify(self, pdf: bytes, extra_roots: tuple[bytes, ...] = ()) -> dict[str, Any]:
+        """Check every signature of ``pdf`` against the seal authority's root (and ``extra_roots``,
+        e.g. a retired root): signer, time, integrity, trust and any change made after signing."""
         if not pdf:
             raise ValidationFailed("文件为空", code="empty_file",
                                    details=[{"field": "file", "message": "请上传 PDF 文件"}])
@@ -482,7 +481,7 @@ class ContractService:
         if not pdf.startswith(b"%PDF-"):
             raise AppError("请上传 PDF 文件", code="unsupported_file_type", status=415)
         authority = await self.authority.get()
-        report = await self.pool.run(pdfjobs.verify, pdf, [authority.root_pem])
+        report = await self.pool.run(pdfjobs.verify, pdf, [authority.root_pem, *extra_roots])
         report["sha256"] = _sha256(pdf)
         return report
 
