@@ -44,14 +44,14 @@ def new_app_no() -> str:
     return datetime.now(UTC).strftime("%Y%m%d") + f"{uuid.uuid4().int % 10**6:06d}"
 
 
-def create_application(stack: Stack, token: str, account_no: str | None = None) -> str:
-    """An 企业新装 work order of the user of ``token`` at 供电方案答复, written as the applications
-    service stores it (set-up only)."""
+def create_application(stack: Stack, token: str, account_no: str | None = None, stage: str = "plan_reply") -> str:
+    """An 企业新装 work order of the user of ``token`` at ``stage`` (供电方案答复), written as the
+    applications service stores it (set-up shortcut; the journey test submits one over HTTP)."""
     app_no = new_app_no()
     now = datetime.now(UTC)
     stack.db.applications.insert_one({
         "app_no": app_no, "service": "enterprise_new", "account_no": account_no,
-        "user_id": user_id_of(stack, token), "status": "processing", "stage": "plan_reply",
+        "user_id": user_id_of(stack, token), "status": "processing", "stage": stage,
         "form": {"customer_class": "高压", "capacity_kva": 1250},
         "history": [{"stage": "submitted", "at": now, "operator": "customer", "note": "", "source": "customer"}],
         "created_at": now, "updated_at": now,

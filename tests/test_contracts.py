@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
+from application_support import advance, submitted
 from conftest import error_of
 from contract_support import apply_seal, contract_terms, create_application, issue_contract, seal_sms_code
 from PIL import Image
@@ -57,7 +58,11 @@ def _verify(stack, token, pdf: bytes) -> dict:
 def journey(stack, tmp_path_factory):
     """The manual's whole path for one customer, over HTTP."""
     token = stack.login()
-    app_no = create_application(stack, token)
+    # 企业新装 (high voltage) through the API, then the marketing system moves it to 供电方案答复
+    created, _ = submitted(stack, token, "enterprise_new", **{"form.customer_class": "高压"})
+    app_no = created["app_no"]
+    for stage in ("accepted", "survey", "plan_reply"):
+        assert advance(stack, app_no, stage).status_code == 200
     issued = issue_contract(stack, app_no)
     contract_no = issued["contract_no"]
     seal = apply_seal(stack, token, org_name=CUSTOMER)
@@ -80,9 +85,12 @@ def test_issue_moves_the_work_order_to_contract_signing_and_is_idempotent(stack,
     assert issued["status"] == "pending" and issued["status_label"] == "待签署"
     assert issued["term_months"] == 12 and issued["start_date"] is None
     assert issued["parties"]["customer"]["name"] == CUSTOMER
-    app = stack.db.applications.find_one({"app_no": journey["app_no"]})
-    assert app["contract_no"] == issued["contract_no"]
-    assert any(h["stage"] == "contract_signing" for h in app["history"])
+    app = stack.api("GET", f"/api/v1/applications/{journey['app_no']}", token=journey["token"]).json()
+    app = app["application"]
+    assert app["contract_no"] == issued["contract_no"] and app["stage"] == "contract_signing"
+    doc = stack.db.applications.find_one({"app_no": journey["app_no"]})
+    moves = [h for h in doc["history"] if h["stage"] == "contract_signing" and "event" not in h]
+    assert [h["operator"] for h in moves] == ["吕东涛"]  # one move, by the issuer
     again = issue_contract(stack, journey["app_no"], expect=200)
     assert again["contract_no"] == issued["contract_no"]
     assert stack.db.contracts.count_documents({"app_no": journey["app_no"]}) == 1
@@ -104,6 +112,12 @@ def test_issue_refusals(stack):
     resp = stack.internal("POST", "/internal/v1/applications/20990101000001/contract",
                           json={"template": "hv_new_connection", "terms": contract_terms(), "term_months": 12})
     assert resp.status_code == 404 and error_of(resp)["code"] == "application_not_found"
+    # an application not yet at 供电方案答复 gets no contract
+    early = create_application(stack, token, stage="accepted")
+    resp = stack.internal("POST", f"/internal/v1/applications/{early}/contract",
+                          json={"template": "hv_new_connection", "terms": contract_terms(), "term_months": 12})
+    assert resp.status_code == 409 and error_of(resp)["code"] == "invalid_stage_transition"
+    assert stack.db.contracts.count_documents({"app_no": early}) == 0
     # unsigned requests do nothing
     resp = stack.api("POST", f"/internal/v1/applications/{app_no}/contract",
                      json={"template": "hv_new_connection", "terms": contract_terms(), "term_months": 12})
@@ -143,9 +157,11 @@ def test_confirm_signs_with_both_seals_and_the_contract_is_signed(stack, journey
     assert detail["status_label"] == "已签字"
     listed = stack.api("GET", "/api/v1/contracts", token=journey["token"]).json()["contracts"]
     assert [x["contract_no"] for x in listed] == [c["contract_no"]]
-    # the application's timeline shows the contract as signed
+    # the application's timeline shows the contract as signed, once
     app = stack.db.applications.find_one({"app_no": journey["app_no"]})
-    assert any("已签字" in (h.get("note") or "") for h in app["history"])
+    signed = [h for h in app["history"] if h.get("event") == "contract_signed"]
+    assert len(signed) == 1 and signed[0]["contract_no"] == c["contract_no"] and "已签字" in signed[0]["note"]
+    assert app["contract_signed"]["contract_no"] == c["contract_no"]
     # another user sees nothing of it
     other = stack.login()
     for path in ["", "/pdf"]:

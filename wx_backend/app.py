@@ -19,6 +19,7 @@ from .logs import request_id
 from .pdfjobs import DocumentPool
 from .security import DataProtector
 from .services.accounts import AccountService
+from .services.applications import ApplicationService
 from .services.catalog import default_dirs, load_catalog
 from .services.contracts import ContractService
 from .services.sealauthority import AuthorityStore, check_config
@@ -45,11 +46,18 @@ class Application(tornado.web.Application):
         self.verifier = RequestVerifier(self.db)
         self.sms = SmsService(self.db, self.protector, make_provider(config))
         self.accounts = AccountService(self.db, self.protector, self.sms)
+        self.applications = ApplicationService(
+            self.db, self.catalog, self.protector, accounts=self.accounts, uploads=self.uploads, sms=self.sms,
+            outbox=getattr(self, "outbox", None), notifications=getattr(self, "notifications", None),
+        )
         check_config(config)
         self.documents = DocumentPool(config.document_workers)
         self.seal_authority = AuthorityStore(self.db, self.protector, config)
         self.seals = SealService(self.db, self.protector, self.sms, self.uploads, self.seal_authority, self.documents)
-        self.contracts = ContractService(self.db, self.seals, self.seal_authority, self.documents, self.uploads)
+        self.contracts = ContractService(
+            self.db, self.seals, self.seal_authority, self.documents, self.uploads, applications=self.applications,
+            outbox=getattr(self, "outbox", None), notifications=getattr(self, "notifications", None),
+        )
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies

@@ -57,6 +57,7 @@ STATUS_LABELS = {
     "effective": "已签字",
     "cancelled": "已作废",
 }
+CONTRACT_STAGE = "contract_signing"
 CUSTOMER_FIELD = "customer_seal"
 SUPPLIER_FIELD = "supplier_seal"
 MAX_TERM_MONTHS = 120
@@ -112,7 +113,7 @@ def _sha256(data: bytes) -> str:
 
 class ContractService:
     def __init__(self, db: AsyncDatabase, seals: SealService, authority: AuthorityStore, pool: DocumentPool,
-                 uploads: UploadService, applications: Any = None, outbox: Any = None, notifications: Any = None,
+                 uploads: UploadService, applications: Any, outbox: Any = None, notifications: Any = None,
                  location: str = "网上国网"):
         self.db = db
         self.bucket = files(db)
@@ -539,40 +540,25 @@ class ContractService:
 
     # -- the application, notifications, the marketing system ---------------------------------
     async def _application(self, app_no: str) -> dict[str, Any]:
-        doc = await self.db.applications.find_one({"app_no": app_no}) if isinstance(app_no, str) else None
-        if doc is None:
-            raise ApplicationNotFound()
+        """The application, which must be at 供电方案答复 (or already at 合同签订) to get a contract."""
+        doc = await self.applications.get(app_no)
+        if doc["stage"] != CONTRACT_STAGE and CONTRACT_STAGE not in self.applications.catalog.next_stages(
+                doc["service"], doc["stage"]):
+            raise Conflict("工单当前环节不能签订合同", code="invalid_stage_transition",
+                           details={"from": doc["stage"], "to": CONTRACT_STAGE})
         return doc
 
     async def _on_issued(self, application: dict[str, Any], contract: dict[str, Any], operator: str) -> None:
         """The work order moves to 合同签订 with the contract number (the applications service
         notifies the customer with the ``contract_ready`` message)."""
-        if self.applications is not None:
-            await self.applications.advance(application["app_no"], "contract_signing", operator=operator,
-                                            note=f"供用电合同 {contract['_id']} 待签署", contract_no=contract["_id"])
-            return
-        now = utcnow()
-        await self.db.applications.update_one(
-            {"app_no": application["app_no"]},
-            {"$set": {"stage": "contract_signing", "contract_no": contract["_id"], "updated_at": now},
-             "$push": {"history": {"stage": "contract_signing", "at": now, "operator": operator,
-                                   "note": f"供用电合同 {contract['_id']} 待签署", "source": "marketing"}}},
-        )
+        await self.applications.advance(application["app_no"], CONTRACT_STAGE, operator=operator,
+                                        note=f"供用电合同 {contract['_id']} 待签署", contract_no=contract["_id"])
 
     async def _on_signed(self, contract: dict[str, Any], signed: bytes) -> None:
         """After 已签字: the timeline entry, the customer's notice and the marketing system's copy,
         each idempotent by its key (a retried countersign repeats nothing)."""
         no = contract["_id"]
-        note = f"供用电合同 {no} 已签字"
-        if self.applications is not None and hasattr(self.applications, "record_contract_signed"):
-            await self.applications.record_contract_signed(contract["app_no"], no, note=note)
-        else:
-            await self.db.applications.update_one(
-                {"app_no": contract["app_no"], "history.contract_signed": {"$ne": no}},
-                {"$set": {"updated_at": utcnow(), "contract_status": "effective"},
-                 "$push": {"history": {"stage": "contract_signing", "at": utcnow(), "operator": "customer",
-                                       "note": note, "source": "customer", "contract_signed": no}}},
-            )
+        await self.applications.record_contract_signed(contract["app_no"], no, note=f"供用电合同 {no} 已签字")
         if self.outbox is not None:
             await self.outbox.enqueue("webhook", f"contract.signed:{no}", {"event": "contract.signed", "body": {
                 "contract_no": no, "app_no": contract["app_no"], "account_no": contract["account_no"],
