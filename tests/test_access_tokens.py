@@ -26,14 +26,15 @@ def token_calls(stack) -> int:
 
 def test_forty_concurrent_callers_cause_one_fetch(stack):
     stack.db.wx_tokens.delete_many({})
+    stack.db.wx_token_leases.delete_many({})
     before = token_calls(stack)
 
     async def scenario(db):
         http = WeChatHTTP(stack.sandbox_url, 2)
-        # four "processes" (separate caches sharing the database), ten callers each
+        # eight "processes" (separate caches sharing the database), five callers each
         caches = [AccessTokens(db, http, stack.env["WX_OA_APPID"], stack.env["WX_OA_SECRET"])
-                  for _ in range(4)]
-        return await asyncio.gather(*(caches[i % 4].get() for i in range(40)))
+                  for _ in range(8)]
+        return await asyncio.gather(*(caches[i % 8].get() for i in range(40)))
 
     tokens = run(stack, scenario)
     assert len(set(tokens)) == 1

@@ -2,9 +2,10 @@
 
 WeChat issues a new token on every ``/cgi-bin/token`` call and retires the previous one
 a few minutes later, so independent refreshers knock each other's tokens out (40001).
-Here one refresher holds a short lease in the ``wx_tokens`` document while it fetches;
-everyone else, in this process or another, waits for the document to change. Callers in
-one process also share a single in-flight refresh.
+Here one refresher per token generation holds a lease (a unique document in
+``wx_token_leases``) while it fetches; everyone else, in this process or another, waits
+for the ``wx_tokens`` document to change. Callers in one process also share a single
+in-flight refresh.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import TypeVar
 
-from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -37,6 +37,8 @@ LEASE = timedelta(seconds=15)
 class AccessTokens:
     def __init__(self, db: AsyncDatabase, http: WeChatHTTP, appid: str, secret: str):
         self._coll = db["wx_tokens"]
+        self._leases = db["wx_token_leases"]
+        self._held: str | None = None
         self._http = http
         self.appid = appid
         self._secret = secret
@@ -79,34 +81,49 @@ class AccessTokens:
             doc = await self._coll.find_one({"_id": self.appid})
             if self._fresh(doc, stale):
                 return doc["token"]
-            if await self._acquire_lease(stale):
-                return await self._fetch_and_store()
+            generation = doc.get("generation", 0) if doc else 0
+            if await self._acquire_lease(generation):
+                # the token may have been stored between our read and our lease
+                doc = await self._coll.find_one({"_id": self.appid})
+                if self._fresh(doc, stale):
+                    await self._release_lease(generation)
+                    return doc["token"]
+                return await self._fetch_and_store(generation)
             if asyncio.get_running_loop().time() > deadline:
                 raise WeChatUnavailable(details={"reason": "access token refresh timed out"})
             await asyncio.sleep(0.05)
 
-    async def _acquire_lease(self, stale: str | None) -> bool:
-        now = utcnow()
-        # The lease is taken only while the token is still stale: a caller that read the
-        # document just before another process stored a fresh token must not fetch again.
-        still_stale = [{"token": None}, {"expires_at": {"$lte": now + EARLY_REFRESH}}]
-        if stale:
-            still_stale.append({"token": stale})
-        try:
-            doc = await self._coll.find_one_and_update(
-                {"_id": self.appid, "$and": [
-                    {"$or": [{"lease_until": None}, {"lease_until": {"$lt": now}}]},
-                    {"$or": still_stale},
-                ]},
-                {"$set": {"lease_until": now + LEASE, "lease_owner": self._owner},
-                 "$setOnInsert": {"expires_at": now}},
-                upsert=True, return_document=ReturnDocument.AFTER,
-            )
-        except DuplicateKeyError:
-            return False
-        return bool(doc and doc.get("lease_owner") == self._owner)
+    def _lease_id(self, generation: int, attempt: int) -> str:
+        return f"{self.appid}:{generation}:{attempt}"
 
-    async def _fetch_and_store(self) -> str:
+    async def _acquire_lease(self, generation: int) -> bool:
+        """One refresher per token generation, fenced by a unique insert.
+
+        FerretDB applies a conditional update as read-then-replace, so two processes can
+        both "win" a find-and-modify; an insert of the same _id cannot succeed twice. A
+        lease left by a crashed refresher is superseded by the next attempt number once
+        it is older than LEASE.
+        """
+        now = utcnow()
+        attempt = 0
+        while True:
+            lease_id = self._lease_id(generation, attempt)
+            try:
+                await self._leases.insert_one({"_id": lease_id, "owner": self._owner, "at": now})
+                self._held = lease_id
+                return True
+            except DuplicateKeyError:
+                lease = await self._leases.find_one({"_id": lease_id})
+                if lease is not None and now - lease["at"] < LEASE:
+                    return False
+                attempt += 1
+
+    async def _release_lease(self, generation: int) -> None:
+        if self._held:
+            await self._leases.delete_one({"_id": self._held, "owner": self._owner})
+            self._held = None
+
+    async def _fetch_and_store(self, generation: int) -> str:
         try:
             data = await self._http.json("GET", "/cgi-bin/token", params={
                 "grant_type": "client_credential", "appid": self.appid, "secret": self._secret,
@@ -114,14 +131,14 @@ class AccessTokens:
             token = data["access_token"]
             expires_at = utcnow() + timedelta(seconds=int(data.get("expires_in", 7200)))
             await self._coll.update_one(
-                {"_id": self.appid, "lease_owner": self._owner},
-                {"$set": {"token": token, "expires_at": expires_at, "lease_until": None,
+                {"_id": self.appid},
+                {"$set": {"token": token, "expires_at": expires_at, "generation": generation + 1,
                           "fetched_at": utcnow()}},
+                upsert=True,
             )
             log.info("access token for %s refreshed", self.appid)
             return token
-        except BaseException:
-            await self._coll.update_one(
-                {"_id": self.appid, "lease_owner": self._owner}, {"$set": {"lease_until": None}},
-            )
-            raise
+        finally:
+            # safe to drop: a late caller holding the old generation re-reads the token
+            # after taking a lease and finds it fresh
+            await self._release_lease(generation)
