@@ -16,16 +16,20 @@ from pymongo.errors import PyMongoError
 from . import db as dbmod
 from .config import Config
 from .logs import request_id
+from .pdfjobs import DocumentPool
 from .security import DataProtector
 from .services.accounts import AccountService
 from .services.applications import ApplicationService
 from .services.billing import BillService
 from .services.catalog import default_dirs, load_catalog
+from .services.contracts import ContractService
 from .services.notifications import Notifications
 from .services.official_account import OfficialAccountService
 from .services.outages import OutageService
 from .services.outbox import Outbox
 from .services.payments import PaymentService
+from .services.sealauthority import AuthorityStore, check_config
+from .services.seals import SealService
 from .services.signing import RequestVerifier
 from .services.sms import SmsService, make_provider
 from .services.terminals import TerminalService
@@ -64,6 +68,14 @@ class Application(tornado.web.Application):
         self.payments = PaymentService(self.db, self.wechat.pay, self.accounts, config,
                                        self.outbox, self.notifications)
         self.wechat.pay.on_call = self.payments.record_call
+        check_config(config)
+        self.documents = DocumentPool(config.document_workers)
+        self.seal_authority = AuthorityStore(self.db, self.protector, config)
+        self.seals = SealService(self.db, self.protector, self.sms, self.uploads, self.seal_authority, self.documents)
+        self.contracts = ContractService(
+            self.db, self.seals, self.seal_authority, self.documents, self.uploads, applications=self.applications,
+            outbox=self.outbox, notifications=self.notifications,
+        )
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies
@@ -95,6 +107,7 @@ class Application(tornado.web.Application):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.documents.shutdown()
         await self.client.close()
 
 

@@ -559,6 +559,26 @@ class ApplicationService:
             # another change won the race: look again from the stage it left
         raise Conflict("工单正在被其他操作修改，请稍后重试", code="stage_conflict")
 
+    async def record_contract_signed(self, app_no: str, contract_no: str, *, note: str = "") -> dict[str, Any]:
+        """The work order's contract was signed (已签字, by the contracts service): one history entry
+        at the current stage (operator and source ``customer``, ``event: contract_signed``) and
+        ``contract_signed`` {contract_no, at}; recorded once per contract (a repeat changes nothing).
+        The stage itself stays: the marketing system moves the work order on (装表接电)."""
+        doc = await self.get(app_no)
+        if (doc.get("contract_signed") or {}).get("contract_no") == contract_no:
+            return doc
+        now = utcnow()
+        entry = {"stage": doc["stage"], "at": now, "operator": "customer", "source": "customer",
+                 "note": note or f"供用电合同 {contract_no} 已签字", "event": "contract_signed",
+                 "contract_no": contract_no}
+        updated = await self.db.applications.find_one_and_update(
+            {"_id": doc["_id"], "contract_signed.contract_no": {"$ne": contract_no}},
+            {"$set": {"contract_signed": {"contract_no": contract_no, "at": now}, "updated_at": now},
+             "$push": {"history": entry}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return updated or await self.get(app_no)
+
     async def _announce_stage(self, doc: dict[str, Any], source: str) -> None:
         app_no, stage_code = doc["app_no"], doc["stage"]
         if stage_code == "submitted":
