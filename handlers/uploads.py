@@ -8,6 +8,7 @@ import tornado.web
 from wx_backend.errors import BadRequest, ValidationFailed
 from wx_backend.services.uploads import PayloadTooLarge
 
+from . import spec
 from .base import APIHandler, authenticated
 
 # multipart boundaries, part headers and a ``kind`` field fit in this
@@ -71,3 +72,25 @@ default_handlers = [
     (r"/api/v1/uploads", UploadsHandler),
     (r"/api/v1/uploads/([^/]+)", UploadHandler),
 ]
+
+openapi = {
+    "/api/v1/uploads": {
+        "post": spec.operation(
+            "Upload a JPEG, PNG or PDF (checked by content, size-capped)", tag="uploads",
+            body_content={"multipart/form-data": {"schema": spec.obj(
+                {"file": {"type": "string", "contentMediaType": "application/octet-stream"}},
+                {"kind": {"type": "string", "description": "attachment kind of the catalogue"}})}},
+            ok={201: spec.ref("Upload")},
+            errors={400: ["invalid_multipart"], 413: ["payload_too_large"],
+                    415: ["unsupported_media_type", "unsupported_file_type"],
+                    422: ["validation_failed", "empty_file"]}),
+    },
+    "/api/v1/uploads/{file_id}": {
+        "get": spec.operation(
+            "One's own upload, with its content type", tag="uploads",
+            ok={200: {"description": "the file", "content": {
+                t: {"schema": {"type": "string", "contentMediaType": t}}
+                for t in ("image/jpeg", "image/png", "application/pdf")}}},
+            errors={404: ["file_not_found"]}),
+    },
+}
