@@ -16,12 +16,8 @@ import pkgutil
 import re
 from typing import Any
 
-import tornado.web
-
 from . import spec
-from .base import BaseHandler
-
-METHODS = ("get", "post", "put", "patch", "delete")
+from .base import BaseHandler, implemented_methods
 
 SIGNATURE_DESCRIPTION = (
     "Three headers sign the request: `X-Timestamp` (unix seconds, within 300 s of the server's "
@@ -83,11 +79,6 @@ def route_key(pattern: str) -> str:
 def template_key(path: str) -> str:
     """``/api/v1/accounts/{account_no}`` -> ``/api/v1/accounts/{}``."""
     return re.sub(r"\{[^}]+\}", "{}", path)
-
-
-def implemented_methods(handler: type) -> list[str]:
-    """The HTTP methods a handler class itself implements (not Tornado's 405 defaults)."""
-    return [m for m in METHODS if getattr(handler, m) is not getattr(tornado.web.RequestHandler, m)]
 
 
 def auth_of(handler: type, method: str) -> str | None:

@@ -19,18 +19,24 @@ MULTIPART_OVERHEAD = 64 * 1024
 class UploadsHandler(APIHandler):
     async def prepare(self) -> None:
         await super().prepare()
+        self._chunks: list[bytes] = []
         if self.request.method != "POST":
+            # any other method gets its 405 after the body is read (and dropped): answering before
+            # would reset the connection under a client still sending
+            self._keep = False
+            self.request.connection.set_max_body_size(MULTIPART_OVERHEAD)
             return
+        self._keep = True
         self.require_user()  # refuse before reading a body nobody will keep
         limit = self.app.uploads.max_bytes + MULTIPART_OVERHEAD
         declared = self.request.headers.get("Content-Length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
             raise PayloadTooLarge()
         self.request.connection.set_max_body_size(limit)
-        self._chunks: list[bytes] = []
 
     def data_received(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
+        if self._keep:
+            self._chunks.append(chunk)
 
     @authenticated
     async def post(self) -> None:
