@@ -18,10 +18,19 @@ from .config import Config
 from .logs import request_id
 from .security import DataProtector
 from .services.accounts import AccountService
+from .services.applications import ApplicationService
+from .services.billing import BillService
 from .services.catalog import default_dirs, load_catalog
+from .services.notifications import Notifications
+from .services.official_account import OfficialAccountService
+from .services.outages import OutageService
+from .services.outbox import Outbox
+from .services.payments import PaymentService
 from .services.signing import RequestVerifier
 from .services.sms import SmsService, make_provider
+from .services.terminals import TerminalService
 from .services.uploads import UploadService
+from .services.usage import UsageService
 from .services.users import UserService
 from .wechat import WeChat
 
@@ -35,12 +44,26 @@ class Application(tornado.web.Application):
         self.db = self.client[config.db_name]
         self.wechat = WeChat(config, self.db)
         self.users = UserService(self.db, self.wechat, config.session_ttl)
+        self.outbox = Outbox(self.db)
+        self.notifications = Notifications(self.db, self.outbox, self.wechat, config)
+        self.official_account = OfficialAccountService(self.db, self.wechat, self.outbox, config)
         self.catalog = load_catalog(*default_dirs(config.catalog_dir))
         self.uploads = UploadService(self.db, self.catalog, config.upload_max_bytes)
         self.protector = DataProtector(config.data_key_bytes)
         self.verifier = RequestVerifier(self.db)
         self.sms = SmsService(self.db, self.protector, make_provider(config))
         self.accounts = AccountService(self.db, self.protector, self.sms)
+        self.applications = ApplicationService(
+            self.db, self.catalog, self.protector, accounts=self.accounts, uploads=self.uploads, sms=self.sms,
+            outbox=self.outbox, notifications=self.notifications,
+        )
+        self.bills = BillService(self.db, self.accounts, self.notifications)
+        self.usage = UsageService(self.db, self.accounts)
+        self.outages = OutageService(self.db, self.accounts, self.notifications)
+        self.terminals = TerminalService(self.db, self.protector, self.verifier)
+        self.payments = PaymentService(self.db, self.wechat.pay, self.accounts, config,
+                                       self.outbox, self.notifications)
+        self.wechat.pay.on_call = self.payments.record_call
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies
@@ -48,6 +71,13 @@ class Application(tornado.web.Application):
 
     async def startup(self) -> None:
         self._tasks.append(asyncio.create_task(self._prepare_database()))
+        if self.config.embedded_workers:
+            from .workers import build  # the worker imports the services, not the other way round
+
+            self._tasks.append(asyncio.create_task(build(self.config, self.db, self.wechat).run()))
+            from .payment_followup import run_forever
+
+            self._tasks.append(asyncio.create_task(run_forever(self.payments, self.config.pay_followup_interval)))
 
     async def _prepare_database(self) -> None:
         # The process starts even while the database is down: /readyz says 503 until it is back.
