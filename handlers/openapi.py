@@ -154,7 +154,7 @@ def _complete(op: dict[str, Any], path: str, auth: str | None) -> dict[str, Any]
                 for h in ("X-Timestamp", "X-Nonce") + (("X-Terminal-Id",) if auth == "terminal" else ()))
         _add_codes(responses, 401, codes, "not authenticated")
     else:
-        op["security"] = []
+        op.setdefault("security", [])  # public, or optional as the module describes it
     if "requestBody" in op and "application/json" in op["requestBody"]["content"]:
         _add_codes(responses, 400, ["invalid_json"], "bad request")
         _add_codes(responses, 415, ["unsupported_media_type"], "unsupported media type")

@@ -130,5 +130,19 @@ COMPONENTS: dict[str, Schema] = {
     "Upload": obj({"file_id": STRING, "content_type": STRING, "size": INTEGER, "sha256": STRING,
                    "kind": nullable(STRING)}),
     "ServiceSummary": obj({"code": STRING, "name": STRING}),
+    "Application": obj({
+        "app_no": STRING, "service": STRING, "service_name": STRING, "account_no": nullable(STRING),
+        "stage": STRING, "stage_name": STRING, "status": STRING, "status_name": STRING,
+        "contract_no": nullable(STRING), "created_at": STRING, "updated_at": STRING,
+        "can_cancel": BOOLEAN,
+    }, {"next_action": {}, "applicant": {"type": "object", "description": "ID numbers and phones masked"},
+        "form": {"type": "object"}, "fields": array(obj({"path": STRING, "label": STRING})),
+        "attachments": array({"type": "object"}), "history": array({"type": "object"})}),
+    "Outage": obj({
+        "outage_id": STRING, "kind": STRING, "status": STRING, "regions": array(STRING), "feeders": array(STRING),
+        "start": STRING, "end": STRING, "reason": STRING, "version": INTEGER,
+    }, {"ref": nullable(STRING), "area": nullable(STRING), "published_at": STRING, "updated_at": STRING}),
+    "Payment": obj({"out_trade_no": STRING, "account_no": STRING, "amount_fen": FEN, "channel": STRING,
+                    "status": STRING}),
     "SmsSent": obj({"sent_to": {"type": "string", "description": "masked mobile"}, "expires_in": INTEGER}),
 }

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 
 from handlers.openapi import document
 
-MAX_EXAMPLES = int(os.environ.get("WX_FUZZ_EXAMPLES", "20"))
+MAX_EXAMPLES = int(os.environ.get("WX_FUZZ_EXAMPLES", "15"))
 
 schema = schemathesis.openapi.from_dict(document())
 
