@@ -18,10 +18,13 @@ from .config import Config
 from .logs import request_id
 from .security import DataProtector
 from .services.accounts import AccountService
+from .services.billing import BillService
 from .services.catalog import default_dirs, load_catalog
+from .services.outages import OutageService
 from .services.signing import RequestVerifier
 from .services.sms import SmsService, make_provider
 from .services.uploads import UploadService
+from .services.usage import UsageService
 from .services.users import UserService
 from .wechat import WeChat
 
@@ -41,6 +44,9 @@ class Application(tornado.web.Application):
         self.verifier = RequestVerifier(self.db)
         self.sms = SmsService(self.db, self.protector, make_provider(config))
         self.accounts = AccountService(self.db, self.protector, self.sms)
+        self.bills = BillService(self.db, self.accounts, getattr(self, "notifications", None))
+        self.usage = UsageService(self.db, self.accounts)
+        self.outages = OutageService(self.db, self.accounts, getattr(self, "notifications", None))
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies

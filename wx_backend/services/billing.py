@@ -1,0 +1,420 @@
+"""Monthly bills (电费账单) and the charges summary (电量电费).
+
+Bills come from the marketing system (``PUT /internal/v1/accounts/{no}/bills/{period}``) and
+from ``scripts/import_bills.py``; both call ``BillService.upsert``. A bill is one document per
+(account, period). Money is integer fen; unit prices are integers in 0.0001 yuan per kWh
+(``PRICE_UNIT``), never floats.
+
+Two writers share a bill: this service (the figures) and the payments service (``paid_fen``,
+``status``, ``settlements``). An upsert never writes ``paid_fen`` or ``settlements`` except to
+add a payment the marketing system reports as made elsewhere (``offline_paid_fen``, applied as
+the increase since the last report), and changes a bill only if ``paid_fen`` is still what it
+read (a conditional update, retried), setting ``status`` from the new amount and that
+``paid_fen``. The amount of a bill may not drop below what has been paid (409).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from ..db import utcnow
+from ..errors import Conflict, NotFound, ValidationFailed
+from .accounts import AccountService, is_account_no
+from .aggregates import db_sum, db_sums
+from .periods import add_months, is_day, is_period, local_today, period_of, ratio_round
+
+log = logging.getLogger(__name__)
+
+INDEXES = {
+    "bills": [
+        IndexModel([("account_no", ASCENDING), ("period", ASCENDING)], unique=True),
+        IndexModel([("account_no", ASCENDING), ("status", ASCENDING)]),
+    ],
+}
+
+PRICE_UNIT = "0.0001元/kWh"
+TOU_PERIODS = ("jian", "feng", "ping", "gu")  # 尖 峰 平 谷
+PRICE_KEYS = ("flat", *TOU_PERIODS)
+MAX_TIERS = 3
+MAX_FEN = 10**11
+MAX_KWH = 10**10
+MAX_PRICE = 100_000  # 10 yuan per kWh
+BILL_FIELDS = {"amount_fen", "due_date", "readings", "kwh", "prices", "tiers", "offline_paid_fen",
+               "account_no", "period"}
+UPDATE_TRIES = 5
+
+
+def bill_status(amount_fen: int, paid_fen: int) -> str:
+    """unpaid | partial | paid, from the amount and what has been paid (the payments service's rule too)."""
+    if paid_fen >= amount_fen:
+        return "paid"
+    return "partial" if paid_fen > 0 else "unpaid"
+
+
+def _int(value: Any, low: int, high: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and low <= value <= high
+
+
+def validate_bill(account_no: Any, period: Any, fields: Any, customer_class: str | None = None) -> dict[str, Any]:
+    """Check a bill's figures; every error at once (422). Returns the values to store.
+
+    ``customer_class`` (the account's) decides whether tiers (阶梯) are allowed: residential only.
+    Shared by the HTTP upsert, the import script and the demo data.
+    """
+    errors: list[dict[str, str]] = []
+
+    def bad(field: str, message: str) -> None:
+        errors.append({"field": field, "message": message})
+
+    if not is_account_no(account_no):
+        bad("account_no", "户号应为 10 位数字")
+    if not is_period(period):
+        bad("period", "账期应为 YYYY-MM")
+    if not isinstance(fields, dict):
+        raise ValidationFailed(details=[*errors, {"field": "body", "message": "应为 JSON 对象"}])
+    for name in sorted(set(fields) - BILL_FIELDS):
+        bad(name, "未知字段")
+    if "account_no" in fields and fields["account_no"] != account_no:
+        bad("account_no", "与地址中的户号不一致")
+    if "period" in fields and fields["period"] != period:
+        bad("period", "与地址中的账期不一致")
+    values: dict[str, Any] = {}
+
+    amount = fields.get("amount_fen")
+    if not _int(amount, 0, MAX_FEN):
+        bad("amount_fen", "应为非负整数（分）")
+    else:
+        values["amount_fen"] = amount
+    if not is_day(fields.get("due_date")):
+        bad("due_date", "应为日期 YYYY-MM-DD")
+    else:
+        values["due_date"] = fields["due_date"]
+
+    kwh = fields.get("kwh")
+    total = None
+    if not isinstance(kwh, dict):
+        bad("kwh", "应为对象 {total, jian, feng, ping, gu}")
+    else:
+        for name in sorted(set(kwh) - {"total", *TOU_PERIODS}):
+            bad(f"kwh.{name}", "未知字段")
+        if not _int(kwh.get("total"), 0, MAX_KWH):
+            bad("kwh.total", "应为非负整数（kWh）")
+        else:
+            total = kwh["total"]
+        parts = [p for p in TOU_PERIODS if p in kwh]
+        stored = {"total": total}
+        if parts:
+            ok = True
+            for p in TOU_PERIODS:
+                if not _int(kwh.get(p), 0, MAX_KWH):
+                    bad(f"kwh.{p}", "分时电量应为非负整数（kWh），尖峰平谷四项须同时给出")
+                    ok = False
+            if ok:
+                stored.update({p: kwh[p] for p in TOU_PERIODS})
+                if total is not None and sum(kwh[p] for p in TOU_PERIODS) != total:
+                    bad("kwh", "尖峰平谷电量之和应等于总电量")
+        values["kwh"] = stored
+
+    readings = fields.get("readings")
+    if not isinstance(readings, dict):
+        bad("readings", "应为对象 {previous, current, multiplier}")
+    else:
+        for name in sorted(set(readings) - {"previous", "current", "multiplier"}):
+            bad(f"readings.{name}", "未知字段")
+        prev, cur = readings.get("previous"), readings.get("current")
+        mult = readings.get("multiplier", 1)
+        ok = True
+        for name, value in (("previous", prev), ("current", cur)):
+            if not _int(value, 0, MAX_KWH):
+                bad(f"readings.{name}", "表码应为非负整数")
+                ok = False
+        if not _int(mult, 1, 100_000):
+            bad("readings.multiplier", "倍率应为正整数")
+            ok = False
+        if ok:
+            if cur < prev:
+                bad("readings.current", "本期示数不能小于上期示数")
+            elif total is not None and (cur - prev) * mult != total:
+                bad("readings", "（本期示数 - 上期示数）× 倍率应等于总电量")
+            values["readings"] = {"previous": prev, "current": cur, "multiplier": mult}
+
+    prices = fields.get("prices")
+    if not isinstance(prices, dict) or not prices:
+        bad("prices", f"应为对象 {{flat}} 或 {{jian, feng, ping, gu}}，单位 {PRICE_UNIT}")
+    else:
+        ok = True
+        for name in sorted(prices):
+            if name not in PRICE_KEYS:
+                bad(f"prices.{name}", "未知字段")
+                ok = False
+            elif not _int(prices[name], 1, MAX_PRICE):
+                bad(f"prices.{name}", f"电价应为正整数，单位 {PRICE_UNIT}")
+                ok = False
+        if ok:
+            needed = TOU_PERIODS if isinstance(kwh, dict) and any(p in kwh for p in TOU_PERIODS) else ("flat",)
+            missing = [p for p in needed if p not in prices]
+            if missing:
+                bad("prices", "缺少电价：" + "、".join(missing))
+            values["prices"] = dict(prices)
+
+    tiers = fields.get("tiers")
+    if tiers is not None:
+        if customer_class is not None and customer_class != "低压居民":
+            bad("tiers", "阶梯电量只适用于低压居民")
+        elif not isinstance(tiers, list) or not 1 <= len(tiers) <= MAX_TIERS:
+            bad("tiers", f"应为 1 至 {MAX_TIERS} 档的列表")
+        else:
+            stored_tiers, ok, lower = [], True, 0
+            for i, tier in enumerate(tiers):
+                where = f"tiers[{i}]"
+                if not isinstance(tier, dict) or set(tier) - {"tier", "upto_kwh", "kwh", "price"}:
+                    bad(where, "应为对象 {tier, upto_kwh, kwh, price}")
+                    ok = False
+                    continue
+                last = i == len(tiers) - 1
+                if tier.get("tier") != i + 1:
+                    bad(f"{where}.tier", f"应为 {i + 1}")
+                    ok = False
+                upto = tier.get("upto_kwh")
+                if last and upto is not None:
+                    bad(f"{where}.upto_kwh", "最后一档无上限，应为 null")
+                    ok = False
+                elif not last and not _int(upto, lower + 1, MAX_KWH):
+                    bad(f"{where}.upto_kwh", "档位上限应为整数且逐档递增")
+                    ok = False
+                if not _int(tier.get("kwh"), 0, MAX_KWH):
+                    bad(f"{where}.kwh", "应为非负整数（kWh）")
+                    ok = False
+                elif ok and upto is not None and tier["kwh"] > upto - lower:
+                    bad(f"{where}.kwh", "超过该档的电量范围")
+                    ok = False
+                if not _int(tier.get("price"), 1, MAX_PRICE):
+                    bad(f"{where}.price", f"电价应为正整数，单位 {PRICE_UNIT}")
+                    ok = False
+                if ok:
+                    stored_tiers.append({"tier": i + 1, "upto_kwh": upto, "kwh": tier["kwh"], "price": tier["price"]})
+                    lower = upto or lower
+            if ok and total is not None and sum(t["kwh"] for t in stored_tiers) != total:
+                bad("tiers", "各档电量之和应等于总电量")
+            if ok:
+                values["tiers"] = stored_tiers
+
+    if "offline_paid_fen" in fields:
+        offline = fields["offline_paid_fen"]
+        if not _int(offline, 0, MAX_FEN):
+            bad("offline_paid_fen", "应为非负整数（分）")
+        elif isinstance(amount, int) and offline > amount:
+            bad("offline_paid_fen", "不能超过账单金额")
+        else:
+            values["offline_paid_fen"] = offline
+    if errors:
+        raise ValidationFailed(details=errors)
+    return values
+
+
+def _account_not_found() -> NotFound:
+    return NotFound("未找到该户号，请核对后重新输入", code="account_not_found")
+
+
+def _bill_not_found() -> NotFound:
+    return NotFound("未找到该月账单", code="bill_not_found")
+
+
+class BillService:
+    def __init__(self, db: AsyncDatabase, accounts: AccountService, notifications: Any = None):
+        self.db = db
+        self.accounts = accounts
+        # app.notifications (notify_user); None where nothing is to be sent (demo data, --no-notify)
+        self.notifications = notifications
+
+    # -- from the marketing system and the import script ---------------------------------
+    async def upsert(self, account_no: str, period: str, fields: dict[str, Any], *,
+                     notify: bool = True) -> tuple[dict[str, Any], bool]:
+        """Create or update the bill of ``account_no`` for ``period``: ``(bill, created)``.
+
+        422 ``validation_failed`` for bad figures, 404 ``account_not_found``, 409
+        ``bill_amount_below_paid`` when the new amount is less than what has been paid.
+        Payments (``paid_fen``, ``settlements``) are never overwritten. A new unpaid bill is
+        announced to the account's subscribers once (``bill_issued``), unless ``notify`` is off.
+        """
+        if not is_account_no(account_no):
+            raise _account_not_found()
+        account = await self.db.accounts.find_one({"account_no": account_no}, {"customer_class": 1})
+        if account is None:
+            validate_bill(account_no, period, fields)  # report bad figures before "no such account"
+            raise _account_not_found()
+        values = validate_bill(account_no, period, fields, account.get("customer_class"))
+        offline = values.pop("offline_paid_fen", None)
+        bill, created = await self._write(account_no, period, values, offline)
+        if notify and not bill.get("notified") and bill["status"] != "paid":
+            await self._announce(bill)
+        return bill, created
+
+    async def _write(self, account_no: str, period: str, values: dict[str, Any],
+                     offline: int | None) -> tuple[dict[str, Any], bool]:
+        for _ in range(UPDATE_TRIES):
+            now = utcnow()
+            current = await self.db.bills.find_one({"account_no": account_no, "period": period})
+            if current is None:
+                paid = offline or 0
+                doc = {"account_no": account_no, "period": period, **values,
+                       "paid_fen": paid, "offline_paid_fen": paid, "status": bill_status(values["amount_fen"], paid),
+                       "settlements": [], "issued_at": now, "updated_at": now, "rev": 1, "notified": False}
+                if paid:
+                    doc["settlements"] = [_offline_settlement(paid, now)]
+                try:
+                    await self.db.bills.insert_one(doc)
+                    return doc, True
+                except DuplicateKeyError:
+                    continue  # created meanwhile: update it instead
+            paid = current.get("paid_fen", 0)
+            known_offline = current.get("offline_paid_fen", 0)
+            offline_filter = known_offline if "offline_paid_fen" in current else {"$exists": False}
+            extra = 0 if offline is None else offline - known_offline
+            if extra < 0:
+                raise Conflict("营销系统报告的线下缴费金额不能减少", code="offline_paid_decreased")
+            if values["amount_fen"] < paid + extra:
+                raise Conflict(f"账单已缴 {paid + extra} 分，金额不能低于已缴金额", code="bill_amount_below_paid",
+                               details={"paid_fen": paid + extra})
+            update: dict[str, Any] = {
+                "$set": {**values, "status": bill_status(values["amount_fen"], paid + extra), "updated_at": now},
+                "$inc": {"rev": 1},
+            }
+            if extra:
+                update["$set"].update({"paid_fen": paid + extra, "offline_paid_fen": known_offline + extra})
+                update["$push"] = {"settlements": _offline_settlement(extra, now)}
+            unset = {name: "" for name in ("tiers",) if name not in values and name in current}
+            if unset:
+                update["$unset"] = unset
+            # only if nobody paid (or re-issued) since the read; otherwise read again
+            updated = await self.db.bills.find_one_and_update(
+                {"_id": current["_id"], "paid_fen": paid, "offline_paid_fen": offline_filter,
+                 "rev": current["rev"] if "rev" in current else {"$exists": False}},
+                update, return_document=ReturnDocument.AFTER,
+            )
+            if updated is not None:
+                return updated, False
+        raise Conflict("账单正在更新，请稍后重试", code="bill_busy")
+
+    async def _announce(self, bill: dict[str, Any]) -> None:
+        """Tell every subscriber bound to the account that the bill is out; once per bill and user."""
+        if self.notifications is None:
+            return
+        account_no, period = bill["account_no"], bill["period"]
+        data = {"account_no": account_no, "period": period, "amount_fen": bill["amount_fen"],
+                "due_date": bill["due_date"]}
+        page = f"pages/bills/detail?account_no={account_no}&period={period}"
+        for user_id in await self.accounts.user_ids_of(account_no):
+            await self.notifications.notify_user(user_id, "bill_issued", data, page,
+                                                 f"bill:{account_no}:{period}:{user_id}")
+        await self.db.bills.update_one({"_id": bill["_id"]}, {"$set": {"notified": True}})
+
+    # -- for the customer --------------------------------------------------------------------
+    async def list_for(self, user: dict[str, Any], account_no: str, year: Any = None) -> dict[str, Any]:
+        """The account's bills, newest first; ``year`` (``YYYY``) limits them to one year."""
+        await self.accounts.get_owned(user, account_no)
+        query: dict[str, Any] = {"account_no": account_no}
+        if year not in (None, ""):
+            if not (isinstance(year, str) and year.isdigit() and len(year) == 4 and is_period(f"{year}-01")):
+                raise ValidationFailed(details=[{"field": "year", "message": "年份应为 4 位数字，如 2026"}])
+            query["period"] = {"$gte": f"{year}-01", "$lte": f"{year}-12"}
+        docs = await self.db.bills.find(query).sort("period", DESCENDING).to_list(None)
+        return {"account_no": account_no, "year": year or None, "bills": [summary_view(d) for d in docs]}
+
+    async def get_for(self, user: dict[str, Any], account_no: str, period: str) -> dict[str, Any]:
+        await self.accounts.get_owned(user, account_no)
+        if not is_period(period):
+            raise _bill_not_found()
+        doc = await self.db.bills.find_one({"account_no": account_no, "period": period})
+        if doc is None:
+            raise _bill_not_found()
+        return detail_view(doc)
+
+    async def charges(self, user: dict[str, Any], account_no: str, now: datetime | None = None) -> dict[str, Any]:
+        """电量电费: balance, what is owed, this month so far (estimated), last month, this year.
+
+        Owed is the sum of the unpaid remainders (amount - paid) of unpaid and partly paid bills.
+        This month so far is the kWh of this month's daily readings priced at the average price
+        of the latest bill (its amount / its kWh), rounded half up to the fen: an estimate.
+        """
+        account = await self.accounts.get_owned(user, account_no)
+        today = local_today(now or utcnow())
+        this_period = period_of(today)
+        last_period = add_months(this_period, -1)
+        year = f"{today.year:04d}"
+        owing = {"account_no": account_no, "status": {"$in": ["unpaid", "partial"]}}
+        in_year = {"account_no": account_no, "period": {"$gte": f"{year}-01", "$lte": f"{year}-12"}}
+        days = {"account_no": account_no, "kind": "day",
+                "key": {"$gte": f"{this_period}-01", "$lte": f"{this_period}-31"}}
+        owed = await db_sums(self.db.bills, owing, {"amount": "amount_fen", "paid": "paid_fen", "count": 1})
+        totals = await db_sums(self.db.bills, in_year, {"kwh": "kwh.total", "amount": "amount_fen",
+                                                         "paid": "paid_fen", "count": 1})
+        month_kwh = await db_sum(self.db.usage, days, "kwh")
+        days_read = await db_sum(self.db.usage, days, 1)
+        latest = await self.db.bills.find_one({"account_no": account_no}, {"period": 1, "kwh": 1, "amount_fen": 1},
+                                              sort=[("period", DESCENDING)])
+        last = await self.db.bills.find_one({"account_no": account_no, "period": last_period})
+        price = avg_price(latest) if latest else None
+        estimate = None if price is None or not days_read else ratio_round(month_kwh * price, 100)
+        return {
+            "account_no": account_no,
+            "balance_fen": account.get("balance_fen", 0),
+            "owed_fen": owed["amount"] - owed["paid"],
+            "unpaid_bills": owed["count"],
+            "this_month": {
+                "period": this_period, "kwh": month_kwh if days_read else None, "days_read": days_read,
+                "price": price, "price_unit": PRICE_UNIT, "price_from": latest["period"] if latest else None,
+                "estimated_amount_fen": estimate, "estimated": True,
+            },
+            "last_month": {"period": last_period, **(_month_figures(last) if last else {
+                "kwh": None, "amount_fen": None, "paid_fen": None, "status": None})},
+            "this_year": {"year": int(year), "bills": totals["count"], "kwh": totals["kwh"],
+                          "amount_fen": totals["amount"], "paid_fen": totals["paid"]},
+        }
+
+
+def _offline_settlement(amount: int, at: datetime) -> dict[str, Any]:
+    return {"out_trade_no": None, "source": "marketing", "amount_fen": amount, "at": at}
+
+
+def avg_price(bill: dict[str, Any]) -> int | None:
+    """Average price of a bill in 0.0001 yuan per kWh (amount / kWh, rounded half up)."""
+    kwh = (bill.get("kwh") or {}).get("total") or 0
+    return ratio_round(bill["amount_fen"] * 100, kwh)
+
+
+def _month_figures(doc: dict[str, Any]) -> dict[str, Any]:
+    return {"kwh": doc["kwh"]["total"], "amount_fen": doc["amount_fen"], "paid_fen": doc.get("paid_fen", 0),
+            "status": doc.get("status")}
+
+
+def summary_view(doc: dict[str, Any]) -> dict[str, Any]:
+    paid = doc.get("paid_fen", 0)
+    return {
+        "period": doc["period"], **_month_figures(doc),
+        "owed_fen": max(doc["amount_fen"] - paid, 0) if doc.get("status") != "paid" else 0,
+        "due_date": doc["due_date"],
+    }
+
+
+def detail_view(doc: dict[str, Any]) -> dict[str, Any]:
+    view = summary_view(doc)
+    view.update({
+        "account_no": doc["account_no"],
+        "readings": doc.get("readings"),
+        "kwh_by_period": {p: doc["kwh"][p] for p in TOU_PERIODS if p in doc["kwh"]} or None,
+        "tiers": doc.get("tiers"),
+        "prices": doc.get("prices"),
+        "price_unit": PRICE_UNIT,
+        "avg_price": avg_price(doc),
+        "issued_at": doc.get("issued_at"),
+        "settlements": [{"amount_fen": s.get("amount_fen"), "at": s.get("at"), "out_trade_no": s.get("out_trade_no"),
+                         "source": s.get("source", "wechat")} for s in doc.get("settlements", [])],
+    })
+    return view

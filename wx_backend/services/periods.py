@@ -1,0 +1,74 @@
+"""Billing periods (``YYYY-MM``), days (``YYYY-MM-DD``) and the local calendar (Asia/Shanghai)."""
+
+from __future__ import annotations
+
+import calendar
+import re
+from datetime import date, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+MIN_YEAR, MAX_YEAR = 2000, 2099
+
+
+def is_period(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    m = _PERIOD.match(value)
+    return bool(m) and MIN_YEAR <= int(m.group(1)) <= MAX_YEAR
+
+
+def is_day(value: Any) -> bool:
+    if not isinstance(value, str) or not _DAY.match(value):
+        return False
+    try:
+        day = date.fromisoformat(value)
+    except ValueError:
+        return False
+    return MIN_YEAR <= day.year <= MAX_YEAR
+
+
+def add_months(period: str, months: int) -> str:
+    year, month = int(period[:4]), int(period[5:7])
+    index = year * 12 + month - 1 + months
+    return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def months_between(first: str, last: str) -> int:
+    """How many periods from ``first`` to ``last`` inclusive (0 or less when ``last`` is earlier)."""
+    return (int(last[:4]) * 12 + int(last[5:7])) - (int(first[:4]) * 12 + int(first[5:7])) + 1
+
+
+def period_days(period: str) -> list[str]:
+    year, month = int(period[:4]), int(period[5:7])
+    return [f"{period}-{d:02d}" for d in range(1, calendar.monthrange(year, month)[1] + 1)]
+
+
+def local_today(now: datetime) -> date:
+    return now.astimezone(SHANGHAI).date()
+
+
+def period_of(day: date) -> str:
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def permille_change(current: int | None, previous: int | None) -> int | None:
+    """(current - previous) / previous in per-mille, rounded half away from zero; None when unknown.
+
+    Integer arithmetic only; no change is computed against a missing month or a zero month.
+    """
+    if current is None or previous is None or previous <= 0:
+        return None
+    diff = current - previous
+    value = (abs(diff) * 2000 + previous) // (2 * previous)
+    return value if diff >= 0 else -value
+
+
+def ratio_round(numerator: int, denominator: int) -> int | None:
+    """numerator / denominator rounded half up (both non-negative); None when the denominator is 0."""
+    if denominator <= 0:
+        return None
+    return (2 * numerator + denominator) // (2 * denominator)
