@@ -59,6 +59,10 @@ def base_env(db_name: str, mongodb_uri: str, sandbox_port: int, app_port: int) -
         "WX_SANDBOX_CALLBACK_BASE": f"http://127.0.0.1:{app_port}",
         "WX_EMBEDDED_WORKERS": "1",
         "WX_SMS_PROVIDER": "sandbox",
+        "WX_PAY_POLL_INTERVAL": "0.3",
+        "WX_PAY_POLL_WINDOW": "4",
+        "WX_PAY_QUERY_DELAY": "0.5",
+        "WX_PAY_FOLLOWUP_INTERVAL": "1",
         "WX_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     })

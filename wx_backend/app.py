@@ -21,8 +21,10 @@ from .services.accounts import AccountService
 from .services.billing import BillService
 from .services.catalog import default_dirs, load_catalog
 from .services.outages import OutageService
+from .services.payments import PaymentService
 from .services.signing import RequestVerifier
 from .services.sms import SmsService, make_provider
+from .services.terminals import TerminalService
 from .services.uploads import UploadService
 from .services.usage import UsageService
 from .services.users import UserService
@@ -47,6 +49,10 @@ class Application(tornado.web.Application):
         self.bills = BillService(self.db, self.accounts, getattr(self, "notifications", None))
         self.usage = UsageService(self.db, self.accounts)
         self.outages = OutageService(self.db, self.accounts, getattr(self, "notifications", None))
+        self.terminals = TerminalService(self.db, self.protector, self.verifier)
+        self.payments = PaymentService(self.db, self.wechat.pay, self.accounts, config,
+                                       getattr(self, "outbox", None), getattr(self, "notifications", None))
+        self.wechat.pay.on_call = self.payments.record_call
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies
@@ -54,6 +60,10 @@ class Application(tornado.web.Application):
 
     async def startup(self) -> None:
         self._tasks.append(asyncio.create_task(self._prepare_database()))
+        if self.config.embedded_workers:
+            from .payment_followup import run_forever
+
+            self._tasks.append(asyncio.create_task(run_forever(self.payments, self.config.pay_followup_interval)))
 
     async def _prepare_database(self) -> None:
         # The process starts even while the database is down: /readyz says 503 until it is back.

@@ -145,6 +145,27 @@ SETTINGS: dict[str, Setting] = {
         "SMS provider for verification codes: disabled (refuses to send), or sandbox (dev/test only)",
         dev_default="sandbox",
     ),
+    "pay_max_fen": Setting(
+        "WX_PAY_MAX_FEN", 5_000_000, "largest single electricity payment in fen (JSAPI and payment code)", parse=int,
+    ),
+    "pay_order_ttl": Setting(
+        "WX_PAY_ORDER_TTL", 900, "seconds a mini-program payment stays payable (time_expire; at least 300)", parse=int,
+    ),
+    "pay_poll_interval": Setting(
+        "WX_PAY_POLL_INTERVAL", 3.0, "seconds between order queries while a payment-code customer enters the password",
+        parse=float,
+    ),
+    "pay_poll_window": Setting(
+        "WX_PAY_POLL_WINDOW", 30.0, "seconds a payment-code order may stay unpaid before it is reversed", parse=float,
+    ),
+    "pay_query_delay": Setting(
+        "WX_PAY_QUERY_DELAY", 5.0, "seconds to wait after a payment-code SYSTEMERROR or timeout before querying",
+        parse=float,
+    ),
+    "pay_followup_interval": Setting(
+        "WX_PAY_FOLLOWUP_INTERVAL", 30.0, "seconds between runs of the payment follow-up (unfinished orders)",
+        parse=float,
+    ),
     "log_level": Setting("WX_LOG_LEVEL", "INFO", "logging level"),
     "catalog_dir": Setting(
         "WX_CATALOG_DIR", "",

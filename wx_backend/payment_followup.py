@@ -1,0 +1,84 @@
+"""The payment follow-up: finishes what interrupted requests left behind.
+
+``python -m wx_backend.payment_followup`` runs it alone; with ``WX_EMBEDDED_WORKERS`` the web
+process runs it too. Every ``WX_PAY_FOLLOWUP_INTERVAL`` seconds it credits paid orders whose
+crediting did not finish, asks WeChat about orders still open when they are due a look
+(a mini-program order at least every four intervals and at its expiry, when an unpaid one is
+closed; a payment-code order once its terminal request must be over, when an unpaid one is
+reversed). Any number of them may run: every step is idempotent and guarded by locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+
+from pymongo.errors import PyMongoError
+
+from . import db as dbmod
+from . import logs
+from .config import Config, ConfigError
+
+log = logging.getLogger(__name__)
+
+
+async def run_forever(payments, interval: float) -> None:
+    """Run ``payments.followup_once`` every ``interval`` seconds until cancelled."""
+    log.info("payment follow-up started (every %.1f s)", interval)
+    while True:
+        try:
+            counts = await payments.followup_once()
+            if counts["credits"] or counts["orders"]:
+                log.info("payment follow-up: %s", counts)
+        except PyMongoError as exc:
+            log.warning("payment follow-up: database error %s", type(exc).__name__)
+        except Exception:
+            log.exception("payment follow-up failed")
+        await asyncio.sleep(interval)
+
+
+class Standalone:
+    """The payment services outside the web process (the follow-up, admin scripts)."""
+
+    def __init__(self, config: Config):
+        from .security import DataProtector
+        from .services.accounts import AccountService
+        from .services.payments import PaymentService
+        from .services.signing import RequestVerifier
+        from .services.terminals import TerminalService
+        from .wechat import WeChat
+
+        self.config = config
+        self.client = dbmod.connect(config)
+        self.db = self.client[config.db_name]
+        self.wechat = WeChat(config, self.db)
+        protector = DataProtector(config.data_key_bytes)
+        self.payments = PaymentService(self.db, self.wechat.pay, AccountService(self.db, protector), config)
+        self.wechat.pay.on_call = self.payments.record_call
+        self.terminals = TerminalService(self.db, protector, RequestVerifier(self.db))
+
+    async def close(self) -> None:
+        await self.client.close()
+
+
+async def main() -> None:
+    try:
+        config = Config.from_env()
+    except ConfigError as exc:
+        raise SystemExit(f"configuration error: {exc}") from None
+    logs.setup(config.log_level)
+    ctx = Standalone(config)
+    task = asyncio.create_task(run_forever(ctx.payments, config.pay_followup_interval))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    await ctx.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
