@@ -16,12 +16,17 @@ from pymongo.errors import PyMongoError
 from . import db as dbmod
 from .config import Config
 from .logs import request_id
+from .pdfjobs import DocumentPool
 from .security import DataProtector
 from .services.accounts import AccountService
+from .services.applications import ApplicationService
 from .services.billing import BillService
 from .services.catalog import default_dirs, load_catalog
+from .services.contracts import ContractService
 from .services.outages import OutageService
 from .services.payments import PaymentService
+from .services.sealauthority import AuthorityStore, check_config
+from .services.seals import SealService
 from .services.signing import RequestVerifier
 from .services.sms import SmsService, make_provider
 from .services.terminals import TerminalService
@@ -53,6 +58,18 @@ class Application(tornado.web.Application):
         self.payments = PaymentService(self.db, self.wechat.pay, self.accounts, config,
                                        getattr(self, "outbox", None), getattr(self, "notifications", None))
         self.wechat.pay.on_call = self.payments.record_call
+        self.applications = ApplicationService(
+            self.db, self.catalog, self.protector, accounts=self.accounts, uploads=self.uploads, sms=self.sms,
+            outbox=getattr(self, "outbox", None), notifications=getattr(self, "notifications", None),
+        )
+        check_config(config)
+        self.documents = DocumentPool(config.document_workers)
+        self.seal_authority = AuthorityStore(self.db, self.protector, config)
+        self.seals = SealService(self.db, self.protector, self.sms, self.uploads, self.seal_authority, self.documents)
+        self.contracts = ContractService(
+            self.db, self.seals, self.seal_authority, self.documents, self.uploads, applications=self.applications,
+            outbox=getattr(self, "outbox", None), notifications=getattr(self, "notifications", None),
+        )
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies
@@ -81,6 +98,7 @@ class Application(tornado.web.Application):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.documents.shutdown()
         await self.client.close()
 
 

@@ -171,6 +171,20 @@ SETTINGS: dict[str, Setting] = {
         "WX_CATALOG_DIR", "",
         "extra catalogue folder: its TOML files add business types or replace built-in ones by code",
     ),
+    "seal_dir": Setting(
+        "WX_SEAL_DIR", "",
+        "folder written by scripts/seal_authority.py (root.pem, root.key.pem, utility.pem, utility.key.pem, "
+        "utility.png); required outside dev/test, where an authority is otherwise created once and kept in the "
+        "database",
+    ),
+    "seal_passphrase": Setting(
+        "WX_SEAL_PASSPHRASE", "", "passphrase of the encrypted keys in WX_SEAL_DIR", secret=True,
+    ),
+    "document_workers": Setting(
+        "WX_DOCUMENT_WORKERS", 2,
+        "worker processes that render, draw on, seal and verify contract PDFs (0: a thread of the process)",
+        parse=int,
+    ),
     "upload_max_bytes": Setting(
         "WX_UPLOAD_MAX_BYTES", 10 * 1024 * 1024, "largest accepted upload in bytes (JPEG, PNG or PDF)", parse=int,
     ),

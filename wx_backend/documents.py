@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import jinja2
-from weasyprint import HTML
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent / "templates"
 
@@ -127,6 +126,8 @@ def render_contract(template: str, context: dict) -> RenderedContract:
     missing = _missing(template, context)
     if missing:
         raise ContractTemplateError("missing contract fields: " + ", ".join(missing), missing)
+    from weasyprint import HTML  # imported on first render: the web process only lists templates
+
     title = TEMPLATES[template]["title"]
     html = _env.get_template(f"contracts/{template}.html").render({**context, "title": title})
     document = HTML(string=html, base_url=str(TEMPLATE_DIR)).render()

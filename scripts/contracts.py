@@ -1,0 +1,111 @@
+"""Contracts from the command line, through the same service as the API (``app.contracts``).
+
+    python -m scripts.contracts issue APP_NO --template hv_new_connection --terms terms.json \\
+        [--term-months 12] [--operator NAME]
+    python -m scripts.contracts show CONTRACT_NO [--json]      # status and the signature report
+    python -m scripts.contracts verify FILE [--root OLD.pem] [--json]
+
+The configuration is the backend's (``WX_*`` variables, the database, the seal authority).
+``verify`` trusts the configured seal authority's root plus any ``--root`` given. Exit status
+0 on success (for ``show`` and ``verify``: every signature ok), 1 otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from pathlib import Path
+
+from wx_backend.app import Application
+from wx_backend.config import Config, ConfigError
+from wx_backend.errors import AppError
+
+
+def _print_report(report: dict, as_json: bool) -> None:
+    from scripts.verify_pdf import COLUMNS, _cell, _table  # (imports pyHanko: only when printing)
+
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False, indent=2))
+        return
+    rows = [[title for title, _ in COLUMNS]]
+    rows += [[_cell(sig[key]) for _, key in COLUMNS] for sig in report["signatures"]]
+    print(_table(rows))
+    for sig in report["signatures"]:
+        for problem in sig["problems"]:
+            print(f"{sig['field_name']}: {problem}")
+    if report.get("error"):
+        print(f"error: {report['error']}")
+    print(f"sha256: {report['sha256']}")
+    print(f"\nresult: {'OK' if report['ok'] else 'FAILED'}")
+
+
+async def run(args: argparse.Namespace) -> int:
+    config = Config.from_env(document_workers=0)  # one job: no worker processes to start
+    app = Application(config, [])
+    try:
+        contracts = app.contracts
+        if args.command == "issue":
+            terms = args.terms_data
+            doc, created = await contracts.issue(args.app_no, {
+                "template": args.template, "terms": terms, "term_months": args.term_months,
+            }, operator=args.operator)
+            view = contracts.view(doc)
+            print(json.dumps({"created": created, "contract": view}, ensure_ascii=False, indent=2, default=str))
+            return 0
+        if args.command == "show":
+            doc = await contracts.get(args.contract_no)
+            view = contracts.view(doc)
+            print(f"{view['contract_no']}  {view['title']}  {view['status_label']} ({view['status']})  "
+                  f"application {view['app_no']}  account {view['account_no']}")
+            print(f"term {view['term_months']} months: {view['start_date'] or '-'} .. {view['end_date'] or '-'}")
+            if doc["status"] != "effective":
+                return 0
+            report = await contracts.verify(await contracts.signed_pdf(args.contract_no))
+            _print_report(report, args.json)
+            return 0 if report["ok"] else 1
+        report = await contracts.verify(args.pdf, args.roots)
+        _print_report(report, args.json)
+        return 0 if report["ok"] else 1
+    except AppError as exc:
+        print(f"{exc.code}: {exc.message}" + (f" {exc.details}" if exc.details else ""), file=sys.stderr)
+        return 1
+    finally:
+        await app.shutdown()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    issue = sub.add_parser("issue", help="issue the contract of an application (moves it to 合同签订)")
+    issue.add_argument("app_no")
+    issue.add_argument("--template", required=True)
+    issue.add_argument("--terms", required=True, help="JSON file with the contract terms")
+    issue.add_argument("--term-months", type=int, default=12)
+    issue.add_argument("--operator", default="admin")
+    show = sub.add_parser("show", help="a contract's status and, once signed, its signature report")
+    show.add_argument("contract_no")
+    show.add_argument("--json", action="store_true")
+    verify = sub.add_parser("verify", help="verify a signed contract PDF")
+    verify.add_argument("file")
+    verify.add_argument("--root", action="append", default=[], help="another trusted root (PEM)")
+    verify.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    logging.getLogger("pyhanko").setLevel(logging.CRITICAL)
+    # inputs are read before the event loop starts
+    if args.command == "issue":
+        args.terms_data = json.loads(Path(args.terms).read_text(encoding="utf-8"))
+    elif args.command == "verify":
+        args.pdf = Path(args.file).read_bytes()
+        args.roots = tuple(Path(p).read_bytes() for p in args.root)
+    try:
+        return asyncio.run(run(args))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,653 @@
+"""Applications (用电报装) and their work orders (工单): submission, 服务记录, stage changes.
+
+A customer submits an application of one catalogue type; it is validated against the
+catalogue, checked for eligibility, its attachments must be the applicant's own uploads,
+and the applicant's mobile is proven by an SMS code. It is stored as ONE document in
+``applications`` (the work order): stage changes and cancellations are single conditional
+updates of that document (filter on the current stage), since FerretDB has no transactions.
+
+Personal data (ID numbers, phones, bank accounts: the catalogue's ``sensitive_paths``) is
+kept only in ``sealed`` (AES-GCM ciphertext per path, the path bound as associated data);
+the ``applicant`` and ``form`` sub-documents hold the other values. Views mask it. Notes
+written by operators are scrubbed of ID and mobile numbers before they are stored.
+
+Messages leave through the outbox (``_enqueue_webhook`` and ``_notify``): the customer is
+notified of every stage change, the marketing system receives new applications, the
+customer's cancellations and stage changes made here (admin script) as webhook events. Each
+message has a dedupe key naming the change, so repeating a change (or retrying after a
+crash between the update and the enqueue) queues nothing twice. See docs/applications.md.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bson import ObjectId
+from pymongo import DESCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from ..db import utcnow
+from ..errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
+from ..security import DataProtector, mask_id, mask_name, mask_phone
+from .catalog import Catalog
+
+log = logging.getLogger(__name__)
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+INDEXES = {
+    "applications": [
+        IndexModel([("app_no", 1)], unique=True),
+        IndexModel([("idempotency_key", 1)], unique=True),
+        IndexModel([("user_id", 1), ("created_at", -1)]),
+        IndexModel([("account_no", 1), ("created_at", -1)]),
+        IndexModel([("service", 1), ("stage", 1)]),
+        IndexModel([("created_at", -1)]),
+    ],
+}
+
+# status: what the customer's 服务记录 filters on, derived from the stage
+STATUSES = {
+    "pending": "待受理",
+    "processing": "办理中",
+    "action_required": "待您处理",
+    "completed": "已办结",
+    "cancelled": "已撤销",
+    "rejected": "不予受理",
+}
+CONTRACT_STAGE = "contract_signing"
+SOURCES = ("marketing", "admin", "customer", "system")
+MAX_PER_PAGE = 50
+APP_NO_TRIES = 200
+
+_APP_NO = re.compile(r"^[0-9]{14}$")
+_SMS_CODE = re.compile(r"^[0-9]{6}$")
+_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
+# numbers that look like a resident ID or a mobile, not part of a longer number
+_ID_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+_MOBILE_LIKE = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
+
+
+class ApplicationNotFound(NotFound):
+    code = "application_not_found"
+    message = "未找到该申请"
+
+
+class NotEligible(Forbidden):
+    code = "not_eligible"
+    message = "您暂不符合办理该业务的条件"
+
+
+class CannotCancel(Conflict):
+    code = "cannot_cancel"
+    message = "申请已受理，不能撤销；如需变更请联系供电营业厅"
+
+
+class InvalidStageTransition(Conflict):
+    code = "invalid_stage_transition"
+    message = "工单不能从当前环节转到该环节"
+
+
+def local_iso(value: datetime | None) -> str | None:
+    """A stored UTC time as an Asia/Shanghai ISO string (``2026-02-26T09:30:00+08:00``)."""
+    if value is None:
+        return None
+    return value.astimezone(SHANGHAI).isoformat(timespec="seconds")
+
+
+def scrub(text: str, known: list[str] | tuple[str, ...] = ()) -> str:
+    """Mask ID numbers and mobiles in free text (operator notes) before it is stored."""
+    for value in sorted({v for v in known if v and len(v) >= 6}, key=len, reverse=True):
+        text = text.replace(value, mask_id(value))
+    text = _ID_LIKE.sub(lambda m: mask_id(m.group(0)), text)
+    return _MOBILE_LIKE.sub(lambda m: mask_phone(m.group(0)), text)
+
+
+def status_of(stage: dict[str, Any]) -> str:
+    code = stage["code"]
+    if code in ("submitted", "cancelled", "rejected"):
+        return {"submitted": "pending"}.get(code, code)
+    if stage.get("final"):
+        return "completed"
+    if stage.get("customer_action"):
+        return "action_required"
+    return "processing"
+
+
+class ApplicationService:
+    """The applications and their work orders (``app.applications``)."""
+
+    def __init__(self, db: AsyncDatabase, catalog: Catalog, protector: DataProtector, *,
+                 accounts: Any = None, uploads: Any = None, sms: Any = None,
+                 outbox: Any = None, notifications: Any = None):
+        self.db = db
+        self.catalog = catalog
+        self.protector = protector
+        self.accounts = accounts
+        self.uploads = uploads
+        self.sms = sms
+        self.outbox = outbox
+        self.notifications = notifications
+
+    # -- the one place messages leave -------------------------------------------------
+    async def _enqueue_webhook(self, event: str, dedupe_key: str, body: dict[str, Any]) -> bool:
+        """Queue an event for the marketing system's webhook (outbox kind ``webhook``)."""
+        if self.outbox is None:
+            log.warning("no outbox: webhook %s for %s not queued", event, dedupe_key)
+            return False
+        return await self.outbox.enqueue("webhook", dedupe_key, {"event": event, "body": body})
+
+    async def _notify(self, user_id: ObjectId, message: str, data: dict[str, Any], page: str | None,
+                      dedupe_key: str) -> bool:
+        """Queue a customer notification (a message key of the message catalogue)."""
+        if self.notifications is None:
+            log.warning("no notifications: %s for %s not queued", message, dedupe_key)
+            return False
+        return await self.notifications.notify_user(user_id, message, data, page, dedupe_key)
+
+    # -- submission ---------------------------------------------------------------------
+    async def submit(self, user: dict[str, Any], body: Any, idempotency_key: str | None = None) -> dict[str, Any]:
+        """Submit an application; returns the stored document (``created`` False for a repeat).
+
+        ``body`` = ``{"service", "account_no"?, "applicant", "form", "attachments", "sms_code"}``.
+        Refusals, in order: 422 (malformed body / service), 404 ``service_not_found``,
+        404 ``account_not_found`` (account not bound by the user), 403 ``not_eligible``,
+        422 ``validation_failed`` (every field error at once), 404 ``file_not_found`` (an
+        attachment that is not the user's upload), 400 ``sms_code_*``. Nothing is stored
+        unless everything passes. With an ``Idempotency-Key`` a repeat of a successful
+        submission returns the first one, without a new SMS code.
+        """
+        if not isinstance(body, Mapping):
+            raise ValidationFailed(details=[{"field": "body", "message": "应为 JSON 对象"}])
+        code = body.get("service")
+        if not isinstance(code, str) or not code:
+            raise ValidationFailed(details=[{"field": "service", "message": "请选择要办理的业务"}])
+        service = self.catalog.get(code)  # 404 service_not_found
+        idem = None
+        if idempotency_key is not None:
+            if not _IDEMPOTENCY_KEY.match(idempotency_key):
+                raise ValidationFailed(details=[{"field": "Idempotency-Key",
+                                                 "message": "应为 8 至 64 位字母、数字或 ._:-"}])
+            idem = f"{user['_id']}:{idempotency_key}"
+            earlier = await self.db.applications.find_one({"idempotency_key": idem})
+            if earlier is not None:
+                await self._announce_created(earlier)  # in case the first try died before queuing
+                return {**earlier, "created": False}
+
+        errors: list[dict[str, str]] = []
+        account = None
+        if service.requires_account:
+            account_no = body.get("account_no")
+            if account_no in (None, ""):
+                raise NotEligible(self.catalog.eligible(code, None) or NotEligible.message)
+            account = await self.accounts.get_owned(user, account_no)  # 404 account_not_found
+            reason = self.catalog.eligible(code, account)
+            if reason:
+                raise NotEligible(reason)
+        elif service.class_field:
+            wanted = (body.get("form") or {}).get(service.class_field) if isinstance(body.get("form"), Mapping) \
+                else None
+            if wanted in self.catalog.common["customer_classes"]:
+                reason = self.catalog.eligible(code, None, {service.class_field: wanted})
+                if reason:
+                    raise NotEligible(reason)
+
+        submission = {k: body[k] for k in ("applicant", "form", "attachments") if k in body}
+        clean, field_errors = self.catalog.validate(code, submission, account=account)
+        errors.extend(field_errors)
+        for key in sorted(set(body) - {"service", "account_no", "applicant", "form", "attachments", "sms_code"}):
+            errors.append({"field": key, "message": "不支持的字段"})
+        sms_code = body.get("sms_code")
+        if not isinstance(sms_code, str) or not _SMS_CODE.match(sms_code):
+            errors.append({"field": "sms_code", "message": "请输入 6 位数字验证码"})
+
+        # attachments: the user's own uploads (404 otherwise), of a type the kind accepts
+        files: dict[str, list[dict[str, Any]]] = {}
+        for kind, ids in clean["attachments"].items():
+            files[kind] = []
+            for file_id in ids:
+                meta = await self.uploads.get_owned(user, file_id)  # 404 file_not_found
+                problem = self.catalog.check_attachment(code, kind, meta["content_type"])
+                if problem:
+                    errors.append({"field": f"attachments.{kind}", "message": problem})
+                files[kind].append({"file_id": meta["file_id"], "content_type": meta["content_type"],
+                                    "size": meta["size"], "sha256": meta["sha256"]})
+        if errors:
+            raise ValidationFailed(details=errors)
+        reason = self.catalog.eligible(code, account, clean["form"])
+        if reason:
+            raise NotEligible(reason)
+
+        applicant = clean["applicant"]
+        contact = applicant.get("agent_mobile") if applicant.get("identity") == "agent" else applicant.get("mobile")
+        await self.sms.verify(contact, "apply", sms_code)  # 400 sms_code_*
+
+        # sealed[section][name]: field names may not contain dots in MongoDB/FerretDB documents
+        sealed: dict[str, dict[str, str]] = {}
+        parts = {"applicant": dict(clean["applicant"]), "form": dict(clean["form"])}
+        for path in self.catalog.sensitive_paths(code):
+            section, _, name = path.partition(".")
+            value = parts[section].pop(name, None)
+            if value is not None:
+                sealed.setdefault(section, {})[name] = self.protector.encrypt(str(value), f"application:{path}")
+        now = utcnow()
+        stage = self.catalog.stage(code, "submitted")
+        doc: dict[str, Any] = {
+            "service": code,
+            "account_no": account["account_no"] if account else None,
+            "user_id": user["_id"],
+            "applicant": parts["applicant"],
+            "form": parts["form"],
+            "sealed": sealed,
+            "attachments": files,
+            "stage": "submitted",
+            "status": status_of(stage),
+            "history": [{"stage": "submitted", "at": now, "operator": "customer", "note": "",
+                         "source": "customer"}],
+            "contract_no": None,
+            "created_at": now,
+            "updated_at": now,
+        }
+        day = now.astimezone(SHANGHAI).strftime("%Y%m%d")
+        seq = await self._next_seq(day)
+        for _ in range(APP_NO_TRIES):
+            if seq >= 10**6:
+                raise AppError("今日申请已达上限，请明天再试", code="app_no_exhausted", status=503)
+            doc["app_no"] = app_no = f"{day}{seq:06d}"
+            doc["idempotency_key"] = idem or f"app:{app_no}"
+            doc.pop("_id", None)
+            try:
+                await self.db.applications.insert_one(doc)
+                break
+            except DuplicateKeyError:
+                if idem:
+                    earlier = await self.db.applications.find_one({"idempotency_key": idem})
+                    if earlier is not None:  # a concurrent repeat of the same submission won
+                        return {**earlier, "created": False}
+                # The number is taken: FerretDB's $inc is not atomic under concurrent requests,
+                # so the counter is a hint and the unique index on app_no the judge. Probe on.
+                seq += 1
+        else:
+            raise AppError("申请编号分配失败，请稍后重试", code="app_no_unavailable", status=503)
+        # keep the counter ahead of every number taken, whatever the races did to it
+        await self.db.counters.update_one({"_id": f"app_no:{day}"}, {"$max": {"seq": seq}})
+        log.info("application %s (%s) submitted", doc["app_no"], code)
+        await self._announce_created(doc)
+        return {**doc, "created": True}
+
+    async def _next_seq(self, day: str) -> int:
+        """The next daily sequence number from the counter ``app_no:YYYYMMDD`` (an atomic ``$inc``
+        on MongoDB; only a first guess on FerretDB, see ``submit``)."""
+        for _ in range(3):
+            try:
+                counter = await self.db.counters.find_one_and_update(
+                    {"_id": f"app_no:{day}"}, {"$inc": {"seq": 1}}, upsert=True,
+                    return_document=ReturnDocument.AFTER,
+                )
+                return int(counter["seq"])
+            except DuplicateKeyError:
+                continue  # two first numbers of the day raced on the upsert: the counter exists now
+        raise AppError("申请编号分配失败，请稍后重试", code="app_no_unavailable", status=503)
+
+    async def _announce_created(self, doc: dict[str, Any]) -> None:
+        app_no = doc["app_no"]
+        service = self.catalog.get(doc["service"])
+        await self._enqueue_webhook("application.created", f"app:{app_no}:created", self.webhook_body(doc))
+        await self._notify(doc["user_id"], "application_received",
+                           {"app_no": app_no, "service_name": service.name,
+                            "submitted_at": local_iso(doc["created_at"])},
+                           f"pages/applications/detail?app_no={app_no}", f"app:{app_no}:received")
+
+    # -- reading ----------------------------------------------------------------------------
+    async def list_for_user(self, user: dict[str, Any], status: str | None = None, page: Any = 1,
+                            per_page: Any = 20) -> dict[str, Any]:
+        """服务记录: the user's applications, newest first: ``{items, page, per_page, total}``."""
+        errors = []
+        if status not in (None, "") and status not in STATUSES:
+            errors.append({"field": "status", "message": "可选：" + "、".join(STATUSES)})
+        page_n, per_n = _int_or_none(page), _int_or_none(per_page)
+        if page_n is None or page_n < 1:
+            errors.append({"field": "page", "message": "应为正整数"})
+        if per_n is None or not 1 <= per_n <= MAX_PER_PAGE:
+            errors.append({"field": "per_page", "message": f"应为 1 至 {MAX_PER_PAGE} 的整数"})
+        if errors:
+            raise ValidationFailed(details=errors)
+        query: dict[str, Any] = {"user_id": user["_id"]}
+        if status:
+            query["status"] = status
+        total = await self.db.applications.count_documents(query)
+        cursor = self.db.applications.find(query).sort([("created_at", DESCENDING), ("app_no", DESCENDING)]) \
+            .skip((page_n - 1) * per_n).limit(per_n)
+        items = [self.public(doc) async for doc in cursor]
+        return {"items": items, "page": page_n, "per_page": per_n, "total": total}
+
+    async def get_owned(self, user: dict[str, Any], app_no: Any) -> dict[str, Any]:
+        """The application document if ``user`` submitted it; 404 ``application_not_found`` otherwise."""
+        if not isinstance(app_no, str) or not _APP_NO.match(app_no):
+            raise ApplicationNotFound()
+        doc = await self.db.applications.find_one({"app_no": app_no, "user_id": user["_id"]})
+        if doc is None:
+            raise ApplicationNotFound()
+        return doc
+
+    async def get(self, app_no: Any) -> dict[str, Any]:
+        """Any application by number (marketing system, admin script, other services)."""
+        if not isinstance(app_no, str) or not _APP_NO.match(app_no):
+            raise ApplicationNotFound()
+        doc = await self.db.applications.find_one({"app_no": app_no})
+        if doc is None:
+            raise ApplicationNotFound()
+        return doc
+
+    def sensitive_values(self, doc: dict[str, Any]) -> dict[str, str]:
+        """The decrypted personal data of an application, by path (for contracts, the webhook)."""
+        return {f"{section}.{name}": self.protector.decrypt(value, f"application:{section}.{name}")
+                for section, values in (doc.get("sealed") or {}).items() for name, value in values.items()}
+
+    def _masked_sections(self, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        service = self.catalog.get(doc["service"])
+        values = self.sensitive_values(doc)
+        out: dict[str, dict[str, Any]] = {}
+        for section in ("applicant", "form"):
+            stored = doc.get(section) or {}
+            shown: dict[str, Any] = {}
+            declared = [d["name"] for d in service.sections[section]]
+            for name in declared + [k for k in stored if k not in declared]:
+                path = f"{section}.{name}"
+                if path in values:
+                    decl = service.field(section, name) or {}
+                    shown[name] = mask_phone(values[path]) if decl.get("type") == "mobile" else mask_id(values[path])
+                elif name in stored:
+                    value = stored[name]
+                    shown[name] = mask_name(value) if name in ("name", "agent_name") and isinstance(value, str) \
+                        else value
+            out[section] = shown
+        return out
+
+    def public(self, doc: dict[str, Any], detailed: bool = False) -> dict[str, Any]:
+        """The customer's view: sensitive values masked, times in Asia/Shanghai, what to do next."""
+        service = self.catalog.get(doc["service"])
+        stage = service.stage_index.get(doc["stage"]) or {"code": doc["stage"], "name": doc["stage"]}
+        view: dict[str, Any] = {
+            "app_no": doc["app_no"],
+            "service": doc["service"],
+            "service_name": service.name,
+            "account_no": doc.get("account_no"),
+            "stage": doc["stage"],
+            "stage_name": stage["name"],
+            "status": doc["status"],
+            "status_name": STATUSES.get(doc["status"], doc["status"]),
+            "contract_no": doc.get("contract_no"),
+            "created_at": local_iso(doc["created_at"]),
+            "updated_at": local_iso(doc["updated_at"]),
+            "next_action": self._next_action(doc, service, stage),
+            "can_cancel": "cancelled" in stage.get("next", []),
+        }
+        if detailed:
+            sections = self._masked_sections(doc)
+            labels = {f"{sec}.{d['name']}": d["label"] for sec in ("applicant", "form")
+                      for d in service.sections[sec]}
+            view["applicant"] = sections["applicant"]
+            view["form"] = sections["form"]
+            view["fields"] = [{"path": f"{sec}.{name}", "label": labels.get(f"{sec}.{name}", name), "value": value}
+                              for sec in ("applicant", "form") for name, value in sections[sec].items()]
+            att_labels = {a["kind"]: a["label"] for a in service.attachments}
+            view["attachments"] = [{"kind": kind, "label": att_labels.get(kind, kind),
+                                    "files": [{"file_id": f["file_id"], "content_type": f["content_type"],
+                                               "size": f["size"]} for f in items]}
+                                   for kind, items in (doc.get("attachments") or {}).items()]
+            view["timeline"] = [{
+                "stage": h["stage"],
+                "stage_name": (service.stage_index.get(h["stage"]) or {}).get("name", h["stage"]),
+                "at": local_iso(h["at"]),
+                "note": h.get("note", ""),
+            } for h in doc.get("history", [])]
+            view["stages"] = self._progress(doc, service)
+        return view
+
+    def _next_action(self, doc: dict[str, Any], service: Any, stage: dict[str, Any]) -> dict[str, Any]:
+        """What the customer must do now (``required``) or is waiting for."""
+        code = stage["code"]
+        app_no = doc["app_no"]
+        if stage.get("customer_action"):
+            page = f"pages/applications/detail?app_no={app_no}&action=sign" if code == CONTRACT_STAGE \
+                else f"pages/applications/detail?app_no={app_no}"
+            if code == CONTRACT_STAGE and doc.get("contract_no"):
+                page = f"pages/contract/sign?contract_no={doc['contract_no']}"
+            return {"required": True, "text": stage.get("action") or f"请办理{stage['name']}", "page": page}
+        if code == "submitted":
+            return {"required": False, "text": "等待供电公司受理；受理前您可以撤销申请"}
+        if code == "cancelled":
+            return {"required": False, "text": "申请已撤销"}
+        if code == "rejected":
+            return {"required": False, "text": "申请未予受理，详情请查看办理记录或咨询95598"}
+        if stage.get("final"):
+            return {"required": False, "text": "业务已办结"}
+        following = [service.stage_index[n]["name"] for n in stage.get("next", []) if n in service.stage_index]
+        text = f"供电公司正在办理“{stage['name']}”，无需您操作"
+        if following:
+            text += f"；下一步：{following[0]}"
+        return {"required": False, "text": text}
+
+    def _progress(self, doc: dict[str, Any], service: Any) -> list[dict[str, Any]]:
+        """The main path of the work order (first declared transitions) marked done/current/pending."""
+        reached = {h["stage"]: h["at"] for h in doc.get("history", [])}
+        path, code = ["submitted"], "submitted"
+        while True:
+            nxt = [n for n in service.stage_index[code]["next"] if n not in ("cancelled", "rejected")]
+            if not nxt or nxt[0] in path:
+                break
+            code = nxt[0]
+            path.append(code)
+        if doc["stage"] not in path:
+            path.append(doc["stage"])  # cancelled, rejected, or a side branch
+        out = []
+        current_index = path.index(doc["stage"])
+        for i, code in enumerate(path):
+            state = "done" if i < current_index else "current" if i == current_index else "pending"
+            out.append({"stage": code, "name": service.stage_index[code]["name"], "state": state,
+                        "at": local_iso(reached.get(code))})
+        return out
+
+    # -- the customer's cancellation -------------------------------------------------------
+    async def cancel(self, user: dict[str, Any], app_no: Any) -> dict[str, Any]:
+        """Cancel before acceptance (stage ``submitted``); 409 ``cannot_cancel`` after it.
+
+        Cancelling an already cancelled application answers it unchanged (a retried request).
+        """
+        doc = await self.get_owned(user, app_no)
+        if doc["stage"] == "cancelled":
+            return doc
+        if "cancelled" not in self.catalog.next_stages(doc["service"], doc["stage"]):
+            raise CannotCancel()
+        now = utcnow()
+        entry = {"stage": "cancelled", "at": now, "operator": "customer", "note": "客户撤销申请",
+                 "source": "customer"}
+        updated = await self.db.applications.find_one_and_update(
+            {"_id": doc["_id"], "stage": doc["stage"]},
+            {"$set": {"stage": "cancelled", "status": "cancelled", "updated_at": now},
+             "$push": {"history": entry}},
+            return_document=ReturnDocument.AFTER,
+        )
+        if updated is None:  # the stage moved meanwhile (accepted, or cancelled concurrently)
+            current = await self.get_owned(user, app_no)
+            if current["stage"] == "cancelled":
+                return current
+            raise CannotCancel()
+        await self._enqueue_webhook("application.cancelled", f"app:{app_no}:cancelled",
+                                    {"app_no": app_no, "service": updated["service"], "stage": "cancelled",
+                                     "at": local_iso(now), "source": "customer"})
+        return updated
+
+    # -- work-order stages ------------------------------------------------------------------
+    async def advance(self, app_no: str, to_stage: str, *, operator: str, note: str = "",
+                      source: str = "marketing", contract_no: str | None = None) -> dict[str, Any]:
+        """Move a work order to ``to_stage``; returns the application document.
+
+        Only the catalogue's next stages are allowed (409 ``invalid_stage_transition`` with
+        ``details.allowed``). Moving to the current stage again changes nothing and queues
+        nothing new. The change and its ``history`` entry (operator, note, source, time) are
+        one conditional update on the current stage, so of two concurrent advances from the
+        same stage only one applies. The customer is notified (dedupe key
+        ``stage:{app_no}:{stage}``; at ``contract_signing`` the ``contract_ready`` message
+        opening the signing page). Changes whose ``source`` is not the marketing system are
+        also sent to it as the webhook event ``application.stage_changed``.
+        """
+        errors = []
+        if not isinstance(to_stage, str) or not to_stage:
+            errors.append({"field": "stage", "message": "请指定目标环节"})
+        if not isinstance(operator, str) or not operator.strip() or len(operator) > 50:
+            errors.append({"field": "operator", "message": "请填写操作人（50 字以内）"})
+        if not isinstance(note, str) or len(note) > 500:
+            errors.append({"field": "note", "message": "备注应为 500 字以内的文字"})
+        if source not in SOURCES:
+            errors.append({"field": "source", "message": "可选：" + "、".join(SOURCES)})
+        if contract_no is not None and (not isinstance(contract_no, str) or not 1 <= len(contract_no) <= 40):
+            errors.append({"field": "contract_no", "message": "合同编号格式不正确"})
+        if errors:
+            raise ValidationFailed(details=errors)
+        operator = operator.strip()
+        for _ in range(3):
+            doc = await self.get(app_no)
+            if doc["stage"] == to_stage:
+                if contract_no and doc.get("contract_no") != contract_no:
+                    doc = await self.db.applications.find_one_and_update(
+                        {"_id": doc["_id"]}, {"$set": {"contract_no": contract_no, "updated_at": utcnow()}},
+                        return_document=ReturnDocument.AFTER,
+                    ) or doc
+                # a repeat: re-queue with the same dedupe keys, which queues nothing already queued
+                # (and repairs a crash between the update and the enqueue)
+                await self._announce_stage(doc, source)
+                return doc
+            allowed = self.catalog.next_stages(doc["service"], doc["stage"])
+            if to_stage not in allowed:
+                service = self.catalog.get(doc["service"])
+                names = "、".join(f"{service.stage_index[s]['name']}（{s}）" for s in allowed) or "无（工单已结束）"
+                raise InvalidStageTransition(
+                    f"工单当前环节为“{service.stage_index[doc['stage']]['name']}”，只能转到：{names}",
+                    details={"from": doc["stage"], "to": to_stage, "allowed": allowed},
+                )
+            stage = self.catalog.stage(doc["service"], to_stage)
+            now = utcnow()
+            entry = {"stage": to_stage, "at": now, "operator": scrub(operator),
+                     "note": scrub(note.strip(), list(self.sensitive_values(doc).values())), "source": source}
+            update: dict[str, Any] = {"stage": to_stage, "status": status_of(stage), "updated_at": now}
+            if contract_no:
+                update["contract_no"] = contract_no
+            updated = await self.db.applications.find_one_and_update(
+                {"_id": doc["_id"], "stage": doc["stage"]},
+                {"$set": update, "$push": {"history": entry}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if updated is not None:
+                log.info("application %s: %s -> %s by %s (%s)", app_no, doc["stage"], to_stage, operator, source)
+                await self._announce_stage(updated, source)
+                return updated
+            # another change won the race: look again from the stage it left
+        raise Conflict("工单正在被其他操作修改，请稍后重试", code="stage_conflict")
+
+    async def record_contract_signed(self, app_no: str, contract_no: str, *, note: str = "") -> dict[str, Any]:
+        """The work order's contract was signed (已签字, by the contracts service): one history entry
+        at the current stage (operator and source ``customer``, ``event: contract_signed``) and
+        ``contract_signed`` {contract_no, at}; recorded once per contract (a repeat changes nothing).
+        The stage itself stays: the marketing system moves the work order on (装表接电)."""
+        doc = await self.get(app_no)
+        if (doc.get("contract_signed") or {}).get("contract_no") == contract_no:
+            return doc
+        now = utcnow()
+        entry = {"stage": doc["stage"], "at": now, "operator": "customer", "source": "customer",
+                 "note": note or f"供用电合同 {contract_no} 已签字", "event": "contract_signed",
+                 "contract_no": contract_no}
+        updated = await self.db.applications.find_one_and_update(
+            {"_id": doc["_id"], "contract_signed.contract_no": {"$ne": contract_no}},
+            {"$set": {"contract_signed": {"contract_no": contract_no, "at": now}, "updated_at": now},
+             "$push": {"history": entry}},
+            return_document=ReturnDocument.AFTER,
+        )
+        return updated or await self.get(app_no)
+
+    async def _announce_stage(self, doc: dict[str, Any], source: str) -> None:
+        app_no, stage_code = doc["app_no"], doc["stage"]
+        if stage_code == "submitted":
+            return
+        service = self.catalog.get(doc["service"])
+        stage = service.stage_index[stage_code]
+        entry = next((h for h in reversed(doc.get("history", [])) if h["stage"] == stage_code), None)
+        if stage_code == CONTRACT_STAGE:
+            contract_no = doc.get("contract_no")
+            page = (f"pages/contract/sign?contract_no={contract_no}" if contract_no
+                    else f"pages/applications/detail?app_no={app_no}&action=sign")
+            await self._notify(doc["user_id"], "contract_ready",
+                               {"app_no": app_no, "service_name": service.name, "stage": stage["name"],
+                                "contract_no": contract_no or "待生成", "action": stage.get("action", "")},
+                               page, f"stage:{app_no}:{stage_code}")
+        elif stage_code != "cancelled" or (entry or {}).get("source") != "customer":
+            await self._notify(doc["user_id"], "stage_changed",
+                               {"app_no": app_no, "service_name": service.name, "stage": stage["name"],
+                                "note": (entry or {}).get("note", "")},
+                               f"pages/applications/detail?app_no={app_no}", f"stage:{app_no}:{stage_code}")
+        if entry is not None and entry.get("source") not in ("marketing", "customer"):
+            await self._enqueue_webhook("application.stage_changed", f"stage:{app_no}:{stage_code}:webhook", {
+                "app_no": app_no, "service": doc["service"], "stage": stage_code, "stage_name": stage["name"],
+                "operator": entry["operator"], "note": entry.get("note", ""), "source": entry["source"],
+                "at": local_iso(entry["at"]), "contract_no": doc.get("contract_no"),
+            })
+
+    # -- the marketing system's copy ----------------------------------------------------------
+    def webhook_body(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """``application.created``: the application, personal data masked in ``applicant``/``form``
+        and given in full only inside ``sealed`` (ciphertext; see docs/applications.md)."""
+        service = self.catalog.get(doc["service"])
+        sections = self._masked_sections(doc)
+        values = self.sensitive_values(doc)
+        return {
+            "app_no": doc["app_no"], "service": doc["service"], "service_name": service.name,
+            "account_no": doc.get("account_no"), "stage": doc["stage"],
+            "applicant": sections["applicant"], "form": sections["form"],
+            "attachments": {kind: [{"file_id": f["file_id"], "content_type": f["content_type"], "sha256": f["sha256"]}
+                                   for f in items] for kind, items in (doc.get("attachments") or {}).items()},
+            "created_at": local_iso(doc["created_at"]),
+            "sealed": self.protector.encrypt(json.dumps(values, ensure_ascii=False), "webhook") if values else None,
+        }
+
+    # -- operations (admin script) -----------------------------------------------------------------
+    async def search(self, *, service: str | None = None, stage: str | None = None, account_no: str | None = None,
+                     app_no: str | None = None, since: datetime | None = None, until: datetime | None = None,
+                     limit: int = 50) -> list[dict[str, Any]]:
+        """Work orders for operations staff, newest first (``app_no`` matches a prefix)."""
+        query: dict[str, Any] = {}
+        if service:
+            query["service"] = service
+        if stage:
+            query["stage"] = stage
+        if account_no:
+            query["account_no"] = account_no
+        if app_no:
+            query["app_no"] = {"$regex": "^" + re.escape(app_no)}
+        created: dict[str, Any] = {}
+        if since:
+            created["$gte"] = since
+        if until:
+            created["$lt"] = until
+        if created:
+            query["created_at"] = created
+        cursor = self.db.applications.find(query).sort([("created_at", DESCENDING), ("app_no", DESCENDING)]) \
+            .limit(limit)
+        return [doc async for doc in cursor]
+
+
+def _int_or_none(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.isdigit() and len(value) < 7:
+        return int(value)
+    return None

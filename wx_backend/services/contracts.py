@@ -1,0 +1,577 @@
+"""Electronic supply contracts (供用电合同): issue, preview (合同签章), confirm (确认并盖章), verify.
+
+States: ``pending`` (待签署: issued, waiting for the customer) -> ``customer_signed`` (the
+customer's seal is on, the utility's countersignature is being applied) -> ``effective``
+(已签字: both signatures on; the signed file went back to the marketing system), or
+``cancelled`` (已作废). See docs/contracts.md for the whole flow.
+
+Every CPU-bound step (rendering, drawing, sealing, verifying) runs in the ``DocumentPool``.
+FerretDB has no transactions and its find-and-modify is not atomic across processes, so the
+one-at-a-time rules rest on unique inserts: ``contract_issues`` (``_id`` = app_no) makes
+issuing idempotent, ``contract_locks`` (``_id`` = contract_no) lets exactly one confirm sign.
+"""
+
+from __future__ import annotations
+
+import base64
+import calendar
+import hashlib
+import logging
+import secrets
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from bson import Binary
+from pymongo import IndexModel
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from seals.images import SealImageError
+
+from .. import pdfjobs
+from ..db import files, utcnow
+from ..documents import TEMPLATES, ContractTemplateError
+from ..errors import AppError, Conflict, NotFound, ValidationFailed
+from ..pdfjobs import DocumentPool, SealFailed
+from .sealauthority import AuthorityStore
+from .seals import SealService
+from .uploads import UploadService
+
+log = logging.getLogger(__name__)
+
+INDEXES = {
+    "contracts": [
+        IndexModel([("user_id", 1), ("created_at", -1)]),
+        IndexModel([("app_no", 1)]),
+    ],
+    "contract_previews": [IndexModel([("contract_no", 1), ("created_at", -1)])],
+}
+
+SHANGHAI = ZoneInfo("Asia/Shanghai")
+PREVIEW_TTL = timedelta(minutes=30)
+LOCK_TTL = timedelta(minutes=2)
+STATUS_LABELS = {
+    "pending": "待签署",
+    "customer_signed": "用电人已盖章，待供电人会签",
+    "effective": "已签字",
+    "cancelled": "已作废",
+}
+CONTRACT_STAGE = "contract_signing"
+CUSTOMER_FIELD = "customer_seal"
+SUPPLIER_FIELD = "supplier_seal"
+MAX_TERM_MONTHS = 120
+MAX_VERIFY_BYTES = 20 * 1024 * 1024
+
+
+class ContractNotFound(NotFound):
+    code = "contract_not_found"
+    message = "未找到该合同"
+
+
+class PreviewNotFound(NotFound):
+    code = "preview_not_found"
+    message = "未找到该签章预览，请重新预览"
+
+
+class PreviewExpired(AppError):
+    status = 410
+    code = "preview_expired"
+    message = "签章预览已过期，请重新进行合同签章预览"
+
+
+class ContractAlreadySigned(Conflict):
+    code = "contract_already_signed"
+    message = "合同已签字，无需重复盖章"
+
+
+class ContractSigningInProgress(Conflict):
+    code = "contract_signing_in_progress"
+    message = "合同正在盖章，请稍候查看结果"
+
+
+class ApplicationNotFound(NotFound):
+    code = "application_not_found"
+    message = "未找到该申请"
+
+
+def add_months(day: date, months: int) -> date:
+    month0 = day.month - 1 + months
+    year, month = day.year + month0 // 12, month0 % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def term_dates(start: date, months: int) -> tuple[date, date]:
+    """A contract signed on ``start`` for ``months`` ends the day before the same date ``months`` later
+    (signed 2021-02-23 for 12 months: ends 2022-02-22, as in the marketing system)."""
+    return start, add_months(start, months) - timedelta(days=1)
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class ContractService:
+    def __init__(self, db: AsyncDatabase, seals: SealService, authority: AuthorityStore, pool: DocumentPool,
+                 uploads: UploadService, applications: Any, outbox: Any = None, notifications: Any = None,
+                 location: str = "网上国网"):
+        self.db = db
+        self.bucket = files(db)
+        self.seals = seals
+        self.authority = authority
+        self.pool = pool
+        self.uploads = uploads
+        self.applications = applications
+        self.outbox = outbox
+        self.notifications = notifications
+        self.location = location
+
+    # -- issue (the marketing system) ---------------------------------------------------
+    async def issue(self, app_no: str, body: dict[str, Any], *, operator: str) -> tuple[dict[str, Any], bool]:
+        """Render and store the contract of application ``app_no`` and move the work order to
+        合同签订. ``body``: ``{"template", "terms": {...}, "term_months"}``. Returns
+        ``(contract, created)``; issuing again for the same application returns the existing one."""
+        application = await self._application(app_no)
+        template, terms, term_months = self._validate_issue(body)
+        existing = await self._existing_for(app_no)
+        if existing is not None:
+            return existing, False
+        authority = await self.authority.get()
+        contract_no = self._new_contract_no()
+        context = self._context(application, contract_no, terms, term_months, authority.utility_org)
+        try:
+            await self.db.contract_issues.insert_one({"_id": app_no, "contract_no": contract_no, "at": utcnow()})
+        except DuplicateKeyError:
+            existing = await self._existing_for(app_no)
+            if existing is None:
+                raise Conflict("合同正在生成，请稍后查询", code="contract_issue_in_progress") from None
+            return existing, False
+        try:
+            try:
+                rendered = await self.pool.run(pdfjobs.render, template, context)
+            except ContractTemplateError as exc:
+                raise ValidationFailed("合同条款不完整", code="contract_terms_invalid", details=[
+                    {"field": "terms." + name, "message": "缺少合同条款"} for name in exc.missing
+                ] or [{"field": "template", "message": str(exc)}]) from None
+            now = utcnow()
+            draft_id = await self._store(rendered.pdf, f"{contract_no}.pdf", application["user_id"], "contract_draft")
+            doc = {
+                "_id": contract_no,
+                "contract_no": contract_no,
+                "app_no": app_no,
+                "account_no": context["account_no"],
+                "user_id": application["user_id"],
+                "template": template,
+                "title": rendered.title,
+                "terms": terms,
+                "term_months": term_months,
+                "start_date": None,
+                "end_date": None,
+                "parties": {"supplier": context["supplier"], "customer": context["customer"]},
+                # FerretDB stores no nested arrays: each spot is {"page", "box": [x1, y1, x2, y2]}
+                "spots": {name: {"page": page, "box": list(box)} for name, (page, box) in rendered.spots.items()},
+                "page_count": rendered.page_count,
+                "files": {"draft": {"file_id": draft_id, "sha256": _sha256(rendered.pdf), "size": len(rendered.pdf)}},
+                "signatures": [],
+                "status": "pending",
+                "issued_by": operator,
+                "created_at": now,
+                "updated_at": now,
+                "signed_at": None,
+            }
+            await self.db.contracts.insert_one(doc)
+        except BaseException:
+            await self.db.contract_issues.delete_one({"_id": app_no, "contract_no": contract_no})
+            raise
+        await self._on_issued(application, doc, operator)
+        return doc, True
+
+    def _validate_issue(self, body: dict[str, Any]) -> tuple[str, dict[str, Any], int]:
+        errors = []
+        template = body.get("template")
+        if template not in TEMPLATES:
+            errors.append({"field": "template", "message": "合同模板应为：" + "、".join(TEMPLATES)})
+        terms = body.get("terms")
+        if not isinstance(terms, dict):
+            errors.append({"field": "terms", "message": "合同条款应为对象"})
+            terms = {}
+        term_months = body.get("term_months")
+        if isinstance(term_months, bool) or not isinstance(term_months, int) or not 1 <= term_months <= MAX_TERM_MONTHS:
+            errors.append({"field": "term_months", "message": f"有效期应为 1 至 {MAX_TERM_MONTHS} 个月"})
+        for key in ("contract_no", "term_months"):
+            if key in terms:
+                errors.append({"field": f"terms.{key}", "message": "由系统填写，不能在条款中指定"})
+        if errors:
+            raise ValidationFailed(details=errors)
+        return template, terms, term_months
+
+    def _context(self, application: dict[str, Any], contract_no: str, terms: dict[str, Any], term_months: int,
+                 utility_org: str) -> dict[str, Any]:
+        supplier = dict(terms.get("supplier") or {})
+        supplier["name"] = utility_org  # the party that countersigns is the utility seal's organisation
+        customer = dict(terms.get("customer") or {})
+        return {
+            **terms,
+            "contract_no": contract_no,
+            "account_no": terms.get("account_no") or application.get("account_no"),
+            "term_months": term_months,
+            "supplier": supplier,
+            "customer": customer,
+        }
+
+    def _new_contract_no(self) -> str:
+        today = datetime.now(SHANGHAI).strftime("%Y%m%d")
+        return f"HT{today}{secrets.randbelow(10**8):08d}"
+
+    async def _existing_for(self, app_no: str) -> dict[str, Any] | None:
+        claim = await self.db.contract_issues.find_one({"_id": app_no})
+        if claim is None:
+            return None
+        return await self.db.contracts.find_one({"_id": claim["contract_no"]})
+
+    # -- reads (the customer) --------------------------------------------------------------
+    async def list_for_user(self, user: dict[str, Any]) -> list[dict[str, Any]]:
+        cursor = self.db.contracts.find({"user_id": user["_id"]}).sort("created_at", -1)
+        return [self.view(doc) async for doc in cursor]
+
+    async def get_owned(self, user: dict[str, Any], contract_no: Any) -> dict[str, Any]:
+        if not isinstance(contract_no, str):
+            raise ContractNotFound()
+        doc = await self.db.contracts.find_one({"_id": contract_no, "user_id": user["_id"]})
+        if doc is None:
+            raise ContractNotFound()
+        return doc
+
+    async def current_pdf(self, user: dict[str, Any], contract_no: str) -> tuple[dict[str, Any], bytes]:
+        """``(file info, bytes)`` of the contract's current file: signed once effective, else the draft."""
+        doc = await self.get_owned(user, contract_no)
+        info = doc["files"].get("signed") if doc["status"] == "effective" else doc["files"]["draft"]
+        return info, await self._read(info["file_id"])
+
+    async def get(self, contract_no: str) -> dict[str, Any]:
+        doc = await self.db.contracts.find_one({"_id": contract_no})
+        if doc is None:
+            raise ContractNotFound()
+        return doc
+
+    async def signed_pdf(self, contract_no: str) -> bytes:
+        doc = await self.get(contract_no)
+        if doc["status"] != "effective":
+            raise Conflict("合同尚未签字", code="contract_not_signed")
+        return await self._read(doc["files"]["signed"]["file_id"])
+
+    # -- 合同签章 (preview: visual only) ---------------------------------------------------
+    async def preview(self, user: dict[str, Any], contract_no: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Draw the chosen seal and the signature on the 签署页 with a "预览 — 未签章" watermark.
+        No signature is made; the preview expires after 30 minutes."""
+        contract = await self.get_owned(user, contract_no)
+        self._must_be_pending(contract)
+        seal = await self.seals.signing_material(user, body.get("seal_id"))
+        signer_name, signature_kind, signature_png = await self._signature(user, body.get("signature"))
+        sign_date = datetime.now(SHANGHAI).date().isoformat()
+        date_png = await self.pool.run(pdfjobs.text_png, sign_date)
+        draft = await self._read(contract["files"]["draft"]["file_id"])
+        marks = [
+            self._mark(contract, "seal-customer", seal["image"]),
+            self._mark(contract, "sign-customer", signature_png),
+            self._mark(contract, "date-customer", date_png),
+        ]
+        pdf = await self.pool.run(pdfjobs.preview, draft, marks)
+        now = utcnow()
+        preview_id = secrets.token_hex(12)
+        file_id = await self._store(pdf, f"{contract_no}-preview.pdf", user["_id"], "contract_preview")
+        await self.db.contract_previews.insert_one({
+            "_id": preview_id, "contract_no": contract_no, "user_id": user["_id"], "seal_id": seal["_id"],
+            "signer_name": signer_name, "signature_kind": signature_kind, "signature_png": Binary(signature_png),
+            "file_id": file_id, "created_at": now, "expires_at": now + PREVIEW_TTL,
+        })
+        await self._drop_expired_previews(contract_no, now)
+        return {
+            "preview_id": preview_id,
+            "contract_no": contract_no,
+            "seal_id": str(seal["_id"]),
+            "expires_at": now + PREVIEW_TTL,
+            "pdf_url": f"/api/v1/contracts/{contract_no}/previews/{preview_id}/pdf",
+            "signed": False,
+            "note": "预览仅用于查看，合同尚未盖章；请返回后点击【确认并盖章】完成签署",
+        }
+
+    async def preview_pdf(self, user: dict[str, Any], contract_no: str, preview_id: str) -> bytes:
+        preview = await self._preview_owned(user, contract_no, preview_id)
+        if preview["expires_at"] <= utcnow():
+            raise PreviewExpired()
+        return await self._read(preview["file_id"])
+
+    async def _signature(self, user: dict[str, Any], spec: Any) -> tuple[str, str, bytes]:
+        if not isinstance(spec, dict) or spec.get("type") not in ("typed", "image"):
+            raise ValidationFailed(details=[{"field": "signature.type",
+                                             "message": "签名方式应为 typed（输入姓名）或 image（手写签名图片）"}])
+        try:
+            if spec["type"] == "typed":
+                name = spec.get("name")
+                if not isinstance(name, str) or not 2 <= len(name.strip()) <= 20:
+                    raise ValidationFailed(details=[{"field": "signature.name",
+                                                     "message": "请输入签名（2 至 20 个字）"}])
+                name = " ".join(name.split())
+                return name, "typed", await self.pool.run(pdfjobs.signature_typed, name)
+            meta, chunks = await self.uploads.open(user, spec.get("file_id"))
+            if meta["content_type"] not in ("image/png", "image/jpeg"):
+                raise ValidationFailed("签名图片仅支持 PNG 或 JPEG", code="signature_image_invalid",
+                                       details=[{"field": "signature.file_id", "message": "仅支持 PNG 或 JPEG 图片"}])
+            data = b"".join([c async for c in chunks])
+            name = spec.get("name") if isinstance(spec.get("name"), str) else ""
+            return " ".join(name.split())[:20], "image", await self.pool.run(pdfjobs.signature_uploaded, data)
+        except SealImageError as exc:
+            raise ValidationFailed(exc.reason, code="signature_image_invalid",
+                                   details=[{"field": "signature", "message": exc.reason}]) from None
+
+    async def _preview_owned(self, user: dict[str, Any], contract_no: str, preview_id: Any) -> dict[str, Any]:
+        if not isinstance(preview_id, str):
+            raise PreviewNotFound()
+        preview = await self.db.contract_previews.find_one(
+            {"_id": preview_id, "contract_no": contract_no, "user_id": user["_id"]})
+        if preview is None:
+            raise PreviewNotFound()
+        return preview
+
+    async def _drop_expired_previews(self, contract_no: str, now: datetime) -> None:
+        async for old in self.db.contract_previews.find({"contract_no": contract_no, "expires_at": {"$lte": now}}):
+            if (await self.db.contract_previews.delete_one({"_id": old["_id"]})).deleted_count:
+                await self._delete_file(old["file_id"])
+
+    # -- 确认并盖章 (confirm: the real signatures) ---------------------------------------------
+    async def confirm(self, user: dict[str, Any], contract_no: str, preview_id: Any) -> dict[str, Any]:
+        """Sign the contract as previewed: the customer's signature image and the date are drawn,
+        the customer's seal signs (PAdES), the utility countersigns. Exactly one of several
+        concurrent confirms signs; the others get 409 and nothing changes."""
+        contract = await self.get_owned(user, contract_no)
+        if contract["status"] == "customer_signed":
+            return self.view(await self._finish_countersign(contract))
+        self._must_be_pending(contract)
+        preview = await self._preview_owned(user, contract_no, preview_id)
+        if preview["expires_at"] <= utcnow():
+            raise PreviewExpired()
+        seal = await self.seals.signing_material(user, preview["seal_id"])
+        token = await self._lock(contract_no)
+        try:
+            contract = await self.get(contract_no)  # re-read under the lock
+            self._must_be_pending(contract)
+            draft = await self._read(contract["files"]["draft"]["file_id"])
+            now = utcnow()
+            sign_day = now.astimezone(SHANGHAI).date()
+            date_png = await self.pool.run(pdfjobs.text_png, sign_day.isoformat())
+            marks = [
+                self._mark(contract, "sign-customer", bytes(preview["signature_png"])),
+                self._mark(contract, "date-customer", date_png),
+                self._mark(contract, "date-supplier", date_png),
+            ]
+            page, box = self._spot(contract, "seal-customer")
+            signer = preview["signer_name"] or seal["legal_rep"]
+            try:
+                customer_pdf = await self.pool.run(pdfjobs.draw_then_seal, draft, marks, {
+                    "key_pem": seal["key_pem"], "cert_pem": seal["cert_pem"].encode(),
+                    "chain_pems": [(await self.authority.get()).root_pem], "image_png": seal["image"],
+                    "page": page, "box": box, "field_name": CUSTOMER_FIELD, "reason": "用电人确认并盖章",
+                    "location": self.location, "signer_name": signer, "timestamp": now.isoformat(),
+                })
+            except SealFailed as exc:
+                log.error("customer sealing of %s failed: %s", contract_no, exc)
+                raise AppError("合同盖章失败，请稍后重试", code="sealing_failed", status=500) from None
+            start, end = term_dates(sign_day, contract["term_months"])
+            file_id = await self._store(customer_pdf, f"{contract_no}-customer.pdf", user["_id"], "contract_signed")
+            signature = {
+                "role": "customer", "field_name": CUSTOMER_FIELD, "user_id": user["_id"], "seal_id": seal["_id"],
+                "org_name": seal["org_name"], "credit_code": seal["credit_code"], "signer_name": signer,
+                "signature_kind": preview["signature_kind"], "cert_serial": seal["cert_serial"], "signed_at": now,
+            }
+            result = await self.db.contracts.update_one(
+                {"_id": contract_no, "status": "pending", "lock_token": token},
+                {"$set": {"status": "customer_signed", "start_date": start.isoformat(), "end_date": end.isoformat(),
+                          "files.customer_signed": {"file_id": file_id, "sha256": _sha256(customer_pdf),
+                                                    "size": len(customer_pdf)},
+                          "signatures": [signature], "preview_id": preview["_id"], "updated_at": utcnow()}},
+            )
+            if not result.modified_count:
+                await self._delete_file(file_id)
+                raise ContractSigningInProgress()
+            contract = await self.get(contract_no)
+            return self.view(await self._countersign(contract, token, customer_pdf))
+        finally:
+            await self._unlock(contract_no, token)
+
+    async def _finish_countersign(self, contract: dict[str, Any]) -> dict[str, Any]:
+        """Complete a contract the customer sealed whose countersignature did not happen (a crash)."""
+        token = await self._lock(contract["_id"])
+        try:
+            contract = await self.get(contract["_id"])
+            if contract["status"] != "customer_signed":
+                raise ContractAlreadySigned()
+            pdf = await self._read(contract["files"]["customer_signed"]["file_id"])
+            return await self._countersign(contract, token, pdf)
+        finally:
+            await self._unlock(contract["_id"], token)
+
+    async def _countersign(self, contract: dict[str, Any], token: str, customer_pdf: bytes) -> dict[str, Any]:
+        authority = await self.authority.get()
+        page, box = self._spot(contract, "seal-supplier")
+        now = utcnow()
+        try:
+            signed = await self.pool.run(pdfjobs.seal_only, customer_pdf, {
+                "key_pem": authority.utility_key_pem, "cert_pem": authority.utility_cert_pem,
+                "chain_pems": [authority.root_pem], "image_png": authority.utility_image, "page": page, "box": box,
+                "field_name": SUPPLIER_FIELD, "reason": "供电人会签", "location": self.location,
+                "signer_name": authority.utility_org, "timestamp": now.isoformat(),
+            })
+        except SealFailed as exc:
+            log.error("countersigning %s failed: %s", contract["_id"], exc)
+            raise AppError("供电人会签失败，请稍后重试", code="sealing_failed", status=500) from None
+        sha = _sha256(signed)
+        file_id = await self._store(signed, f"{contract['_id']}.pdf", contract["user_id"], "contract_signed")
+        signature = {"role": "supplier", "field_name": SUPPLIER_FIELD, "org_name": authority.utility_org,
+                     "signer_name": authority.utility_org, "cert_serial": authority.utility_serial, "signed_at": now}
+        result = await self.db.contracts.update_one(
+            {"_id": contract["_id"], "status": "customer_signed", "lock_token": token},
+            {"$set": {"status": "effective", "files.signed": {"file_id": file_id, "sha256": sha, "size": len(signed)},
+                      "signed_at": now, "updated_at": now},
+             "$push": {"signatures": signature}},
+        )
+        if not result.modified_count:
+            await self._delete_file(file_id)
+            raise ContractSigningInProgress()
+        doc = await self.get(contract["_id"])
+        await self._on_signed(doc, signed)
+        return doc
+
+    async def _lock(self, contract_no: str) -> str:
+        """Take the signing lock: a unique insert (at most one holder across processes); a lock older
+        than LOCK_TTL (its holder died) is taken over."""
+        token = secrets.token_hex(12)
+        now = utcnow()
+        for _ in range(2):
+            try:
+                await self.db.contract_locks.insert_one({"_id": contract_no, "token": token, "at": now})
+                break
+            except DuplicateKeyError:
+                stale = await self.db.contract_locks.find_one({"_id": contract_no})
+                if stale is None or stale["at"] > now - LOCK_TTL:
+                    raise ContractSigningInProgress() from None
+                await self.db.contract_locks.delete_one({"_id": contract_no, "token": stale["token"]})
+        else:
+            raise ContractSigningInProgress()
+        await self.db.contracts.update_one({"_id": contract_no}, {"$set": {"lock_token": token}})
+        return token
+
+    async def _unlock(self, contract_no: str, token: str) -> None:
+        await self.db.contract_locks.delete_one({"_id": contract_no, "token": token})
+
+    def _must_be_pending(self, contract: dict[str, Any]) -> None:
+        if contract["status"] in ("effective", "customer_signed"):
+            raise ContractAlreadySigned()
+        if contract["status"] != "pending":
+            raise Conflict("合同已作废", code="contract_cancelled")
+
+    # -- verification ---------------------------------------------------------------------
+    async def verify(self, pdf: bytes, extra_roots: tuple[bytes, ...] = ()) -> dict[str, Any]:
+        """Check every signature of ``pdf`` against the seal authority's root (and ``extra_roots``,
+        e.g. a retired root): signer, time, integrity, trust and any change made after signing."""
+        if not pdf:
+            raise ValidationFailed("文件为空", code="empty_file",
+                                   details=[{"field": "file", "message": "请上传 PDF 文件"}])
+        if len(pdf) > MAX_VERIFY_BYTES:
+            raise AppError("文件过大", code="payload_too_large", status=413)
+        if not pdf.startswith(b"%PDF-"):
+            raise AppError("请上传 PDF 文件", code="unsupported_file_type", status=415)
+        authority = await self.authority.get()
+        report = await self.pool.run(pdfjobs.verify, pdf, [authority.root_pem, *extra_roots])
+        report["sha256"] = _sha256(pdf)
+        return report
+
+    # -- helpers --------------------------------------------------------------------------
+    def _spot(self, contract: dict[str, Any], spot: str) -> tuple[int, tuple[float, float, float, float]]:
+        found = contract["spots"][spot]
+        return found["page"], tuple(found["box"])
+
+    def _mark(self, contract: dict[str, Any], spot: str, png: bytes) -> pdfjobs.MarkSpec:
+        page, box = self._spot(contract, spot)
+        return (page, box, png)
+
+    async def _store(self, data: bytes, filename: str, owner: Any, purpose: str) -> Any:
+        return await self.bucket.upload_from_stream(filename, data, metadata={
+            "owner": owner, "purpose": purpose, "content_type": "application/pdf", "sha256": _sha256(data),
+            "size": len(data), "created_at": utcnow(),
+        })
+
+    async def _read(self, file_id: Any) -> bytes:
+        stream = await self.bucket.open_download_stream(file_id)
+        return await stream.read()
+
+    async def _delete_file(self, file_id: Any) -> None:
+        try:
+            await self.bucket.delete(file_id)
+        except Exception:  # best effort: an orphan file is harmless
+            log.warning("could not delete file %s", file_id)
+
+    def view(self, doc: dict[str, Any]) -> dict[str, Any]:
+        no = doc["_id"]
+        current = doc["files"].get("signed") if doc["status"] == "effective" else doc["files"]["draft"]
+        return {
+            "contract_no": no,
+            "app_no": doc["app_no"],
+            "account_no": doc["account_no"],
+            "template": doc["template"],
+            "title": doc["title"],
+            "status": doc["status"],
+            "status_label": STATUS_LABELS[doc["status"]],
+            "term_months": doc["term_months"],
+            "start_date": doc.get("start_date"),
+            "end_date": doc.get("end_date"),
+            "parties": {role: {k: v for k, v in party.items() if k in ("name", "address", "contact", "credit_code")}
+                        for role, party in doc["parties"].items()},
+            "signatures": [
+                {"role": s["role"], "org_name": s["org_name"], "signer_name": s.get("signer_name"),
+                 "cert_serial": s["cert_serial"], "signed_at": s["signed_at"]}
+                for s in doc.get("signatures", [])
+            ],
+            "sha256": current["sha256"],
+            "pdf_url": f"/api/v1/contracts/{no}/pdf",
+            "created_at": doc["created_at"],
+            "signed_at": doc.get("signed_at"),
+        }
+
+    # -- the application, notifications, the marketing system ---------------------------------
+    async def _application(self, app_no: str) -> dict[str, Any]:
+        """The application, which must be at 供电方案答复 (or already at 合同签订) to get a contract."""
+        doc = await self.applications.get(app_no)
+        if doc["stage"] != CONTRACT_STAGE and CONTRACT_STAGE not in self.applications.catalog.next_stages(
+                doc["service"], doc["stage"]):
+            raise Conflict("工单当前环节不能签订合同", code="invalid_stage_transition",
+                           details={"from": doc["stage"], "to": CONTRACT_STAGE})
+        return doc
+
+    async def _on_issued(self, application: dict[str, Any], contract: dict[str, Any], operator: str) -> None:
+        """The work order moves to 合同签订 with the contract number (the applications service
+        notifies the customer with the ``contract_ready`` message)."""
+        await self.applications.advance(application["app_no"], CONTRACT_STAGE, operator=operator,
+                                        note=f"供用电合同 {contract['_id']} 待签署", contract_no=contract["_id"])
+
+    async def _on_signed(self, contract: dict[str, Any], signed: bytes) -> None:
+        """After 已签字: the timeline entry, the customer's notice and the marketing system's copy,
+        each idempotent by its key (a retried countersign repeats nothing)."""
+        no = contract["_id"]
+        await self.applications.record_contract_signed(contract["app_no"], no, note=f"供用电合同 {no} 已签字")
+        if self.outbox is not None:
+            await self.outbox.enqueue("webhook", f"contract.signed:{no}", {"event": "contract.signed", "body": {
+                "contract_no": no, "app_no": contract["app_no"], "account_no": contract["account_no"],
+                "status": "effective", "signed_at": contract["signed_at"].isoformat(),
+                "start_date": contract["start_date"], "end_date": contract["end_date"],
+                "sha256": contract["files"]["signed"]["sha256"], "filename": f"{no}.pdf",
+                "pdf_base64": base64.b64encode(signed).decode(),
+                "signatures": [{"role": s["role"], "org_name": s["org_name"], "cert_serial": s["cert_serial"],
+                                "signed_at": s["signed_at"].isoformat()} for s in contract["signatures"]],
+            }})
+        if self.notifications is not None:
+            await self.notifications.notify_user(
+                contract["user_id"], "stage_changed",
+                {"app_no": contract["app_no"], "service_name": contract["title"], "stage": "合同已签字"},
+                f"pages/contract/sign?contract_no={no}", f"contract.signed.notice:{no}",
+            )
