@@ -368,3 +368,16 @@ def test_thirty_concurrent_submissions_get_thirty_distinct_numbers(stack):
     assert len(set(numbers)) == 30
     day = shanghai_today().strftime("%Y%m%d")
     assert all(n.startswith(day) for n in numbers)
+
+
+def test_a_contract_number_given_with_the_stage_opens_the_signing_page(stack):
+    token = stack.login()
+    app_no = submitted(stack, token, "rename_transfer")[0]["app_no"]
+    assert advance(stack, app_no, "accepted").status_code == 200
+    resp = stack.internal("POST", f"/internal/v1/applications/{app_no}/stage",
+                          json={"stage": "contract_signing", "operator": "营销系统", "contract_no": "HT2026000001"})
+    assert resp.status_code == 200 and resp.json()["stage"] == "contract_signing"
+    view = stack.api("GET", f"/api/v1/applications/{app_no}", token=token).json()["application"]
+    assert view["contract_no"] == "HT2026000001" and view["status"] == "action_required"
+    assert view["next_action"]["page"] == "pages/contract/sign?contract_no=HT2026000001"
+    assert "新的供用电合同" in view["next_action"]["text"]

@@ -20,6 +20,16 @@ def test_demo_data_twice_changes_nothing(stack):
     snapshot = sorted((a["account_no"], a["holder_name"]) for a in stack.db.accounts.find())
     second = run_demo(stack)
     assert "accounts_created=0" in second and "accounts_created=0" not in first
+    assert "applications_created=0" in second
+    demo = [a for a in stack.db.applications.find({"app_no": {"$regex": "^20260226900"}})]
+    assert sorted(a["stage"] for a in demo) == ["archived", "contract_signing", "submitted", "survey"]
+    assert all("id_no" not in a["applicant"] and a["sealed"]["applicant"]["id_no"].startswith("v1:") for a in demo)
+    # the demo user sees them in 服务记录
+    token = stack.login("o_demo_user")
+    listed = stack.api("GET", "/api/v1/applications", token=token).json()
+    assert listed["total"] == 4
+    assert {a["account_no"] for a in stack.api("GET", "/api/v1/accounts", token=token).json()["accounts"]} == {
+        "5263900000", "5263900001"}
     assert sorted((a["account_no"], a["holder_name"]) for a in stack.db.accounts.find()) == snapshot
     assert stack.api("GET", "/readyz").status_code == 200
     # phone numbers are stored encrypted, never in clear

@@ -229,14 +229,7 @@ class ApplicationService:
         contact = applicant.get("agent_mobile") if applicant.get("identity") == "agent" else applicant.get("mobile")
         await self.sms.verify(contact, "apply", sms_code)  # 400 sms_code_*
 
-        # sealed[section][name]: field names may not contain dots in MongoDB/FerretDB documents
-        sealed: dict[str, dict[str, str]] = {}
-        parts = {"applicant": dict(clean["applicant"]), "form": dict(clean["form"])}
-        for path in self.catalog.sensitive_paths(code):
-            section, _, name = path.partition(".")
-            value = parts[section].pop(name, None)
-            if value is not None:
-                sealed.setdefault(section, {})[name] = self.protector.encrypt(str(value), f"application:{path}")
+        parts, sealed = self.seal(code, clean)
         now = utcnow()
         stage = self.catalog.stage(code, "submitted")
         doc: dict[str, Any] = {
@@ -281,6 +274,19 @@ class ApplicationService:
         log.info("application %s (%s) submitted", doc["app_no"], code)
         await self._announce_created(doc)
         return {**doc, "created": True}
+
+    def seal(self, code: str, clean: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
+        """Split cleaned ``applicant``/``form`` values into what is stored in clear and ``sealed``
+        (the type's sensitive paths, AES-GCM encrypted; ``sealed[section][name]`` because field
+        names may not contain dots)."""
+        sealed: dict[str, dict[str, str]] = {}
+        parts = {"applicant": dict(clean.get("applicant") or {}), "form": dict(clean.get("form") or {})}
+        for path in self.catalog.sensitive_paths(code):
+            section, _, name = path.partition(".")
+            value = parts[section].pop(name, None)
+            if value is not None:
+                sealed.setdefault(section, {})[name] = self.protector.encrypt(str(value), f"application:{path}")
+        return parts, sealed
 
     async def _next_seq(self, day: str) -> int:
         """The next daily sequence number from the counter ``app_no:YYYYMMDD`` (an atomic ``$inc``
