@@ -12,6 +12,8 @@ from .base import APIHandler, authenticated
 
 # multipart boundaries, part headers and a ``kind`` field fit in this
 MULTIPART_OVERHEAD = 64 * 1024
+# a body at most this much over the cap is read and dropped before the 413 (see prepare)
+DISCARD_SLACK = 4 * 1024 * 1024
 
 
 @tornado.web.stream_request_body
@@ -20,19 +22,29 @@ class UploadsHandler(APIHandler):
         await super().prepare()
         if self.request.method != "POST":
             return
-        self.require_user()  # refuse before reading a body nobody will keep
+        # An anonymous body is read and dropped, and the 401 comes from post(): answering
+        # before the body is consumed makes Tornado close the connection under the proxy,
+        # which nginx counts as a failed upstream and stops routing to for a while.
+        self._keep = self.current_user is not None
         limit = self.app.uploads.max_bytes + MULTIPART_OVERHEAD
         declared = self.request.headers.get("Content-Length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge()
-        self.request.connection.set_max_body_size(limit)
+        self._too_large = declared is not None and declared.isdigit() and int(declared) > limit
+        if self._too_large:
+            if int(declared) > limit + DISCARD_SLACK:
+                raise PayloadTooLarge()  # not worth reading: the connection is closed instead
+            self._keep = False  # slightly over: read and drop, then answer 413 from post()
+        else:
+            self.request.connection.set_max_body_size(limit)
         self._chunks: list[bytes] = []
 
     def data_received(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
+        if self._keep:
+            self._chunks.append(chunk)
 
     @authenticated
     async def post(self) -> None:
+        if self._too_large:
+            raise PayloadTooLarge()
         ctype = self.request.headers.get("Content-Type", "")
         if not ctype.startswith("multipart/form-data"):
             raise BadRequest("请以 multipart/form-data 上传文件", code="unsupported_media_type", status=415)

@@ -106,6 +106,6 @@ def submitted(stack, token, code, **kwargs) -> tuple[dict, dict]:
     return resp.json(), body
 
 
-def advance(stack, app_no, stage, note="", operator="营销系统-张工"):
+def advance(stack, app_no, stage, note="", operator="营销系统-张工", **extra):
     return stack.internal("POST", f"/internal/v1/applications/{app_no}/stage",
-                          json={"stage": stage, "note": note, "operator": operator})
+                          json={"stage": stage, "note": note, "operator": operator, **extra})

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import json
 import re
+import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -381,3 +383,35 @@ def test_a_contract_number_given_with_the_stage_opens_the_signing_page(stack):
     assert view["contract_no"] == "HT2026000001" and view["status"] == "action_required"
     assert view["next_action"]["page"] == "pages/contract/sign?contract_no=HT2026000001"
     assert "新的供用电合同" in view["next_action"]["text"]
+
+
+def test_reaching_contract_signing_sends_one_template_message_to_the_subscriber(stack):
+    """The manual's flow for 企业新装: the subscriber is told, once, to open the signing page."""
+    unionid = f"u_{uuid.uuid4().hex[:16]}"
+    oa_openid = f"oa_{uuid.uuid4().hex[:16]}"
+    token = stack.login(unionid=unionid)
+    follow = stack.sandbox_call("POST", "/sandbox/oa/follow", json={"openid": oa_openid, "unionid": unionid})
+    assert follow.status_code == 200, follow.text
+    out, _ = submitted(stack, token, "enterprise_new")
+    app_no = out["app_no"]
+    for stage in ("accepted", "survey", "plan_reply"):
+        assert advance(stack, app_no, stage).status_code == 200
+    assert advance(stack, app_no, "contract_signing", contract_no="HT" + app_no).status_code == 200
+
+    def contract_messages():
+        messages = stack.sandbox_call("GET", "/sandbox/oa/messages", params={"touser": oa_openid}).json()["messages"]
+        return [m for m in messages if (m.get("miniprogram") or {}).get("pagepath", "").startswith(
+            "pages/contract/sign")]
+
+    deadline = time.monotonic() + 20
+    while not contract_messages() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sent = contract_messages()
+    assert len(sent) == 1, sent
+    assert sent[0]["miniprogram"] == {"appid": stack.env["WX_MP_APPID"],
+                                      "pagepath": f"pages/contract/sign?contract_no=HT{app_no}"}
+    # the marketing system re-sends the same stage change: nothing more is sent
+    assert advance(stack, app_no, "contract_signing").status_code == 200
+    time.sleep(2)  # several worker polls
+    assert len(contract_messages()) == 1
+    assert stack.db.outbox.count_documents({"dedupe_key": f"stage:{app_no}:contract_signing"}) == 1

@@ -103,7 +103,7 @@ def test_follower_gets_a_template_message_with_page_link_and_receipt(stack):
     [received] = oa_messages(stack, oa_openid)
     assert received["template_id"] == CATALOGUE["contract_ready"].official_account.template_id
     assert received["miniprogram"] == {"appid": stack.env["WX_MP_APPID"],
-                                       "pagepath": "pages/contracts/detail?no=HT2026000123"}
+                                       "pagepath": "pages/contract/sign?contract_no=HT2026000123"}
     assert received["data"]["character_string1"] == "20260226000123"
     assert received["msgid"] == doc["msgid"] and received["client_msg_id"] == str(doc["_id"])
     # TEMPLATESENDJOBFINISH comes back through the callback and is recorded on the message
