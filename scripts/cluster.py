@@ -76,6 +76,8 @@ def children(processes: int, base_port: int, environ: dict[str, str]) -> list[Ch
     ]
     if importlib.util.find_spec("wx_backend.workers") is not None:
         out.append(Child("workers", ["-m", "wx_backend.workers"], dict(environ)))
+    if importlib.util.find_spec("wx_backend.payment_followup") is not None:
+        out.append(Child("payment-followup", ["-m", "wx_backend.payment_followup"], dict(environ)))
     else:
         log.info("no wx_backend.workers module: no worker process")
     return out

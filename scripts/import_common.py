@@ -11,12 +11,18 @@ from wx_backend.config import Config
 from wx_backend.security import DataProtector
 from wx_backend.services.accounts import AccountService
 from wx_backend.services.billing import BillService
+from wx_backend.services.notifications import Notifications
+from wx_backend.services.outbox import Outbox
 from wx_backend.services.usage import UsageService
+from wx_backend.wechat import WeChat
 
 
-def notifications_for(config: Config, database, notify: bool):
-    """The notification service the scripts queue messages with (None: nothing is sent)."""
-    return None
+def notifications_for(config: Config, database, notify: bool) -> Notifications | None:
+    """The notification service the scripts queue messages with (None: nothing is sent). Messages
+    go into the outbox; the workers send them."""
+    if not notify:
+        return None
+    return Notifications(database, Outbox(database), WeChat(config, database), config)
 
 
 @asynccontextmanager

@@ -57,17 +57,17 @@ class Application(tornado.web.Application):
         self.verifier = RequestVerifier(self.db)
         self.sms = SmsService(self.db, self.protector, make_provider(config))
         self.accounts = AccountService(self.db, self.protector, self.sms)
-        self.bills = BillService(self.db, self.accounts, getattr(self, "notifications", None))
-        self.usage = UsageService(self.db, self.accounts)
-        self.outages = OutageService(self.db, self.accounts, getattr(self, "notifications", None))
-        self.terminals = TerminalService(self.db, self.protector, self.verifier)
-        self.payments = PaymentService(self.db, self.wechat.pay, self.accounts, config,
-                                       getattr(self, "outbox", None), getattr(self, "notifications", None))
-        self.wechat.pay.on_call = self.payments.record_call
         self.applications = ApplicationService(
             self.db, self.catalog, self.protector, accounts=self.accounts, uploads=self.uploads, sms=self.sms,
             outbox=self.outbox, notifications=self.notifications,
         )
+        self.bills = BillService(self.db, self.accounts, self.notifications)
+        self.usage = UsageService(self.db, self.accounts)
+        self.outages = OutageService(self.db, self.accounts, self.notifications)
+        self.terminals = TerminalService(self.db, self.protector, self.verifier)
+        self.payments = PaymentService(self.db, self.wechat.pay, self.accounts, config,
+                                       self.outbox, self.notifications)
+        self.wechat.pay.on_call = self.payments.record_call
         check_config(config)
         self.documents = DocumentPool(config.document_workers)
         self.seal_authority = AuthorityStore(self.db, self.protector, config)
@@ -84,11 +84,12 @@ class Application(tornado.web.Application):
     async def startup(self) -> None:
         self._tasks.append(asyncio.create_task(self._prepare_database()))
         if self.config.embedded_workers:
-            from .payment_followup import run_forever
             from .workers import build  # the worker imports the services, not the other way round
 
-            self._tasks.append(asyncio.create_task(run_forever(self.payments, self.config.pay_followup_interval)))
             self._tasks.append(asyncio.create_task(build(self.config, self.db, self.wechat).run()))
+            from .payment_followup import run_forever
+
+            self._tasks.append(asyncio.create_task(run_forever(self.payments, self.config.pay_followup_interval)))
 
     async def _prepare_database(self) -> None:
         # The process starts even while the database is down: /readyz says 503 until it is back.
@@ -106,7 +107,6 @@ class Application(tornado.web.Application):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.documents.shutdown()
         await self.client.close()
 
 

@@ -1,19 +1,42 @@
-"""Demo data for local runs: reproducible (seeded), idempotent (upserts by natural key)."""
+"""Demo data for local runs: reproducible (seeded), idempotent (upserts by natural key).
+
+300 accounts; for each, 24 months of bills (ending last month) and daily readings of this
+month so far (and of last month for the first 40); a few outages. Figures go through the services' own checks
+(``validate_bill``, ``check_entry``) and are written in bulk, only where missing, so a second
+run changes nothing and keeps what a local run did (payments, bindings).
+"""
 
 from __future__ import annotations
 
 import random
+from datetime import timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import BulkWriteError
 
 from .config import Config
 from .db import utcnow
 from .security import DataProtector
 from .services.accounts import AccountService
 from .services.applications import ApplicationService, status_of
+from .services.billing import new_bill_doc, validate_bill
 from .services.catalog import default_dirs, load_catalog
+from .services.outages import OutageService
+from .services.periods import SHANGHAI, add_months, local_today, period_days, period_of
+from .services.usage import check_entry
+
+DEMO_ACCOUNTS = 300
+DEMO_MONTHS = 24
+DAILY_HISTORY_ACCOUNTS = 40
+# Henan residential tiers (kWh a month) and prices in 0.0001 yuan/kWh
+TIER_LIMITS = (180, 260)
+TIER_PRICES = (5600, 6100, 8600)
+TOU_PRICES = {"jian": 10500, "feng": 9000, "ping": 6000, "gu": 3000}
+TOU_SHARE = {"jian": 10, "feng": 30, "ping": 35, "gu": 25}  # percent
+FLAT_BUSINESS = 6800
+SEASON = (118, 105, 92, 85, 90, 112, 135, 140, 108, 88, 95, 115)  # percent by calendar month
 
 SEED = 20260226
 REGIONS = ["郏县城关", "郏县茨芭", "郏县薛店", "郏县长桥"]
@@ -22,7 +45,7 @@ SURNAMES = "王李张刘陈杨赵黄周吴"
 GIVEN = "伟芳娜敏静丽强磊军洋勇艳杰娟涛明超秀霞平"
 
 
-def demo_accounts(count: int = 20) -> list[dict[str, Any]]:
+def demo_accounts(count: int = DEMO_ACCOUNTS) -> list[dict[str, Any]]:
     rng = random.Random(SEED)
     accounts = []
     for i in range(count):
@@ -47,18 +70,120 @@ def demo_accounts(count: int = 20) -> list[dict[str, Any]]:
     return accounts
 
 
-async def load(db: AsyncDatabase, config: Config) -> dict[str, int]:
-    """Upsert the demo data through the account service; running it twice changes nothing."""
-    accounts = AccountService(db, DataProtector(config.data_key_bytes))
+def _tou_split(total: int) -> dict[str, int]:
+    parts = {p: total * share // 100 for p, share in TOU_SHARE.items()}
+    parts["ping"] += total - sum(parts.values())
+    return parts
+
+
+def demo_bill(account: dict[str, Any], period: str, start_reading: int, rng: random.Random) -> dict[str, Any]:
+    """One month's bill body (as the marketing system would send it) for a demo account."""
+    cls, tou = account["customer_class"], account["tariff"]["tou"]
+    base = {"低压居民": 190, "低压非居民": 1800, "高压": 42000}[cls]
+    total = base * SEASON[int(period[5:]) - 1] // 100 * rng.randrange(80, 121) // 100
+    body: dict[str, Any] = {
+        "due_date": f"{add_months(period, 1)}-20",
+        "readings": {"previous": start_reading, "current": start_reading + total},
+        "kwh": {"total": total},
+    }
+    if tou:
+        parts = _tou_split(total)
+        body["kwh"].update(parts)
+        body["prices"] = dict(TOU_PRICES)
+        amount_e4 = sum(parts[p] * TOU_PRICES[p] for p in parts)
+    elif cls == "低压居民":
+        t1 = min(total, TIER_LIMITS[0])
+        t2 = min(max(total - TIER_LIMITS[0], 0), TIER_LIMITS[1] - TIER_LIMITS[0])
+        t3 = total - t1 - t2
+        body["prices"] = {"flat": TIER_PRICES[0]}
+        body["tiers"] = [{"tier": 1, "upto_kwh": TIER_LIMITS[0], "kwh": t1, "price": TIER_PRICES[0]},
+                         {"tier": 2, "upto_kwh": TIER_LIMITS[1], "kwh": t2, "price": TIER_PRICES[1]},
+                         {"tier": 3, "upto_kwh": None, "kwh": t3, "price": TIER_PRICES[2]}]
+        amount_e4 = t1 * TIER_PRICES[0] + t2 * TIER_PRICES[1] + t3 * TIER_PRICES[2]
+    else:
+        body["prices"] = {"flat": FLAT_BUSINESS}
+        amount_e4 = total * FLAT_BUSINESS
+    body["amount_fen"] = (amount_e4 + 50) // 100
+    return body
+
+
+async def _insert_missing(coll, docs: list[dict[str, Any]]) -> int:
+    """Insert what is not there yet; the unique indexes refuse the rest (FerretDB answers
+    those refusals quickly, where reading the collection first would scan it)."""
+    if not docs:
+        return 0
+    try:
+        return len((await coll.insert_many(docs, ordered=False)).inserted_ids)
+    except BulkWriteError as exc:
+        return exc.details.get("nInserted", 0)
+
+
+async def _load_bills_and_usage(db: AsyncDatabase, accounts: list[dict[str, Any]]) -> dict[str, int]:
+    now = utcnow()
+    today = local_today(now)
+    this_period = period_of(today)
+    marker = f"bills:{SEED}:{len(accounts)}:{today.isoformat()}"
+    if await db.demo_state.find_one({"_id": marker}):
+        return {"bills_created": 0, "readings_created": 0}  # loaded today already
+    first = add_months(this_period, -DEMO_MONTHS)
+    bills, days = [], []
+    for account in accounts:
+        no = account["account_no"]
+        rng = random.Random(f"{SEED}:{no}")
+        reading = rng.randrange(1000, 50000)
+        for k in range(DEMO_MONTHS):
+            period = add_months(first, k)
+            body = demo_bill(account, period, reading, rng)
+            reading = body["readings"]["current"]
+            # the newest bill: a third unpaid, a few partly paid; older ones paid
+            newest, roll = k == DEMO_MONTHS - 1, rng.randrange(12)
+            paid = body["amount_fen"] if not newest or roll >= 5 else 0 if roll < 4 else body["amount_fen"] // 2
+            values = validate_bill(no, period, body, account["customer_class"])
+            bills.append({**new_bill_doc(no, period, values, paid, now), "notified": True})
+        daily = max(1, demo_bill(account, this_period, 0, rng)["kwh"]["total"] // 30)
+        # this month so far for everyone; last month whole for the first accounts (the daily view)
+        last_days = period_days(add_months(this_period, -1)) if int(no[-5:]) < DAILY_HISTORY_ACCOUNTS else []
+        this_days = [d for d in period_days(this_period) if d < today.isoformat()]
+        for day in last_days + this_days:
+            values, errors = check_entry({"date": day, "kwh": daily * rng.randrange(70, 131) // 100})
+            assert not errors, errors
+            days.append({"account_no": no, **values, "created_at": now, "updated_at": now})
+    summary = {"bills_created": await _insert_missing(db.bills, bills),
+               "readings_created": await _insert_missing(db.usage, days)}
+    await db.demo_state.update_one({"_id": marker}, {"$set": {"at": now}}, upsert=True)
+    return summary
+
+
+async def _load_outages(db: AsyncDatabase, accounts: AccountService) -> int:
+    service = OutageService(db, accounts)  # no notifications from demo data
+    start = (utcnow().astimezone(SHANGHAI) + timedelta(days=2)).replace(hour=8, minute=0, second=0, microsecond=0)
     created = 0
-    for account in demo_accounts():
-        account_no = account.pop("account_no")
-        if await db.accounts.count_documents({"account_no": account_no}, limit=1):
-            continue  # keep what a local run changed (balances, bindings)
-        _, was_created = await accounts.upsert(account_no, account)
-        created += int(was_created)
-    applications = await load_applications(db, config)
-    return {"accounts_created": created, "applications_created": applications}
+    for i, region in enumerate(REGIONS):
+        ref = f"DEMO-{SEED}-{i}"
+        if await db.outages.count_documents({"ref_key": ref}, limit=1):
+            continue
+        begin = start + timedelta(days=i)
+        fields = {"ref": ref, "kind": "planned", "start": begin.isoformat(),
+                  "end": (begin + timedelta(hours=9)).isoformat(), "reason": "线路计划检修",
+                  "area": f"{region}部分区域，具体以现场公告为准"}
+        fields.update({"regions": [region]} if i % 2 == 0 else {"feeders": [f"{region}1号线"]})
+        await service.publish(fields)
+        created += 1
+    return created
+
+
+async def load(db: AsyncDatabase, config: Config, accounts: int = DEMO_ACCOUNTS) -> dict[str, int]:
+    """Upsert the demo data through the services' rules; running it twice changes nothing."""
+    all_accounts = demo_accounts(accounts)
+    accounts = AccountService(db, DataProtector(config.data_key_bytes))
+    # bulk, only the missing ones: what a local run changed (balances, bindings) stays
+    created = await accounts.insert_new([(a["account_no"], {k: v for k, v in a.items() if k != "account_no"})
+                                         for a in all_accounts])
+    summary = {"accounts_created": created}
+    summary.update(await _load_bills_and_usage(db, all_accounts))
+    summary["outages_created"] = await _load_outages(db, accounts)
+    summary["applications_created"] = await load_applications(db, config)
+    return summary
 
 
 DEMO_OPENID = "o_demo_user"  # log in as this user through the sandbox (README) to see the demo records

@@ -26,7 +26,7 @@ from typing import Any
 from bson import ObjectId
 from pymongo import IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from ..db import utcnow
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
@@ -98,6 +98,26 @@ class AccountService:
             )
         account = await self.db.accounts.find_one({"account_no": account_no})
         return account, before is None
+
+    async def insert_new(self, items: list[tuple[str, dict[str, Any]]]) -> int:
+        """Bulk-create accounts that do not exist yet (demo data, benchmarks); existing ones are
+        left alone. Each is checked like ``upsert``; returns how many were created."""
+        now = utcnow()
+        docs = []
+        for account_no, fields in items:
+            values = self._validate(account_no, fields)
+            phone = values.pop("phone")
+            docs.append({"account_no": account_no, **values, "balance_fen": values.get("balance_fen", 0),
+                         "phone_enc": self.protector.encrypt(phone, "phone"),
+                         "phone_hash": self.protector.lookup_hash(phone, "phone"),
+                         "bindings": [], "created_at": now, "updated_at": now})
+        if not docs:
+            return 0
+        try:
+            result = await self.db.accounts.insert_many(docs, ordered=False)
+            return len(result.inserted_ids)
+        except BulkWriteError as exc:  # the ones that exist already
+            return exc.details.get("nInserted", 0)
 
     def _validate(self, account_no: Any, fields: Any) -> dict[str, Any]:
         errors: list[dict[str, str]] = []

@@ -26,7 +26,6 @@ from pymongo.errors import DuplicateKeyError
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
 from .accounts import AccountService, is_account_no
-from .aggregates import db_sum, db_sums
 from .periods import add_months, is_day, is_period, local_today, period_of, ratio_round
 
 log = logging.getLogger(__name__)
@@ -262,12 +261,7 @@ class BillService:
             now = utcnow()
             current = await self.db.bills.find_one({"account_no": account_no, "period": period})
             if current is None:
-                paid = offline or 0
-                doc = {"account_no": account_no, "period": period, **values,
-                       "paid_fen": paid, "offline_paid_fen": paid, "status": bill_status(values["amount_fen"], paid),
-                       "settlements": [], "issued_at": now, "updated_at": now, "rev": 1, "notified": False}
-                if paid:
-                    doc["settlements"] = [_offline_settlement(paid, now)]
+                doc = new_bill_doc(account_no, period, values, offline or 0, now)
                 try:
                     await self.db.bills.insert_one(doc)
                     return doc, True
@@ -348,20 +342,29 @@ class BillService:
         this_period = period_of(today)
         last_period = add_months(this_period, -1)
         year = f"{today.year:04d}"
-        owing = {"account_no": account_no, "status": {"$in": ["unpaid", "partial"]}}
-        in_year = {"account_no": account_no, "period": {"$gte": f"{year}-01", "$lte": f"{year}-12"}}
-        days = {"account_no": account_no, "kind": "day",
-                "key": {"$gte": f"{this_period}-01", "$lte": f"{this_period}-31"}}
-        owed = await db_sums(self.db.bills, owing, {"amount": "amount_fen", "paid": "paid_fen", "count": 1})
-        totals = await db_sums(self.db.bills, in_year, {"kwh": "kwh.total", "amount": "amount_fen",
-                                                         "paid": "paid_fen", "count": 1})
-        month_kwh = await db_sum(self.db.usage, days, "kwh")
-        days_read = await db_sum(self.db.usage, days, 1)
-        latest = await self.db.bills.find_one({"account_no": account_no}, {"period": 1, "kwh": 1, "amount_fen": 1},
-                                              sort=[("period", DESCENDING)])
-        last = await self.db.bills.find_one({"account_no": account_no, "period": last_period})
+        # one indexed read of the account's bills and one of this month's days, summed here:
+        # FerretDB reads the whole collection once per query or pipeline (see docs/queries.md)
+        bills = await self.db.bills.find(
+            {"account_no": account_no},
+            {"period": 1, "amount_fen": 1, "paid_fen": 1, "status": 1, "kwh.total": 1},
+        ).to_list(None)
+        days = await self.db.usage.find(
+            {"account_no": account_no, "kind": "day",
+             "key": {"$gte": f"{this_period}-01", "$lte": f"{this_period}-31"}},
+            {"kwh": 1},
+        ).to_list(None)
+        owing = [b for b in bills if b.get("status") in ("unpaid", "partial")]
+        in_year = [b for b in bills if b["period"][:4] == year]
+        month_kwh = sum(d["kwh"] for d in days)
+        days_read = len(days)
+        latest = max(bills, key=lambda b: b["period"]) if bills else None
+        last = next((b for b in bills if b["period"] == last_period), None)
         price = avg_price(latest) if latest else None
         estimate = None if price is None or not days_read else ratio_round(month_kwh * price, 100)
+        owed = {"amount": sum(b["amount_fen"] for b in owing), "paid": sum(b.get("paid_fen", 0) for b in owing),
+                "count": len(owing)}
+        totals = {"kwh": sum(b["kwh"]["total"] for b in in_year), "amount": sum(b["amount_fen"] for b in in_year),
+                  "paid": sum(b.get("paid_fen", 0) for b in in_year), "count": len(in_year)}
         return {
             "account_no": account_no,
             "balance_fen": account.get("balance_fen", 0),
@@ -377,6 +380,16 @@ class BillService:
             "this_year": {"year": int(year), "bills": totals["count"], "kwh": totals["kwh"],
                           "amount_fen": totals["amount"], "paid_fen": totals["paid"]},
         }
+
+
+def new_bill_doc(account_no: str, period: str, values: dict[str, Any], offline_paid_fen: int,
+                 now: datetime) -> dict[str, Any]:
+    """A bill as first stored, from ``validate_bill``'s values (also used by the demo loader)."""
+    paid = offline_paid_fen
+    return {"account_no": account_no, "period": period, **values,
+            "paid_fen": paid, "offline_paid_fen": paid, "status": bill_status(values["amount_fen"], paid),
+            "settlements": [_offline_settlement(paid, now)] if paid else [],
+            "issued_at": now, "updated_at": now, "rev": 1, "notified": False}
 
 
 def _offline_settlement(amount: int, at: datetime) -> dict[str, Any]:

@@ -282,8 +282,12 @@ class PaymentService:
                       fields.get("total_fee"), order["amount_fen"])
             await self._record_notification(out_trade_no, fields, "amount_mismatch")
             return False, "金额不符"
+        if order["status"] == "credited":  # a repeat: done already
+            await self._record_notification(out_trade_no, fields, "repeat")
+            return True, "OK"
         await self._record_notification(out_trade_no, fields, "accepted")
-        await self._mark_paid(order, fields, wait=2.0)
+        # answer WeChat quickly (5 s): if the account is busy, the follow-up finishes the credit
+        await self._mark_paid(order, fields, wait=0.5)
         return True, "OK"
 
     # -- payment code (terminal) ----------------------------------------------------------------

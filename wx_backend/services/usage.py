@@ -21,7 +21,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from ..db import utcnow
 from ..errors import NotFound, ValidationFailed
 from .accounts import AccountService, is_account_no
-from .aggregates import db_sums
 from .billing import MAX_KWH, TOU_PERIODS
 from .periods import (
     add_months,
@@ -189,15 +188,14 @@ class UsageService:
             })
             period = add_months(period, 1)
 
-        # range totals: the billed months summed by the database; months known only from a
-        # monthly reading (no bill, so no amount) added here
-        in_range = {"account_no": account_no, "period": {"$gte": first, "$lte": last}}
-        billed = await db_sums(self.db.bills, in_range, {"kwh": "kwh.total", "amount": "amount_fen", "count": 1})
-        tou_match = {**in_range, "kwh.jian": {"$exists": True}}
-        tou_sums = await db_sums(self.db.bills, tou_match, {p: f"kwh.{p}" for p in TOU_PERIODS})
+        # range totals from the same documents (one read per collection; see docs/queries.md)
+        billed_docs = [by_bill[m["period"]] for m in months if m["source"] == "bill"]
+        billed = {"kwh": sum(b["kwh"]["total"] for b in billed_docs),
+                  "amount": sum(b["amount_fen"] for b in billed_docs), "count": len(billed_docs)}
+        tou_sums = {p: 0 for p in TOU_PERIODS}
         reading_only = [m for m in months if m["source"] == "reading"]
         kwh_total = billed["kwh"] + sum(m["kwh"] for m in reading_only)
-        for m in reading_only:
+        for m in months:
             for p in TOU_PERIODS:
                 tou_sums[p] += (m["kwh_by_period"] or {}).get(p, 0)
         tou_total = sum(tou_sums.values())

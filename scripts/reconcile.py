@@ -1,0 +1,58 @@
+"""Compare one day's WeChat Pay bill with the payments on record, and list every difference.
+
+    python -m scripts.reconcile --date YYYY-MM-DD [--json]
+
+The day is an Asia/Shanghai calendar day (WeChat's bill day). Differences: ``missing_ours``
+(WeChat has a payment we have not recorded as paid), ``missing_wechat`` (we hold a payment
+paid that day that WeChat's bill lacks), ``amount_mismatch``, ``status_mismatch`` (e.g.
+WeChat REVOKED, ours credited), and the same for refunds. Exit status 0 when the books agree,
+1 when there are differences, 2 on errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from datetime import date
+
+from wx_backend.config import Config, ConfigError
+from wx_backend.errors import AppError
+from wx_backend.payment_followup import Standalone
+
+
+async def run(day: date, as_json: bool) -> int:
+    ctx = Standalone(Config.from_env())
+    try:
+        report = await ctx.payments.reconcile(day)
+    except AppError as exc:
+        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    finally:
+        await ctx.close()
+    if as_json:
+        print(json.dumps(report, ensure_ascii=False, default=str, indent=2))
+    else:
+        print(f"{report['date']}: WeChat {report['wechat_payments']} payments, {report['wechat_refunds']} refunds;"
+              f" ours {report['our_payments']} payments")
+        for diff in report["differences"]:
+            print(" ".join(f"{k}={v}" for k, v in diff.items()))
+        print(f"{len(report['differences'])} differences")
+    return 1 if report["differences"] else 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--date", required=True, type=date.fromisoformat, help="YYYY-MM-DD (Beijing time)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(run(args.date, args.json))
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

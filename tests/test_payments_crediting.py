@@ -1,0 +1,156 @@
+"""Crediting exactly once: concurrent duplicate notifications, crashes between the steps
+(resumed by the follow-up), random faults with a killed process, refunds, reconciliation."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from conftest import Stack
+from pay_support import gateway, run, trade_no
+from payments_chaos import chaos, duplicate_storm
+from payments_support import (
+    add_bill,
+    auth_code,
+    balance,
+    bills,
+    confirm,
+    customer,
+    pay_jsapi,
+    register_terminal,
+    run_script,
+    terminal_pay,
+    wait_status,
+)
+
+
+def test_concurrent_duplicate_notifications_credit_each_order_once(stack):
+    result = duplicate_storm(stack, orders=30, copies=10, customers=6, threads=40)
+    print("duplicate notifications:", result)
+    assert result["notifications"] == 300 and result["answered_success"] == 300
+    assert result["credits"] == result["credited_orders"] == result["markers"] == 30
+    assert result["markers_more_than_once"] == 0
+    assert result["balance_fen"] == result["expected_fen"]
+    assert result["notifications_recorded"] == 300
+
+
+@pytest.mark.parametrize("crash_after", ["credit_recorded", "account_credited", "one_bill_settled"])
+def test_a_crash_between_steps_is_finished_by_the_follow_up_without_double_counting(stack, crash_after):
+    """The documents are left as a process dying at that point leaves them; the follow-up
+    (embedded in the running backend) must finish the job exactly once."""
+    cust = customer(stack, balance_fen=-9000)
+    add_bill(stack, cust["account_no"], "2026-05", 4000)
+    add_bill(stack, cust["account_no"], "2026-06", 5000)
+    created = pay_jsapi(stack, cust, 7000)
+    otn = created["out_trade_no"]
+    no = cust["account_no"]
+    now = datetime.now(UTC)
+    # the state after the crash (the order at WeChat is unpaid here: only our records matter)
+    stack.db.payments.update_one({"out_trade_no": otn}, {"$set": {"status": "paid", "transaction_id": "4200x",
+                                                                  "paid_at": now, "next_check_at": None}})
+    stack.db.payment_credits.insert_one({"_id": otn, "account_no": no, "amount_fen": 7000, "transaction_id": "4200x",
+                                         "paid_at": now, "state": "owed",
+                                         "created_at": now - timedelta(seconds=5)})
+    if crash_after in ("account_credited", "one_bill_settled"):
+        stack.db.accounts.update_one({"account_no": no}, {"$inc": {"balance_fen": 7000}, "$push": {"credited": otn}})
+    if crash_after == "one_bill_settled":
+        stack.db.bills.update_one({"account_no": no, "period": "2026-05"}, {
+            "$set": {"paid_fen": 4000, "status": "paid"},
+            "$push": {"settlements": {"out_trade_no": otn, "amount_fen": 4000, "at": now}}})
+    assert wait_status(stack, otn, ("credited",), timeout=15)["status"] == "credited"
+    assert balance(stack, no) == -9000 + 7000
+    assert stack.db.accounts.find_one({"account_no": no})["credited"].count(otn) == 1
+    b = bills(stack, no)
+    assert (b["2026-05"]["paid_fen"], b["2026-05"]["status"], len(b["2026-05"]["settlements"])) == (4000, "paid", 1)
+    assert (b["2026-06"]["paid_fen"], b["2026-06"]["status"], len(b["2026-06"]["settlements"])) == \
+        (3000, "partial", 1)
+
+
+def test_random_faults_and_a_killed_process_every_order_ends_right(stack, workdir):
+    """A smaller run of bench/prove_payments.py (which runs 200): its own stack, so the
+    sandbox's totals are this run's alone."""
+    (workdir / "chaos").mkdir()
+    own = Stack(workdir / "chaos", stack.mongodb_uri).start()
+    try:
+        result = chaos(own, 30, seed=11, customers=6)
+    finally:
+        own.stop()
+    print("chaos:", json.dumps(result, ensure_ascii=False))
+    assert result["client_outcomes"].get("killed_process") == 1
+    assert result["not_final"] == 0
+    assert result["credits"] == result["credited_orders"] > 0
+    assert result["credits_without_credited_order"] == 0
+    assert result["markers_more_than_once"] == 0 and result["markers_missing"] == 0
+    assert result["credit_fen"] == result["sandbox_paid_fen"] == result["balance_gain_fen"]
+    assert result["credited_orders"] == result["sandbox_paid_count"]
+    assert result["credited_vs_sandbox_paid_mismatch"] == []
+
+
+def test_refund_partial_then_rest_debits_once_and_reopens_bills(stack):
+    cust = customer(stack)
+    add_bill(stack, cust["account_no"], "2026-03", 3000)
+    add_bill(stack, cust["account_no"], "2026-04", 4000)
+    created = pay_jsapi(stack, cust, 10000)  # settles 3000 + 4000, leaves 3000 as balance
+    confirm(stack, created)
+    otn = created["out_trade_no"]
+    wait_status(stack, otn)
+    no = cust["account_no"]
+    first = run_script(stack, "scripts.refund", otn, "--amount-fen", "2000", "--refund-no", f"R{otn[-10:]}a")
+    assert first.returncode == 0, first.stderr
+    again = run_script(stack, "scripts.refund", otn, "--amount-fen", "2000", "--refund-no", f"R{otn[-10:]}a")
+    assert again.returncode == 0, again.stderr  # the same number: no second refund
+    assert balance(stack, no) == 8000
+    b = bills(stack, no)
+    assert (b["2026-03"]["paid_fen"], b["2026-04"]["paid_fen"]) == (3000, 4000)  # out of the balance part
+    second = run_script(stack, "scripts.refund", otn, "--amount-fen", "5000", "--refund-no", f"R{otn[-10:]}b")
+    assert second.returncode == 0, second.stderr
+    assert balance(stack, no) == 3000
+    b = bills(stack, no)  # 1000 of the left-over, then 4000 back out of the newest bill
+    assert (b["2026-04"]["paid_fen"], b["2026-04"]["status"]) == (0, "unpaid")
+    assert (b["2026-03"]["paid_fen"], b["2026-03"]["status"]) == (3000, "paid")
+    too_much = run_script(stack, "scripts.refund", otn, "--amount-fen", "3001", "--refund-no", f"R{otn[-10:]}c")
+    assert too_much.returncode == 1 and "refund_exceeds_payment" in too_much.stderr
+    order = stack.db.payments.find_one({"out_trade_no": otn})
+    assert order["refunded_fen"] == 7000
+    view = stack.sandbox_call("GET", "/sandbox/pay/orders", params={"out_trade_no": otn}).json()
+    assert view["refunded_fee"] == 7000 and len(view["refunds"]) == 2
+
+
+def test_reconcile_agrees_then_lists_every_difference(stack, workdir):
+    (workdir / "recon").mkdir()
+    own = Stack(workdir / "recon", stack.mongodb_uri).start()
+    try:
+        cust = customer(own)
+        paid = []
+        for amount in (1111, 2222):
+            created = pay_jsapi(own, cust, amount)
+            confirm(own, created)
+            paid.append(created["out_trade_no"])
+        terminal = register_terminal(own)
+        answer = terminal_pay(own, terminal, {"account_no": cust["account_no"], "amount_fen": 3333,
+                                              "auth_code": auth_code(own, "pay")}).json()
+        paid.append(answer["out_trade_no"])
+        for otn in paid:
+            wait_status(own, otn)
+        assert run_script(own, "scripts.refund", paid[0], "--amount-fen", "111", "--refund-no", "RR1").returncode == 0
+        today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
+        clean = run_script(own, "scripts.reconcile", "--date", today)
+        assert clean.returncode == 0, clean.stdout + clean.stderr
+        assert "0 differences" in clean.stdout
+
+        # now break the books: a payment WeChat has but we do not, an amount and a missing row
+        api = gateway(own)
+        stray = trade_no("X")
+        run(lambda: api.micropay(stray, 500, "stray", auth_code(own, "pay"), "127.0.0.1"))
+        own.db.payments.update_one({"out_trade_no": paid[1]}, {"$set": {"amount_fen": 2000}})
+        own.db.payments.update_one({"out_trade_no": paid[2]}, {"$set": {"status": "reversed"}})
+        bad = run_script(own, "scripts.reconcile", "--date", today, "--json")
+        assert bad.returncode == 1, bad.stderr
+        kinds = {(d["kind"], d.get("out_trade_no")) for d in json.loads(bad.stdout)["differences"]}
+        assert kinds == {("missing_ours", stray), ("amount_mismatch", paid[1]), ("status_mismatch", paid[2])}
+        empty = run_script(own, "scripts.reconcile", "--date", "2020-01-01")
+        assert empty.returncode == 0 and "0 differences" in empty.stdout
+    finally:
+        own.stop()
