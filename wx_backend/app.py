@@ -107,7 +107,6 @@ class Application(tornado.web.Application):
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.documents.shutdown()
         await self.client.close()
 
 

@@ -163,6 +163,11 @@ SETTINGS: dict[str, Setting] = {
         "sandbox only: seconds after which an unpaid payment-code order is revoked automatically",
         parse=float,
     ),
+    "sandbox_latency_ms": Setting(
+        "WX_SANDBOX_LATENCY_MS", 0.0,
+        "sandbox only: milliseconds every WeChat and SMS endpoint waits before answering (see /sandbox/latency)",
+        parse=float,
+    ),
     "sms_provider": Setting(
         "WX_SMS_PROVIDER", "disabled",
         "SMS provider for verification codes: disabled (refuses to send), or sandbox (dev/test only)",

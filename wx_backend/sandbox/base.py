@@ -39,8 +39,11 @@ class SandboxHandler(tornado.web.RequestHandler):
 
     async def begin(self) -> str | None:
         """Count the call and apply an injected fault: ``timeout`` stalls past the client's
-        patience; any other fault is returned for the endpoint to render its own way."""
+        patience; any other fault is returned for the endpoint to render its own way. Every
+        call first waits the configured latency (``WX_SANDBOX_LATENCY_MS``, ``/sandbox/latency``)."""
         self.state.calls[self.endpoint] += 1
+        if self.state.latency_ms > 0:
+            await asyncio.sleep(self.state.latency_ms / 1000)
         fault = self.state.take_fault(self.endpoint)
         if fault == "timeout":
             await asyncio.sleep(self.state.timeout_delay)

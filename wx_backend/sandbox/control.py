@@ -65,9 +65,25 @@ class ExpireTokensHandler(SandboxHandler):
         self.write_json({"expired": True})
 
 
+class LatencyHandler(SandboxHandler):
+    """``{"ms": 300}``: every WeChat and SMS endpoint waits that long before answering."""
+
+    async def get(self) -> None:
+        self.write_json({"ms": self.state.latency_ms})
+
+    async def post(self) -> None:
+        ms = self.json_body().get("ms")
+        if isinstance(ms, bool) or not isinstance(ms, int | float) or not 0 <= ms <= 60_000:
+            self.write_json({"error": "ms must be a number from 0 to 60000"}, status=400)
+            return
+        self.state.latency_ms = float(ms)
+        self.write_json({"ms": self.state.latency_ms})
+
+
 routes = [
     (r"/sandbox/mp/login-code", LoginCodeHandler),
     (r"/sandbox/faults", FaultsHandler),
     (r"/sandbox/stats", StatsHandler),
     (r"/sandbox/tokens/expire", ExpireTokensHandler),
+    (r"/sandbox/latency", LatencyHandler),
 ]

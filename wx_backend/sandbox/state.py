@@ -48,6 +48,7 @@ class LoginCode:
 class SandboxState:
     config: Config
     timeout_delay: float = 10.0
+    latency_ms: float = 0.0  # every endpoint's answer waits this long (WeChat's network and servers)
     apps: dict[str, str] = field(default_factory=dict)  # appid -> secret
     tokens: dict[str, IssuedToken] = field(default_factory=dict)
     login_codes: dict[str, LoginCode] = field(default_factory=dict)
@@ -60,6 +61,7 @@ class SandboxState:
     def from_config(cls, config: Config, **kwargs: Any) -> SandboxState:
         state = cls(config=config, **kwargs)
         state.apps = {config.mp_appid: config.mp_secret, config.oa_appid: config.oa_secret}
+        state.latency_ms = config.sandbox_latency_ms
         return state
 
     # -- faults ---------------------------------------------------------------
