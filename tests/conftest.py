@@ -59,6 +59,8 @@ def base_env(db_name: str, mongodb_uri: str, sandbox_port: int, app_port: int) -
         "WX_SANDBOX_CALLBACK_BASE": f"http://127.0.0.1:{app_port}",
         "WX_EMBEDDED_WORKERS": "1",
         "WX_SMS_PROVIDER": "sandbox",
+        "WX_OUTBOX_RETRY_BASE": "0.2",
+        "WX_OUTBOX_POLL": "0.5",
         "WX_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     })

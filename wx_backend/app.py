@@ -22,6 +22,9 @@ from .services.accounts import AccountService
 from .services.applications import ApplicationService
 from .services.catalog import default_dirs, load_catalog
 from .services.contracts import ContractService
+from .services.notifications import Notifications
+from .services.official_account import OfficialAccountService
+from .services.outbox import Outbox
 from .services.sealauthority import AuthorityStore, check_config
 from .services.seals import SealService
 from .services.signing import RequestVerifier
@@ -40,6 +43,9 @@ class Application(tornado.web.Application):
         self.db = self.client[config.db_name]
         self.wechat = WeChat(config, self.db)
         self.users = UserService(self.db, self.wechat, config.session_ttl)
+        self.outbox = Outbox(self.db)
+        self.notifications = Notifications(self.db, self.outbox, self.wechat, config)
+        self.official_account = OfficialAccountService(self.db, self.wechat, self.outbox, config)
         self.catalog = load_catalog(*default_dirs(config.catalog_dir))
         self.uploads = UploadService(self.db, self.catalog, config.upload_max_bytes)
         self.protector = DataProtector(config.data_key_bytes)
@@ -48,7 +54,7 @@ class Application(tornado.web.Application):
         self.accounts = AccountService(self.db, self.protector, self.sms)
         self.applications = ApplicationService(
             self.db, self.catalog, self.protector, accounts=self.accounts, uploads=self.uploads, sms=self.sms,
-            outbox=getattr(self, "outbox", None), notifications=getattr(self, "notifications", None),
+            outbox=self.outbox, notifications=self.notifications,
         )
         check_config(config)
         self.documents = DocumentPool(config.document_workers)
@@ -56,7 +62,7 @@ class Application(tornado.web.Application):
         self.seals = SealService(self.db, self.protector, self.sms, self.uploads, self.seal_authority, self.documents)
         self.contracts = ContractService(
             self.db, self.seals, self.seal_authority, self.documents, self.uploads, applications=self.applications,
-            outbox=getattr(self, "outbox", None), notifications=getattr(self, "notifications", None),
+            outbox=self.outbox, notifications=self.notifications,
         )
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)
@@ -65,6 +71,10 @@ class Application(tornado.web.Application):
 
     async def startup(self) -> None:
         self._tasks.append(asyncio.create_task(self._prepare_database()))
+        if self.config.embedded_workers:
+            from .workers import build  # the worker imports the services, not the other way round
+
+            self._tasks.append(asyncio.create_task(build(self.config, self.db, self.wechat).run()))
 
     async def _prepare_database(self) -> None:
         # The process starts even while the database is down: /readyz says 503 until it is back.

@@ -120,6 +120,29 @@ SETTINGS: dict[str, Setting] = {
         "run the background workers inside the web process (development and tests)",
         dev_default=True, parse=_bool,
     ),
+    "messages_file": Setting(
+        "WX_MESSAGES_FILE", "",
+        "message catalogue (TOML: template ids and keywords); empty = templates/messages/catalogue.toml",
+    ),
+    "outbox_concurrency": Setting(
+        "WX_OUTBOX_CONCURRENCY", 8, "messages one worker process sends at the same time", parse=int,
+    ),
+    "outbox_lease": Setting(
+        "WX_OUTBOX_LEASE", 60.0, "seconds a worker owns a claimed message before others may reclaim it",
+        parse=float,
+    ),
+    "outbox_retry_base": Setting(
+        "WX_OUTBOX_RETRY_BASE", 10.0, "first retry delay in seconds (doubles per try, at most 15 min)",
+        parse=float,
+    ),
+    "outbox_max_tries": Setting(
+        "WX_OUTBOX_MAX_TRIES", 8, "sending tries before a message is recorded failed", parse=int,
+    ),
+    "outbox_poll": Setting("WX_OUTBOX_POLL", 1.0, "seconds an idle worker waits before looking again",
+                           parse=float),
+    "sandbox_template_quota": Setting(
+        "WX_SANDBOX_TEMPLATE_QUOTA", 100000, "sandbox only: template messages per day before 45009", parse=int,
+    ),
     "sandbox_callback_base": Setting(
         "WX_SANDBOX_CALLBACK_BASE", None,
         "sandbox only: base URL of the backend that receives pushed events and payment notifications",

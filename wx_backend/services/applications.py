@@ -308,7 +308,7 @@ class ApplicationService:
         await self._enqueue_webhook("application.created", f"app:{app_no}:created", self.webhook_body(doc))
         await self._notify(doc["user_id"], "application_received",
                            {"app_no": app_no, "service_name": service.name,
-                            "submitted_at": local_iso(doc["created_at"])},
+                            "submitted_at": local_iso(doc["created_at"])[:16].replace("T", " ")},
                            f"pages/applications/detail?app_no={app_no}", f"app:{app_no}:received")
 
     # -- reading ----------------------------------------------------------------------------

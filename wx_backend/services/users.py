@@ -19,6 +19,7 @@ from ..db import utcnow
 from ..errors import AppError, Unauthorized, WeChatUnavailable
 from ..security import new_token, token_hash
 from ..wechat import WeChat, WeChatAPIError
+from .official_account import link_follower_on_login
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,7 @@ class UserService:
         user = await self.db.users.find_one_and_update(
             {"mp_openid": session["openid"]}, update, upsert=True, return_document=ReturnDocument.AFTER,
         )
+        user = await link_follower_on_login(self.db, user)  # followed the official account first
         token = new_token()
         await self.db.sessions.insert_one({
             "token_hash": token_hash(token), "user_id": user["_id"], "created_at": now,

@@ -7,6 +7,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from ..config import Config
 from .http import WeChatAPIError, WeChatHTTP
 from .miniprogram import MiniProgramAPI
+from .official_account import OfficialAccountAPI
 from .pay import PayAPI
 from .tokens import AccessTokens
 
@@ -22,3 +23,5 @@ class WeChat:
         self.miniprogram = MiniProgramAPI(self.api, config.mp_appid, config.mp_secret)
         self.pay = PayAPI(self.pay_http, appid=config.mp_appid, mch_id=config.mch_id, key=config.pay_key,
                           cert=config.pay_cert, cert_key=config.pay_key_pem)
+        self.miniprogram = MiniProgramAPI(self.api, config.mp_appid, config.mp_secret, self.mp_tokens)
+        self.official_account = OfficialAccountAPI(self.api, self.oa_tokens)

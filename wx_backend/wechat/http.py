@@ -66,9 +66,9 @@ class WeChatHTTP:
         return resp.body
 
     async def json(self, method: str, path: str, *, params: dict | None = None,
-                   payload: Any = None) -> dict:
+                   payload: Any = None, timeout: float | None = None) -> dict:
         body = None if payload is None else json.dumps(payload, ensure_ascii=False).encode()
-        raw = await self.request(method, path, params=params, body=body)
+        raw = await self.request(method, path, params=params, body=body, timeout=timeout)
         try:
             data = json.loads(raw)
         except ValueError as exc:

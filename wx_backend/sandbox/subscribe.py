@@ -1,0 +1,99 @@
+"""Mini-program subscribe messages: the customer's consent (wx.requestSubscribeMessage) and sending.
+
+Each acceptance of a one-time template allows one message; sending with no consent left is
+43101, as on WeChat.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..services.notifications import SUBSCRIBE_LIMITS, load_catalogue
+from .base import JSONAPIHandler, SandboxHandler
+from .state import SandboxError, SandboxState
+
+
+@dataclass
+class SubscribeState:
+    consents: Counter = field(default_factory=Counter)  # (openid, template_id) -> sends left
+    messages: list[dict[str, Any]] = field(default_factory=list)
+    templates: dict[str, set[str]] = field(default_factory=dict)
+
+
+def mp_state(state: SandboxState) -> SubscribeState:
+    mp = state.extra.get("mp")
+    if mp is None:
+        mp = SubscribeState(templates=load_catalogue(state.config.messages_file or None).template_keys("subscribe"))
+        state.extra["mp"] = mp
+    return mp
+
+
+def known_openids(state: SandboxState) -> set[str]:
+    return {code.openid for code in state.login_codes.values()} | {o for o, _ in mp_state(state).consents}
+
+
+class SubscribeSendHandler(JSONAPIHandler):
+    endpoint = "subscribe_send"
+
+    async def post(self) -> None:
+        await self.begin()
+        state, mp = self.state, mp_state(self.state)
+        if state.check_token(self.get_argument("access_token", "")) != state.config.mp_appid:
+            raise SandboxError(40001, "invalid credential, access_token is invalid or not latest")
+        body = self.json_body()
+        touser, template_id = body.get("touser"), body.get("template_id")
+        if not isinstance(touser, str) or touser not in known_openids(state):
+            raise SandboxError(40003, "invalid openid")
+        if template_id not in mp.templates:
+            raise SandboxError(40037, "invalid template_id")
+        if mp.consents[(touser, template_id)] <= 0:
+            raise SandboxError(43101, "user refuse to accept the msg")
+        data = body.get("data")
+        if not isinstance(data, dict):
+            raise SandboxError(47003, "argument invalid! data")
+        for keyword in sorted(mp.templates[template_id]):
+            value = data.get(keyword, {}).get("value") if isinstance(data.get(keyword), dict) else None
+            limit = SUBSCRIBE_LIMITS.get(keyword.rstrip("0123456789"), 20)
+            if not isinstance(value, str) or not value or len(value) > limit:
+                raise SandboxError(47003, f"argument invalid! data.{keyword}.value")
+        mp.consents[(touser, template_id)] -= 1
+        mp.messages.append({"touser": touser, "template_id": template_id, "page": body.get("page"),
+                            "data": {k: v.get("value") for k, v in data.items() if isinstance(v, dict)},
+                            "at": time.time()})
+        self.write_json({"errcode": 0, "errmsg": "ok"})
+
+
+class SubscribeAcceptHandler(SandboxHandler):
+    """The customer taps 允许 in ``wx.requestSubscribeMessage``: ``count`` more sends of the template."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        openid, template_id, count = body.get("openid"), body.get("template_id"), body.get("count", 1)
+        if not isinstance(openid, str) or not openid or not isinstance(template_id, str) \
+                or not isinstance(count, int) or count < 1:
+            self.write_json({"error": "openid, template_id and a positive count are required"}, status=400)
+            return
+        mp = mp_state(self.state)
+        if template_id not in mp.templates:
+            self.write_json({"error": "unknown template_id", "known": sorted(mp.templates)}, status=400)
+            return
+        mp.consents[(openid, template_id)] += count
+        self.write_json({"openid": openid, "template_id": template_id,
+                         "remaining": mp.consents[(openid, template_id)]})
+
+
+class MPMessagesHandler(SandboxHandler):
+    async def get(self) -> None:
+        touser = self.get_argument("touser", None)
+        messages = [m for m in mp_state(self.state).messages if touser is None or m["touser"] == touser]
+        self.write_json({"messages": messages})
+
+
+routes = [
+    (r"/cgi-bin/message/subscribe/send", SubscribeSendHandler),
+    (r"/sandbox/mp/subscribe-accept", SubscribeAcceptHandler),
+    (r"/sandbox/mp/messages", MPMessagesHandler),
+]

@@ -1,0 +1,188 @@
+"""The outbox: messages to send (notifications, webhooks), each queued once and sent once.
+
+A business step queues its message right after its own atomic update, with a dedupe key
+derived from the event (``stage:<app_no>:<stage>``): the unique index makes a repeated step
+queue nothing. Workers claim due messages (queued -> sending, with a lease and an owner); each claim is
+decided by a unique insert of ``<id>:<claim number>`` into ``outbox_claims``, so two
+workers can never both hold the same claim, even on a server whose find-and-modify is not
+atomic (FerretDB's is not). Every state change after the claim is conditioned on the owner
+and the claim number.
+
+States: ``queued`` (waiting, maybe for ``next_try_at``), ``sending`` (claimed), and the final
+``sent``, ``undeliverable`` (no channel reaches the user), ``failed`` (tries exhausted or a
+permanent error), ``skipped`` (nothing to send to, e.g. no webhook configured).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from bson import ObjectId
+from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
+
+from ..db import utcnow
+
+log = logging.getLogger(__name__)
+
+CLAIM_WINDOW = 20  # due messages looked at per claim
+FINAL = ("sent", "undeliverable", "failed", "skipped")
+KINDS = ("notify", "webhook")
+
+INDEXES = {
+    "outbox": [
+        IndexModel([("dedupe_key", ASCENDING)], unique=True),
+        IndexModel([("status", ASCENDING), ("next_try_at", ASCENDING)]),
+        IndexModel([("msgid", ASCENDING)]),
+        IndexModel([("user_id", ASCENDING)]),
+    ],
+    "outbox_claims": [IndexModel([("at", ASCENDING)])],
+}
+
+
+class Outbox:
+    def __init__(self, db: AsyncDatabase):
+        self.db = db
+        self.coll = db["outbox"]
+
+    async def enqueue(self, kind: str, dedupe_key: str, payload: dict[str, Any]) -> bool:
+        """Queue a message; ``False`` if one with this ``dedupe_key`` was queued before.
+
+        ``kind`` is ``notify`` (payload ``{user_id, message, data, page}``, see
+        ``Notifications.notify_user``) or ``webhook`` (payload ``{event, body}``).
+        """
+        if kind not in KINDS:
+            raise ValueError(f"unknown outbox kind {kind!r}")
+        if not isinstance(dedupe_key, str) or not dedupe_key or len(dedupe_key) > 200:
+            raise ValueError("dedupe_key must be a non-empty string of at most 200 characters")
+        now = utcnow()
+        doc = {
+            "kind": kind, "dedupe_key": dedupe_key, "payload": payload, "status": "queued",
+            "next_try_at": now, "tries": 0, "claims": 0, "attempts": [],
+            "created_at": now, "updated_at": now,
+        }
+        if kind == "notify" and payload.get("user_id") is not None:
+            doc["user_id"] = payload["user_id"]
+        try:
+            await self.coll.insert_one(doc)
+        except DuplicateKeyError:
+            return False
+        return True
+
+    # -- the worker's side ----------------------------------------------------------
+    async def claim(self, owner: str, lease: float, limit: int = 1) -> list[dict[str, Any]]:
+        """Take up to ``limit`` due messages (or ones whose holder's lease ran out).
+
+        Each claim is decided by inserting ``<id>:<claim number>`` into ``outbox_claims``
+        (unique): exactly one worker wins each claim number, and only the winner then moves
+        the message to ``sending`` with a conditional update. FerretDB's find-and-modify was
+        seen to let two processes both "win" the same document, so it is not trusted alone.
+        """
+        now = utcnow()
+        cursor = self.coll.find(
+            {"$or": [{"status": "queued", "next_try_at": {"$lte": now}},
+                     {"status": "sending", "lease_until": {"$lt": now}}]},
+            {"_id": 1, "claims": 1, "status": 1},
+        ).sort("next_try_at", ASCENDING).limit(max(limit * 3, CLAIM_WINDOW))
+        candidates = [doc async for doc in cursor]
+        random.shuffle(candidates)  # concurrent workers spread over the due messages
+        claimed: list[dict[str, Any]] = []
+        for candidate in candidates:
+            if len(claimed) >= limit:
+                break
+            number = candidate.get("claims", 0) + 1
+            try:
+                await self.db.outbox_claims.insert_one({"_id": f"{candidate['_id']}:{number}", "owner": owner,
+                                                        "at": now})
+            except DuplicateKeyError:
+                continue  # another worker holds this claim
+            doc = await self.coll.find_one_and_update(
+                {"_id": candidate["_id"], "claims": number - 1, "status": candidate["status"]},
+                {"$set": {"status": "sending", "lease_owner": owner, "claims": number,
+                          "lease_until": now + timedelta(seconds=lease), "updated_at": now}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:
+                claimed.append(doc)
+        return claimed
+
+    def _held(self, doc: dict[str, Any], owner: str) -> dict[str, Any]:
+        return {"_id": doc["_id"], "status": "sending", "lease_owner": owner, "claims": doc["claims"]}
+
+    async def finish(self, doc: dict[str, Any], owner: str, status: str, attempts: list[dict],
+                     fields: dict[str, Any] | None = None) -> bool:
+        """Record the final outcome; ``False`` if the claim was lost meanwhile."""
+        assert status in FINAL
+        result = await self.coll.update_one(self._held(doc, owner), {
+            "$set": {"status": status, "lease_until": None, "finished_at": utcnow(), "updated_at": utcnow(),
+                     **(fields or {})},
+            "$push": {"attempts": {"$each": attempts}},
+            "$inc": {"tries": 1 if attempts else 0},
+        })
+        return result.modified_count == 1
+
+    async def retry_at(self, doc: dict[str, Any], owner: str, when: datetime, attempts: list[dict],
+                       fields: dict[str, Any] | None = None, count_try: bool = True) -> bool:
+        """Put the message back in the queue until ``when``."""
+        result = await self.coll.update_one(self._held(doc, owner), {
+            "$set": {"status": "queued", "next_try_at": when, "lease_until": None, "updated_at": utcnow(),
+                     **(fields or {})},
+            "$push": {"attempts": {"$each": attempts}},
+            "$inc": {"tries": 1 if count_try else 0},
+        })
+        return result.modified_count == 1
+
+    # -- pauses (45009: a template's daily quota is spent) ------------------------------
+    async def paused_until(self, key: str) -> datetime | None:
+        doc = await self.db.outbox_pauses.find_one({"_id": key})
+        if doc and doc["until"] > utcnow():
+            return doc["until"]
+        return None
+
+    async def pause(self, key: str, until: datetime) -> None:
+        await self.db.outbox_pauses.update_one({"_id": key}, {"$set": {"until": until, "at": utcnow()}},
+                                               upsert=True)
+
+    # -- delivery receipts (TEMPLATESENDJOBFINISH) ----------------------------------------
+    async def record_receipt(self, msgid: int, status: str) -> None:
+        """Store WeChat's delivery status for ``msgid``, and on its message once that is recorded sent.
+
+        The message is written only once it is ``sent``: the worker never writes it again after
+        that, so the two writers cannot overwrite each other (FerretDB updates are not atomic).
+        """
+        receipt = {"status": status, "at": utcnow()}
+        await self.db.template_receipts.update_one({"_id": msgid}, {"$set": receipt}, upsert=True)
+        sent = await self.db.template_msgids.find_one({"_id": msgid})
+        if sent:
+            await self.coll.update_one({"_id": sent["outbox_id"], "status": "sent"}, {"$set": {"delivery": receipt}})
+
+    async def sent_template(self, msgid: int, outbox_id: Any) -> None:
+        """After a template message is recorded sent: link its ``msgid``, and take a receipt that came first."""
+        await self.db.template_msgids.update_one({"_id": msgid}, {"$set": {"outbox_id": outbox_id}}, upsert=True)
+        doc = await self.db.template_receipts.find_one({"_id": msgid})
+        if doc:
+            await self.coll.update_one({"_id": outbox_id, "status": "sent"},
+                                       {"$set": {"delivery": {"status": doc["status"], "at": doc["at"]}}})
+
+    # -- operations (scripts/messages.py) ----------------------------------------------
+    async def find(self, statuses: tuple[str, ...] = ("undeliverable", "failed"),
+                   limit: int = 100) -> list[dict[str, Any]]:
+        cursor = self.coll.find({"status": {"$in": list(statuses)}}).sort("created_at", ASCENDING).limit(limit)
+        return [doc async for doc in cursor]
+
+    async def requeue(self, message_id: ObjectId | None = None,
+                      statuses: tuple[str, ...] = ("undeliverable", "failed")) -> int:
+        """Send again: one message by id, or every message in ``statuses``. Returns how many."""
+        query: dict[str, Any] = {"status": {"$in": list(statuses)}}
+        if message_id is not None:
+            query["_id"] = message_id
+        now = utcnow()
+        result = await self.coll.update_many(query, {
+            "$set": {"status": "queued", "next_try_at": now, "tries": 0, "channels_done": [],
+                     "updated_at": now, "requeued_at": now},
+        })
+        return result.modified_count
