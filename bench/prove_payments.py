@@ -46,7 +46,7 @@ def main() -> int:
             finally:
                 stack.stop()
             print("== payments with random faults and a killed process ==")
-            print(json.dumps(result, ensure_ascii=False, indent=2))
+            print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
             checks = {
                 "every order final": result["not_final"] == 0,
                 "one credit per credited order": result["credits"] == result["credited_orders"]
@@ -68,7 +68,7 @@ def main() -> int:
             finally:
                 stack.stop()
             print("== concurrent duplicate notifications ==")
-            print(json.dumps(result, ensure_ascii=False, indent=2))
+            print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
             passed = (result["credits"] == result["credited_orders"] == result["markers"] == args.storm
                       and result["balance_fen"] == result["expected_fen"])
             print(f"{'PASS' if passed else 'FAIL'} {args.storm} credits for {result['notifications']} notifications")

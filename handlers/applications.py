@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import spec
 from .base import APIHandler, InternalHandler, authenticated
 
 
@@ -54,3 +55,50 @@ default_handlers = [
     (r"/api/v1/applications/([^/]+)/cancel", ApplicationCancelHandler),
     (r"/internal/v1/applications/([^/]+)/stage", InternalStageHandler),
 ]
+
+_APP = spec.obj({"application": spec.ref("Application")})
+_NOT_FOUND = ["application_not_found"]
+
+openapi = {
+    "/api/v1/applications": {
+        "get": spec.operation(
+            "The user's applications (服务记录), newest first", tag="applications",
+            query={"status": spec.STRING, "page": {"type": "integer", "minimum": 1},
+                   "per_page": {"type": "integer", "minimum": 1, "maximum": 100}},
+            ok={200: spec.obj({"items": spec.array(spec.ref("Application")), "page": spec.INTEGER,
+                               "per_page": spec.INTEGER, "total": spec.INTEGER})},
+            errors={422: ["validation_failed"]}),
+        "post": spec.operation(
+            "Submit an application of a catalogue business type", tag="applications",
+            description="The form is checked against `GET /api/v1/services/{code}`. An `Idempotency-Key` "
+                        "header makes a retried submission answer 200 with the first one.",
+            body=spec.obj({"service": spec.STRING}, {
+                "account_no": spec.ACCOUNT_NO, "applicant": {"type": "object"}, "form": {"type": "object"},
+                "attachments": {"type": "object", "description": "kind -> [file_id]"},
+                "sms_code": spec.STRING}),
+            ok={201: spec.obj({"app_no": spec.STRING, "application": spec.ref("Application")}),
+                200: spec.obj({"app_no": spec.STRING, "application": spec.ref("Application")})},
+            errors={400: ["sms_code_invalid", "sms_code_expired", "sms_code_exhausted"],
+                    403: ["not_eligible"], 404: ["account_not_found", "service_not_found", "file_not_found"],
+                    409: ["conflict"], 422: ["validation_failed"],
+                    503: ["app_no_unavailable", "app_no_exhausted"]}),
+    },
+    "/api/v1/applications/{app_no}": {
+        "get": spec.operation("One of the user's applications, with its timeline", tag="applications",
+                              ok={200: _APP}, errors={404: _NOT_FOUND}),
+    },
+    "/api/v1/applications/{app_no}/cancel": {
+        "post": spec.operation("Cancel one's own application while its stage allows", tag="applications",
+                               ok={200: _APP}, errors={404: _NOT_FOUND, 409: ["cannot_cancel", "stage_conflict"]}),
+    },
+    "/internal/v1/applications/{app_no}/stage": {
+        "post": spec.operation(
+            "Move a work order to a stage (marketing system)", tag="internal",
+            body=spec.obj({"stage": spec.STRING}, {"operator": spec.STRING, "note": spec.STRING,
+                                                   "contract_no": spec.STRING}),
+            ok={200: spec.obj({"app_no": spec.STRING, "stage": spec.STRING, "status": spec.STRING,
+                               "history_length": spec.INTEGER})},
+            errors={404: [*_NOT_FOUND, "stage_not_found"], 409: ["invalid_stage_transition", "stage_conflict"],
+                    422: ["validation_failed"]}),
+    },
+}

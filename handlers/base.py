@@ -47,6 +47,12 @@ def to_json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, default=_default)
 
 
+def implemented_methods(handler: type) -> list[str]:
+    """The HTTP methods a handler class itself implements (not Tornado's 405 defaults), lower case."""
+    return [m for m in ("get", "post", "put", "patch", "delete")
+            if getattr(handler, m) is not getattr(tornado.web.RequestHandler, m)]
+
+
 class BaseHandler(tornado.web.RequestHandler):
     """Request id, client address from trusted proxies only, error rendering."""
 
@@ -90,6 +96,8 @@ class BaseHandler(tornado.web.RequestHandler):
             code, message = _HTTP_CODES.get(status_code, ("internal_error", "系统繁忙，请稍后再试"))
             body = {"code": code, "message": message}
         self.set_status(status_code)
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(m.upper() for m in implemented_methods(type(self))))
         if not self._headers.get("X-Request-Id"):
             self.set_header("X-Request-Id", getattr(self, "request_id", uuid.uuid4().hex))
         self.set_header("Content-Type", "application/json; charset=UTF-8")

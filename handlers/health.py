@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pymongo.errors import PyMongoError
 
+from . import spec
 from .base import BaseHandler
 
 
@@ -26,3 +27,11 @@ default_handlers = [
     (r"/healthz", HealthHandler),
     (r"/readyz", ReadyHandler),
 ]
+
+openapi = {
+    "/healthz": {"get": spec.operation("The process is alive", tag="meta",
+                                       ok={200: spec.obj({"status": spec.STRING})})},
+    "/readyz": {"get": spec.operation(
+        "The database answers", tag="meta", ok={200: spec.obj({"status": spec.STRING, "database": spec.STRING})},
+        description="503 with `{\"status\": \"unavailable\", \"database\": \"unreachable\"}` when it does not.")},
+}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import spec
 from .base import APIHandler, BaseHandler, authenticated
 
 
@@ -57,3 +58,50 @@ default_handlers = [
     (r"/api/v1/terminal/payments", TerminalPaymentsHandler),
     (r"/wechat/pay/notify", PayNotifyHandler),
 ]
+
+_PAYMENT = spec.obj({"payment": spec.ref("Payment")})
+
+openapi = {
+    "/api/v1/payments": {
+        "post": spec.operation(
+            "Pay an account by WeChat Pay (JSAPI): the parameters for wx.requestPayment", tag="payments",
+            body=spec.obj({"account_no": spec.ACCOUNT_NO, "amount_fen": {"type": "integer", "minimum": 1}}),
+            ok={201: spec.obj({"out_trade_no": spec.STRING, "amount_fen": spec.FEN, "expires_at": spec.STRING,
+                               "pay_params": {"type": "object"}})},
+            errors={404: ["account_not_found"], 409: ["payment_busy"], 422: ["validation_failed"],
+                    502: ["payment_order_failed"], 503: ["wechat_unavailable"]}),
+        "get": spec.operation("The user's payments, newest first (at most 100)", tag="payments",
+                              query={"account_no": spec.ACCOUNT_NO},
+                              ok={200: spec.obj({"payments": spec.array(spec.ref("Payment"))})}),
+    },
+    "/api/v1/payments/{out_trade_no}": {
+        "get": spec.operation("One of the user's payments (a pending one is first asked of WeChat)",
+                              tag="payments", path={"out_trade_no": {"type": "string",
+                                                                     "pattern": "^[A-Za-z0-9_-]{1,32}$"}},
+                              ok={200: _PAYMENT}, errors={404: ["payment_not_found"]}),
+    },
+    "/api/v1/terminal/payments": {
+        "post": spec.operation(
+            "Charge a payment code scanned at a service-hall terminal; answers the final outcome", tag="payments",
+            description="Idempotent by `terminal_trade_no`: the same number asks for the same payment's outcome.",
+            body=spec.obj({"account_no": spec.ACCOUNT_NO, "amount_fen": {"type": "integer", "minimum": 1},
+                           "auth_code": {"type": "string", "pattern": "^[0-9]{18}$"},
+                           "terminal_trade_no": spec.STRING}),
+            ok={200: spec.obj({"out_trade_no": spec.STRING,
+                               "status": {"type": "string", "enum": ["paid", "reversed", "failed", "pending"]}},
+                              {"reason": spec.STRING, "transaction_id": spec.nullable(spec.STRING),
+                               "account_no": spec.STRING, "amount_fen": spec.FEN})},
+            errors={403: ["terminal_disabled"], 404: ["account_not_found"], 409: ["terminal_trade_conflict"],
+                    422: ["validation_failed"], 503: ["wechat_unavailable"]}),
+    },
+    "/wechat/pay/notify": {
+        "post": spec.operation(
+            "WeChat Pay's payment notification (XML, signed with the API key)", tag="wechat",
+            description="Always answered 200 in WeChat's XML: `<xml><return_code>SUCCESS</return_code>...` once "
+                        "the order is recorded, `FAIL` with a message when the signature, appid, mch_id, "
+                        "order or amount do not check out (nothing changes then).",
+            body_content={"text/xml": {"schema": {"type": "string"}}}, body_required=False,
+            ok={200: {"description": "WeChat's XML answer",
+                      "content": {"text/xml": {"schema": {"type": "string"}}}}}),
+    },
+}

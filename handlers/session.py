@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from . import spec
 from .base import APIHandler, authenticated
 
 
@@ -28,3 +29,17 @@ default_handlers = [
     (r"/api/v1/session", SessionHandler),
     (r"/api/v1/me", MeHandler),
 ]
+
+openapi = {
+    "/api/v1/session": {
+        "post": spec.operation(
+            "Log in with a wx.login code", tag="session",
+            body=spec.obj({"code": {"type": "string", "description": "the js_code of wx.login"}}),
+            ok={200: spec.obj({"token": spec.STRING, "expires_in": spec.INTEGER, "user": spec.ref("User")})},
+            errors={401: ["wechat_login_failed"], 422: ["validation_failed"], 503: ["wechat_unavailable"]}),
+        "delete": spec.operation("Log out (the token stops working)", tag="session", ok={204: None}),
+    },
+    "/api/v1/me": {
+        "get": spec.operation("The current user", tag="session", ok={200: spec.obj({"user": spec.ref("User")})}),
+    },
+}

@@ -8,6 +8,7 @@ import tornado.web
 from wx_backend.errors import BadRequest, ValidationFailed
 from wx_backend.services.uploads import PayloadTooLarge
 
+from . import spec
 from .base import APIHandler, authenticated
 
 # multipart boundaries, part headers and a ``kind`` field fit in this
@@ -20,7 +21,13 @@ DISCARD_SLACK = 4 * 1024 * 1024
 class UploadsHandler(APIHandler):
     async def prepare(self) -> None:
         await super().prepare()
+        self._chunks: list[bytes] = []
+        self._too_large = False
         if self.request.method != "POST":
+            # any other method gets its 405 after the body is read (and dropped): answering before
+            # would reset the connection under a client still sending
+            self._keep = False
+            self.request.connection.set_max_body_size(MULTIPART_OVERHEAD)
             return
         # An anonymous body is read and dropped, and the 401 comes from post(): answering
         # before the body is consumed makes Tornado close the connection under the proxy,
@@ -35,7 +42,6 @@ class UploadsHandler(APIHandler):
             self._keep = False  # slightly over: read and drop, then answer 413 from post()
         else:
             self.request.connection.set_max_body_size(limit)
-        self._chunks: list[bytes] = []
 
     def data_received(self, chunk: bytes) -> None:
         if self._keep:
@@ -83,3 +89,25 @@ default_handlers = [
     (r"/api/v1/uploads", UploadsHandler),
     (r"/api/v1/uploads/([^/]+)", UploadHandler),
 ]
+
+openapi = {
+    "/api/v1/uploads": {
+        "post": spec.operation(
+            "Upload a JPEG, PNG or PDF (checked by content, size-capped)", tag="uploads",
+            body_content={"multipart/form-data": {"schema": spec.obj(
+                {"file": {"type": "string", "contentMediaType": "application/octet-stream"}},
+                {"kind": {"type": "string", "description": "attachment kind of the catalogue"}})}},
+            ok={201: spec.ref("Upload")},
+            errors={400: ["invalid_multipart"], 413: ["payload_too_large"],
+                    415: ["unsupported_media_type", "unsupported_file_type"],
+                    422: ["validation_failed", "empty_file"]}),
+    },
+    "/api/v1/uploads/{file_id}": {
+        "get": spec.operation(
+            "One's own upload, with its content type", tag="uploads",
+            ok={200: {"description": "the file", "content": {
+                t: {"schema": {"type": "string", "contentMediaType": t}}
+                for t in ("image/jpeg", "image/png", "application/pdf")}}},
+            errors={404: ["file_not_found"]}),
+    },
+}

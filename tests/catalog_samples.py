@@ -17,6 +17,8 @@ import math
 from datetime import date, timedelta
 from typing import Any
 
+from conftest import register_secret
+
 ID_WEIGHTS = [2 ** (17 - i) % 11 for i in range(17)]  # GB 11643: W_i = 2^(i-1) mod 11, i = 18..2
 ID_CHECK = "10X98765432"
 USCC_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
@@ -27,7 +29,7 @@ SAMPLE_CAPACITY_KVA = 630
 
 
 def resident_id(first17: str = "41042519850307123") -> str:
-    return first17 + ID_CHECK[sum(int(d) * w for d, w in zip(first17, ID_WEIGHTS, strict=True)) % 11]
+    return register_secret(first17 + ID_CHECK[sum(int(d) * w for d, w in zip(first17, ID_WEIGHTS, strict=True)) % 11])
 
 
 def credit_code(first17: str = "91410425MA44XKQ0D") -> str:

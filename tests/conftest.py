@@ -28,6 +28,17 @@ from wx_backend.security import request_signature
 
 TEST_DATA_KEY = base64.b64encode(b"test-data-key-0123456789abcdef!!").decode()
 
+# Every bearer token, mobile and ID number the helpers obtain or make up: none may ever appear
+# in a log line of any process of the session (checked by ``_no_secrets_in_logs``).
+SECRETS: set[str] = set()
+
+
+def register_secret(value):
+    """Remember ``value`` as a secret the logs must never show; returns it."""
+    if value:
+        SECRETS.add(str(value))
+    return value
+
 
 def base_env(db_name: str, mongodb_uri: str, sandbox_port: int, app_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WX_")}
@@ -173,7 +184,7 @@ class Stack:
         openid = openid or f"o_{uuid.uuid4().hex[:20]}"
         resp = self.api("POST", "/api/v1/session", json={"code": self.login_code(openid, unionid)})
         assert resp.status_code == 200, resp.text
-        return resp.json()["token"]
+        return register_secret(resp.json()["token"])
 
     def signed_headers(self, method: str, path: str, body: bytes = b"", *, secret: str | None = None,
                        timestamp: int | str | None = None, nonce: str | None = None) -> dict[str, str]:
@@ -218,6 +229,32 @@ def workdir():
     shutil.rmtree(path, ignore_errors=True)
 
 
+_SECRET_LIKE = re.compile(r"[A-Za-z0-9_-]{11,}")
+
+
+def secrets_in_logs(folder: Path) -> list[str]:
+    """Log lines under ``folder`` showing a registered secret (a token, a mobile, an ID number)."""
+    found = []
+    for path in sorted(folder.rglob("*.log")):
+        for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            for word in _SECRET_LIKE.findall(line):
+                # a mobile may also hide inside a longer run of digits or letters
+                windows = {word} | {word[i:i + 11] for i in range(len(word) - 10)}
+                hit = windows & SECRETS
+                if hit:
+                    found.append(f"{path.name}:{number}: {sorted(hit)[0][:6]}... in {line[:160]}")
+    return found
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_secrets_in_logs(workdir):
+    """After the whole session, every log of every process (app, workers, sandbox, nginx) is
+    searched for the tokens, mobiles and ID numbers the tests used: any hit fails the run."""
+    yield
+    leaks = secrets_in_logs(workdir)
+    assert not leaks, f"{len(leaks)} log lines show a secret:\n" + "\n".join(leaks[:20])
+
+
 @pytest.fixture(scope="session")
 def mongodb_uri(workdir):
     """MONGODB_URI if set, else a FerretDB of the session's own on a free port."""
@@ -260,7 +297,7 @@ def new_account_no() -> str:
 
 
 def new_mobile() -> str:
-    return f"139{uuid.uuid4().int % 10**8:08d}"
+    return register_secret(f"139{uuid.uuid4().int % 10**8:08d}")
 
 
 def put_account(stack: Stack, account_no: str | None = None, **fields) -> dict:
@@ -273,6 +310,7 @@ def put_account(stack: Stack, account_no: str | None = None, **fields) -> dict:
         "tariff": {"tou": True, "two_part": False, "max_demand": False}, "capacity_kva": 8,
         "balance_fen": 0, **fields,
     }
+    register_secret(body["phone"])
     resp = stack.internal("PUT", f"/internal/v1/accounts/{account_no}", json=body)
     assert resp.status_code in (200, 201), resp.text
     return {"account_no": account_no, **body}

@@ -32,13 +32,12 @@ def customer(stack, balance_fen: int = 0) -> dict:
     return {"token": token, "openid": openid, "account_no": account["account_no"]}
 
 
-def add_bill(stack, account_no: str, period: str, amount_fen: int, paid_fen: int = 0) -> None:
-    """An issued bill with the agreed fields (set-up; the marketing system's upsert is elsewhere)."""
-    stack.db.bills.insert_one({
-        "account_no": account_no, "period": period, "amount_fen": amount_fen, "paid_fen": paid_fen,
-        "status": "unpaid" if paid_fen == 0 else "partial", "due_date": f"{period}-25",
-        "issued_at": datetime.now(UTC), "settlements": [],
-    })
+def add_bill(stack, account_no: str, period: str, amount_fen: int) -> None:
+    """An issued, unpaid bill, sent as the marketing system sends it."""
+    body = {"amount_fen": amount_fen, "due_date": f"{period}-25", "readings": {"previous": 1000, "current": 1100},
+            "kwh": {"total": 100}, "prices": {"flat": 5600}}
+    resp = stack.internal("PUT", f"/internal/v1/accounts/{account_no}/bills/{period}", json=body)
+    assert resp.status_code in (200, 201), resp.text
 
 
 def bills(stack, account_no: str) -> dict[str, dict]:

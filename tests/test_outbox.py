@@ -271,3 +271,23 @@ def test_messages_script_lists_resends_and_shows_links(stack):
     assert again["status"] == "sent" and again["channel"] == "official_account"
     assert len(oa_messages(stack, oa_openid)) == 1
     assert script("resend", str(doc["_id"])).returncode == 1, "a sent message is not sent again"
+
+
+def test_webhook_opens_sealed_personal_data_only_in_the_signed_request(stack):
+    """The outbox stores application.created with personal data encrypted; the request to the
+    marketing system carries it in clear under ``personal``, signed."""
+    import json as _json
+
+    from wx_backend.config import Config
+    from wx_backend.security import DataProtector, request_signature
+    from wx_backend.services.webhook import WebhookSender
+
+    config = Config.from_env({**stack.env, "WX_WEBHOOK_URL": "http://127.0.0.1:9/hook"})
+    values = {"applicant.id_no": "11010519491231002X", "applicant.mobile": "18201322796"}
+    sealed = DataProtector(config.data_key_bytes).encrypt(_json.dumps(values), "webhook")
+    request = WebhookSender(config).signed_request("application.created", {"app_no": "1", "sealed": sealed}, "e1")
+    sent = _json.loads(request.body)
+    assert sent["body"] == {"app_no": "1", "personal": values}
+    h = request.headers
+    assert h["X-Signature"] == request_signature(config.internal_secret, "POST", "/hook", h["X-Timestamp"],
+                                                 h["X-Nonce"], request.body)

@@ -54,6 +54,15 @@ def test_jsapi_happy_path_credits_once_settles_bills_oldest_first(stack):
     assert b["2026-09"]["settlements"][0]["out_trade_no"] == otn
     credit = stack.db.payment_credits.find_one({"_id": otn})
     assert [s["period"] for s in credit["settlements"]] == ["2026-08", "2026-09"]
+    # the receipt and the marketing system's webhook, queued once each
+    receipt = wait_for(lambda: stack.db.outbox.find_one({"dedupe_key": f"payment:{otn}"}))
+    assert receipt["kind"] == "notify" and receipt["payload"]["message"] == "payment_received"
+    assert receipt["payload"]["data"]["amount_fen"] == 12000
+    assert receipt["payload"]["page"] == f"pages/payments/result?out_trade_no={otn}"
+    hook = stack.db.outbox.find_one({"dedupe_key": f"webhook:payment.credited:{otn}"})
+    assert hook["payload"]["event"] == "payment.credited" and hook["payload"]["body"]["amount_fen"] == 12000
+    assert [s["period"] for s in hook["payload"]["body"]["settlements"]] == ["2026-08", "2026-09"]
+    assert wait_for(lambda: stack.db.payment_credits.find_one({"_id": otn, "state": "done"}))
     notes = list(stack.db.payment_events.find({"out_trade_no": otn, "kind": "notification"}))
     assert notes and notes[0]["outcome"] == "accepted" and "sign" not in notes[0]["fields"]
     assert wait_for(lambda: order_view(stack, otn)["notify_status"] == "delivered")
@@ -74,6 +83,7 @@ def test_jsapi_happy_path_credits_once_settles_bills_oldest_first(stack):
     assert replied_success(again)
     assert balance(stack, cust["account_no"]) == -3000
     assert bills(stack, cust["account_no"])["2026-09"]["paid_fen"] == 7000
+    assert stack.db.outbox.count_documents({"dedupe_key": {"$regex": otn}}) == 2
 
 
 def test_payment_larger_than_bills_leaves_the_rest_as_balance(stack):

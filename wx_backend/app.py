@@ -74,7 +74,7 @@ class Application(tornado.web.Application):
         self.seals = SealService(self.db, self.protector, self.sms, self.uploads, self.seal_authority, self.documents)
         self.contracts = ContractService(
             self.db, self.seals, self.seal_authority, self.documents, self.uploads, applications=self.applications,
-            outbox=getattr(self, "outbox", None), notifications=getattr(self, "notifications", None),
+            outbox=self.outbox, notifications=self.notifications,
         )
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)

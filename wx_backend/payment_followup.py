@@ -44,6 +44,8 @@ class Standalone:
     def __init__(self, config: Config):
         from .security import DataProtector
         from .services.accounts import AccountService
+        from .services.notifications import Notifications
+        from .services.outbox import Outbox
         from .services.payments import PaymentService
         from .services.signing import RequestVerifier
         from .services.terminals import TerminalService
@@ -54,7 +56,9 @@ class Standalone:
         self.db = self.client[config.db_name]
         self.wechat = WeChat(config, self.db)
         protector = DataProtector(config.data_key_bytes)
-        self.payments = PaymentService(self.db, self.wechat.pay, AccountService(self.db, protector), config)
+        outbox = Outbox(self.db)
+        self.payments = PaymentService(self.db, self.wechat.pay, AccountService(self.db, protector), config,
+                                       outbox, Notifications(self.db, outbox, self.wechat, config))
         self.wechat.pay.on_call = self.payments.record_call
         self.terminals = TerminalService(self.db, protector, RequestVerifier(self.db))
 

@@ -131,11 +131,16 @@ class ContractService:
         """Render and store the contract of application ``app_no`` and move the work order to
         合同签订. ``body``: ``{"template", "terms": {...}, "term_months"}``. Returns
         ``(contract, created)``; issuing again for the same application returns the existing one."""
-        application = await self._application(app_no)
+        application = await self.applications.get(app_no)
         template, terms, term_months = self._validate_issue(body)
         existing = await self._existing_for(app_no)
         if existing is not None:
+            if application["stage"] != CONTRACT_STAGE and self._may_sign(application):
+                await self._on_issued(application, existing, operator)  # repair an interrupted issue
             return existing, False
+        if application["stage"] != CONTRACT_STAGE and not self._may_sign(application):
+            raise Conflict("工单当前环节不能签订合同", code="invalid_stage_transition",
+                           details={"from": application["stage"], "to": CONTRACT_STAGE})
         authority = await self.authority.get()
         contract_no = self._new_contract_no()
         context = self._context(application, contract_no, terms, term_months, authority.utility_org)
@@ -539,14 +544,9 @@ class ContractService:
         }
 
     # -- the application, notifications, the marketing system ---------------------------------
-    async def _application(self, app_no: str) -> dict[str, Any]:
-        """The application, which must be at 供电方案答复 (or already at 合同签订) to get a contract."""
-        doc = await self.applications.get(app_no)
-        if doc["stage"] != CONTRACT_STAGE and CONTRACT_STAGE not in self.applications.catalog.next_stages(
-                doc["service"], doc["stage"]):
-            raise Conflict("工单当前环节不能签订合同", code="invalid_stage_transition",
-                           details={"from": doc["stage"], "to": CONTRACT_STAGE})
-        return doc
+    def _may_sign(self, application: dict[str, Any]) -> bool:
+        """The work order may move to 合同签订 from its current stage (供电方案答复)."""
+        return CONTRACT_STAGE in self.applications.catalog.next_stages(application["service"], application["stage"])
 
     async def _on_issued(self, application: dict[str, Any], contract: dict[str, Any], operator: str) -> None:
         """The work order moves to 合同签订 with the contract number (the applications service

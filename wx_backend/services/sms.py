@@ -72,7 +72,7 @@ def check_mobile(value: Any, field: str = "mobile") -> str:
 
 
 def check_purpose(value: Any) -> str:
-    if value not in PURPOSES:
+    if not isinstance(value, str) or value not in PURPOSES:  # a JSON object is unhashable
         raise ValidationFailed(details=[{"field": "purpose", "message": "验证码用途无效，可选："
                                          + "、".join(PURPOSES)}])
     return value
@@ -197,7 +197,7 @@ class SmsService:
         errors = []
         if not is_mobile(mobile):
             errors.append({"field": "mobile", "message": "请输入 11 位手机号码"})
-        if purpose not in PURPOSES:
+        if not isinstance(purpose, str) or purpose not in PURPOSES:  # a JSON object is unhashable
             errors.append({"field": "purpose", "message": "验证码用途无效，可选：" + "、".join(PURPOSES)})
         if errors:
             raise ValidationFailed(details=errors)

@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from ..config import Config
-from ..security import request_signature
+from ..security import DataProtector, request_signature
 from .notifications import Outcome, attempt
 
 
@@ -28,8 +28,20 @@ class WebhookSender:
         self.url = config.webhook_url
         self.secret = config.internal_secret
         self.timeout = config.wechat_timeout
+        self.protector = DataProtector(config.data_key_bytes)
+
+    def opened(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body as the marketing system receives it: personal data the outbox keeps only
+        encrypted (``sealed``) is opened into ``personal`` at the last moment, for the signed
+        request to the utility's own system."""
+        if not isinstance(body.get("sealed"), str):
+            return {k: v for k, v in body.items() if k != "sealed"}
+        opened = {k: v for k, v in body.items() if k != "sealed"}
+        opened["personal"] = json.loads(self.protector.decrypt(body["sealed"], "webhook"))
+        return opened
 
     def signed_request(self, event: str, body: dict[str, Any], event_id: str) -> HTTPRequest:
+        body = self.opened(body)
         raw = json.dumps({"event": event, "body": body}, ensure_ascii=False, default=str).encode()
         ts, nonce = str(int(time.time())), secrets.token_hex(16)
         path = urlsplit(self.url).path or "/"
