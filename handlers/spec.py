@@ -144,5 +144,11 @@ COMPONENTS: dict[str, Schema] = {
     }, {"ref": nullable(STRING), "area": nullable(STRING), "published_at": STRING, "updated_at": STRING}),
     "Payment": obj({"out_trade_no": STRING, "account_no": STRING, "amount_fen": FEN, "channel": STRING,
                     "status": STRING}),
+    "Contract": obj({"contract_no": STRING, "app_no": STRING, "account_no": STRING, "template": STRING,
+                     "title": STRING, "status": STRING, "status_label": STRING},
+                    {"term_months": INTEGER, "parties": {"type": "object"}, "signatures": array({"type": "object"})}),
+    "Seal": obj({"seal_id": STRING, "kind": STRING, "org_name": STRING, "status": STRING},
+                {"title": STRING, "credit_code": STRING, "legal_rep": STRING,
+                 "mobile": {"type": "string", "description": "masked"}, "status_label": STRING}),
     "SmsSent": obj({"sent_to": {"type": "string", "description": "masked mobile"}, "expires_in": INTEGER}),
 }

@@ -1,6 +1,6 @@
 """Operate the outbox: ``python -m scripts.messages COMMAND``.
 
-  list [--status undeliverable,failed] [--limit N]   messages that did not arrive, with their tries
+  list [--status undeliverable,failed] [--limit N]   messages that did not arrive, newest first, with their tries
   resend ID | --all [--status ...]                  queue again (one message, or every one listed)
   user REF                                          a user's links: openids, unionid, follow state,
                                                     bound accounts (REF = user id, openid or unionid)

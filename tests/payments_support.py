@@ -69,7 +69,7 @@ def order(stack, out_trade_no: str) -> dict:
     return stack.db.payments.find_one({"out_trade_no": out_trade_no})
 
 
-def wait_status(stack, out_trade_no: str, statuses=FINAL, timeout: float = 20.0) -> dict:
+def wait_status(stack, out_trade_no: str, statuses=FINAL, timeout: float = 60.0) -> dict:
     return wait_for(lambda: (o := order(stack, out_trade_no)) and o["status"] in statuses and o, timeout=timeout)
 
 

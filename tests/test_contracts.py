@@ -3,6 +3,7 @@ download; both signatures checked by the project's verifier and by poppler's pdf
 
 from __future__ import annotations
 
+import base64
 import io
 import subprocess
 import threading
@@ -18,7 +19,10 @@ from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 from test_contract_documents import CERT_TRUSTED, SIG_VALID, _pdfsig, _pdftext, _red_bbox
+from test_official_account import follow, ids, wait_until
 from test_seals import _scanned_seal_jpeg
+
+from wx_backend.services.notifications import load_catalogue
 
 CUSTOMER = "郏县惠源纺织有限公司"
 
@@ -57,7 +61,9 @@ def _verify(stack, token, pdf: bytes) -> dict:
 @pytest.fixture(scope="module")
 def journey(stack, tmp_path_factory):
     """The manual's whole path for one customer, over HTTP."""
-    token = stack.login()
+    mp_openid, oa_openid, unionid = ids("contract")
+    token = stack.login(mp_openid, unionid)
+    follow(stack, oa_openid, unionid)  # follows the official account: template messages reach them
     # 企业新装 (high voltage) through the API, then the marketing system moves it to 供电方案答复
     created, _ = submitted(stack, token, "enterprise_new", **{"form.customer_class": "高压"})
     app_no = created["app_no"]
@@ -65,6 +71,10 @@ def journey(stack, tmp_path_factory):
         assert advance(stack, app_no, stage).status_code == 200
     issued = issue_contract(stack, app_no)
     contract_no = issued["contract_no"]
+    template_id = load_catalogue()["contract_ready"].official_account.template_id
+    ready = wait_until(lambda: [m for m in stack.sandbox_call(
+        "GET", "/sandbox/oa/messages", params={"touser": oa_openid}).json()["messages"]
+        if m.get("template_id") == template_id], timeout=20)
     seal = apply_seal(stack, token, org_name=CUSTOMER)
     preview = _preview(stack, token, contract_no, seal["seal_id"])
     assert preview.status_code == 201, preview.text
@@ -75,7 +85,7 @@ def journey(stack, tmp_path_factory):
     download = stack.api("GET", f"/api/v1/contracts/{contract_no}/pdf", token=token)
     folder = tmp_path_factory.mktemp("contract")
     (folder / "root.pem").write_bytes(stack.api("GET", "/api/v1/seal-authority/root.pem").content)
-    return {"token": token, "app_no": app_no, "issued": issued, "seal": seal, "preview": preview,
+    return {"token": token, "app_no": app_no, "issued": issued, "ready": ready, "seal": seal, "preview": preview,
             "preview_pdf": preview_pdf, "confirmed": confirm.json()["contract"], "download": download,
             "signed": download.content, "folder": folder}
 
@@ -91,6 +101,10 @@ def test_issue_moves_the_work_order_to_contract_signing_and_is_idempotent(stack,
     doc = stack.db.applications.find_one({"app_no": journey["app_no"]})
     moves = [h for h in doc["history"] if h["stage"] == "contract_signing" and "event" not in h]
     assert [h["operator"] for h in moves] == ["吕东涛"]  # one move, by the issuer
+    # the customer got the 合同签订 template message, opening the signing page
+    assert journey["ready"], "no contract_ready template message"
+    message = journey["ready"][0]
+    assert issued["contract_no"] in str(message.get("miniprogram") or message)
     again = issue_contract(stack, journey["app_no"], expect=200)
     assert again["contract_no"] == issued["contract_no"]
     assert stack.db.contracts.count_documents({"app_no": journey["app_no"]}) == 1
@@ -162,6 +176,16 @@ def test_confirm_signs_with_both_seals_and_the_contract_is_signed(stack, journey
     signed = [h for h in app["history"] if h.get("event") == "contract_signed"]
     assert len(signed) == 1 and signed[0]["contract_no"] == c["contract_no"] and "已签字" in signed[0]["note"]
     assert app["contract_signed"]["contract_no"] == c["contract_no"]
+    # the signed file is queued for the marketing system's webhook, with its hash
+    hook = stack.db.outbox.find_one({"dedupe_key": f"contract.signed:{c['contract_no']}"})
+    assert hook["kind"] == "webhook" and hook["payload"]["event"] == "contract.signed"
+    body = hook["payload"]["body"]
+    assert body["app_no"] == journey["app_no"] and body["sha256"] == c["sha256"]
+    assert base64.b64decode(body["pdf_base64"]) == journey["signed"]
+    assert [s["role"] for s in body["signatures"]] == ["customer", "supplier"]
+    # and the customer is told
+    notice = stack.db.outbox.find_one({"dedupe_key": f"contract.signed.notice:{c['contract_no']}"})
+    assert notice["kind"] == "notify" and notice["payload"]["data"]["stage"] == "合同已签字"
     # another user sees nothing of it
     other = stack.login()
     for path in ["", "/pdf"]:

@@ -28,6 +28,9 @@ from handlers.openapi import document
 
 MAX_EXAMPLES = int(os.environ.get("WX_FUZZ_EXAMPLES", "15"))
 
+# a PDF body (contract verification) is sent as raw bytes, like any binary body
+schemathesis.serializer.alias("application/pdf", "application/octet-stream")
+
 schema = schemathesis.openapi.from_dict(document())
 
 # valid-by-schema data is often refused by business rules the schema cannot state (a wrong
@@ -35,6 +38,12 @@ schema = schemathesis.openapi.from_dict(document())
 EXCLUDED = [positive_data_acceptance, use_after_free, ensure_resource_availability]
 
 CALLS = {"count": 0}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _report_figures():
+    yield
+    print(f"\nschemathesis: {CALLS['count']} requests over {len(list(schema.get_all_operations()))} operations")
 
 
 @pytest.fixture(scope="module")

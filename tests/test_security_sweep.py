@@ -17,8 +17,10 @@ import uuid
 
 import pytest
 from application_support import submitted
+from bson import ObjectId
 from catalog_samples import resident_id
 from conftest import SECRETS, bind_account, error_of, put_account, secrets_in_logs
+from contract_support import apply_seal, create_application, issue_contract
 from payments_support import register_terminal
 from query_support import flat_bill, put_bill
 
@@ -65,8 +67,14 @@ def world(stack):
     assert resp.status_code == 201, resp.text
     out_trade_no = resp.json()["out_trade_no"]
     file_id = next(f for files in body["attachments"].values() for f in files)
+    seal = apply_seal(stack, a_token)
+    contract = issue_contract(stack, create_application(stack, a_token, account["account_no"]))
+    resp = stack.api("POST", f"/api/v1/contracts/{contract['contract_no']}/preview", token=a_token,
+                     json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}})
+    assert resp.status_code == 201, resp.text
     values = {"account_no": account["account_no"], "app_no": app_no, "file_id": file_id,
-              "out_trade_no": out_trade_no, "period": PERIOD}
+              "out_trade_no": out_trade_no, "period": PERIOD, "seal_id": seal["seal_id"],
+              "contract_no": contract["contract_no"], "preview_id": resp.json()["preview"]["preview_id"]}
     return {"a": a_token, "b": b_token, "account": account, "values": values, "body": body,
             "terminal": register_terminal(stack, "安全巡检终端")}
 
@@ -77,11 +85,14 @@ def snapshot(stack, values: dict[str, str]) -> dict:
     app = stack.db.applications.find_one({"app_no": values["app_no"]}, {"_id": 0})
     payment = stack.db.payments.find_one({"out_trade_no": values["out_trade_no"]}, {"_id": 0})
     bill = stack.db.bills.find_one({"account_no": values["account_no"], "period": PERIOD}, {"_id": 0})
+    contract = stack.db.contracts.find_one({"contract_no": values["contract_no"]}, {"_id": 0})
+    seal = stack.db.seals.find_one({"_id": ObjectId(values["seal_id"])})
     return json.loads(json.dumps({
         "account": account, "bindings": account["bindings"],
         "app": {k: app.get(k) for k in ("stage", "status", "history", "user_id", "updated_at")},
         "payment": {k: payment.get(k) for k in ("status", "user_id", "amount_fen")},
-        "bill": bill,
+        "bill": bill, "contract": contract,
+        "seal": {k: seal.get(k) for k in ("status", "user_id", "revoked_at")},
     }, default=str))
 
 

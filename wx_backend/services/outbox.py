@@ -21,7 +21,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
-from pymongo import ASCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
@@ -171,7 +171,7 @@ class Outbox:
     # -- operations (scripts/messages.py) ----------------------------------------------
     async def find(self, statuses: tuple[str, ...] = ("undeliverable", "failed"),
                    limit: int = 100) -> list[dict[str, Any]]:
-        cursor = self.coll.find({"status": {"$in": list(statuses)}}).sort("created_at", ASCENDING).limit(limit)
+        cursor = self.coll.find({"status": {"$in": list(statuses)}}).sort("created_at", DESCENDING).limit(limit)
         return [doc async for doc in cursor]
 
     async def requeue(self, message_id: ObjectId | None = None,
