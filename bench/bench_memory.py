@@ -1,13 +1,13 @@
 """Peak memory of one backend process under the loads of bench_bills.py and bench_orders.py.
 
-    python bench/bench_memory.py [--requests 3000] [--orders 1000] [--concurrency 32] [--duration 60]
-                                 [--latency-ms 300]
+    python bench/bench_memory.py [--requests 3000] [--orders 1000] [--bills 24] [--concurrency 32]
+                                 [--duration 60] [--latency-ms 300]
 
 One backend process serves, one after the other, the bills list (``--requests`` GETs of an
-account with 24 bills) and JSAPI order creation with the sandbox ``--latency-ms`` late
+account with ``--bills`` bills) and JSAPI order creation with the sandbox ``--latency-ms`` late
 (``--orders`` POSTs), each with ``--concurrency`` clients and at most ``--duration`` seconds.
 Prints the process's resident-memory high-water mark (``VmHWM`` in ``/proc/<pid>/status``)
-and current size (``VmRSS``) after start-up, after each load, in MiB.
+and current size (``VmRSS``) before set-up and after each load, in MiB.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=3000, help="bills list GETs")
     parser.add_argument("--orders", type=int, default=1000, help="order POSTs")
+    parser.add_argument("--bills", type=int, default=24, help="bills of the account listed")
     parser.add_argument("--concurrency", type=int, default=32)
     parser.add_argument("--duration", type=float, default=60.0, help="seconds at most per load")
     parser.add_argument("--latency-ms", type=float, default=300.0, help="added to every WeChat call")
@@ -39,9 +40,9 @@ def run(stack, args: argparse.Namespace) -> None:
         print(f"{stage:<46} VmHWM {hwm / 1024:7.1f} MiB   VmRSS {rss / 1024:7.1f} MiB", flush=True)
 
     report("before set-up")
-    token, path = customer_with_bills(stack, 24)
+    token, path = customer_with_bills(stack, args.bills)
     cust = customer(stack)
-    report("after set-up (2 customers, 24 bills)")
+    report(f"after set-up (2 customers, {args.bills} bills)")
     run_load("bills list", bills_request(stack, token, path), requests=args.requests,
              concurrency=args.concurrency, duration=args.duration)
     report("after the bills load")

@@ -41,8 +41,8 @@ def test_every_bench_script_prints_its_figures(stack, mongodb_uri, capsys):
         orders = capsys.readouterr().out
         bench_confirm.run(stack, bench_confirm.parse(["--runs", "1", "--warmup", "0"]))
         confirm = capsys.readouterr().out
-        bench_memory.run(stack, bench_memory.parse(["--requests", "4", "--orders", "2", "--concurrency", "2",
-                                                    "--duration", "10", "--latency-ms", "50"]))
+        bench_memory.run(stack, bench_memory.parse(["--requests", "4", "--orders", "2", "--bills", "2",
+                                                    "--concurrency", "2", "--duration", "10", "--latency-ms", "50"]))
         memory = capsys.readouterr().out
         bills_out = bills.communicate(timeout=120)[0]
     finally:
