@@ -57,9 +57,9 @@ def database_alone(stack, cust: dict, load: dict):
         db = AsyncMongoClient(stack.mongodb_uri, tz_aware=True, maxPoolSize=load["concurrency"])[stack.db_name]
 
         async def op():
-            session = await db.sessions.find_one({"token_hash": token_hash(cust["token"])})
+            session = await db.sessions.find_one({"_id": token_hash(cust["token"])})
             user = await db.users.find_one({"_id": session["user_id"]})
-            await db.accounts.find_one({"account_no": cust["account_no"], "bindings.user_id": user["_id"]})
+            await db.accounts.find_one({"_id": cust["account_no"]})
             otn = "B" + secrets.token_hex(12)
             await db.payments.insert_one({"out_trade_no": otn, "channel": "bench", "account_no": cust["account_no"],
                                           "user_id": user["_id"], "amount_fen": 100, "status": "created",

@@ -39,6 +39,7 @@ from wx_backend.embedded import FerretDB  # noqa: E402
 from wx_backend.security import DataProtector  # noqa: E402
 from wx_backend.services.accounts import AccountService  # noqa: E402
 from wx_backend.services.billing import new_bill_doc, validate_bill  # noqa: E402
+from wx_backend.services.keys import reading_id  # noqa: E402
 from wx_backend.services.periods import add_months, local_today, period_days, period_of  # noqa: E402
 
 CHUNK = 5000
@@ -99,7 +100,8 @@ async def load(uri: str, db_name: str, count: int, months: int, bound: int) -> d
     t_bills = time.perf_counter() - t0
     # daily readings of this month for the accounts the benchmark users bind
     today = local_today(now).isoformat()
-    days = [{"account_no": a["account_no"], "kind": "day", "key": d, "kwh": 7, "created_at": now, "updated_at": now}
+    days = [{"_id": reading_id(a["account_no"], "day", d), "account_no": a["account_no"], "kind": "day", "key": d,
+             "kwh": 7, "created_at": now, "updated_at": now}
             for a in accounts[:bound] for d in period_days(this_period) if d < today]
     if days:
         await db.usage.insert_many(days, ordered=False)
@@ -108,16 +110,15 @@ async def load(uri: str, db_name: str, count: int, months: int, bound: int) -> d
 
 
 async def bind(stack: Stack, users: int) -> list[tuple[str, str]]:
-    """Log users in over HTTP; give each one account (written directly, by _id)."""
+    """Log users in over HTTP; give each one account (written directly)."""
     pairs = []
     db = stack.db
-    ids = {a["account_no"]: a["_id"] for a in db.accounts.find({}, {"account_no": 1})}
     for i in range(users):
         openid = f"o_bench_{i:06d}"
         token = stack.login(openid)
         user = db.users.find_one({"mp_openid": openid})
         account_no = f"7{i:09d}"
-        db.accounts.update_one({"_id": ids[account_no]}, {"$push": {"bindings": {
+        db.accounts.update_one({"_id": account_no}, {"$push": {"bindings": {
             "user_id": user["_id"], "role": "holder", "bound_at": utcnow()}}})
         pairs.append((token, account_no))
     return pairs

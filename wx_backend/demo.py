@@ -23,6 +23,7 @@ from .services.accounts import AccountService
 from .services.applications import ApplicationService, status_of
 from .services.billing import new_bill_doc, validate_bill
 from .services.catalog import default_dirs, load_catalog
+from .services.keys import reading_id
 from .services.outages import OutageService
 from .services.periods import SHANGHAI, add_months, local_today, period_days, period_of
 from .services.usage import check_entry
@@ -147,7 +148,8 @@ async def _load_bills_and_usage(db: AsyncDatabase, accounts: list[dict[str, Any]
         for day in last_days + this_days:
             values, errors = check_entry({"date": day, "kwh": daily * rng.randrange(70, 131) // 100})
             assert not errors, errors
-            days.append({"account_no": no, **values, "created_at": now, "updated_at": now})
+            days.append({"_id": reading_id(no, values["kind"], values["key"]), "account_no": no, **values,
+                         "created_at": now, "updated_at": now})
     summary = {"bills_created": await _insert_missing(db.bills, bills),
                "readings_created": await _insert_missing(db.usage, days)}
     await db.demo_state.update_one({"_id": marker}, {"$set": {"at": now}}, upsert=True)
@@ -222,7 +224,7 @@ async def load_applications(db: AsyncDatabase, config: Config) -> int:
     )
     for account_no in ("5263900000", "5263900001"):
         bound = await db.accounts.update_one(
-            {"account_no": account_no, "bindings.user_id": {"$ne": user["_id"]}},
+            {"_id": account_no, "bindings.user_id": {"$ne": user["_id"]}},
             {"$push": {"bindings": {"user_id": user["_id"], "role": "holder", "bound_at": now}}},
         )
         if bound.modified_count:

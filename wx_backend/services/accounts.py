@@ -20,6 +20,8 @@ has not bound is "not found", whether or not it exists.
 from __future__ import annotations
 
 import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +33,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from ..db import utcnow
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
 from ..security import DataProtector, mask_name, mask_phone
+from .locks import Locks
 from .sms import CODE_TTL, SmsService, is_mobile
 
 INDEXES = {
@@ -44,6 +47,8 @@ INDEXES = {
 
 MAX_ACCOUNTS = 9
 QUOTA_SETTLE = timedelta(seconds=60)  # longer than any bind request takes
+ACCOUNT_LOCK_LEASE = 15.0  # an account or bill is rewritten in milliseconds
+ACCOUNT_LOCK_WAIT = 10.0
 CUSTOMER_CLASSES = ("低压居民", "低压非居民", "高压")
 TARIFF_FLAGS = ("tou", "two_part", "max_demand")
 _ACCOUNT_NO = re.compile(r"^[0-9]{10}$")
@@ -64,6 +69,20 @@ class AccountService:
         self.db = db
         self.protector = protector
         self.sms = sms
+        self.locks = Locks(db)
+
+    @asynccontextmanager
+    async def locked(self, account_no: str) -> AsyncIterator[None]:
+        """Hold the account's lock (the one the payments service credits under) while rewriting it:
+        FerretDB applies an update as read-then-replace, so two unlocked writers of the same
+        account document can undo each other (services/locks.py)."""
+        token = await self.locks.acquire(f"account:{account_no}", ACCOUNT_LOCK_LEASE, ACCOUNT_LOCK_WAIT)
+        if token is None:
+            raise Conflict("户号正在办理其他业务，请稍后重试", code="account_busy")
+        try:
+            yield
+        finally:
+            await self.locks.release(token)
 
     # -- from the marketing system ------------------------------------------------------
     async def upsert(self, account_no: str, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -81,22 +100,14 @@ class AccountService:
         if "balance_fen" not in values:
             on_insert["balance_fen"] = 0
         update = {"$set": {**values, "updated_at": now}, "$setOnInsert": on_insert}
-        for attempt in range(2):
-            try:
-                before = await self.db.accounts.find_one_and_update(
-                    {"account_no": account_no}, update, upsert=True, return_document=ReturnDocument.BEFORE,
-                )
-                break
-            except DuplicateKeyError:
-                # two upserts of a new account raced: the other one created it; now it is an update
-                if attempt:
-                    raise
-        if before is None:
-            # FerretDB 1.24 drops an empty array given in $setOnInsert; $set keeps it
-            await self.db.accounts.update_one(
-                {"account_no": account_no, "bindings": {"$exists": False}}, {"$set": {"bindings": []}},
+        async with self.locked(account_no):
+            before = await self.db.accounts.find_one_and_update(
+                {"_id": account_no}, update, upsert=True, return_document=ReturnDocument.BEFORE,
             )
-        account = await self.db.accounts.find_one({"account_no": account_no})
+            if before is None:
+                # FerretDB 1.24 drops an empty array given in $setOnInsert; $set keeps it
+                await self.db.accounts.update_one({"_id": account_no}, {"$set": {"bindings": []}})
+        account = await self.db.accounts.find_one({"_id": account_no})
         return account, before is None
 
     async def insert_new(self, items: list[tuple[str, dict[str, Any]]]) -> int:
@@ -107,7 +118,8 @@ class AccountService:
         for account_no, fields in items:
             values = self._validate(account_no, fields)
             phone = values.pop("phone")
-            docs.append({"account_no": account_no, **values, "balance_fen": values.get("balance_fen", 0),
+            docs.append({"_id": account_no, "account_no": account_no, **values,
+                         "balance_fen": values.get("balance_fen", 0),
                          "phone_enc": self.protector.encrypt(phone, "phone"),
                          "phone_hash": self.protector.lookup_hash(phone, "phone"),
                          "bindings": [], "created_at": now, "updated_at": now})
@@ -187,7 +199,7 @@ class AccountService:
         if not is_account_no(account_no):
             raise ValidationFailed(details=[{"field": "account_no", "message": "户号应为 10 位数字"}])
         await self._sms.charge_user(user["_id"])
-        account = await self.db.accounts.find_one({"account_no": account_no})
+        account = await self.db.accounts.find_one({"_id": account_no})
         if account is None:
             raise _account_not_found()
         phone = self._phone(account)
@@ -211,7 +223,7 @@ class AccountService:
         if errors:
             raise ValidationFailed(details=errors)
         uid = user["_id"]
-        account = await self.db.accounts.find_one({"account_no": account_no})
+        account = await self.db.accounts.find_one({"_id": account_no})
         if account is None:
             raise _account_not_found()
         if _binding_of(account, uid) is not None:
@@ -224,50 +236,53 @@ class AccountService:
                            details=[{"field": "holder_name", "message": "与登记信息不一致"}])
         await self._reserve_slot(uid)
         binding = {"user_id": uid, "role": "holder", "bound_at": utcnow()}
-        updated = await self.db.accounts.find_one_and_update(
-            {"account_no": account_no, "bindings.user_id": {"$ne": uid}},
-            {"$push": {"bindings": binding}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if updated is None:  # bound by a concurrent request of the same user
-            await self._release_slot(uid)
-            updated = await self.db.accounts.find_one({"account_no": account_no})
-            if updated is None:
-                raise _account_not_found()
-            return {**self.public(updated, uid), "created": False}
-        return {**self.public(updated, uid), "created": True}
+        created, current = False, None
+        try:
+            async with self.locked(account_no):
+                current = await self.db.accounts.find_one({"_id": account_no})
+                # bound meanwhile by a concurrent request of the same user: nothing to add
+                if current is not None and _binding_of(current, uid) is None:
+                    await self.db.accounts.update_one({"_id": account_no}, {"$push": {"bindings": binding}})
+                    created = True
+        finally:
+            if not created:
+                await self._release_slot(uid)
+        if current is None:
+            raise _account_not_found()
+        updated = await self.db.accounts.find_one({"_id": account_no})
+        return {**self.public(updated, uid), "created": created}
 
     async def unbind(self, user: dict[str, Any], account_no: str) -> None:
         """Remove the user's own binding (404 ``account_not_found`` if they hold none)."""
-        account = await self.get_owned(user, account_no)
-        binding = _binding_of(account, user["_id"])
+        await self.get_owned(user, account_no)
         # $pull of the exact element read (FerretDB does not pull by a partial condition)
-        result = await self.db.accounts.update_one(
-            {"account_no": account_no, "bindings.user_id": user["_id"]}, {"$pull": {"bindings": binding}},
-        )
-        if not result.modified_count:
-            raise _account_not_found()
+        async with self.locked(account_no):
+            current = await self.db.accounts.find_one({"_id": account_no}, {"bindings": 1})
+            binding = _binding_of(current, user["_id"]) if current else None
+            if binding is None:
+                raise _account_not_found()
+            await self.db.accounts.update_one({"_id": account_no}, {"$pull": {"bindings": binding}})
         await self._release_slot(user["_id"])
 
     async def list_for_user(self, user: dict[str, Any]) -> list[dict[str, Any]]:
         """The user's bound accounts, oldest binding first, in the public (masked) view."""
         uid = user["_id"]
         accounts = await self.db.accounts.find({"bindings.user_id": uid}).to_list(None)
-        accounts.sort(key=lambda a: (_binding_of(a, uid) or {}).get("bound_at") or a["_id"].generation_time)
+        accounts.sort(key=lambda a: (_binding_of(a, uid) or {}).get("bound_at") or a.get("created_at"))
         return [self.public(a, uid) for a in accounts]
 
     async def get_owned(self, user: dict[str, Any], account_no: Any) -> dict[str, Any]:
         """The account document if the user has bound it; otherwise 404 ``account_not_found``."""
         if not is_account_no(account_no):
             raise _account_not_found()
-        account = await self.db.accounts.find_one({"account_no": account_no, "bindings.user_id": user["_id"]})
-        if account is None:
+        account = await self.db.accounts.find_one({"_id": account_no})
+        if account is None or _binding_of(account, user["_id"]) is None:
             raise _account_not_found()
         return account
 
     async def user_ids_of(self, account_no: str) -> list[ObjectId]:
         """The users who bound the account (for notifications), in binding order."""
-        account = await self.db.accounts.find_one({"account_no": account_no}, {"bindings": 1})
+        account = await self.db.accounts.find_one({"_id": account_no}, {"bindings": 1})
         return [b["user_id"] for b in (account or {}).get("bindings", [])]
 
     def phone_of(self, account: dict[str, Any]) -> str:

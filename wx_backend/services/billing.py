@@ -9,8 +9,13 @@ Two writers share a bill: this service (the figures) and the payments service (`
 ``status``, ``settlements``). An upsert never writes ``paid_fen`` or ``settlements`` except to
 add a payment the marketing system reports as made elsewhere (``offline_paid_fen``, applied as
 the increase since the last report), and changes a bill only if ``paid_fen`` is still what it
-read (a conditional update, retried), setting ``status`` from the new amount and that
-``paid_fen``. The amount of a bill may not drop below what has been paid (409).
+read, setting ``status`` from the new amount and that ``paid_fen``. The amount of a bill may
+not drop below what has been paid (409). Every writer of a bill holds the account's lock
+(``AccountService.locked``, services/locks.py) while it reads and rewrites it, because FerretDB
+applies an update as read-then-replace: a conditional update there is no guard.
+
+Bills are stored under ``{account_no}:{period}`` (services/keys.py). The customer side reads
+the last ``HISTORY_MONTHS`` months of an account (or the twelve of a given year) by those keys.
 """
 
 from __future__ import annotations
@@ -19,14 +24,14 @@ import logging
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING, DESCENDING, IndexModel, ReturnDocument
+from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
-from ..db import utcnow
+from ..db import find_by_ids, utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
 from .accounts import AccountService, is_account_no
-from .periods import add_months, is_day, is_period, local_today, period_of, ratio_round
+from .keys import bill_id, reading_id
+from .periods import add_months, is_day, is_period, local_today, period_days, period_of, ratio_round
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +51,7 @@ MAX_KWH = 10**10
 MAX_PRICE = 100_000  # 10 yuan per kWh
 BILL_FIELDS = {"amount_fen", "due_date", "readings", "kwh", "prices", "tiers", "offline_paid_fen",
                "account_no", "period"}
-UPDATE_TRIES = 5
+HISTORY_MONTHS = 36  # the customer side shows the bills of the last three years
 
 
 def bill_status(amount_fen: int, paid_fen: int) -> str:
@@ -244,7 +249,7 @@ class BillService:
         """
         if not is_account_no(account_no):
             raise _account_not_found()
-        account = await self.db.accounts.find_one({"account_no": account_no}, {"customer_class": 1})
+        account = await self.db.accounts.find_one({"_id": account_no}, {"customer_class": 1})
         if account is None:
             validate_bill(account_no, period, fields)  # report bad figures before "no such account"
             raise _account_not_found()
@@ -257,44 +262,38 @@ class BillService:
 
     async def _write(self, account_no: str, period: str, values: dict[str, Any],
                      offline: int | None) -> tuple[dict[str, Any], bool]:
-        for _ in range(UPDATE_TRIES):
-            now = utcnow()
-            current = await self.db.bills.find_one({"account_no": account_no, "period": period})
-            if current is None:
-                doc = new_bill_doc(account_no, period, values, offline or 0, now)
-                try:
-                    await self.db.bills.insert_one(doc)
-                    return doc, True
-                except DuplicateKeyError:
-                    continue  # created meanwhile: update it instead
-            paid = current.get("paid_fen", 0)
-            known_offline = current.get("offline_paid_fen", 0)
-            offline_filter = known_offline if "offline_paid_fen" in current else {"$exists": False}
-            extra = 0 if offline is None else offline - known_offline
-            if extra < 0:
-                raise Conflict("营销系统报告的线下缴费金额不能减少", code="offline_paid_decreased")
-            if values["amount_fen"] < paid + extra:
-                raise Conflict(f"账单已缴 {paid + extra} 分，金额不能低于已缴金额", code="bill_amount_below_paid",
-                               details={"paid_fen": paid + extra})
-            update: dict[str, Any] = {
-                "$set": {**values, "status": bill_status(values["amount_fen"], paid + extra), "updated_at": now},
-                "$inc": {"rev": 1},
-            }
-            if extra:
-                update["$set"].update({"paid_fen": paid + extra, "offline_paid_fen": known_offline + extra})
-                update["$push"] = {"settlements": _offline_settlement(extra, now)}
-            unset = {name: "" for name in ("tiers",) if name not in values and name in current}
-            if unset:
-                update["$unset"] = unset
-            # only if nobody paid (or re-issued) since the read; otherwise read again
-            updated = await self.db.bills.find_one_and_update(
-                {"_id": current["_id"], "paid_fen": paid, "offline_paid_fen": offline_filter,
-                 "rev": current["rev"] if "rev" in current else {"$exists": False}},
-                update, return_document=ReturnDocument.AFTER,
-            )
-            if updated is not None:
-                return updated, False
-        raise Conflict("账单正在更新，请稍后重试", code="bill_busy")
+        async with self.accounts.locked(account_no):
+            return await self._write_locked(account_no, period, values, offline)
+
+    async def _write_locked(self, account_no: str, period: str, values: dict[str, Any],
+                            offline: int | None) -> tuple[dict[str, Any], bool]:
+        now = utcnow()
+        key = bill_id(account_no, period)
+        current = await self.db.bills.find_one({"_id": key})
+        if current is None:
+            doc = new_bill_doc(account_no, period, values, offline or 0, now)
+            await self.db.bills.insert_one(doc)
+            return doc, True
+        paid = current.get("paid_fen", 0)
+        known_offline = current.get("offline_paid_fen", 0)
+        extra = 0 if offline is None else offline - known_offline
+        if extra < 0:
+            raise Conflict("营销系统报告的线下缴费金额不能减少", code="offline_paid_decreased")
+        if values["amount_fen"] < paid + extra:
+            raise Conflict(f"账单已缴 {paid + extra} 分，金额不能低于已缴金额", code="bill_amount_below_paid",
+                           details={"paid_fen": paid + extra})
+        update: dict[str, Any] = {
+            "$set": {**values, "status": bill_status(values["amount_fen"], paid + extra), "updated_at": now,
+                     "rev": current.get("rev", 1) + 1},
+        }
+        if extra:
+            update["$set"].update({"paid_fen": paid + extra, "offline_paid_fen": known_offline + extra})
+            update["$push"] = {"settlements": _offline_settlement(extra, now)}
+        unset = {name: "" for name in ("tiers",) if name not in values and name in current}
+        if unset:
+            update["$unset"] = unset
+        await self.db.bills.update_one({"_id": key}, update)
+        return await self.db.bills.find_one({"_id": key}), False
 
     async def _announce(self, bill: dict[str, Any]) -> None:
         """Tell every subscriber bound to the account that the bill is out; once per bill and user."""
@@ -310,22 +309,37 @@ class BillService:
         await self.db.bills.update_one({"_id": bill["_id"]}, {"$set": {"notified": True}})
 
     # -- for the customer --------------------------------------------------------------------
-    async def list_for(self, user: dict[str, Any], account_no: str, year: Any = None) -> dict[str, Any]:
-        """The account's bills, newest first; ``year`` (``YYYY``) limits them to one year."""
+    async def bills_between(self, account_no: str, first: str, last: str,
+                            projection: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+        """The account's bills from period ``first`` to ``last``, by period (missing months left out)."""
+        periods, period = [], first
+        while period <= last:
+            periods.append(period)
+            period = add_months(period, 1)
+        found = await find_by_ids(self.db.bills, [bill_id(account_no, p) for p in periods], projection)
+        return {doc["period"]: doc for doc in found.values()}
+
+    async def list_for(self, user: dict[str, Any], account_no: str, year: Any = None,
+                       now: datetime | None = None) -> dict[str, Any]:
+        """The account's bills, newest first: of one year (``YYYY``), or of the last
+        ``HISTORY_MONTHS`` months."""
         await self.accounts.get_owned(user, account_no)
-        query: dict[str, Any] = {"account_no": account_no}
         if year not in (None, ""):
             if not (isinstance(year, str) and year.isdigit() and len(year) == 4 and is_period(f"{year}-01")):
                 raise ValidationFailed(details=[{"field": "year", "message": "年份应为 4 位数字，如 2026"}])
-            query["period"] = {"$gte": f"{year}-01", "$lte": f"{year}-12"}
-        docs = await self.db.bills.find(query).sort("period", DESCENDING).to_list(None)
+            first, last = f"{year}-01", f"{year}-12"
+        else:
+            last = period_of(local_today(now or utcnow()))
+            first = add_months(last, 1 - HISTORY_MONTHS)
+        bills = await self.bills_between(account_no, first, last)
+        docs = [bills[p] for p in sorted(bills, reverse=True)]
         return {"account_no": account_no, "year": year or None, "bills": [summary_view(d) for d in docs]}
 
     async def get_for(self, user: dict[str, Any], account_no: str, period: str) -> dict[str, Any]:
         await self.accounts.get_owned(user, account_no)
         if not is_period(period):
             raise _bill_not_found()
-        doc = await self.db.bills.find_one({"account_no": account_no, "period": period})
+        doc = await self.db.bills.find_one({"_id": bill_id(account_no, period)})
         if doc is None:
             raise _bill_not_found()
         return detail_view(doc)
@@ -333,32 +347,32 @@ class BillService:
     async def charges(self, user: dict[str, Any], account_no: str, now: datetime | None = None) -> dict[str, Any]:
         """电量电费: balance, what is owed, this month so far (estimated), last month, this year.
 
-        Owed is the sum of the unpaid remainders (amount - paid) of unpaid and partly paid bills.
-        This month so far is the kWh of this month's daily readings priced at the average price
-        of the latest bill (its amount / its kWh), rounded half up to the fen: an estimate.
+        Owed is the sum of the unpaid remainders (amount - paid) of the unpaid and partly paid
+        bills of the last ``HISTORY_MONTHS`` months. This month so far is the kWh of this month's
+        daily readings priced at the average price of the latest bill (its amount / its kWh),
+        rounded half up to the fen: an estimate.
         """
         account = await self.accounts.get_owned(user, account_no)
         today = local_today(now or utcnow())
         this_period = period_of(today)
         last_period = add_months(this_period, -1)
         year = f"{today.year:04d}"
-        # one indexed read of the account's bills and one of this month's days, summed here:
-        # FerretDB reads the whole collection once per query or pipeline (see docs/queries.md)
-        bills = await self.db.bills.find(
-            {"account_no": account_no},
+        # the bills of the last three years and this month's daily readings, each by its _id
+        # (services/keys.py), summed here
+        by_period = await self.bills_between(
+            account_no, add_months(this_period, 1 - HISTORY_MONTHS), this_period,
             {"period": 1, "amount_fen": 1, "paid_fen": 1, "status": 1, "kwh.total": 1},
-        ).to_list(None)
-        days = await self.db.usage.find(
-            {"account_no": account_no, "kind": "day",
-             "key": {"$gte": f"{this_period}-01", "$lte": f"{this_period}-31"}},
-            {"kwh": 1},
-        ).to_list(None)
+        )
+        bills = list(by_period.values())
+        found = await find_by_ids(self.db.usage, [reading_id(account_no, "day", d) for d in period_days(this_period)],
+                                  {"kwh": 1})
+        days = list(found.values())
         owing = [b for b in bills if b.get("status") in ("unpaid", "partial")]
         in_year = [b for b in bills if b["period"][:4] == year]
         month_kwh = sum(d["kwh"] for d in days)
         days_read = len(days)
-        latest = max(bills, key=lambda b: b["period"]) if bills else None
-        last = next((b for b in bills if b["period"] == last_period), None)
+        latest = by_period[max(by_period)] if by_period else None
+        last = by_period.get(last_period)
         price = avg_price(latest) if latest else None
         estimate = None if price is None or not days_read else ratio_round(month_kwh * price, 100)
         owed = {"amount": sum(b["amount_fen"] for b in owing), "paid": sum(b.get("paid_fen", 0) for b in owing),
@@ -386,7 +400,7 @@ def new_bill_doc(account_no: str, period: str, values: dict[str, Any], offline_p
                  now: datetime) -> dict[str, Any]:
     """A bill as first stored, from ``validate_bill``'s values (also used by the demo loader)."""
     paid = offline_paid_fen
-    return {"account_no": account_no, "period": period, **values,
+    return {"_id": bill_id(account_no, period), "account_no": account_no, "period": period, **values,
             "paid_fen": paid, "offline_paid_fen": paid, "status": bill_status(values["amount_fen"], paid),
             "settlements": [_offline_settlement(paid, now)] if paid else [],
             "issued_at": now, "updated_at": now, "rev": 1, "notified": False}

@@ -305,7 +305,7 @@ class PaymentService:
             errors.append({"field": "terminal_trade_no", "message": "1 至 32 位字母、数字、_ 或 -"})
         if errors:
             raise ValidationFailed(details=errors)
-        if await self.db.accounts.find_one({"account_no": account_no}, {"_id": 1}) is None:
+        if await self.db.accounts.find_one({"_id": account_no}, {"_id": 1}) is None:
             raise NotFound("未找到该户号，请核对后重新输入", code="account_not_found")
         terminal_id = terminal["terminal_id"]
         out_trade_no = new_trade_no()

@@ -3,7 +3,8 @@
 Readings come from the marketing system (``PUT /internal/v1/accounts/{no}/usage``) and from
 ``scripts/import_usage.py``; both go through ``UsageService.put``. One document per
 (account, kind, key) in ``usage``: kind ``day`` (key ``YYYY-MM-DD``) or ``month`` (key
-``YYYY-MM``), ``kwh`` (integer) and optionally the time-of-use split ``tou``.
+``YYYY-MM``), ``kwh`` (integer) and optionally the time-of-use split ``tou``, stored under
+``{account_no}:{kind}:{key}`` and read by those keys (services/keys.py).
 
 The analysis is monthly: a month's kWh and amount come from its bill; a month without a bill
 but with a monthly reading shows that reading's kWh (amount null); a month with neither is
@@ -18,10 +19,11 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ..db import utcnow
+from ..db import find_by_ids, utcnow
 from ..errors import NotFound, ValidationFailed
 from .accounts import AccountService, is_account_no
-from .billing import MAX_KWH, TOU_PERIODS
+from .billing import MAX_KWH, TOU_PERIODS, BillService
+from .keys import reading_id
 from .periods import (
     add_months,
     is_day,
@@ -86,9 +88,10 @@ def check_entry(entry: Any, where: str = "entry") -> tuple[dict[str, Any] | None
 
 
 class UsageService:
-    def __init__(self, db: AsyncDatabase, accounts: AccountService):
+    def __init__(self, db: AsyncDatabase, accounts: AccountService, bills: BillService):
         self.db = db
         self.accounts = accounts
+        self.bills = bills
 
     # -- readings in ----------------------------------------------------------------------
     async def put(self, account_no: str, entries: Any) -> dict[str, int]:
@@ -109,19 +112,19 @@ class UsageService:
             errors.append({"field": "entries", "message": "同一日期或月份出现多次"})
         if errors:
             raise ValidationFailed(details=errors)
-        if not is_account_no(account_no) or not await self.db.accounts.count_documents(
-                {"account_no": account_no}, limit=1):
+        if not is_account_no(account_no) or await self.db.accounts.find_one({"_id": account_no}, {"_id": 1}) is None:
             raise NotFound("未找到该户号，请核对后重新输入", code="account_not_found")
         now = utcnow()
         ops = []
         for v in checked:
             doc = {"kwh": v["kwh"], "updated_at": now}
-            update: dict[str, Any] = {"$set": doc, "$setOnInsert": {"created_at": now}}
+            update: dict[str, Any] = {"$set": doc, "$setOnInsert": {
+                "account_no": account_no, "kind": v["kind"], "key": v["key"], "created_at": now}}
             if "tou" in v:
                 doc["tou"] = v["tou"]
             else:
                 update["$unset"] = {"tou": ""}
-            ops.append(UpdateOne({"account_no": account_no, "kind": v["kind"], "key": v["key"]}, update, upsert=True))
+            ops.append(UpdateOne({"_id": reading_id(account_no, v["kind"], v["key"])}, update, upsert=True))
         result = await self.db.usage.bulk_write(ops, ordered=False)
         return {"received": len(ops), "created": result.upserted_count, "updated": len(ops) - result.upserted_count}
 
@@ -150,16 +153,13 @@ class UsageService:
         if errors:
             raise ValidationFailed(details=errors)
 
-        # one $match/$sort each: the bills and monthly readings of the range and the year before
-        window = {"$gte": add_months(first, -12), "$lte": last}
-        bills = await self.db.bills.find(
-            {"account_no": account_no, "period": window}, {"period": 1, "kwh": 1, "amount_fen": 1},
-        ).sort("period", ASCENDING).to_list(None)
-        readings = await self.db.usage.find(
-            {"account_no": account_no, "kind": "month", "key": window}, {"key": 1, "kwh": 1, "tou": 1},
-        ).sort("key", ASCENDING).to_list(None)
-        by_bill = {b["period"]: b for b in bills}
-        by_reading = {r["key"]: r for r in readings}
+        # the bills and monthly readings of the range and of the year before, each by its _id
+        start = add_months(first, -12)
+        by_bill = await self.bills.bills_between(account_no, start, last, {"period": 1, "kwh": 1, "amount_fen": 1})
+        periods = [add_months(start, k) for k in range(months_between(start, last))]
+        found = await find_by_ids(self.db.usage, [reading_id(account_no, "month", p) for p in periods],
+                                  {"key": 1, "kwh": 1, "tou": 1})
+        by_reading = {r["key"]: r for r in found.values()}
 
         def figures(period: str) -> tuple[int | None, int | None, dict[str, int] | None, str | None]:
             bill = by_bill.get(period)
@@ -221,11 +221,10 @@ class UsageService:
         if not is_period(month):
             raise ValidationFailed(details=[{"field": "month", "message": "月份应为 YYYY-MM"}])
         days = period_days(month)
-        docs = await self.db.usage.find(
-            {"account_no": account_no, "kind": "day", "key": {"$gte": days[0], "$lte": days[-1]}},
-            {"key": 1, "kwh": 1, "tou": 1},
-        ).sort("key", ASCENDING).to_list(None)
-        by_day = {d["key"]: d for d in docs}
+        found = await find_by_ids(self.db.usage, [reading_id(account_no, "day", d) for d in days],
+                                  {"key": 1, "kwh": 1, "tou": 1})
+        by_day = {d["key"]: d for d in found.values()}
+        docs = list(by_day.values())
         rows = [{"date": day, "kwh": by_day[day]["kwh"] if day in by_day else None,
                  "kwh_by_period": by_day[day].get("tou") if day in by_day else None} for day in days]
         return {

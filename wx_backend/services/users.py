@@ -70,15 +70,15 @@ class UserService:
         )
         user = await link_follower_on_login(self.db, user)  # followed the official account first
         token = new_token()
-        await self.db.sessions.insert_one({
-            "token_hash": token_hash(token), "user_id": user["_id"], "created_at": now,
+        await self.db.sessions.insert_one({  # under the token's hash: looked up by _id (services/keys.py)
+            "_id": token_hash(token), "token_hash": token_hash(token), "user_id": user["_id"], "created_at": now,
             "expires_at": now + timedelta(seconds=self.session_ttl),
         })
         return {"token": token, "expires_in": self.session_ttl, "user": self.public(user)}
 
     async def authenticate(self, token: str) -> dict[str, Any]:
         """The user a bearer token belongs to; ``Unauthorized`` if unknown or expired."""
-        session = await self.db.sessions.find_one({"token_hash": token_hash(token)})
+        session = await self.db.sessions.find_one({"_id": token_hash(token)})
         if not session or session["expires_at"] <= utcnow():
             raise Unauthorized("登录已失效，请重新登录", code="invalid_token")
         user = await self.db.users.find_one({"_id": session["user_id"]})
@@ -87,7 +87,7 @@ class UserService:
         return user
 
     async def logout(self, token: str) -> None:
-        await self.db.sessions.delete_one({"token_hash": token_hash(token)})
+        await self.db.sessions.delete_one({"_id": token_hash(token)})
 
     async def get(self, user_id: ObjectId) -> dict[str, Any] | None:
         return await self.db.users.find_one({"_id": user_id})
