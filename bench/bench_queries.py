@@ -1,13 +1,14 @@
 """Latency of the query endpoints (bills, charges, usage) under concurrent clients.
 
-    python bench/bench_queries.py [--accounts 10000] [--months 24] [--users 200] [--clients 16]
+    python bench/bench_queries.py [--accounts 10000] [--months 24] [--users 200] [--clients 1,16]
                                   [--requests 300] [--timeout 120]
 
 Loads ``--accounts`` accounts with ``--months`` monthly bills each into a fresh database (its
 own FerretDB, or ``MONGODB_URI``), starts the WeChat sandbox and the app as subprocesses,
 logs ``--users`` users in through the sandbox and binds one account to each (written straight
 into the account documents: the SMS flow would only be throttled by its own limits), then
-sends ``--requests`` requests to each endpoint from ``--clients`` concurrent clients
+sends ``--requests`` requests to each endpoint from ``--clients`` concurrent clients (each
+number of a comma-separated list in turn)
 (asyncio + tornado's AsyncHTTPClient) and prints the median and p99 latency.
 Not a test: numbers for the report.
 """
@@ -179,13 +180,15 @@ async def run(args: argparse.Namespace) -> None:
                 "charges": lambda no: f"/api/v1/accounts/{no}/charges",
                 "usage": lambda no: f"/api/v1/accounts/{no}/usage?from={add_months(this_period, -11)}&to={this_period}",
             }
-            print(f"{'endpoint':<10}{'requests':>9}{'errors':>8}{'median ms':>11}{'p99 ms':>9}{'req/s':>8}")
-            for name, path_of in endpoints.items():
-                t0 = time.perf_counter()
-                lat, errors = await measure(stack.api_url, pairs, path_of, args.clients, args.requests, args.timeout)
-                wall = time.perf_counter() - t0
-                print(f"{name:<10}{len(lat):>9}{errors:>8}{statistics.median(lat):>11.1f}{p99(lat):>9.1f}"
-                      f"{len(lat) / wall:>8.1f}")
+            print(f"{'endpoint':<10}{'clients':>8}{'requests':>9}{'errors':>8}{'median ms':>11}{'p99 ms':>9}"
+                  f"{'req/s':>8}")
+            for clients in args.clients:
+                for name, path_of in endpoints.items():
+                    t0 = time.perf_counter()
+                    lat, errors = await measure(stack.api_url, pairs, path_of, clients, args.requests, args.timeout)
+                    wall = time.perf_counter() - t0
+                    print(f"{name:<10}{clients:>8}{len(lat):>9}{errors:>8}{statistics.median(lat):>11.1f}"
+                          f"{p99(lat):>9.1f}{len(lat) / wall:>8.1f}", flush=True)
         finally:
             stack.stop()
     finally:
@@ -194,7 +197,7 @@ async def run(args: argparse.Namespace) -> None:
     backend = "MONGODB_URI" if os.environ.get("MONGODB_URI") else "embedded FerretDB (SQLite)"
     print(f"database: {backend}; cores: {os.cpu_count()}; one app process")
     print("reproduce: python bench/bench_queries.py " + " ".join(
-        f"--{k} {v}" for k, v in vars(args).items()))
+        f"--{k} {','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()))
 
 
 def main() -> None:
@@ -202,7 +205,8 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=10000)
     parser.add_argument("--months", type=int, default=24)
     parser.add_argument("--users", type=int, default=200)
-    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--clients", type=lambda v: [int(c) for c in v.split(",")], default=[16],
+                        help="concurrent clients; a comma-separated list runs each in turn, e.g. 1,16")
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()

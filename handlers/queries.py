@@ -112,8 +112,8 @@ _OUTAGE_BODY = spec.obj(optional={
 openapi = {
     "/api/v1/accounts/{account_no}/bills": {
         "get": spec.operation(
-            "An account's monthly bills (the caller's bound account)", tag="queries",
-            query={"year": {"type": "string", "description": "YYYY"}},
+            "An account's monthly bills (the caller's bound account), newest first", tag="queries",
+            query={"year": {"type": "string", "description": "YYYY; without it, the last 36 months"}},
             ok={200: spec.obj({"account_no": spec.STRING, "year": spec.nullable(spec.STRING),
                                "bills": spec.array({"type": "object"})})},
             errors={404: _ACCOUNT_NOT_FOUND, 422: ["validation_failed"]}),

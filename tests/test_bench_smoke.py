@@ -1,8 +1,8 @@
 """The benchmark scripts still run and print their figures, with a few requests each.
 
-``bench_bills.py`` runs as its own command (its own sandbox and backend, on the suite's
-database); the others run their ``run(stack, args)`` against the suite's stack meanwhile. The
-figures mean nothing at this size; only that they are printed."""
+``bench_bills.py`` and ``bench_queries.py`` run as their own commands (their own sandbox and
+backend, on the suite's database server); the others run their ``run(stack, args)`` against
+the suite's stack meanwhile. The figures mean nothing at this size; only that they are printed."""
 
 from __future__ import annotations
 
@@ -35,6 +35,11 @@ def test_every_bench_script_prints_its_figures(stack, mongodb_uri, capsys):
          "--duration", "10", "--bills", "3"],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
+    queries = subprocess.Popen(
+        [sys.executable, str(ROOT / "bench" / "bench_queries.py"), "--accounts", "30", "--months", "3",
+         "--users", "3", "--clients", "1,2", "--requests", "6", "--timeout", "30"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
     try:
         bench_orders.run(stack, bench_orders.parse(["--requests", "4", "--concurrency", "2", "--duration", "10",
                                                     "--latency-ms", "50"]))
@@ -45,11 +50,17 @@ def test_every_bench_script_prints_its_figures(stack, mongodb_uri, capsys):
                                                     "--concurrency", "2", "--duration", "10", "--latency-ms", "50"]))
         memory = capsys.readouterr().out
         bills_out = bills.communicate(timeout=120)[0]
+        queries_out = queries.communicate(timeout=180)[0]
     finally:
-        if bills.poll() is None:
-            bills.kill()
-            bills.communicate()
+        for proc in (bills, queries):
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
     assert bills.returncode == 0, bills_out
+    assert queries.returncode == 0, queries_out
+    rows = re.findall(r"^(bills|charges|usage) +([12]) +([0-9]+) +([0-9]+) +[0-9.]+ +[0-9.]+", queries_out, re.M)
+    assert [(r[0], r[1]) for r in rows] == [(e, c) for c in "12" for e in ("bills", "charges", "usage")], queries_out
+    assert all(r[2] == "6" and r[3] == "0" for r in rows), queries_out  # 6 answered, no errors
     assert stack.sandbox_call("GET", "/sandbox/latency").json() == {"ms": 0.0}  # the latency was put back
 
     for name, out in (("bench_bills.py", bills_out), ("bench_orders.py", orders), ("bench_confirm.py", confirm),

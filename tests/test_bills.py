@@ -144,3 +144,21 @@ def test_charges_with_nothing_billed(stack):
     assert charges["owed_fen"] == 0 and charges["this_year"]["amount_fen"] == 0
     assert charges["this_month"]["kwh"] is None and charges["this_month"]["estimated_amount_fen"] is None
     assert charges["last_month"]["amount_fen"] is None
+
+
+def test_the_customer_side_reaches_back_36_months(stack):
+    token, account = bound_account(stack)
+    no = account["account_no"]
+    now = this_period()
+    inside, outside = add_months(now, -35), add_months(now, -36)  # the oldest month shown, the one before
+    put_bill(stack, no, inside, flat_bill(100, 5000, due=f"{inside}-25"))
+    put_bill(stack, no, outside, flat_bill(300, 5000, due=f"{outside}-25"))
+
+    listed = stack.api("GET", f"/api/v1/accounts/{no}/bills", token=token).json()["bills"]
+    assert [b["period"] for b in listed] == [inside]
+    charges = stack.api("GET", f"/api/v1/accounts/{no}/charges", token=token).json()
+    assert charges["owed_fen"] == 5000 and charges["unpaid_bills"] == 1
+    # a given year reaches any bill
+    year = stack.api("GET", f"/api/v1/accounts/{no}/bills?year={outside[:4]}", token=token).json()["bills"]
+    assert outside in [b["period"] for b in year]
+    assert stack.api("GET", f"/api/v1/accounts/{no}/bills/{outside}", token=token).json()["bill"]["kwh"] == 300
