@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 
 import handlers
 from handlers.base import NotFoundHandler
 from wx_backend import logs
 from wx_backend.app import Application
 from wx_backend.config import Config, ConfigError
+from wx_backend.signals import stop_requested
 
 log = logging.getLogger("serve")
 
@@ -31,11 +31,7 @@ async def main() -> None:
     server = app.listen(config.port, address=config.bind, max_body_size=MAX_BODY)
     await app.startup()
     log.info("backend listening on http://%s:%d (env %s)", config.bind, config.port, config.env)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await stop_requested()
     server.stop()
     await app.shutdown()
 

@@ -12,13 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 
 from pymongo.errors import PyMongoError
 
 from . import db as dbmod
 from . import logs
 from .config import Config, ConfigError
+from .signals import stop_requested
 
 log = logging.getLogger(__name__)
 
@@ -74,11 +74,7 @@ async def main() -> None:
     logs.setup(config.log_level)
     ctx = Standalone(config)
     task = asyncio.create_task(run_forever(ctx.payments, config.pay_followup_interval))
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await stop_requested()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await ctx.close()

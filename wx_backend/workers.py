@@ -12,7 +12,6 @@ import asyncio
 import logging
 import os
 import secrets
-import signal
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
@@ -25,6 +24,7 @@ from .db import utcnow
 from .services.notifications import Notifications, Outcome, attempt, backoff
 from .services.outbox import Outbox
 from .services.webhook import WebhookSender
+from .signals import stop_requested
 from .wechat import WeChat
 
 log = logging.getLogger(__name__)
@@ -133,11 +133,7 @@ async def main() -> None:
             await asyncio.sleep(1)
     worker = build(config, db, WeChat(config, db))
     task = asyncio.create_task(worker.run())
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await stop_requested()
     task.cancel()
     await asyncio.gather(task, return_exceptions=True)
     await client.close()

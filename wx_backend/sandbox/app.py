@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import os
 import pkgutil
-import signal
 
 import tornado.web
 
 from .. import logs
 from ..config import Config
+from ..signals import stop_requested
 from .state import SandboxState
 
 log = logging.getLogger(__name__)
@@ -46,9 +45,5 @@ async def main() -> None:
     app = make_app(config, timeout_delay=delay)
     server = app.listen(config.sandbox_port, address=config.bind)
     log.info("WeChat sandbox listening on http://%s:%d", config.bind, config.sandbox_port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
+    await stop_requested()
     server.stop()
