@@ -13,15 +13,14 @@ The configuration is the backend's (``WX_*`` variables, the database, the seal a
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import logging
 import sys
 from pathlib import Path
 
+from scripts.admin import run_admin
 from wx_backend.app import Application
-from wx_backend.config import Config, ConfigError
-from wx_backend.errors import AppError
+from wx_backend.config import Config
 
 
 def _print_report(report: dict, as_json: bool) -> None:
@@ -69,9 +68,6 @@ async def run(args: argparse.Namespace) -> int:
         report = await contracts.verify(args.pdf, args.roots)
         _print_report(report, args.json)
         return 0 if report["ok"] else 1
-    except AppError as exc:
-        print(f"{exc.code}: {exc.message}" + (f" {exc.details}" if exc.details else ""), file=sys.stderr)
-        return 1
     finally:
         await app.shutdown()
 
@@ -100,11 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     elif args.command == "verify":
         args.pdf = Path(args.file).read_bytes()
         args.roots = tuple(Path(p).read_bytes() for p in args.root)
-    try:
-        return asyncio.run(run(args))
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    return run_admin(lambda: run(args))
 
 
 if __name__ == "__main__":

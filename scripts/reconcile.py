@@ -12,25 +12,16 @@ WeChat REVOKED, ours credited), and the same for refunds. Exit status 0 when the
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import sys
 from datetime import date
 
-from wx_backend.config import Config, ConfigError
-from wx_backend.errors import AppError
-from wx_backend.payment_followup import Standalone
+from scripts.admin import run_admin, standalone
 
 
 async def run(day: date, as_json: bool) -> int:
-    ctx = Standalone(Config.from_env())
-    try:
+    async with standalone() as ctx:
         report = await ctx.payments.reconcile(day)
-    except AppError as exc:
-        print(f"error: {exc.code}: {exc.message}", file=sys.stderr)
-        return 2
-    finally:
-        await ctx.close()
     if as_json:
         print(json.dumps(report, ensure_ascii=False, default=str, indent=2))
     else:
@@ -47,11 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--date", required=True, type=date.fromisoformat, help="YYYY-MM-DD (Beijing time)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
-    try:
-        return asyncio.run(run(args.date, args.json))
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    return run_admin(lambda: run(args.date, args.json), refused_status=2)
 
 
 if __name__ == "__main__":

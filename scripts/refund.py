@@ -11,26 +11,17 @@ payment left as balance (newest period first). See docs/payments.md.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-from wx_backend.config import Config, ConfigError
-from wx_backend.errors import AppError
-from wx_backend.payment_followup import Standalone
+from scripts.admin import run_admin, standalone
 
 
 async def run(args: argparse.Namespace) -> int:
-    ctx = Standalone(Config.from_env())
-    try:
+    async with standalone() as ctx:
         refund = await ctx.payments.refund(args.out_trade_no, args.amount_fen, args.refund_no, args.reason)
-        print(f"refund {refund['_id']} of {args.out_trade_no}: {refund['amount_fen']} fen, {refund['state']}"
-              f" (WeChat refund_id {refund.get('refund_id')})")
-        return 0
-    except AppError as exc:
-        print(f"error: {exc.code}: {exc.message} {exc.details or ''}", file=sys.stderr)
-        return 1
-    finally:
-        await ctx.close()
+    print(f"refund {refund['_id']} of {args.out_trade_no}: {refund['amount_fen']} fen, {refund['state']}"
+          f" (WeChat refund_id {refund.get('refund_id')})")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -40,11 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--refund-no", required=True, help="your refund number; reuse it to retry")
     parser.add_argument("--reason", default=None)
     args = parser.parse_args(argv)
-    try:
-        return asyncio.run(run(args))
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    return run_admin(lambda: run(args))
 
 
 if __name__ == "__main__":

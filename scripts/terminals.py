@@ -9,17 +9,13 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
 
-from wx_backend.config import Config, ConfigError
-from wx_backend.errors import AppError
-from wx_backend.payment_followup import Standalone
+from scripts.admin import run_admin, standalone
 
 
 async def run(args: argparse.Namespace) -> int:
-    ctx = Standalone(Config.from_env())
-    try:
+    async with standalone() as ctx:
         terminals = ctx.terminals
         if args.command == "register":
             terminal_id, secret = await terminals.register(args.name, args.id)
@@ -33,12 +29,7 @@ async def run(args: argparse.Namespace) -> int:
         else:
             await terminals.set_enabled(args.terminal_id, args.command == "enable")
             print(f"{args.terminal_id} {'enabled' if args.command == 'enable' else 'disabled'}")
-        return 0
-    except AppError as exc:
-        print(f"error: {exc.message} {exc.details or ''}", file=sys.stderr)
-        return 1
-    finally:
-        await ctx.close()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -51,11 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     for command in ("disable", "enable"):
         sub.add_parser(command).add_argument("terminal_id")
     args = parser.parse_args(argv)
-    try:
-        return asyncio.run(run(args))
-    except ConfigError as exc:
-        print(f"configuration error: {exc}", file=sys.stderr)
-        return 2
+    return run_admin(lambda: run(args))
 
 
 if __name__ == "__main__":
