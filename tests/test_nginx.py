@@ -295,17 +295,19 @@ def test_killed_app_process_loses_no_get(front, stack):
     threads = [threading.Thread(target=fire) for _ in range(4)]
     for thread in threads:
         thread.start()
-    time.sleep(0.5)
-    killed_at = time.monotonic()
-    second.proc.send_signal(signal.SIGKILL)
-    second.proc.wait(5)
-    time.sleep(1.5)
-    stop.set()
-    for thread in threads:
-        thread.join(15)
+    try:
+        # counted, not timed: a loaded machine answers fewer requests per second
+        assert wait_until(lambda: len(results) >= 20, timeout=60), len(results)
+        killed_at = time.monotonic()
+        second.proc.send_signal(signal.SIGKILL)
+        second.proc.wait(5)
+        assert wait_until(lambda: sum(r[0] > killed_at for r in results) >= 40, timeout=60), len(results)
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(15)
 
     after = [r for r in results if r[0] > killed_at]
-    assert len(results) > 40 and len(after) > 20, len(results)
     assert [status for _, status, _ in results if status != 200] == []
     # the survivor served what came after the kill
     assert wait_until(lambda: all(f"[{rid}]" in app_log(stack, stack.app_port) for _, _, rid in after[-20:]))
