@@ -216,9 +216,10 @@ class Stack:
         assert texts, f"no text received by {mobile}"
         return re.search(r"[0-9]{6}", texts[-1]).group(0)
 
-    def fault(self, endpoint: str, fault: str, count: int = 1) -> None:
+    def fault(self, endpoint: str, fault: str, count: int = 1, match: str | None = None) -> None:
+        """Make the sandbox misbehave; ``match`` aims Pay faults at one ``out_trade_no``."""
         resp = self.sandbox_call("POST", "/sandbox/faults", json={"endpoint": endpoint, "fault": fault,
-                                                                  "count": count})
+                                                                  "count": count, "match": match})
         assert resp.status_code == 200, resp.text
 
 

@@ -88,7 +88,7 @@ def test_duplicate_notify_delivers_twice_concurrently(stack):
     api = gateway(stack)
     with NotifyReceiver() as receiver:
         no, prepay_id = place(stack, api, 200, receiver.url)
-        stack.fault("pay_notify", "duplicate_notify")
+        stack.fault("pay_notify", "duplicate_notify", match=no)
         assert confirm(stack, prepay_id).status_code == 200
         wait_for(lambda: len(receiver.bodies) >= 2)
         time.sleep(0.4)
@@ -113,13 +113,13 @@ def test_bad_signature_and_dropped_notifications(stack):
 
     with NotifyReceiver(decide) as receiver:
         no, prepay_id = place(stack, api, 300, receiver.url)
-        stack.fault("pay_notify", "bad_signature")
+        stack.fault("pay_notify", "bad_signature", match=no)
         confirm(stack, prepay_id)
         wait_for(lambda: order_view(stack, no)["notify_status"] == "delivered")
         assert outcomes == ["bad", "ok"]
 
         no, prepay_id = place(stack, api, 301, receiver.url)
-        stack.fault("pay_notify", "drop_notify")
+        stack.fault("pay_notify", "drop_notify", match=no)
         confirm(stack, prepay_id)
         view = wait_for(lambda: (v := order_view(stack, no))["notify_status"] == "delivered" and v)
         assert [n["outcome"] for n in view["notifications"]] == ["dropped"] * 3 + ["SUCCESS"]
@@ -129,7 +129,7 @@ def test_late_notify_delays_the_first_delivery(stack):
     api = gateway(stack)
     with NotifyReceiver() as receiver:
         no, prepay_id = place(stack, api, 302, receiver.url)
-        stack.fault("pay_notify", "late_notify")
+        stack.fault("pay_notify", "late_notify", match=no)
         started = time.monotonic()
         confirm(stack, prepay_id)
         wait_for(lambda: receiver.bodies)

@@ -99,9 +99,9 @@ def test_payment_larger_than_bills_leaves_the_rest_as_balance(stack):
 
 def test_get_queries_wechat_when_the_notification_has_not_arrived(stack):
     cust = customer(stack)
-    stack.fault("pay_notify", "late_notify")  # the notification comes 3 s later
     created = pay_jsapi(stack, cust, 2345)
     otn = created["out_trade_no"]
+    stack.fault("pay_notify", "late_notify", match=otn)  # the notification comes 3 s later
     confirm(stack, created)
     resp = stack.api("GET", f"/api/v1/payments/{otn}", token=cust["token"])
     assert resp.status_code == 200 and resp.json()["payment"]["status"] == "credited"
@@ -180,19 +180,21 @@ def test_forged_notifications_change_nothing(stack, forgery):
 
 def test_bad_signature_on_the_first_delivery_then_the_retry_credits(stack):
     cust = customer(stack)
-    stack.fault("pay_notify", "bad_signature")
     created = pay_jsapi(stack, cust, 1500)
+    stack.fault("pay_notify", "bad_signature", match=created["out_trade_no"])
     confirm(stack, created)
     assert wait_status(stack, created["out_trade_no"])["status"] == "credited"
-    attempts = order_view(stack, created["out_trade_no"])["notifications"]
+    # credited while the retry's reply is on its way back to the sandbox: wait for that reply
+    view = wait_for(lambda: (v := order_view(stack, created["out_trade_no"]))["notify_status"] == "delivered" and v)
+    attempts = view["notifications"]
     assert attempts[0]["outcome"] == "FAIL" and attempts[-1]["outcome"] == "SUCCESS"
     assert balance(stack, cust["account_no"]) == 1500
 
 
 def test_duplicate_concurrent_notifications_credit_once(stack):
     cust = customer(stack)
-    stack.fault("pay_notify", "duplicate_notify")
     created = pay_jsapi(stack, cust, 1600)
+    stack.fault("pay_notify", "duplicate_notify", match=created["out_trade_no"])
     confirm(stack, created)
     wait_status(stack, created["out_trade_no"])
     wait_for(lambda: len(list(stack.db.payment_events.find(

@@ -37,14 +37,14 @@ class SandboxHandler(tornado.web.RequestHandler):
             raise SandboxError(47001, "data format error")
         return data
 
-    async def begin(self) -> str | None:
+    async def begin(self, key: str | None = None) -> str | None:
         """Count the call and apply an injected fault: ``timeout`` stalls past the client's
         patience; any other fault is returned for the endpoint to render its own way. Every
         call first waits the configured latency (``WX_SANDBOX_LATENCY_MS``, ``/sandbox/latency``)."""
         self.state.calls[self.endpoint] += 1
         if self.state.latency_ms > 0:
             await asyncio.sleep(self.state.latency_ms / 1000)
-        fault = self.state.take_fault(self.endpoint)
+        fault = self.state.take_fault(self.endpoint, key)
         if fault == "timeout":
             await asyncio.sleep(self.state.timeout_delay)
         return fault
@@ -60,7 +60,7 @@ class SandboxHandler(tornado.web.RequestHandler):
 class JSONAPIHandler(SandboxHandler):
     """An mp/mini-program JSON endpoint: ``system_error`` renders as errcode -1."""
 
-    async def begin(self) -> str | None:
+    async def begin(self, key: str | None = None) -> str | None:
         fault = await super().begin()
         if fault in ("system_error", "timeout"):
             raise SandboxError(-1, "system error")

@@ -27,21 +27,22 @@ class LoginCodeHandler(SandboxHandler):
 
 class FaultsHandler(SandboxHandler):
     async def get(self) -> None:
-        self.write_json({k: list(v) for k, v in self.state.faults.items() if v})
+        self.write_json({k: self.state.pending_faults(k) for k, v in self.state.faults.items() if v})
 
     async def post(self) -> None:
         body = self.json_body()
         endpoint, fault = body.get("endpoint"), body.get("fault")
-        count = body.get("count", 1)
-        if not isinstance(endpoint, str) or not isinstance(fault, str) or not isinstance(count, int):
-            self.write_json({"error": "endpoint, fault and count are required"}, status=400)
+        count, match = body.get("count", 1), body.get("match")
+        if not isinstance(endpoint, str) or not isinstance(fault, str) or not isinstance(count, int) \
+                or not isinstance(match, str | None):
+            self.write_json({"error": "endpoint, fault and count are required; match is a string"}, status=400)
             return
         try:
-            self.state.add_fault(endpoint, fault, count)
+            self.state.add_fault(endpoint, fault, count, match)
         except ValueError as exc:
             self.write_json({"error": str(exc)}, status=400)
             return
-        self.write_json({"endpoint": endpoint, "pending": list(self.state.faults[endpoint])})
+        self.write_json({"endpoint": endpoint, "pending": self.state.pending_faults(endpoint)})
 
     async def delete(self) -> None:
         self.state.faults.clear()

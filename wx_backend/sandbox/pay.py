@@ -308,7 +308,7 @@ class PayState:
         order.notify_status = "gave_up"
 
     async def _deliver(self, order: Order, attempt: int, body: bytes) -> bool:
-        record: dict[str, Any] = {"attempt": attempt, "at": time.time()}
+        record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "outcome": "pending"}  # until replied
         order.notifications.append(record)
         try:
             resp = await AsyncHTTPClient().fetch(HTTPRequest(
@@ -360,7 +360,7 @@ class PayHandler(SandboxHandler):
         return PayState.of(self.state)
 
     async def post(self) -> None:
-        fault = await self.begin()
+        fault = await self.begin(self._trade_key())
         try:
             req = self.check_request()
         except ReturnFail as exc:
@@ -377,6 +377,13 @@ class PayHandler(SandboxHandler):
         if result is None:  # the handler has written a raw body (downloadbill)
             return
         self.reply(req, sign_type, result, bad_sign=(fault == "bad_signature"))
+
+    def _trade_key(self) -> str | None:
+        """The call's out_trade_no, if its body reads as XML (faults may be aimed at it)."""
+        try:
+            return parse_xml(self.request.body).get("out_trade_no") if self.request.body else None
+        except ValueError:
+            return None
 
     def check_request(self) -> dict[str, str]:
         if not self.request.body:

@@ -40,7 +40,7 @@ class ConfirmHandler(PayControlHandler):
             return self.fail(409, "another customer's order")
         pay.mark_paid(order, now)
         self.state.calls["pay_notify"] += 1
-        pay.start_notifying(order, self.state.take_fault("pay_notify"))
+        pay.start_notifying(order, self.state.take_fault("pay_notify", order.out_trade_no))
         self.write_json(order.view())
 
 

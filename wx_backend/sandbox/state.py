@@ -65,14 +65,25 @@ class SandboxState:
         return state
 
     # -- faults ---------------------------------------------------------------
-    def add_fault(self, endpoint: str, fault: str, count: int) -> None:
+    def add_fault(self, endpoint: str, fault: str, count: int, match: str | None = None) -> None:
+        """Queue ``count`` faults for ``endpoint``; with ``match``, only a call about that key
+        (a Pay call's or notification's ``out_trade_no``) takes them, so other traffic on the
+        same endpoint cannot use them up."""
         if fault not in KNOWN_FAULTS:
             raise ValueError(f"unknown fault {fault!r}; known: {sorted(KNOWN_FAULTS)}")
-        self.faults[endpoint].extend([fault] * count)
+        self.faults[endpoint].extend([(fault, match)] * count)
 
-    def take_fault(self, endpoint: str) -> str | None:
+    def take_fault(self, endpoint: str, key: str | None = None) -> str | None:
+        """The first queued fault of ``endpoint`` meant for any call or for ``key``."""
         queue = self.faults.get(endpoint)
-        return queue.popleft() if queue else None
+        for i, (fault, match) in enumerate(queue or ()):
+            if match is None or match == key:
+                del queue[i]
+                return fault
+        return None
+
+    def pending_faults(self, endpoint: str) -> list[dict[str, str | None]]:
+        return [{"fault": fault, "match": match} for fault, match in self.faults.get(endpoint, ())]
 
     # -- access tokens --------------------------------------------------------
     def issue_token(self, appid: str, ttl: int = 7200) -> tuple[str, int]:
