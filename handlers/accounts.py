@@ -54,11 +54,11 @@ openapi = {
                            "sms_code": {"type": "string", "pattern": "^[0-9]{6}$"}}),
             ok={201: _ACCOUNT, 200: _ACCOUNT},
             errors={400: ["sms_code_invalid", "sms_code_expired", "sms_code_exhausted"], 404: ["account_not_found"],
-                    409: ["too_many_accounts"], 422: ["validation_failed", "holder_name_mismatch"]}),
+                    409: ["too_many_accounts", "account_busy"], 422: ["validation_failed", "holder_name_mismatch"]}),
     },
     "/api/v1/accounts/{account_no}": {
         "delete": spec.operation("Unbind one's own binding", tag="accounts", ok={204: None},
-                                 errors={404: ["account_not_found"]}),
+                                 errors={404: ["account_not_found"], 409: ["account_busy"]}),
     },
     "/internal/v1/accounts/{account_no}": {
         "put": spec.operation(
@@ -69,6 +69,6 @@ openapi = {
                 "tariff": spec.ref("Tariff"), "capacity_kva": {"type": "number"}, "balance_fen": spec.FEN}),
             ok={200: spec.obj({"account": spec.ref("Account"), "created": spec.BOOLEAN}),
                 201: spec.obj({"account": spec.ref("Account"), "created": spec.BOOLEAN})},
-            errors={422: ["validation_failed"]}),
+            errors={409: ["account_busy"], 422: ["validation_failed"]}),
     },
 }

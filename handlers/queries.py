@@ -157,7 +157,7 @@ openapi = {
             tag="internal", path={"period": _PERIOD}, body={"type": "object"},
             ok={200: spec.obj({"bill": {"type": "object"}, "created": spec.BOOLEAN}),
                 201: spec.obj({"bill": {"type": "object"}, "created": spec.BOOLEAN})},
-            errors={404: _ACCOUNT_NOT_FOUND, 409: ["bill_amount_below_paid", "bill_busy", "offline_paid_decreased"],
+            errors={404: _ACCOUNT_NOT_FOUND, 409: ["bill_amount_below_paid", "account_busy", "offline_paid_decreased"],
                     422: ["validation_failed"]}),
     },
     "/internal/v1/accounts/{account_no}/usage": {
