@@ -14,6 +14,8 @@ from datetime import UTC, datetime, timedelta
 
 import requests
 from payments_support import (
+    AGO_2,
+    AGO_3,
     FINAL,
     add_bill,
     auth_code,
@@ -38,8 +40,8 @@ def chaos(stack, n: int, seed: int = 7, customers: int = 10, workers: int = 12, 
     people = [customer(stack) for _ in range(customers)]
     for i, person in enumerate(people):
         if i % 2 == 0:
-            add_bill(stack, person["account_no"], "2026-08", 3000 + i)
-            add_bill(stack, person["account_no"], "2026-09", 4000 + i)
+            add_bill(stack, person["account_no"], AGO_3, 3000 + i)
+            add_bill(stack, person["account_no"], AGO_2, 4000 + i)
     accounts = [p["account_no"] for p in people]
     start_balance = {a: stack.db.accounts.find_one({"account_no": a})["balance_fen"] for a in accounts}
     terminal = register_terminal(stack, "压力测试终端")

@@ -32,6 +32,17 @@ def customer(stack, balance_fen: int = 0) -> dict:
     return {"token": token, "openid": openid, "account_no": account["account_no"]}
 
 
+def months_ago(n: int) -> str:
+    """The period ``n`` months before this one (Beijing time): payments settle the bills of the
+    last 36 months, so the tests' bills move with the calendar."""
+    now = datetime.now(ZoneInfo("Asia/Shanghai"))
+    total = now.year * 12 + now.month - 1 - n
+    return f"{total // 12:04d}-{total % 12 + 1:02d}"
+
+
+AGO_1, AGO_2, AGO_3, AGO_4, AGO_5, AGO_6, AGO_7, AGO_8 = (months_ago(n) for n in range(1, 9))
+
+
 def add_bill(stack, account_no: str, period: str, amount_fen: int) -> None:
     """An issued, unpaid bill, sent as the marketing system sends it."""
     body = {"amount_fen": amount_fen, "due_date": f"{period}-25", "readings": {"previous": 1000, "current": 1100},

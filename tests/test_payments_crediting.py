@@ -12,6 +12,10 @@ from conftest import Stack
 from pay_support import gateway, run, trade_no
 from payments_chaos import chaos, duplicate_storm
 from payments_support import (
+    AGO_5,
+    AGO_6,
+    AGO_7,
+    AGO_8,
     add_bill,
     auth_code,
     balance,
@@ -41,8 +45,8 @@ def test_a_crash_between_steps_is_finished_by_the_follow_up_without_double_count
     """The documents are left as a process dying at that point leaves them; the follow-up
     (embedded in the running backend) must finish the job exactly once."""
     cust = customer(stack, balance_fen=-9000)
-    add_bill(stack, cust["account_no"], "2026-05", 4000)
-    add_bill(stack, cust["account_no"], "2026-06", 5000)
+    add_bill(stack, cust["account_no"], AGO_6, 4000)
+    add_bill(stack, cust["account_no"], AGO_5, 5000)
     created = pay_jsapi(stack, cust, 7000)
     otn = created["out_trade_no"]
     no = cust["account_no"]
@@ -56,15 +60,15 @@ def test_a_crash_between_steps_is_finished_by_the_follow_up_without_double_count
     if crash_after in ("account_credited", "one_bill_settled"):
         stack.db.accounts.update_one({"account_no": no}, {"$inc": {"balance_fen": 7000}, "$push": {"credited": otn}})
     if crash_after == "one_bill_settled":
-        stack.db.bills.update_one({"account_no": no, "period": "2026-05"}, {
+        stack.db.bills.update_one({"account_no": no, "period": AGO_6}, {
             "$set": {"paid_fen": 4000, "status": "paid"},
             "$push": {"settlements": {"out_trade_no": otn, "amount_fen": 4000, "at": now}}})
     assert wait_status(stack, otn, ("credited",), timeout=15)["status"] == "credited"
     assert balance(stack, no) == -9000 + 7000
     assert stack.db.accounts.find_one({"account_no": no})["credited"].count(otn) == 1
     b = bills(stack, no)
-    assert (b["2026-05"]["paid_fen"], b["2026-05"]["status"], len(b["2026-05"]["settlements"])) == (4000, "paid", 1)
-    assert (b["2026-06"]["paid_fen"], b["2026-06"]["status"], len(b["2026-06"]["settlements"])) == \
+    assert (b[AGO_6]["paid_fen"], b[AGO_6]["status"], len(b[AGO_6]["settlements"])) == (4000, "paid", 1)
+    assert (b[AGO_5]["paid_fen"], b[AGO_5]["status"], len(b[AGO_5]["settlements"])) == \
         (3000, "partial", 1)
 
 
@@ -90,8 +94,8 @@ def test_random_faults_and_a_killed_process_every_order_ends_right(stack, workdi
 
 def test_refund_partial_then_rest_debits_once_and_reopens_bills(stack):
     cust = customer(stack)
-    add_bill(stack, cust["account_no"], "2026-03", 3000)
-    add_bill(stack, cust["account_no"], "2026-04", 4000)
+    add_bill(stack, cust["account_no"], AGO_8, 3000)
+    add_bill(stack, cust["account_no"], AGO_7, 4000)
     created = pay_jsapi(stack, cust, 10000)  # settles 3000 + 4000, leaves 3000 as balance
     confirm(stack, created)
     otn = created["out_trade_no"]
@@ -103,13 +107,13 @@ def test_refund_partial_then_rest_debits_once_and_reopens_bills(stack):
     assert again.returncode == 0, again.stderr  # the same number: no second refund
     assert balance(stack, no) == 8000
     b = bills(stack, no)
-    assert (b["2026-03"]["paid_fen"], b["2026-04"]["paid_fen"]) == (3000, 4000)  # out of the balance part
+    assert (b[AGO_8]["paid_fen"], b[AGO_7]["paid_fen"]) == (3000, 4000)  # out of the balance part
     second = run_script(stack, "scripts.refund", otn, "--amount-fen", "5000", "--refund-no", f"R{otn[-10:]}b")
     assert second.returncode == 0, second.stderr
     assert balance(stack, no) == 3000
     b = bills(stack, no)  # 1000 of the left-over, then 4000 back out of the newest bill
-    assert (b["2026-04"]["paid_fen"], b["2026-04"]["status"]) == (0, "unpaid")
-    assert (b["2026-03"]["paid_fen"], b["2026-03"]["status"]) == (3000, "paid")
+    assert (b[AGO_7]["paid_fen"], b[AGO_7]["status"]) == (0, "unpaid")
+    assert (b[AGO_8]["paid_fen"], b[AGO_8]["status"]) == (3000, "paid")
     too_much = run_script(stack, "scripts.refund", otn, "--amount-fen", "3001", "--refund-no", f"R{otn[-10:]}c")
     assert too_much.returncode == 1 and "refund_exceeds_payment" in too_much.stderr
     order = stack.db.payments.find_one({"out_trade_no": otn})

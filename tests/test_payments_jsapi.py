@@ -6,6 +6,10 @@ from __future__ import annotations
 import pytest
 from conftest import error_of
 from payments_support import (
+    AGO_1,
+    AGO_2,
+    AGO_3,
+    AGO_4,
     add_bill,
     balance,
     bills,
@@ -27,9 +31,9 @@ from payments_support import (
 
 def test_jsapi_happy_path_credits_once_settles_bills_oldest_first(stack):
     cust = customer(stack, balance_fen=-15000)
-    add_bill(stack, cust["account_no"], "2026-09", 10000)
-    add_bill(stack, cust["account_no"], "2026-08", 5000)
-    add_bill(stack, cust["account_no"], "2026-10", 8000)
+    add_bill(stack, cust["account_no"], AGO_2, 10000)
+    add_bill(stack, cust["account_no"], AGO_3, 5000)
+    add_bill(stack, cust["account_no"], AGO_1, 8000)
     created = pay_jsapi(stack, cust, 12000)
     params = created["pay_params"]
     assert set(params) == {"timeStamp", "nonceStr", "package", "signType", "paySign"}
@@ -48,12 +52,12 @@ def test_jsapi_happy_path_credits_once_settles_bills_oldest_first(stack):
     account = stack.db.accounts.find_one({"account_no": cust["account_no"]})
     assert account["credited"].count(otn) == 1
     b = bills(stack, cust["account_no"])
-    assert (b["2026-08"]["paid_fen"], b["2026-08"]["status"]) == (5000, "paid")
-    assert (b["2026-09"]["paid_fen"], b["2026-09"]["status"]) == (7000, "partial")
-    assert (b["2026-10"]["paid_fen"], b["2026-10"]["status"]) == (0, "unpaid")
-    assert b["2026-09"]["settlements"][0]["out_trade_no"] == otn
+    assert (b[AGO_3]["paid_fen"], b[AGO_3]["status"]) == (5000, "paid")
+    assert (b[AGO_2]["paid_fen"], b[AGO_2]["status"]) == (7000, "partial")
+    assert (b[AGO_1]["paid_fen"], b[AGO_1]["status"]) == (0, "unpaid")
+    assert b[AGO_2]["settlements"][0]["out_trade_no"] == otn
     credit = stack.db.payment_credits.find_one({"_id": otn})
-    assert [s["period"] for s in credit["settlements"]] == ["2026-08", "2026-09"]
+    assert [s["period"] for s in credit["settlements"]] == [AGO_3, AGO_2]
     # the receipt and the marketing system's webhook, queued once each
     receipt = wait_for(lambda: stack.db.outbox.find_one({"dedupe_key": f"payment:{otn}"}))
     assert receipt["kind"] == "notify" and receipt["payload"]["message"] == "payment_received"
@@ -61,7 +65,7 @@ def test_jsapi_happy_path_credits_once_settles_bills_oldest_first(stack):
     assert receipt["payload"]["page"] == f"pages/payments/result?out_trade_no={otn}"
     hook = stack.db.outbox.find_one({"dedupe_key": f"webhook:payment.credited:{otn}"})
     assert hook["payload"]["event"] == "payment.credited" and hook["payload"]["body"]["amount_fen"] == 12000
-    assert [s["period"] for s in hook["payload"]["body"]["settlements"]] == ["2026-08", "2026-09"]
+    assert [s["period"] for s in hook["payload"]["body"]["settlements"]] == [AGO_3, AGO_2]
     assert wait_for(lambda: stack.db.payment_credits.find_one({"_id": otn, "state": "done"}))
     notes = list(stack.db.payment_events.find({"out_trade_no": otn, "kind": "notification"}))
     assert notes and notes[0]["outcome"] == "accepted" and "sign" not in notes[0]["fields"]
@@ -82,18 +86,18 @@ def test_jsapi_happy_path_credits_once_settles_bills_oldest_first(stack):
     again = notify(stack, notification_xml(stack, otn, 12000, transaction_id=doc["transaction_id"]))
     assert replied_success(again)
     assert balance(stack, cust["account_no"]) == -3000
-    assert bills(stack, cust["account_no"])["2026-09"]["paid_fen"] == 7000
+    assert bills(stack, cust["account_no"])[AGO_2]["paid_fen"] == 7000
     assert stack.db.outbox.count_documents({"dedupe_key": {"$regex": otn}}) == 2
 
 
 def test_payment_larger_than_bills_leaves_the_rest_as_balance(stack):
     cust = customer(stack)
-    add_bill(stack, cust["account_no"], "2026-07", 3000)
+    add_bill(stack, cust["account_no"], AGO_4, 3000)
     created = pay_jsapi(stack, cust, 10000)
     confirm(stack, created)
     wait_status(stack, created["out_trade_no"])
     assert balance(stack, cust["account_no"]) == 10000
-    b = bills(stack, cust["account_no"])["2026-07"]
+    b = bills(stack, cust["account_no"])[AGO_4]
     assert (b["paid_fen"], b["status"]) == (3000, "paid")
 
 

@@ -311,13 +311,7 @@ class BillService:
     # -- for the customer --------------------------------------------------------------------
     async def bills_between(self, account_no: str, first: str, last: str,
                             projection: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-        """The account's bills from period ``first`` to ``last``, by period (missing months left out)."""
-        periods, period = [], first
-        while period <= last:
-            periods.append(period)
-            period = add_months(period, 1)
-        found = await find_by_ids(self.db.bills, [bill_id(account_no, p) for p in periods], projection)
-        return {doc["period"]: doc for doc in found.values()}
+        return await read_bills(self.db, account_no, first, last, projection)
 
     async def list_for(self, user: dict[str, Any], account_no: str, year: Any = None,
                        now: datetime | None = None) -> dict[str, Any]:
@@ -329,8 +323,7 @@ class BillService:
                 raise ValidationFailed(details=[{"field": "year", "message": "年份应为 4 位数字，如 2026"}])
             first, last = f"{year}-01", f"{year}-12"
         else:
-            last = period_of(local_today(now or utcnow()))
-            first = add_months(last, 1 - HISTORY_MONTHS)
+            first, last = history_window(now or utcnow())
         bills = await self.bills_between(account_no, first, last)
         docs = [bills[p] for p in sorted(bills, reverse=True)]
         return {"account_no": account_no, "year": year or None, "bills": [summary_view(d) for d in docs]}
@@ -360,7 +353,7 @@ class BillService:
         # the bills of the last three years and this month's daily readings, each by its _id
         # (services/keys.py), summed here
         by_period = await self.bills_between(
-            account_no, add_months(this_period, 1 - HISTORY_MONTHS), this_period,
+            account_no, *history_window(now or utcnow()),
             {"period": 1, "amount_fen": 1, "paid_fen": 1, "status": 1, "kwh.total": 1},
         )
         bills = list(by_period.values())
@@ -394,6 +387,25 @@ class BillService:
             "this_year": {"year": int(year), "bills": totals["count"], "kwh": totals["kwh"],
                           "amount_fen": totals["amount"], "paid_fen": totals["paid"]},
         }
+
+
+def history_window(now: datetime) -> tuple[str, str]:
+    """The first and the last period of the ``HISTORY_MONTHS`` months up to ``now`` (Beijing time):
+    the bills the customer is shown, owes, and pays."""
+    last = period_of(local_today(now))
+    return add_months(last, 1 - HISTORY_MONTHS), last
+
+
+async def read_bills(db: AsyncDatabase, account_no: str, first: str, last: str,
+                     projection: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+    """The account's bills from period ``first`` to ``last``, by period (missing months left out),
+    each read by its ``_id``."""
+    periods, period = [], first
+    while period <= last:
+        periods.append(period)
+        period = add_months(period, 1)
+    found = await find_by_ids(db.bills, [bill_id(account_no, p) for p in periods], projection)
+    return {doc["period"]: doc for doc in found.values()}
 
 
 def new_bill_doc(account_no: str, period: str, values: dict[str, Any], offline_paid_fen: int,

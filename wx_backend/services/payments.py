@@ -53,6 +53,7 @@ from ..wechat.pay import (
     PaySignatureError,
 )
 from .accounts import AccountService, is_account_no
+from .billing import history_window, read_bills
 from .locks import Locks
 
 log = logging.getLogger(__name__)
@@ -590,8 +591,14 @@ class PaymentService:
         return True
 
     async def _settle_bills(self, account_no: str, otn: str, amount: int, at: datetime) -> list[dict[str, Any]]:
-        """Pay the account's open bills, oldest period first, from this payment (once per bill)."""
-        bills = await self.db.bills.find({"account_no": account_no}).sort("period", 1).to_list(None)
+        """Pay the account's open bills, oldest period first, from this payment (once per bill).
+
+        The bills are those of the 36 months up to the payment (``history_window``): what the
+        customer was shown as owed. Counted from the payment's time, not from now, so a resumed
+        settlement reads the same bills.
+        """
+        by_period = await read_bills(self.db, account_no, *history_window(at))
+        bills = [by_period[p] for p in sorted(by_period)]
         done = [{"period": b["period"], "amount_fen": s["amount_fen"]} for b in bills
                 for s in b.get("settlements", []) if s.get("out_trade_no") == otn and not s.get("refund_no")]
         remaining = amount - sum(d["amount_fen"] for d in done)
