@@ -13,7 +13,13 @@ from wx_backend.config import Config
 from wx_backend.embedded import ROOT, FerretDB, wait_for_port
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    # `kill` (SIGTERM) stops everything as Ctrl-C does, instead of leaving the children running
+    signal.signal(signal.SIGTERM, _interrupt)
     os.environ.setdefault("WX_ENV", "dev")
     env = dict(os.environ)
     database = None
@@ -39,6 +45,8 @@ def main() -> None:
     except KeyboardInterrupt:
         pass
     finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):  # a second Ctrl-C must not cut the clean-up short
+            signal.signal(sig, signal.SIG_IGN)
         for child in children:
             if child.poll() is None:
                 child.send_signal(signal.SIGTERM)
