@@ -34,7 +34,7 @@ async def services(notify: bool) -> AsyncIterator[SimpleNamespace]:
         await dbmod.ensure_indexes(database)
         accounts = AccountService(database, DataProtector(config.data_key_bytes))
         notifications = notifications_for(config, database, notify)
-        bills = BillService(database, accounts, notifications)
-        yield SimpleNamespace(bills=bills, usage=UsageService(database, accounts, bills))
+        yield SimpleNamespace(bills=BillService(database, accounts, notifications),
+                              usage=UsageService(database, accounts))
     finally:
         await client.close()

@@ -62,7 +62,7 @@ class Application(tornado.web.Application):
             outbox=self.outbox, notifications=self.notifications,
         )
         self.bills = BillService(self.db, self.accounts, self.notifications)
-        self.usage = UsageService(self.db, self.accounts, self.bills)
+        self.usage = UsageService(self.db, self.accounts)
         self.outages = OutageService(self.db, self.accounts, self.notifications)
         self.terminals = TerminalService(self.db, self.protector, self.verifier)
         self.payments = PaymentService(self.db, self.wechat.pay, self.accounts, config,

@@ -27,10 +27,10 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ..db import find_by_ids, utcnow
+from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
 from .accounts import AccountService, is_account_no
-from .keys import bill_id, reading_id
+from .keys import bill_id, read_bills, read_readings
 from .periods import add_months, is_day, is_period, local_today, period_days, period_of, ratio_round
 
 log = logging.getLogger(__name__)
@@ -309,10 +309,6 @@ class BillService:
         await self.db.bills.update_one({"_id": bill["_id"]}, {"$set": {"notified": True}})
 
     # -- for the customer --------------------------------------------------------------------
-    async def bills_between(self, account_no: str, first: str, last: str,
-                            projection: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-        return await read_bills(self.db, account_no, first, last, projection)
-
     async def list_for(self, user: dict[str, Any], account_no: str, year: Any = None,
                        now: datetime | None = None) -> dict[str, Any]:
         """The account's bills, newest first: of one year (``YYYY``), or of the last
@@ -324,7 +320,7 @@ class BillService:
             first, last = f"{year}-01", f"{year}-12"
         else:
             first, last = history_window(now or utcnow())
-        bills = await self.bills_between(account_no, first, last)
+        bills = await read_bills(self.db, account_no, first, last)
         docs = [bills[p] for p in sorted(bills, reverse=True)]
         return {"account_no": account_no, "year": year or None, "bills": [summary_view(d) for d in docs]}
 
@@ -352,14 +348,13 @@ class BillService:
         year = f"{today.year:04d}"
         # the bills of the last three years and this month's daily readings, each by its _id
         # (services/keys.py), summed here
-        by_period = await self.bills_between(
-            account_no, *history_window(now or utcnow()),
+        by_period = await read_bills(
+            self.db, account_no, *history_window(now or utcnow()),
             {"period": 1, "amount_fen": 1, "paid_fen": 1, "status": 1, "kwh.total": 1},
         )
         bills = list(by_period.values())
-        found = await find_by_ids(self.db.usage, [reading_id(account_no, "day", d) for d in period_days(this_period)],
-                                  {"kwh": 1})
-        days = list(found.values())
+        days = list((await read_readings(self.db, account_no, "day", period_days(this_period),
+                                         {"key": 1, "kwh": 1})).values())
         owing = [b for b in bills if b.get("status") in ("unpaid", "partial")]
         in_year = [b for b in bills if b["period"][:4] == year]
         month_kwh = sum(d["kwh"] for d in days)
@@ -394,18 +389,6 @@ def history_window(now: datetime) -> tuple[str, str]:
     the bills the customer is shown, owes, and pays."""
     last = period_of(local_today(now))
     return add_months(last, 1 - HISTORY_MONTHS), last
-
-
-async def read_bills(db: AsyncDatabase, account_no: str, first: str, last: str,
-                     projection: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
-    """The account's bills from period ``first`` to ``last``, by period (missing months left out),
-    each read by its ``_id``."""
-    periods, period = [], first
-    while period <= last:
-        periods.append(period)
-        period = add_months(period, 1)
-    found = await find_by_ids(db.bills, [bill_id(account_no, p) for p in periods], projection)
-    return {doc["period"]: doc for doc in found.values()}
 
 
 def new_bill_doc(account_no: str, period: str, values: dict[str, Any], offline_paid_fen: int,

@@ -53,7 +53,8 @@ from ..wechat.pay import (
     PaySignatureError,
 )
 from .accounts import AccountService, is_account_no
-from .billing import history_window, read_bills
+from .billing import history_window
+from .keys import read_bills
 from .locks import Locks
 
 log = logging.getLogger(__name__)

@@ -19,11 +19,11 @@ from typing import Any
 from pymongo import ASCENDING, IndexModel, UpdateOne
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ..db import find_by_ids, utcnow
+from ..db import utcnow
 from ..errors import NotFound, ValidationFailed
 from .accounts import AccountService, is_account_no
-from .billing import MAX_KWH, TOU_PERIODS, BillService
-from .keys import reading_id
+from .billing import MAX_KWH, TOU_PERIODS
+from .keys import read_bills, read_readings, reading_id
 from .periods import (
     add_months,
     is_day,
@@ -88,10 +88,9 @@ def check_entry(entry: Any, where: str = "entry") -> tuple[dict[str, Any] | None
 
 
 class UsageService:
-    def __init__(self, db: AsyncDatabase, accounts: AccountService, bills: BillService):
+    def __init__(self, db: AsyncDatabase, accounts: AccountService):
         self.db = db
         self.accounts = accounts
-        self.bills = bills
 
     # -- readings in ----------------------------------------------------------------------
     async def put(self, account_no: str, entries: Any) -> dict[str, int]:
@@ -155,11 +154,9 @@ class UsageService:
 
         # the bills and monthly readings of the range and of the year before, each by its _id
         start = add_months(first, -12)
-        by_bill = await self.bills.bills_between(account_no, start, last, {"period": 1, "kwh": 1, "amount_fen": 1})
+        by_bill = await read_bills(self.db, account_no, start, last, {"period": 1, "kwh": 1, "amount_fen": 1})
         periods = [add_months(start, k) for k in range(months_between(start, last))]
-        found = await find_by_ids(self.db.usage, [reading_id(account_no, "month", p) for p in periods],
-                                  {"key": 1, "kwh": 1, "tou": 1})
-        by_reading = {r["key"]: r for r in found.values()}
+        by_reading = await read_readings(self.db, account_no, "month", periods, {"key": 1, "kwh": 1, "tou": 1})
 
         def figures(period: str) -> tuple[int | None, int | None, dict[str, int] | None, str | None]:
             bill = by_bill.get(period)
@@ -221,9 +218,7 @@ class UsageService:
         if not is_period(month):
             raise ValidationFailed(details=[{"field": "month", "message": "月份应为 YYYY-MM"}])
         days = period_days(month)
-        found = await find_by_ids(self.db.usage, [reading_id(account_no, "day", d) for d in days],
-                                  {"key": 1, "kwh": 1, "tou": 1})
-        by_day = {d["key"]: d for d in found.values()}
+        by_day = await read_readings(self.db, account_no, "day", days, {"key": 1, "kwh": 1, "tou": 1})
         docs = list(by_day.values())
         rows = [{"date": day, "kwh": by_day[day]["kwh"] if day in by_day else None,
                  "kwh_by_period": by_day[day].get("tou") if day in by_day else None} for day in days]
