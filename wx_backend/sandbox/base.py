@@ -61,7 +61,7 @@ class JSONAPIHandler(SandboxHandler):
     """An mp/mini-program JSON endpoint: ``system_error`` renders as errcode -1."""
 
     async def begin(self, key: str | None = None) -> str | None:
-        fault = await super().begin()
+        fault = await super().begin(key)
         if fault in ("system_error", "timeout"):
             raise SandboxError(-1, "system error")
         if fault == "quota":

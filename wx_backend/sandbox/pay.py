@@ -360,9 +360,10 @@ class PayHandler(SandboxHandler):
         return PayState.of(self.state)
 
     async def post(self) -> None:
-        fault = await self.begin(self._trade_key())
+        parsed = self._parse()
+        fault = await self.begin(parsed.get("out_trade_no") if parsed else None)  # faults may aim at it
         try:
-            req = self.check_request()
+            req = self.check_request(parsed)
         except ReturnFail as exc:
             self.write_xml({"return_code": "FAIL", "return_msg": exc.msg})
             return
@@ -378,20 +379,18 @@ class PayHandler(SandboxHandler):
             return
         self.reply(req, sign_type, result, bad_sign=(fault == "bad_signature"))
 
-    def _trade_key(self) -> str | None:
-        """The call's out_trade_no, if its body reads as XML (faults may be aimed at it)."""
+    def _parse(self) -> dict[str, str] | None:
+        """The body as a flat XML document; ``None`` when empty or not XML (check_request says which)."""
         try:
-            return parse_xml(self.request.body).get("out_trade_no") if self.request.body else None
+            return parse_xml(self.request.body) if self.request.body else None
         except ValueError:
             return None
 
-    def check_request(self) -> dict[str, str]:
+    def check_request(self, req: dict[str, str] | None) -> dict[str, str]:
         if not self.request.body:
             raise ReturnFail("POST_DATA_EMPTY")
-        try:
-            req = parse_xml(self.request.body)
-        except ValueError:
-            raise ReturnFail("XML_FORMAT_ERROR") from None
+        if req is None:
+            raise ReturnFail("XML_FORMAT_ERROR")
         missing = [name for name in ("appid", "mch_id", "nonce_str", "sign") if not req.get(name)]
         if missing:
             raise ReturnFail(f"LACK_PARAMS: {','.join(missing)}")
