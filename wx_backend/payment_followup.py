@@ -18,7 +18,7 @@ from pymongo.errors import PyMongoError
 from . import db as dbmod
 from . import logs
 from .config import Config, ConfigError
-from .signals import stop_requested
+from .signals import run_until_stopped
 
 log = logging.getLogger(__name__)
 
@@ -73,10 +73,7 @@ async def main() -> None:
         raise SystemExit(f"configuration error: {exc}") from None
     logs.setup(config.log_level)
     ctx = Standalone(config)
-    task = asyncio.create_task(run_forever(ctx.payments, config.pay_followup_interval))
-    await stop_requested()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await run_until_stopped(run_forever(ctx.payments, config.pay_followup_interval))
     await ctx.close()
 
 

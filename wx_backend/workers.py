@@ -24,7 +24,7 @@ from .db import utcnow
 from .services.notifications import Notifications, Outcome, attempt, backoff
 from .services.outbox import Outbox
 from .services.webhook import WebhookSender
-from .signals import stop_requested
+from .signals import run_until_stopped
 from .wechat import WeChat
 
 log = logging.getLogger(__name__)
@@ -132,10 +132,7 @@ async def main() -> None:
             log.warning("database not ready (%s); retrying", type(exc).__name__)
             await asyncio.sleep(1)
     worker = build(config, db, WeChat(config, db))
-    task = asyncio.create_task(worker.run())
-    await stop_requested()
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
+    await run_until_stopped(worker.run())
     await client.close()
 
 
