@@ -30,7 +30,7 @@ for _path in (ROOT, ROOT / "tests"):
 from conftest import Process, Stack  # noqa: E402
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest  # noqa: E402
 
-from wx_backend.embedded import FerretDB, free_port  # noqa: E402
+from wx_backend.embedded import database_uri, free_port  # noqa: E402
 
 # Background workers (payment follow-up, outbox) run in their own processes in production;
 # keeping them out of the measured web process keeps their polling out of its figures.
@@ -50,22 +50,16 @@ def header(title: str, args, script: str) -> None:
 def running_stack(prefix: str, extra_env: dict[str, str] | None = None) -> Iterator[Stack]:
     """Database (``MONGODB_URI`` or a FerretDB of its own), sandbox and backend; all stopped after."""
     workdir = Path(tempfile.mkdtemp(prefix=f"bench-{prefix}-"))
-    database = None
     try:
-        uri = os.environ.get("MONGODB_URI")
-        if not uri:
-            database = FerretDB(workdir / "ferretdb").start()
-            uri = database.uri
-        (workdir / "stack").mkdir()
-        stack = Stack(workdir / "stack", uri, extra_env={**BENCH_ENV, **(extra_env or {})})
-        try:
-            stack.start()
-            yield stack
-        finally:
-            stack.stop()
+        with database_uri(workdir / "ferretdb") as uri:
+            (workdir / "stack").mkdir()
+            stack = Stack(workdir / "stack", uri, extra_env={**BENCH_ENV, **(extra_env or {})})
+            try:
+                stack.start()
+                yield stack
+            finally:
+                stack.stop()
     finally:
-        if database:
-            database.stop()
         shutil.rmtree(workdir, ignore_errors=True)
 
 

@@ -36,7 +36,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError  # noqa: E402
 from wx_backend import db as dbmod  # noqa: E402
 from wx_backend import demo  # noqa: E402
 from wx_backend.db import utcnow  # noqa: E402
-from wx_backend.embedded import FerretDB  # noqa: E402
+from wx_backend.embedded import database_uri  # noqa: E402
 from wx_backend.security import DataProtector  # noqa: E402
 from wx_backend.services.accounts import AccountService  # noqa: E402
 from wx_backend.services.billing import new_bill_doc, validate_bill  # noqa: E402
@@ -159,13 +159,8 @@ def p99(values: list[float]) -> float:
 
 async def run(args: argparse.Namespace) -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-queries-"))
-    server = None
-    uri = os.environ.get("MONGODB_URI")
-    if not uri:
-        server = FerretDB(workdir / "ferretdb").start()
-        uri = server.uri
     db_name = f"bench_{int(time.time())}"
-    try:
+    with database_uri(workdir / "ferretdb") as uri:
         loaded = await load(uri, db_name, args.accounts, args.months, args.users)
         print(f"loaded {args.accounts} accounts in {loaded['accounts_s']:.1f} s, {loaded['bills']} bills in "
               f"{loaded['bills_s']:.1f} s ({loaded['bills'] / loaded['bills_s']:.0f} bills/s)")
@@ -191,9 +186,6 @@ async def run(args: argparse.Namespace) -> None:
                           f"{p99(lat):>9.1f}{len(lat) / wall:>8.1f}", flush=True)
         finally:
             stack.stop()
-    finally:
-        if server:
-            server.stop()
     backend = "MONGODB_URI" if os.environ.get("MONGODB_URI") else "embedded FerretDB (SQLite)"
     print(f"database: {backend}; cores: {os.cpu_count()}; one app process")
     print("reproduce: python bench/bench_queries.py " + " ".join(

@@ -32,7 +32,7 @@ import requests
 from pymongo import AsyncMongoClient, MongoClient
 
 from wx_backend.config import Config
-from wx_backend.embedded import ROOT, FerretDB, free_port, wait_for_port
+from wx_backend.embedded import ROOT, database_uri, free_port, wait_for_port
 from wx_backend.security import request_signature
 from wx_backend.services.notifications import Notifications, load_catalogue
 from wx_backend.services.outbox import FINAL, Outbox
@@ -267,11 +267,11 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=900.0, help="seconds to wait for every message to be final")
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-outbox-"))
-    database = None
-    uri = os.environ.get("MONGODB_URI")
-    if not uri:
-        database = FerretDB(tmp / "db").start()
-        uri = database.uri
+    with database_uri(tmp / "db") as uri:
+        run(args, tmp, uri)
+
+
+def run(args: argparse.Namespace, tmp: Path, uri: str) -> None:
     sandbox_port, app_port = free_port(), free_port()
     receiver = WebhookReceiver("bench-internal-secret", fail_first=3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WX_")}
@@ -312,8 +312,6 @@ def main() -> None:
         for proc in procs:
             proc.terminate()
             proc.wait(10)
-        if database:
-            database.stop()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ import pytest
 import requests
 from pymongo import MongoClient
 
-from wx_backend.embedded import ROOT, FerretDB, free_port, wait_for_port
+from wx_backend.embedded import ROOT, database_uri, free_port, wait_for_port
 from wx_backend.security import request_signature
 
 TEST_DATA_KEY = base64.b64encode(b"test-data-key-0123456789abcdef!!").decode()
@@ -259,12 +259,8 @@ def _no_secrets_in_logs(workdir):
 @pytest.fixture(scope="session")
 def mongodb_uri(workdir):
     """MONGODB_URI if set, else a FerretDB of the session's own on a free port."""
-    if os.environ.get("MONGODB_URI"):
-        yield os.environ["MONGODB_URI"]
-        return
-    server = FerretDB(workdir / "ferretdb").start()
-    yield server.uri
-    server.stop()
+    with database_uri(workdir / "ferretdb") as uri:
+        yield uri
 
 
 @pytest.fixture(scope="session")

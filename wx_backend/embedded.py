@@ -9,6 +9,8 @@ import os
 import socket
 import subprocess
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -86,3 +88,17 @@ class FerretDB:
                 self.proc.kill()
                 self.proc.wait()
         self.proc = None
+
+
+@contextmanager
+def database_uri(data_dir: Path) -> Iterator[str]:
+    """``MONGODB_URI`` when set; otherwise a FerretDB of its own with its data in ``data_dir``,
+    stopped afterwards. What the tests and the benchmarks run against."""
+    if os.environ.get("MONGODB_URI"):
+        yield os.environ["MONGODB_URI"]
+        return
+    server = FerretDB(data_dir).start()
+    try:
+        yield server.uri
+    finally:
+        server.stop()
