@@ -8,19 +8,20 @@
 # build tooling and is absent from the published module; writing that file first is
 # exactly what FerretDB's build does.
 #
-# One patch is applied (scripts/ferretdb-sqlite-id-index.patch): FerretDB 1.24's SQLite backend
-# writes its _id lookups as `_ferretdb_sjson->'$._id'` but creates the unique _id index on
-# `_ferretdb_sjson->"_id"`; SQLite matches index expressions by their text, so no query used the
-# index and every _id lookup, update and delete read the whole table (EXPLAIN: SCAN). With the
-# lookups written like the index they are index searches (EXPLAIN: SEARCH ... USING INDEX).
-# The binary's name carries the patch's hash, so a changed patch builds a new one.
+# The patches in scripts/ferretdb-patches/ are applied in the order of their names; each says why
+# in its own comments, and docs/storage.md states what they make the server promise:
+#   1-sqlite-id-index     _id lookups are written like the _id index, so SQLite uses it
+#   2-write-atomicity     update, findAndModify and delete run read-check-write as one unit per
+#                         collection: MongoDB's single-document atomicity
+#   3-index-pushdown      equality and $in on the first field of an index are SQLite index searches
+# The binary's name carries the hash of all patches, so a changed patch builds a new one.
 set -euo pipefail
 
 version="v1.24.2"
 here="$(cd "$(dirname "$0")" && pwd)"
-patch_file="$here/ferretdb-sqlite-id-index.patch"
+patches=("$here"/ferretdb-patches/*.patch)
 cache="${WX_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wx-backend}"
-bin="$cache/bin/ferretdb-$version-$(sha256sum "$patch_file" | cut -c1-8)"
+bin="$cache/bin/ferretdb-$version-$(cat "${patches[@]}" | sha256sum | cut -c1-8)"
 
 if [ -x "$bin" ] && "$bin" --version >/dev/null 2>&1; then
     echo "$bin"
@@ -40,7 +41,9 @@ moddir="$(cd "$work" && GOFLAGS=-mod=mod go mod download -json "github.com/Ferre
 cp -r "$moddir" "$work/src"
 chmod -R u+w "$work/src"
 echo "$version" > "$work/src/build/version/version.txt"
-(cd "$work/src" && git apply --verbose "$patch_file" >&2)
+for patch in "${patches[@]}"; do
+    (cd "$work/src" && git apply --verbose "$patch" >&2)
+done
 (cd "$work/src" && GOFLAGS=-buildvcs=false go build -trimpath -o "$bin.tmp.$$" ./cmd/ferretdb)
 mv "$bin.tmp.$$" "$bin"
 "$bin" --version >/dev/null
