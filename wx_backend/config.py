@@ -194,6 +194,12 @@ SETTINGS: dict[str, Setting] = {
         "WX_PAY_FOLLOWUP_INTERVAL", 30.0, "seconds between runs of the payment follow-up (unfinished orders)",
         parse=float,
     ),
+    "credit_step_delay": Setting(
+        "WX_CREDIT_STEP_DELAY", 0.0,
+        "tests only: seconds to pause between the steps of crediting a payment (proves no step relies on timing);"
+        " refused with WX_ENV=prod",
+        parse=float,
+    ),
     "log_level": Setting("WX_LOG_LEVEL", "INFO", "logging level"),
     "catalog_dir": Setting(
         "WX_CATALOG_DIR", "",
@@ -265,6 +271,8 @@ class Config:
                 "missing settings: " + ", ".join(missing)
                 + " (set them in the environment; development defaults exist only with WX_ENV=dev)"
             )
+        if env == "prod" and values["credit_step_delay"]:
+            raise ConfigError("WX_CREDIT_STEP_DELAY is for tests only; unset it in production")
         try:
             if len(base64.b64decode(values["data_key"], validate=True)) != 32:
                 raise ValueError("not 32 bytes")

@@ -5,7 +5,7 @@ process runs it too. Every ``WX_PAY_FOLLOWUP_INTERVAL`` seconds it credits paid 
 crediting did not finish, asks WeChat about orders still open when they are due a look
 (a mini-program order at least every four intervals and at its expiry, when an unpaid one is
 closed; a payment-code order once its terminal request must be over, when an unpaid one is
-reversed). Any number of them may run: every step is idempotent and guarded by locks.
+reversed). Any number of them may run: every step is idempotent and safe to run twice at once.
 """
 
 from __future__ import annotations

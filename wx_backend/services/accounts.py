@@ -20,8 +20,6 @@ has not bound is "not found", whether or not it exists.
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +31,6 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from ..db import utcnow
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
 from ..security import DataProtector, mask_name, mask_phone
-from .locks import Locks
 from .sms import CODE_TTL, SmsService, is_mobile
 
 INDEXES = {
@@ -47,8 +44,6 @@ INDEXES = {
 
 MAX_ACCOUNTS = 9
 QUOTA_SETTLE = timedelta(seconds=60)  # longer than any bind request takes
-ACCOUNT_LOCK_LEASE = 15.0  # an account or bill is rewritten in milliseconds
-ACCOUNT_LOCK_WAIT = 10.0
 CUSTOMER_CLASSES = ("低压居民", "低压非居民", "高压")
 TARIFF_FLAGS = ("tou", "two_part", "max_demand")
 _ACCOUNT_NO = re.compile(r"^[0-9]{10}$")
@@ -69,20 +64,6 @@ class AccountService:
         self.db = db
         self.protector = protector
         self.sms = sms
-        self.locks = Locks(db)
-
-    @asynccontextmanager
-    async def locked(self, account_no: str) -> AsyncIterator[None]:
-        """Hold the account's lock (the one the payments service credits under) while rewriting it:
-        FerretDB applies an update as read-then-replace, so two unlocked writers of the same
-        account document can undo each other (services/locks.py)."""
-        token = await self.locks.acquire(f"account:{account_no}", ACCOUNT_LOCK_LEASE, ACCOUNT_LOCK_WAIT)
-        if token is None:
-            raise Conflict("户号正在办理其他业务，请稍后重试", code="account_busy")
-        try:
-            yield
-        finally:
-            await self.locks.release(token)
 
     # -- from the marketing system ------------------------------------------------------
     async def upsert(self, account_no: str, fields: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -100,13 +81,15 @@ class AccountService:
         if "balance_fen" not in values:
             on_insert["balance_fen"] = 0
         update = {"$set": {**values, "updated_at": now}, "$setOnInsert": on_insert}
-        async with self.locked(account_no):
-            before = await self.db.accounts.find_one_and_update(
-                {"_id": account_no}, update, upsert=True, return_document=ReturnDocument.BEFORE,
-            )
-            if before is None:
-                # FerretDB 1.24 drops an empty array given in $setOnInsert; $set keeps it
-                await self.db.accounts.update_one({"_id": account_no}, {"$set": {"bindings": []}})
+        # one atomic upsert: fields the marketing system does not own (balance, bindings,
+        # payment markers) are left as they are, whoever else writes the account meanwhile
+        before = await self.db.accounts.find_one_and_update(
+            {"_id": account_no}, update, upsert=True, return_document=ReturnDocument.BEFORE,
+        )
+        if before is None:
+            # FerretDB drops an empty array given in $setOnInsert; $set keeps it
+            await self.db.accounts.update_one({"_id": account_no, "bindings": {"$exists": False}},
+                                              {"$set": {"bindings": []}})
         account = await self.db.accounts.find_one({"_id": account_no})
         return account, before is None
 
@@ -236,32 +219,33 @@ class AccountService:
                            details=[{"field": "holder_name", "message": "与登记信息不一致"}])
         await self._reserve_slot(uid)
         binding = {"user_id": uid, "role": "holder", "bound_at": utcnow()}
-        created, current = False, None
+        created = False
         try:
-            async with self.locked(account_no):
-                current = await self.db.accounts.find_one({"_id": account_no})
-                # bound meanwhile by a concurrent request of the same user: nothing to add
-                if current is not None and _binding_of(current, uid) is None:
-                    await self.db.accounts.update_one({"_id": account_no}, {"$push": {"bindings": binding}})
-                    created = True
+            # pushed only if this user holds no binding yet (a concurrent request of theirs may have)
+            pushed = await self.db.accounts.update_one(
+                {"_id": account_no, "bindings.user_id": {"$ne": uid}}, {"$push": {"bindings": binding}})
+            created = pushed.modified_count == 1
         finally:
             if not created:
                 await self._release_slot(uid)
-        if current is None:
-            raise _account_not_found()
         updated = await self.db.accounts.find_one({"_id": account_no})
+        if updated is None:
+            raise _account_not_found()
         return {**self.public(updated, uid), "created": created}
 
     async def unbind(self, user: dict[str, Any], account_no: str) -> None:
         """Remove the user's own binding (404 ``account_not_found`` if they hold none)."""
         await self.get_owned(user, account_no)
-        # $pull of the exact element read (FerretDB does not pull by a partial condition)
-        async with self.locked(account_no):
-            current = await self.db.accounts.find_one({"_id": account_no}, {"bindings": 1})
-            binding = _binding_of(current, user["_id"]) if current else None
-            if binding is None:
-                raise _account_not_found()
-            await self.db.accounts.update_one({"_id": account_no}, {"$pull": {"bindings": binding}})
+        current = await self.db.accounts.find_one({"_id": account_no}, {"bindings": 1})
+        binding = _binding_of(current, user["_id"]) if current else None
+        if binding is None:
+            raise _account_not_found()
+        # $pull of the exact element read (FerretDB does not pull by a partial condition); the
+        # filter names it too, so of two concurrent unbinds only one gives the slot back
+        pulled = await self.db.accounts.update_one({"_id": account_no, "bindings": binding},
+                                                   {"$pull": {"bindings": binding}})
+        if not pulled.modified_count:
+            raise _account_not_found()
         await self._release_slot(user["_id"])
 
     async def list_for_user(self, user: dict[str, Any]) -> list[dict[str, Any]]:

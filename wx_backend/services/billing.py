@@ -10,9 +10,9 @@ Two writers share a bill: this service (the figures) and the payments service (`
 add a payment the marketing system reports as made elsewhere (``offline_paid_fen``, applied as
 the increase since the last report), and changes a bill only if ``paid_fen`` is still what it
 read, setting ``status`` from the new amount and that ``paid_fen``. The amount of a bill may
-not drop below what has been paid (409). Every writer of a bill holds the account's lock
-(``AccountService.locked``, services/locks.py) while it reads and rewrites it, because FerretDB
-applies an update as read-then-replace: a conditional update there is no guard.
+not drop below what has been paid (409). Both writers change a bill with one conditional
+update naming the figures they read (``paid_fen``, ``rev``; the payments service also
+``amount_fen``): whichever comes second matches nothing, reads again and redoes its step.
 
 Bills are stored under ``{account_no}:{period}`` (services/keys.py). The customer side reads
 the last ``HISTORY_MONTHS`` months of an account (or the twelve of a given year) by those keys.
@@ -26,6 +26,7 @@ from typing import Any
 
 from pymongo import ASCENDING, IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.errors import DuplicateKeyError
 
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
@@ -51,6 +52,7 @@ MAX_KWH = 10**10
 MAX_PRICE = 100_000  # 10 yuan per kWh
 BILL_FIELDS = {"amount_fen", "due_date", "readings", "kwh", "prices", "tiers", "offline_paid_fen",
                "account_no", "period"}
+WRITE_TRIES = 20  # re-reads of a bill that a payment settled between our read and our write
 HISTORY_MONTHS = 36  # the customer side shows the bills of the last three years
 
 
@@ -262,17 +264,25 @@ class BillService:
 
     async def _write(self, account_no: str, period: str, values: dict[str, Any],
                      offline: int | None) -> tuple[dict[str, Any], bool]:
-        async with self.accounts.locked(account_no):
-            return await self._write_locked(account_no, period, values, offline)
+        for _ in range(WRITE_TRIES):
+            written = await self._write_once(account_no, period, values, offline)
+            if written is not None:
+                return written
+        raise Conflict("账单正在入账，请稍后重试", code="bill_busy")
 
-    async def _write_locked(self, account_no: str, period: str, values: dict[str, Any],
-                            offline: int | None) -> tuple[dict[str, Any], bool]:
+    async def _write_once(self, account_no: str, period: str, values: dict[str, Any],
+                          offline: int | None) -> tuple[dict[str, Any], bool] | None:
+        """One try: ``None`` if a payment or another upsert changed the bill between our read and
+        our write (the write names ``paid_fen`` and ``rev`` as read, so it then matches nothing)."""
         now = utcnow()
         key = bill_id(account_no, period)
         current = await self.db.bills.find_one({"_id": key})
         if current is None:
             doc = new_bill_doc(account_no, period, values, offline or 0, now)
-            await self.db.bills.insert_one(doc)
+            try:
+                await self.db.bills.insert_one(doc)
+            except DuplicateKeyError:
+                return None  # created meanwhile: update it instead
             return doc, True
         paid = current.get("paid_fen", 0)
         known_offline = current.get("offline_paid_fen", 0)
@@ -283,16 +293,20 @@ class BillService:
             raise Conflict(f"账单已缴 {paid + extra} 分，金额不能低于已缴金额", code="bill_amount_below_paid",
                            details={"paid_fen": paid + extra})
         update: dict[str, Any] = {
-            "$set": {**values, "status": bill_status(values["amount_fen"], paid + extra), "updated_at": now,
-                     "rev": current.get("rev", 1) + 1},
+            "$set": {**values, "status": bill_status(values["amount_fen"], paid + extra), "updated_at": now},
+            "$inc": {"rev": 1},
         }
         if extra:
-            update["$set"].update({"paid_fen": paid + extra, "offline_paid_fen": known_offline + extra})
+            update["$inc"].update({"paid_fen": extra, "offline_paid_fen": extra})
             update["$push"] = {"settlements": _offline_settlement(extra, now)}
         unset = {name: "" for name in ("tiers",) if name not in values and name in current}
         if unset:
             update["$unset"] = unset
-        await self.db.bills.update_one({"_id": key}, update)
+        result = await self.db.bills.update_one(
+            {"_id": key, **{name: current[name] if name in current else {"$exists": False}
+                            for name in ("paid_fen", "offline_paid_fen", "rev")}}, update)
+        if not result.modified_count:
+            return None
         return await self.db.bills.find_one({"_id": key}), False
 
     async def _announce(self, bill: dict[str, Any]) -> None:

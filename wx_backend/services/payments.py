@@ -4,25 +4,28 @@ An order (``payments``) moves ``created -> pending -> paid -> credited``, or end
 (JSAPI never paid), ``failed`` (WeChat refused, or the payment code failed) or ``reversed``
 (payment code revoked). WeChat's word decides: a notification (JSAPI) or an order query.
 
-Crediting must happen exactly once per paid order, on a database without transactions whose
-updates are not atomic (see ``locks``). The design:
+Crediting happens exactly once per paid order, as a sequence of single-document writes keyed
+by ``out_trade_no``, each of which is a no-op when repeated. No lock is held and no step's
+correctness depends on how long the others take (docs/storage.md):
 
 1. *paid*: a ``payment_credits`` document ``{_id: out_trade_no}`` is inserted; the unique
    ``_id`` makes it exist once, whoever learns of the payment (notification, query,
    follow-up, concurrently or not). It is the debt "credit this amount to this account".
-2. *applied*: under the account's lock, the account document gets ``balance_fen += amount``
-   and ``credited += [out_trade_no]`` in one document write, only if ``credited`` does not
-   yet hold the order. Balance and marker travel together, so the account is never
-   credited without its marker, nor twice; then the account's unpaid bills are settled
-   oldest first, each bill carrying a settlement entry keyed by ``out_trade_no`` (also
-   written once). All of it is re-run safely after a crash: every write checks its marker.
+2. *applied*: one update of the account document adds ``balance_fen += amount`` (``$inc``)
+   and the marker ``credited += [out_trade_no]``, matching only if ``credited`` does not hold
+   the order yet: balance and marker travel together, never one without the other. Then the
+   account's unpaid bills are settled oldest first: each bill gets ``paid_fen += part`` and a
+   settlement entry keyed by ``out_trade_no`` in one update whose filter names the bill's
+   amount and paid figure as read and the absence of that entry, so a repeat is a no-op and
+   a concurrent writer (another credit, the marketing system) makes it re-read, never lose.
 3. *done*: the receipt message and the marketing-system webhook are queued in the outbox
    under dedupe keys derived from the order; the order becomes ``credited``.
 
 A crash anywhere leaves a credit that is not ``done`` or an order that is not final; the
-follow-up (``followup_once``) finds both and finishes them. Calls to WeChat and notifications
-are recorded in ``payment_events`` (insert-only, so concurrent records are never lost) and
-shown with the order as ``calls`` and ``notifications``.
+follow-up (``followup_once``) finds both and finishes them, possibly while a request is still
+at it: every step above is safe to run twice at once. Refunds are built the same way
+(``refund``). Calls to WeChat and notifications are recorded in ``payment_events`` and shown
+with the order as ``calls`` and ``notifications``.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from pymongo import DESCENDING, IndexModel
+from pymongo import DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -53,9 +56,8 @@ from ..wechat.pay import (
     PaySignatureError,
 )
 from .accounts import AccountService, is_account_no
-from .billing import history_window
+from .billing import bill_status, history_window
 from .keys import read_bills
-from .locks import Locks
 
 log = logging.getLogger(__name__)
 
@@ -81,7 +83,8 @@ AUTH_CODE = re.compile(r"^1[0-5]\d{16}$")
 TERMINAL_TRADE_NO = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 UNIFIEDORDER_TRIES = 3
 REVERSE_TRIES = 10
-ACCOUNT_LOCK_LEASE = 15.0  # crediting takes milliseconds
+NOTIFY_ANSWER_WITHIN = 3.0  # seconds; WeChat gives up on an answer after 5
+BILL_WRITE_TRIES = 50  # re-reads of a bill a concurrent writer changed; then the follow-up resumes
 BODY = "郏县供电-电费"
 
 # what the cashier's screen says when a payment code fails
@@ -141,7 +144,7 @@ class PaymentService:
         self.pay = pay
         self.accounts = accounts
         self.config = config
-        self.locks = Locks(db)
+        self._background: set[asyncio.Future] = set()  # crediting that outlived its notification
         self.outbox = outbox  # app.outbox: enqueue(kind, dedupe_key, payload) -> bool
         self.notifications = notifications  # app.notifications: notify_user(...)
 
@@ -288,8 +291,12 @@ class PaymentService:
             await self._record_notification(out_trade_no, fields, "repeat")
             return True, "OK"
         await self._record_notification(out_trade_no, fields, "accepted")
-        # answer WeChat quickly (5 s): if the account is busy, the follow-up finishes the credit
-        await self._mark_paid(order, fields, wait=0.5)
+        # WeChat wants its answer within 5 s: the debt is recorded before we answer; crediting
+        # goes on past the answer if it is slow (and the follow-up resumes it after a crash)
+        marking = asyncio.ensure_future(self._mark_paid(order, fields))
+        self._background.add(marking)
+        marking.add_done_callback(self._background.discard)
+        await asyncio.wait({marking}, timeout=NOTIFY_ANSWER_WITHIN)
         return True, "OK"
 
     # -- payment code (terminal) ----------------------------------------------------------------
@@ -339,15 +346,14 @@ class PaymentService:
             await self.db.payments.insert_one(order)
         except DuplicateKeyError:  # a concurrent retry of the same terminal trade got there first
             return await self._terminal_outcome(out_trade_no, wait=True)
-        token = await self.locks.acquire(f"order:{out_trade_no}", self._micropay_lease())
-        try:
-            await self._run_micropay(order, auth_code)
-        finally:
-            if token:
-                await self.locks.release(token)
+        # the follow-up leaves the order alone until next_check_at: this request is polling it
+        await self._run_micropay(order, auth_code)
         return await self._terminal_outcome(out_trade_no)
 
     def _micropay_lease(self) -> float:
+        """How long a terminal request may be polling its order (``next_check_at`` is set that far
+        ahead); after that the follow-up claims it. Every write on the order is conditional on its
+        status, so a request that outlives it changes nothing a newer decision made."""
         return (self.config.pay_poll_window + self.config.wechat_timeout) * 1.5 + 5 + REVERSE_TRIES * 0.5
 
     async def _terminal_outcome(self, out_trade_no: str, wait: bool = False) -> dict[str, Any]:
@@ -384,7 +390,7 @@ class PaymentService:
         # the window starts when micropay has answered (or timed out): at most timeout + window
         deadline = time.monotonic() + self.config.pay_poll_window
         if result is not None and result.ok:
-            await self._mark_paid(order, result, wait=5.0)
+            await self._mark_paid(order, result)
             return
         err = result.get("err_code") if result is not None else None
         if result is not None and err not in ("USERPAYING", "SYSTEMERROR", "BANKERROR"):
@@ -415,7 +421,7 @@ class PaymentService:
             result = None
         state = result.get("trade_state") if result is not None and result.ok else None
         if state in ("SUCCESS", "REFUND"):
-            await self._mark_paid(order, result, wait=5.0)
+            await self._mark_paid(order, result)
             return True
         if state in ("REVOKED", "CLOSED"):
             await self._set_status(order, "reversed", OPEN, reason=REVERSED_REASON)
@@ -457,20 +463,19 @@ class PaymentService:
         """Bring an unfinished order forward: query WeChat and act (the follow-up and GET)."""
         otn = order["out_trade_no"]
         if order["status"] == "paid":
-            await self.credit(otn, wait=1.0)
+            await self.credit(otn)
             return
         if order["status"] not in OPEN:
             return
         if order["channel"] == "micropay":
-            token = await self.locks.acquire(f"order:{otn}", self._micropay_lease())
-            if token is None:
-                return  # the terminal request is still at it
-            try:
-                fresh = await self.db.payments.find_one({"out_trade_no": otn})
-                if fresh and fresh["status"] in OPEN:
-                    await self._query_micropay(fresh, final=True)
-            finally:
-                await self.locks.release(token)
+            # claim the order: one look at a time, and none while the terminal request polls it
+            now = utcnow()
+            fresh = await self.db.payments.find_one_and_update(
+                {"out_trade_no": otn, "status": {"$in": list(OPEN)}, "next_check_at": {"$lte": now}},
+                {"$set": {"next_check_at": now + timedelta(seconds=self._micropay_lease())}},
+                return_document=ReturnDocument.AFTER)
+            if fresh is not None:
+                await self._query_micropay(fresh, final=True)
             return
         try:
             result = await self.pay.orderquery(otn)
@@ -480,7 +485,7 @@ class PaymentService:
         if result.ok:
             state = result.get("trade_state")
             if state in ("SUCCESS", "REFUND"):
-                await self._mark_paid(order, result, wait=2.0)
+                await self._mark_paid(order, result)
             elif state == "NOTPAY":
                 if now >= order["expires_at"]:
                     await self._close(order)
@@ -516,7 +521,7 @@ class PaymentService:
             except (WeChatUnavailable, PayReturnError):
                 return
             if query.ok and query.get("trade_state") in ("SUCCESS", "REFUND"):
-                await self._mark_paid(order, query, wait=2.0)
+                await self._mark_paid(order, query)
 
     async def _set_status(self, order: dict[str, Any], status: str, from_statuses: tuple[str, ...],
                           **fields: Any) -> bool:
@@ -531,7 +536,7 @@ class PaymentService:
         return bool(result.modified_count)
 
     # -- crediting ------------------------------------------------------------------------------
-    async def _mark_paid(self, order: dict[str, Any], fields: dict[str, str], wait: float) -> bool:
+    async def _mark_paid(self, order: dict[str, Any], fields: dict[str, str]) -> bool:
         """WeChat says paid: record the debt once, mark the order paid, and credit it."""
         otn = order["out_trade_no"]
         if fields.get("total_fee") != str(order["amount_fen"]):
@@ -550,78 +555,98 @@ class PaymentService:
             pass
         await self._set_status(order, "paid", (*OPEN, "closed", "failed"), transaction_id=transaction_id,
                                paid_at=paid_at, next_check_at=utcnow() + timedelta(seconds=2))
-        await self.credit(otn, wait=wait)
+        await self.credit(otn)
         return True
 
-    async def credit(self, out_trade_no: str, wait: float = 1.0) -> bool:
-        """Finish crediting a paid order (idempotent, resumable); ``False`` if left for later."""
+    async def credit(self, out_trade_no: str) -> bool:
+        """Finish crediting a paid order (idempotent, resumable, safe to run concurrently);
+        ``False`` if something is left for the follow-up."""
         credit = await self.db.payment_credits.find_one({"_id": out_trade_no})
         if credit is None:
             return False
         order = await self.db.payments.find_one({"out_trade_no": out_trade_no})
         if credit["state"] == "owed":
-            if not await self._apply(credit, wait):
+            if not await self._apply(credit):
                 return False
             credit = await self.db.payment_credits.find_one({"_id": out_trade_no})
         await self._set_status(order, "credited", (*OPEN, "paid", "closed", "failed"),
                                credited_at=credit.get("applied_at") or utcnow())
         if credit["state"] == "applied" and await self._announce(order, credit):
-            await self.db.payment_credits.update_one({"_id": out_trade_no}, {"$set": {"state": "done"}})
+            await self.db.payment_credits.update_one({"_id": out_trade_no, "state": "applied"},
+                                                     {"$set": {"state": "done"}})
         return True
 
-    async def _apply(self, credit: dict[str, Any], wait: float) -> bool:
+    async def _step_pause(self) -> None:
+        """``WX_CREDIT_STEP_DELAY``: a test-only pause between crediting steps (0 in service)."""
+        if self.config.credit_step_delay:
+            await asyncio.sleep(self.config.credit_step_delay)
+
+    async def _apply(self, credit: dict[str, Any]) -> bool:
         otn, account_no, amount = credit["_id"], credit["account_no"], credit["amount_fen"]
-        token = await self.locks.acquire(f"account:{account_no}", ACCOUNT_LOCK_LEASE, wait)
-        if token is None:
+        await self._step_pause()
+        # balance and marker in one write, matching only while the marker is absent
+        await self.db.accounts.update_one(
+            {"_id": account_no, "credited": {"$ne": otn}},
+            {"$inc": {"balance_fen": amount}, "$push": {"credited": otn}},
+        )
+        if await self.db.accounts.find_one({"_id": account_no, "credited": otn}, {"_id": 1}) is None:
+            log.error("payment %s: account %s not found or not credited; retried later", otn, account_no)
             return False
-        try:
-            await self.db.accounts.update_one(
-                {"account_no": account_no, "credited": {"$ne": otn}},
-                {"$inc": {"balance_fen": amount}, "$push": {"credited": otn}},
-            )
-            if await self.db.accounts.find_one({"account_no": account_no, "credited": otn}, {"_id": 1}) is None:
-                log.error("payment %s: account %s not found or not credited; retried later", otn, account_no)
-                return False
-            settlements = await self._settle_bills(account_no, otn, amount, credit["paid_at"])
-            await self.db.payment_credits.update_one({"_id": otn, "state": "owed"}, {"$set": {
-                "state": "applied", "applied_at": utcnow(), "settlements": settlements,
-            }})
-        finally:
-            await self.locks.release(token)
+        await self._step_pause()
+        settlements = await self._settle_bills(account_no, otn, amount, credit["paid_at"])
+        if settlements is None:
+            return False
+        await self._step_pause()
+        await self.db.payment_credits.update_one({"_id": otn, "state": "owed"}, {"$set": {
+            "state": "applied", "applied_at": utcnow(), "settlements": settlements,
+        }})
         log.info("payment %s credited %d fen to %s", otn, amount, account_no)
         return True
 
-    async def _settle_bills(self, account_no: str, otn: str, amount: int, at: datetime) -> list[dict[str, Any]]:
-        """Pay the account's open bills, oldest period first, from this payment (once per bill).
+    async def _settle_bills(self, account_no: str, otn: str, amount: int,
+                            at: datetime) -> list[dict[str, Any]] | None:
+        """Pay the account's open bills, oldest period first, from this payment (once per bill);
+        the settlements made, or ``None`` if concurrent writers kept changing the bills (the
+        follow-up resumes it).
 
         The bills are those of the 36 months up to the payment (``history_window``): what the
         customer was shown as owed. Counted from the payment's time, not from now, so a resumed
-        settlement reads the same bills.
+        settlement reads the same bills. Each bill write names the amount and paid figure it
+        was computed from: if another writer got there first it matches nothing, and the bills
+        are read again.
         """
-        by_period = await read_bills(self.db, account_no, *history_window(at))
-        bills = [by_period[p] for p in sorted(by_period)]
-        done = [{"period": b["period"], "amount_fen": s["amount_fen"]} for b in bills
-                for s in b.get("settlements", []) if s.get("out_trade_no") == otn and not s.get("refund_no")]
-        remaining = amount - sum(d["amount_fen"] for d in done)
-        for bill in bills:
-            if remaining <= 0:
-                break
-            if any(s.get("out_trade_no") == otn for s in bill.get("settlements", [])):
-                continue
-            owed = int(bill.get("amount_fen", 0)) - int(bill.get("paid_fen", 0))
-            if owed <= 0:
-                continue
-            part = min(owed, remaining)
-            paid = int(bill.get("paid_fen", 0)) + part
-            await self.db.bills.update_one(
-                {"_id": bill["_id"], "settlements.out_trade_no": {"$ne": otn}},
-                {"$set": {"paid_fen": paid, "status": "paid" if paid >= bill["amount_fen"] else "partial",
-                          "updated_at": utcnow()},
-                 "$push": {"settlements": {"out_trade_no": otn, "amount_fen": part, "at": at}}},
-            )
-            done.append({"period": bill["period"], "amount_fen": part})
-            remaining -= part
-        return done
+        for _ in range(BILL_WRITE_TRIES):
+            by_period = await read_bills(self.db, account_no, *history_window(at))
+            bills = [by_period[p] for p in sorted(by_period)]
+            done = [{"period": b["period"], "amount_fen": s["amount_fen"]} for b in bills
+                    for s in b.get("settlements", []) if s.get("out_trade_no") == otn and not s.get("refund_no")]
+            remaining = amount - sum(d["amount_fen"] for d in done)
+            for bill in bills:
+                if remaining <= 0:
+                    return done
+                if any(s.get("out_trade_no") == otn for s in bill.get("settlements", [])):
+                    continue
+                paid_before = int(bill.get("paid_fen", 0))
+                owed = int(bill.get("amount_fen", 0)) - paid_before
+                if owed <= 0:
+                    continue
+                part = min(owed, remaining)
+                result = await self.db.bills.update_one(
+                    {"_id": bill["_id"], "amount_fen": bill["amount_fen"], "paid_fen": paid_before,
+                     "settlements.out_trade_no": {"$ne": otn}},
+                    {"$inc": {"paid_fen": part},
+                     "$set": {"status": bill_status(bill["amount_fen"], paid_before + part), "updated_at": utcnow()},
+                     "$push": {"settlements": {"out_trade_no": otn, "amount_fen": part, "at": at}}},
+                )
+                if not result.modified_count:
+                    break  # changed meanwhile: read again
+                done.append({"period": bill["period"], "amount_fen": part})
+                remaining -= part
+            else:
+                return done
+            await asyncio.sleep(secrets.randbelow(20) / 1000)
+        log.warning("payment %s: bills of %s kept changing; settlement left to the follow-up", otn, account_no)
+        return None
 
     async def _announce(self, order: dict[str, Any], credit: dict[str, Any]) -> bool:
         """The receipt to the customer and ``payment.credited`` to the marketing system, each
@@ -658,7 +683,7 @@ class PaymentService:
             if credit["state"] == "applied" and self.outbox is None:
                 continue  # nothing to queue into yet
             try:
-                await self.credit(credit["_id"], wait=0.5)
+                await self.credit(credit["_id"])
                 counts["credits"] += 1
             except PyMongoError as exc:
                 log.warning("follow-up credit %s: %s", credit["_id"], type(exc).__name__)
@@ -677,7 +702,19 @@ class PaymentService:
         """Refund part or all of a credited order, once per ``refund_no``; debits the balance once.
 
         The money refunded comes first out of what the payment left as balance; beyond that,
-        bills this payment settled are re-opened, newest period first.
+        bills this payment settled are re-opened, newest period first. Each step is a
+        single-document write that is a no-op when repeated, so running the same refund again
+        (after a crash, or concurrently) finishes it and never doubles it:
+
+        1. the order reserves the amount: ``refund_reserved_fen += amount`` and ``refund_nos +=
+           [refund_no]`` in one update that matches only if the total stays within the order's
+           amount and the number is not there yet (two refunds cannot together exceed it);
+        2. the refund document ``{_id: refund_no}`` is written once (``requested``), WeChat is
+           asked (it too is idempotent per refund number), the answer recorded (``accepted`` or
+           ``failed``, which gives the reservation back);
+        3. the account: ``balance_fen -= amount`` with the marker ``refunded += [refund_no]``,
+           matching only while the marker is absent; the bills (``_reopen_bills``); the order's
+           ``refunded_fen += amount`` with its marker; the refund becomes ``done``.
         """
         errors = check_amount(amount_fen, 10**12)
         if not isinstance(refund_no, str) or not re.match(r"^[A-Za-z0-9_-]{1,64}$", refund_no):
@@ -689,62 +726,81 @@ class PaymentService:
             raise NotFound("未找到该交费订单", code="payment_not_found")
         if order["status"] != "credited":
             raise Conflict(f"订单状态为 {order['status']}，只有已入账的订单可以退款", code="payment_not_refundable")
-        token = await self.locks.acquire(f"order:{out_trade_no}", 60, wait=10)
-        if token is None:
-            raise Conflict("该订单正在处理，请稍后再试", code="payment_busy")
-        try:
-            refund = await self.db.payment_refunds.find_one({"_id": refund_no})
-            if refund is None:
-                others = await self.db.payment_refunds.find(
-                    {"out_trade_no": out_trade_no, "state": {"$ne": "failed"}}).to_list(None)
-                if sum(r["amount_fen"] for r in others) + amount_fen > order["amount_fen"]:
+        refund = await self.db.payment_refunds.find_one({"_id": refund_no})
+        if refund is None:
+            if refund_no not in order.get("refund_nos", []):
+                limit = order["amount_fen"] - amount_fen
+                reserved = await self.db.payments.update_one(
+                    {"out_trade_no": out_trade_no, "refund_nos": {"$ne": refund_no},
+                     "$or": [{"refund_reserved_fen": {"$exists": False}},
+                             {"refund_reserved_fen": {"$lte": limit}}]},
+                    {"$inc": {"refund_reserved_fen": amount_fen}, "$push": {"refund_nos": refund_no}},
+                )
+                if not reserved.modified_count and await self.db.payments.find_one(
+                        {"out_trade_no": out_trade_no, "refund_nos": refund_no}, {"_id": 1}) is None:
                     raise Conflict("退款总额超过订单金额", code="refund_exceeds_payment")
-                refund = {"_id": refund_no, "out_trade_no": out_trade_no, "account_no": order["account_no"],
-                          "amount_fen": amount_fen, "reason": reason, "state": "requested", "created_at": utcnow()}
-                await self.db.payment_refunds.insert_one(refund)
-            elif refund["out_trade_no"] != out_trade_no or refund["amount_fen"] != amount_fen:
-                raise Conflict("退款单号已用于其他退款", code="refund_no_conflict")
-            if refund["state"] == "requested":
-                result = None
-                for attempt in range(3):
-                    try:
-                        result = await self.pay.refund(out_trade_no, refund_no, order["amount_fen"], amount_fen,
-                                                       reason)
-                    except WeChatUnavailable:
-                        result = None
-                    if result is not None and result.get("err_code") not in ("SYSTEMERROR", "BIZERR_NEED_RETRY"):
-                        break
-                    await asyncio.sleep(0.5 * (attempt + 1))
-                if result is None or result.get("err_code") in ("SYSTEMERROR", "BIZERR_NEED_RETRY"):
-                    raise WeChatUnavailable(details={"refund_no": refund_no, "hint": "run again with the same number"})
-                if not result.ok:
-                    await self.db.payment_refunds.update_one({"_id": refund_no}, {"$set": {
-                        "state": "failed", "err_code": result.get("err_code"),
-                        "err_code_des": result.get("err_code_des")}})
-                    raise AppError(f"微信支付拒绝退款：{result.get('err_code_des') or result.get('err_code')}",
-                                   code="refund_refused", status=502)
-                await self.db.payment_refunds.update_one({"_id": refund_no}, {"$set": {
-                    "state": "accepted", "refund_id": result.get("refund_id"), "accepted_at": utcnow()}})
-                refund = await self.db.payment_refunds.find_one({"_id": refund_no})
-            if refund["state"] == "accepted":
-                await self._debit_refund(order, refund)
-                refund = await self.db.payment_refunds.find_one({"_id": refund_no})
-        finally:
-            await self.locks.release(token)
+            await self.db.payment_refunds.update_one({"_id": refund_no}, {"$setOnInsert": {
+                "out_trade_no": out_trade_no, "account_no": order["account_no"], "amount_fen": amount_fen,
+                "reason": reason, "state": "requested", "created_at": utcnow()}}, upsert=True)
+            refund = await self.db.payment_refunds.find_one({"_id": refund_no})
+        if refund["out_trade_no"] != out_trade_no or refund["amount_fen"] != amount_fen:
+            raise Conflict("退款单号已用于其他退款", code="refund_no_conflict")
+        if refund["state"] == "requested":
+            result = None
+            for attempt in range(3):
+                try:
+                    result = await self.pay.refund(out_trade_no, refund_no, order["amount_fen"], amount_fen, reason)
+                except WeChatUnavailable:
+                    result = None
+                if result is not None and result.get("err_code") not in ("SYSTEMERROR", "BIZERR_NEED_RETRY"):
+                    break
+                await asyncio.sleep(0.5 * (attempt + 1))
+            if result is None or result.get("err_code") in ("SYSTEMERROR", "BIZERR_NEED_RETRY"):
+                raise WeChatUnavailable(details={"refund_no": refund_no, "hint": "run again with the same number"})
+            if not result.ok:
+                failed = await self.db.payment_refunds.update_one({"_id": refund_no, "state": "requested"}, {"$set": {
+                    "state": "failed", "err_code": result.get("err_code"), "err_code_des": result.get("err_code_des")}})
+                if failed.modified_count:  # give the reservation back, once
+                    await self.db.payments.update_one(
+                        {"out_trade_no": out_trade_no, "refund_nos": refund_no},
+                        {"$inc": {"refund_reserved_fen": -amount_fen}, "$pull": {"refund_nos": refund_no}})
+                raise AppError(f"微信支付拒绝退款：{result.get('err_code_des') or result.get('err_code')}",
+                               code="refund_refused", status=502)
+            await self.db.payment_refunds.update_one({"_id": refund_no, "state": "requested"}, {"$set": {
+                "state": "accepted", "refund_id": result.get("refund_id"), "accepted_at": utcnow()}})
+            refund = await self.db.payment_refunds.find_one({"_id": refund_no})
+        if refund["state"] == "accepted":
+            await self._debit_refund(order, refund)
+            refund = await self.db.payment_refunds.find_one({"_id": refund_no})
         return refund
 
     async def _debit_refund(self, order: dict[str, Any], refund: dict[str, Any]) -> None:
         otn, refund_no, account_no = order["out_trade_no"], refund["_id"], order["account_no"]
-        token = await self.locks.acquire(f"account:{account_no}", ACCOUNT_LOCK_LEASE, wait=10)
-        if token is None:
-            raise Conflict("户号正在入账，请稍后再试", code="payment_busy")
-        try:
-            await self.db.accounts.update_one(
-                {"account_no": account_no, "refunded": {"$ne": refund_no}},
-                {"$inc": {"balance_fen": -refund["amount_fen"]}, "$push": {"refunded": refund_no}},
-            )
+        await self.db.accounts.update_one(
+            {"_id": account_no, "refunded": {"$ne": refund_no}},
+            {"$inc": {"balance_fen": -refund["amount_fen"]}, "$push": {"refunded": refund_no}},
+        )
+        await self._reopen_bills(order, refund_no)
+        await self.db.payments.update_one(
+            {"out_trade_no": otn, "refunds_done": {"$ne": refund_no}},
+            {"$inc": {"refunded_fen": refund["amount_fen"]}, "$push": {"refunds_done": refund_no},
+             "$set": {"updated_at": utcnow()}})
+        await self.db.payment_refunds.update_one({"_id": refund_no, "state": "accepted"},
+                                                 {"$set": {"state": "done", "done_at": utcnow()}})
+
+    async def _reopen_bills(self, order: dict[str, Any], refund_no: str) -> None:
+        """Bring the bills this payment settled down to what the refunds leave of it.
+
+        After refunds totalling R, the payment's settlements may net at most ``amount - R``;
+        what they net beyond that is taken back from its bills, newest period first, each with
+        a negative settlement entry. The target is recomputed from the accepted refunds on
+        every pass, and each bill write names the paid figure it was computed from, so passes
+        for several refunds of one order, run together or again, take back exactly the excess.
+        """
+        otn, account_no = order["out_trade_no"], order["account_no"]
+        for _ in range(BILL_WRITE_TRIES):
             refunds = await self.db.payment_refunds.find(
-                {"out_trade_no": otn, "state": {"$in": ["accepted", "done"]}}).to_list(None)
+                {"out_trade_no": otn, "state": {"$in": ["accepted", "done"]}}, {"amount_fen": 1}).to_list(None)
             refunded_total = sum(r["amount_fen"] for r in refunds)
             bills = await self.db.bills.find({"account_no": account_no, "settlements.out_trade_no": otn}) \
                 .sort("period", DESCENDING).to_list(None)
@@ -754,27 +810,27 @@ class PaymentService:
             excess = net - min(settled, order["amount_fen"] - refunded_total)
             for bill in bills:
                 if excess <= 0:
-                    break
-                if any(s.get("refund_no") == refund_no for s in bill.get("settlements", [])):
-                    continue
+                    return
                 mine = sum(s["amount_fen"] for s in bill.get("settlements", []) if s.get("out_trade_no") == otn)
                 part = min(mine, excess)
                 if part <= 0:
                     continue
-                paid = int(bill.get("paid_fen", 0)) - part
-                await self.db.bills.update_one(
-                    {"_id": bill["_id"], "settlements.refund_no": {"$ne": refund_no}},
-                    {"$set": {"paid_fen": paid, "status": "unpaid" if paid <= 0 else "partial", "updated_at": utcnow()},
+                paid_before = int(bill.get("paid_fen", 0))
+                result = await self.db.bills.update_one(
+                    {"_id": bill["_id"], "amount_fen": bill["amount_fen"], "paid_fen": paid_before},
+                    {"$inc": {"paid_fen": -part},
+                     "$set": {"status": bill_status(bill["amount_fen"], paid_before - part)
+                              if paid_before - part > 0 else "unpaid", "updated_at": utcnow()},
                      "$push": {"settlements": {"out_trade_no": otn, "refund_no": refund_no, "amount_fen": -part,
                                                "at": utcnow()}}},
                 )
+                if not result.modified_count:
+                    break  # changed meanwhile: read again
                 excess -= part
-            await self.db.payment_refunds.update_one({"_id": refund_no}, {"$set": {"state": "done",
-                                                                                   "done_at": utcnow()}})
-            await self.db.payments.update_one({"out_trade_no": otn}, {"$set": {
-                "refunded_fen": refunded_total, "updated_at": utcnow()}})
-        finally:
-            await self.locks.release(token)
+            else:
+                return
+            await asyncio.sleep(secrets.randbelow(20) / 1000)
+        raise Conflict("账单正在变动，请用同一退款单号重试", code="payment_busy")
 
     # -- reconciliation -------------------------------------------------------------------------
     async def reconcile(self, day: date) -> dict[str, Any]:
