@@ -6,9 +6,9 @@ customer's seal is on, the utility's countersignature is being applied) -> ``eff
 ``cancelled`` (已作废). See docs/contracts.md for the whole flow.
 
 Every CPU-bound step (rendering, drawing, sealing, verifying) runs in the ``DocumentPool``.
-FerretDB has no transactions and its find-and-modify is not atomic across processes, so the
-one-at-a-time rules rest on unique inserts: ``contract_issues`` (``_id`` = app_no) makes
-issuing idempotent, ``contract_locks`` (``_id`` = contract_no) lets exactly one confirm sign.
+Issuing is idempotent through ``contract_issues`` (``_id`` = app_no, the one contract of an
+application); exactly one confirm signs, by claiming the contract with a conditional update
+(``_lock``) whose token every later write of the signing names.
 """
 
 from __future__ import annotations
@@ -448,26 +448,22 @@ class ContractService:
         return doc
 
     async def _lock(self, contract_no: str) -> str:
-        """Take the signing lock: a unique insert (at most one holder across processes); a lock older
-        than LOCK_TTL (its holder died) is taken over."""
+        """Claim the contract for signing: one conditional update sets a fresh ``lock_token`` unless
+        another signer holds it. The claim expires after LOCK_TTL only so that a signer that died
+        does not block the contract forever; every write of the signing names the token in its
+        filter, so a signer outliving its claim changes nothing once another has taken it."""
         token = secrets.token_hex(12)
         now = utcnow()
-        for _ in range(2):
-            try:
-                await self.db.contract_locks.insert_one({"_id": contract_no, "token": token, "at": now})
-                break
-            except DuplicateKeyError:
-                stale = await self.db.contract_locks.find_one({"_id": contract_no})
-                if stale is None or stale["at"] > now - LOCK_TTL:
-                    raise ContractSigningInProgress() from None
-                await self.db.contract_locks.delete_one({"_id": contract_no, "token": stale["token"]})
-        else:
+        claimed = await self.db.contracts.update_one(
+            {"_id": contract_no, "$or": [{"signing_since": {"$exists": False}}, {"signing_since": None},
+                                         {"signing_since": {"$lte": now - LOCK_TTL}}]},
+            {"$set": {"lock_token": token, "signing_since": now}})
+        if not claimed.modified_count:
             raise ContractSigningInProgress()
-        await self.db.contracts.update_one({"_id": contract_no}, {"$set": {"lock_token": token}})
         return token
 
     async def _unlock(self, contract_no: str, token: str) -> None:
-        await self.db.contract_locks.delete_one({"_id": contract_no, "token": token})
+        await self.db.contracts.update_one({"_id": contract_no, "lock_token": token}, {"$set": {"signing_since": None}})
 
     def _must_be_pending(self, contract: dict[str, Any]) -> None:
         if contract["status"] in ("effective", "customer_signed"):
