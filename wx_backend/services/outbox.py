@@ -2,11 +2,9 @@
 
 A business step queues its message right after its own atomic update, with a dedupe key
 derived from the event (``stage:<app_no>:<stage>``): the unique index makes a repeated step
-queue nothing. Workers claim due messages (queued -> sending, with a lease and an owner); each claim is
-decided by a unique insert of ``<id>:<claim number>`` into ``outbox_claims``, so two
-workers can never both hold the same claim, even on a server whose find-and-modify is not
-atomic (FerretDB's is not). Every state change after the claim is conditioned on the owner
-and the claim number.
+queue nothing. Workers claim due messages (queued -> sending, with a lease and an owner) with one
+find-and-modify each, so two workers never hold the same claim. Every state change after the
+claim is conditioned on the owner and the claim number.
 
 States: ``queued`` (waiting, maybe for ``next_try_at``), ``sending`` (claimed), and the final
 ``sent``, ``undeliverable`` (no channel reaches the user), ``failed`` (tries exhausted or a
@@ -16,7 +14,6 @@ permanent error), ``skipped`` (nothing to send to, e.g. no webhook configured).
 from __future__ import annotations
 
 import logging
-import random
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -29,7 +26,6 @@ from ..db import utcnow
 
 log = logging.getLogger(__name__)
 
-CLAIM_WINDOW = 20  # due messages looked at per claim
 FINAL = ("sent", "undeliverable", "failed", "skipped")
 KINDS = ("notify", "webhook")
 
@@ -40,7 +36,6 @@ INDEXES = {
         IndexModel([("msgid", ASCENDING)]),
         IndexModel([("user_id", ASCENDING)]),
     ],
-    "outbox_claims": [IndexModel([("at", ASCENDING)])],
 }
 
 
@@ -77,37 +72,25 @@ class Outbox:
     async def claim(self, owner: str, lease: float, limit: int = 1) -> list[dict[str, Any]]:
         """Take up to ``limit`` due messages (or ones whose holder's lease ran out).
 
-        Each claim is decided by inserting ``<id>:<claim number>`` into ``outbox_claims``
-        (unique): exactly one worker wins each claim number, and only the winner then moves
-        the message to ``sending`` with a conditional update. FerretDB's find-and-modify was
-        seen to let two processes both "win" the same document, so it is not trusted alone.
+        Each is taken by one ``find_one_and_update`` that moves it to ``sending`` only while it
+        is still due, so of concurrent workers exactly one gets each message. The lease only
+        recovers a message from a worker that died; it decides nothing else: every later write
+        names the owner and the claim number, so a worker outliving its lease changes nothing.
         """
-        now = utcnow()
-        cursor = self.coll.find(
-            {"$or": [{"status": "queued", "next_try_at": {"$lte": now}},
-                     {"status": "sending", "lease_until": {"$lt": now}}]},
-            {"_id": 1, "claims": 1, "status": 1},
-        ).sort("next_try_at", ASCENDING).limit(max(limit * 3, CLAIM_WINDOW))
-        candidates = [doc async for doc in cursor]
-        random.shuffle(candidates)  # concurrent workers spread over the due messages
         claimed: list[dict[str, Any]] = []
-        for candidate in candidates:
-            if len(claimed) >= limit:
-                break
-            number = candidate.get("claims", 0) + 1
-            try:
-                await self.db.outbox_claims.insert_one({"_id": f"{candidate['_id']}:{number}", "owner": owner,
-                                                        "at": now})
-            except DuplicateKeyError:
-                continue  # another worker holds this claim
+        while len(claimed) < limit:
+            now = utcnow()
             doc = await self.coll.find_one_and_update(
-                {"_id": candidate["_id"], "claims": number - 1, "status": candidate["status"]},
-                {"$set": {"status": "sending", "lease_owner": owner, "claims": number,
-                          "lease_until": now + timedelta(seconds=lease), "updated_at": now}},
-                return_document=ReturnDocument.AFTER,
+                {"$or": [{"status": "queued", "next_try_at": {"$lte": now}},
+                         {"status": "sending", "lease_until": {"$lt": now}}]},
+                {"$set": {"status": "sending", "lease_owner": owner,
+                          "lease_until": now + timedelta(seconds=lease), "updated_at": now},
+                 "$inc": {"claims": 1}},
+                sort=[("next_try_at", ASCENDING)], return_document=ReturnDocument.AFTER,
             )
-            if doc is not None:
-                claimed.append(doc)
+            if doc is None:
+                break
+            claimed.append(doc)
         return claimed
 
     def _held(self, doc: dict[str, Any], owner: str) -> dict[str, Any]:
