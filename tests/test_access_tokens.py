@@ -26,7 +26,6 @@ def token_calls(stack) -> int:
 
 def test_forty_concurrent_callers_cause_one_fetch(stack):
     stack.db.wx_tokens.delete_many({})
-    stack.db.wx_token_leases.delete_many({})
     before = token_calls(stack)
 
     async def scenario(db):

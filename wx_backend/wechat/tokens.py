@@ -2,9 +2,9 @@
 
 WeChat issues a new token on every ``/cgi-bin/token`` call and retires the previous one
 a few minutes later, so independent refreshers knock each other's tokens out (40001).
-Here one refresher per token generation holds a lease (a unique document in
-``wx_token_leases``) while it fetches; everyone else, in this process or another, waits
-for the ``wx_tokens`` document to change. Callers in one process also share a single
+Here one refresher per token generation claims the ``wx_tokens`` document (a conditional
+update naming the generation) while it fetches; everyone else, in this process or another,
+waits for the document to change. Callers in one process also share a single
 in-flight refresh.
 """
 
@@ -18,7 +18,6 @@ from datetime import timedelta
 from typing import TypeVar
 
 from pymongo.asynchronous.database import AsyncDatabase
-from pymongo.errors import DuplicateKeyError
 
 from ..db import utcnow
 from ..errors import WeChatUnavailable
@@ -37,8 +36,6 @@ LEASE = timedelta(seconds=15)
 class AccessTokens:
     def __init__(self, db: AsyncDatabase, http: WeChatHTTP, appid: str, secret: str):
         self._coll = db["wx_tokens"]
-        self._leases = db["wx_token_leases"]
-        self._held: str | None = None
         self._http = http
         self.appid = appid
         self._secret = secret
@@ -77,68 +74,51 @@ class AccessTokens:
 
     async def _refresh_once(self, stale: str | None) -> str:
         deadline = asyncio.get_running_loop().time() + LEASE.total_seconds() * 2
+        # the document exists from the first refresh on (an atomic upsert: one of any number)
+        await self._coll.update_one({"_id": self.appid}, {"$setOnInsert": {"generation": 0}}, upsert=True)
         while True:
             doc = await self._coll.find_one({"_id": self.appid})
             if self._fresh(doc, stale):
                 return doc["token"]
-            generation = doc.get("generation", 0) if doc else 0
-            if await self._acquire_lease(generation):
-                # the token may have been stored between our read and our lease
-                doc = await self._coll.find_one({"_id": self.appid})
-                if self._fresh(doc, stale):
-                    await self._release_lease(generation)
-                    return doc["token"]
+            generation = doc.get("generation", 0)
+            if await self._claim(generation):
                 return await self._fetch_and_store(generation)
             if asyncio.get_running_loop().time() > deadline:
                 raise WeChatUnavailable(details={"reason": "access token refresh timed out"})
             await asyncio.sleep(0.05)
 
-    def _lease_id(self, generation: int, attempt: int) -> str:
-        return f"{self.appid}:{generation}:{attempt}"
-
-    async def _acquire_lease(self, generation: int) -> bool:
-        """One refresher per token generation, fenced by a unique insert.
-
-        FerretDB applies a conditional update as read-then-replace, so two processes can
-        both "win" a find-and-modify; an insert of the same _id cannot succeed twice. A
-        lease left by a crashed refresher is superseded by the next attempt number once
-        it is older than LEASE.
-        """
+    async def _claim(self, generation: int) -> bool:
+        """Become the one refresher of this generation: a conditional update that succeeds only
+        while the generation is unchanged and nobody else's claim is current. The claim's
+        expiry (LEASE) only lets another take over from a refresher that died; what it stores
+        is fenced by the generation, so a late refresher never replaces a newer token."""
         now = utcnow()
-        attempt = 0
-        while True:
-            lease_id = self._lease_id(generation, attempt)
-            try:
-                await self._leases.insert_one({"_id": lease_id, "owner": self._owner, "at": now})
-                self._held = lease_id
-                return True
-            except DuplicateKeyError:
-                lease = await self._leases.find_one({"_id": lease_id})
-                if lease is not None and now - lease["at"] < LEASE:
-                    return False
-                attempt += 1
-
-    async def _release_lease(self, generation: int) -> None:
-        if self._held:
-            await self._leases.delete_one({"_id": self._held, "owner": self._owner})
-            self._held = None
+        claimed = await self._coll.update_one(
+            {"_id": self.appid, "generation": generation,
+             "$or": [{"refreshing_until": {"$exists": False}}, {"refreshing_until": None},
+                     {"refreshing_until": {"$lte": now}}]},
+            {"$set": {"refresher": self._owner, "refreshing_until": now + LEASE}})
+        return claimed.modified_count == 1
 
     async def _fetch_and_store(self, generation: int) -> str:
         try:
             data = await self._http.json("GET", "/cgi-bin/token", params={
                 "grant_type": "client_credential", "appid": self.appid, "secret": self._secret,
             })
-            token = data["access_token"]
-            expires_at = utcnow() + timedelta(seconds=int(data.get("expires_in", 7200)))
-            await self._coll.update_one(
-                {"_id": self.appid},
-                {"$set": {"token": token, "expires_at": expires_at, "generation": generation + 1,
-                          "fetched_at": utcnow()}},
-                upsert=True,
-            )
-            log.info("access token for %s refreshed", self.appid)
-            return token
-        finally:
-            # safe to drop: a late caller holding the old generation re-reads the token
-            # after taking a lease and finds it fresh
-            await self._release_lease(generation)
+        except BaseException:
+            await self._coll.update_one({"_id": self.appid, "generation": generation, "refresher": self._owner},
+                                        {"$set": {"refreshing_until": None}})
+            raise
+        token = data["access_token"]
+        expires_at = utcnow() + timedelta(seconds=int(data.get("expires_in", 7200)))
+        stored = await self._coll.update_one(
+            {"_id": self.appid, "generation": generation, "refresher": self._owner},
+            {"$set": {"token": token, "expires_at": expires_at, "generation": generation + 1,
+                      "fetched_at": utcnow(), "refreshing_until": None}},
+        )
+        if not stored.modified_count:  # taken over meanwhile: the newer token stands
+            log.warning("access token for %s: a newer generation was stored first", self.appid)
+            doc = await self._coll.find_one({"_id": self.appid})
+            return doc["token"]
+        log.info("access token for %s refreshed", self.appid)
+        return token
