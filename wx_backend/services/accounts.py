@@ -241,8 +241,8 @@ class AccountService:
         if binding is None:
             raise _account_not_found()
         # $pull of the exact element read (FerretDB does not pull by a partial condition); the
-        # filter names it too, so of two concurrent unbinds only one gives the slot back
-        pulled = await self.db.accounts.update_one({"_id": account_no, "bindings": binding},
+        # filter names the user, so of two concurrent unbinds only one gives the slot back
+        pulled = await self.db.accounts.update_one({"_id": account_no, "bindings.user_id": user["_id"]},
                                                    {"$pull": {"bindings": binding}})
         if not pulled.modified_count:
             raise _account_not_found()

@@ -65,7 +65,6 @@ STATUSES = {
 CONTRACT_STAGE = "contract_signing"
 SOURCES = ("marketing", "admin", "customer", "system")
 MAX_PER_PAGE = 50
-APP_NO_TRIES = 200
 
 _APP_NO = re.compile(r"^[0-9]{14}$")
 _SMS_CODE = re.compile(r"^[0-9]{6}$")
@@ -250,27 +249,18 @@ class ApplicationService:
         }
         day = now.astimezone(SHANGHAI).strftime("%Y%m%d")
         seq = await self._next_seq(day)
-        for _ in range(APP_NO_TRIES):
-            if seq >= 10**6:
-                raise AppError("今日申请已达上限，请明天再试", code="app_no_exhausted", status=503)
-            doc["app_no"] = app_no = f"{day}{seq:06d}"
-            doc["idempotency_key"] = idem or f"app:{app_no}"
-            doc.pop("_id", None)
-            try:
-                await self.db.applications.insert_one(doc)
-                break
-            except DuplicateKeyError:
-                if idem:
-                    earlier = await self.db.applications.find_one({"idempotency_key": idem})
-                    if earlier is not None:  # a concurrent repeat of the same submission won
-                        return {**earlier, "created": False}
-                # The number is taken: FerretDB's $inc is not atomic under concurrent requests,
-                # so the counter is a hint and the unique index on app_no the judge. Probe on.
-                seq += 1
-        else:
-            raise AppError("申请编号分配失败，请稍后重试", code="app_no_unavailable", status=503)
-        # keep the counter ahead of every number taken, whatever the races did to it
-        await self.db.counters.update_one({"_id": f"app_no:{day}"}, {"$max": {"seq": seq}})
+        if seq >= 10**6:
+            raise AppError("今日申请已达上限，请明天再试", code="app_no_exhausted", status=503)
+        doc["app_no"] = app_no = f"{day}{seq:06d}"
+        doc["idempotency_key"] = idem or f"app:{app_no}"
+        try:
+            await self.db.applications.insert_one(doc)
+        except DuplicateKeyError:
+            if idem:
+                earlier = await self.db.applications.find_one({"idempotency_key": idem})
+                if earlier is not None:  # a concurrent repeat of the same submission won
+                    return {**earlier, "created": False}
+            raise AppError("申请编号分配失败，请稍后重试", code="app_no_unavailable", status=503) from None
         log.info("application %s (%s) submitted", doc["app_no"], code)
         await self._announce_created(doc)
         return {**doc, "created": True}
@@ -289,8 +279,7 @@ class ApplicationService:
         return parts, sealed
 
     async def _next_seq(self, day: str) -> int:
-        """The next daily sequence number from the counter ``app_no:YYYYMMDD`` (an atomic ``$inc``
-        on MongoDB; only a first guess on FerretDB, see ``submit``)."""
+        """The next daily sequence number: an atomic ``$inc`` of the counter ``app_no:YYYYMMDD``."""
         for _ in range(3):
             try:
                 counter = await self.db.counters.find_one_and_update(

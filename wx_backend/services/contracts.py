@@ -35,7 +35,7 @@ from ..documents import TEMPLATES, ContractTemplateError
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
 from ..pdfjobs import DocumentPool, SealFailed
 from .sealauthority import AuthorityStore
-from .seals import SealService
+from .seals import SIGNING_CLAIM_TTL, SealService
 from .uploads import UploadService
 
 log = logging.getLogger(__name__)
@@ -50,7 +50,7 @@ INDEXES = {
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 PREVIEW_TTL = timedelta(minutes=30)
-LOCK_TTL = timedelta(minutes=2)
+LOCK_TTL = SIGNING_CLAIM_TTL
 STATUS_LABELS = {
     "pending": "待签署",
     "customer_signed": "用电人已盖章，待供电人会签",
@@ -358,9 +358,12 @@ class ContractService:
             raise PreviewExpired()
         seal = await self.seals.signing_material(user, preview["seal_id"])
         token = await self._lock(contract_no)
+        held = False
         try:
-            contract = await self.get(contract_no)  # re-read under the lock
+            contract = await self.get(contract_no)  # re-read after the claim
             self._must_be_pending(contract)
+            await self.seals.hold_for_signing(seal["_id"], contract_no)  # no revocation meanwhile
+            held = True
             draft = await self._read(contract["files"]["draft"]["file_id"])
             now = utcnow()
             sign_day = now.astimezone(SHANGHAI).date()
@@ -403,6 +406,8 @@ class ContractService:
             return self.view(await self._countersign(contract, token, customer_pdf))
         finally:
             await self._unlock(contract_no, token)
+            if held:
+                await self.seals.release_signing(seal["_id"], contract_no)
 
     async def _finish_countersign(self, contract: dict[str, Any]) -> dict[str, Any]:
         """Complete a contract the customer sealed whose countersignature did not happen (a crash)."""

@@ -12,6 +12,7 @@ it signed before stay valid (the signature was made while it was active).
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 from typing import Any
 
 from bson import Binary, ObjectId
@@ -36,6 +37,7 @@ INDEXES = {
 }
 
 MAX_ACTIVE = 5
+SIGNING_CLAIM_TTL = timedelta(minutes=2)  # a contract signing's claim (services/contracts.py); seconds in practice
 KINDS = ("generated", "uploaded")
 STATUS_LABELS = {"active": "有效", "revoked": "已注销"}
 SEAL_TITLE = "合同专用章"
@@ -220,14 +222,50 @@ class SealService:
             raise ValidationFailed("请使用申请该印章时的手机号接收验证码", code="mobile_mismatch",
                                    details=[{"field": "mobile", "message": "与申请印章时的手机号不一致"}])
         await self.sms.verify(mobile, "seal", body.get("sms_code"))
-        updated = await self.db.seals.find_one_and_update(
-            {"_id": doc["_id"], "status": "active"},
-            {"$set": {"status": "revoked", "revoked_at": utcnow()}},
-            return_document=ReturnDocument.AFTER,
-        )
-        if updated is None:
-            raise AppError("该印章已注销", code="seal_already_revoked", status=409)
-        return self.view(updated)
+        for _ in range(3):
+            # not while a contract is being sealed with it (``hold_for_signing``)
+            updated = await self.db.seals.find_one_and_update(
+                {"_id": doc["_id"], "status": "active",
+                 "$or": [{"signing": {"$exists": False}}, {"signing": {"$size": 0}}]},
+                {"$set": {"status": "revoked", "revoked_at": utcnow()}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if updated is not None:
+                return self.view(updated)
+            current = await self.db.seals.find_one({"_id": doc["_id"]})
+            if current is None or current["status"] != "active":
+                raise AppError("该印章已注销", code="seal_already_revoked", status=409)
+            abandoned = [no for no in current.get("signing", []) if await self._abandon_signing(no)]
+            if not abandoned:
+                raise AppError("该印章正在签署合同，请稍后再注销", code="seal_in_use", status=409)
+            for contract_no in abandoned:
+                await self.release_signing(doc["_id"], contract_no)
+        raise AppError("该印章正在签署合同，请稍后再注销", code="seal_in_use", status=409)
+
+    async def hold_for_signing(self, seal_id: ObjectId, contract_no: str) -> None:
+        """Mark the seal as sealing ``contract_no`` (one conditional update, only while it is
+        active): a revocation waits until ``release_signing``. 409 ``seal_revoked`` otherwise."""
+        held = await self.db.seals.update_one({"_id": seal_id, "status": "active"},
+                                              {"$addToSet": {"signing": contract_no}})
+        if not held.matched_count:
+            raise SealRevoked()
+
+    async def release_signing(self, seal_id: ObjectId, contract_no: str) -> None:
+        await self.db.seals.update_one({"_id": seal_id}, {"$pull": {"signing": contract_no}})
+
+    async def _abandon_signing(self, contract_no: str) -> bool:
+        """Whether the signing of ``contract_no`` is over or its signer died (its claim on the
+        contract expired, services/contracts.py). An expired claim is voided first, so a signer
+        that is merely late can write nothing afterwards (its writes name the claim's token)."""
+        contract = await self.db.contracts.find_one({"_id": contract_no}, {"signing_since": 1})
+        since = (contract or {}).get("signing_since")
+        if since is None:
+            return True
+        if since > utcnow() - SIGNING_CLAIM_TTL:
+            return False
+        voided = await self.db.contracts.update_one({"_id": contract_no, "signing_since": since},
+                                                    {"$set": {"lock_token": None, "signing_since": None}})
+        return bool(voided.modified_count)
 
     def view(self, doc: dict[str, Any]) -> dict[str, Any]:
         seal_id = str(doc["_id"])
