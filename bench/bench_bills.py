@@ -46,14 +46,13 @@ def bills_request(stack, token: str, path: str):
 
 
 def database_alone(stack, token: str, path: str, load: dict):
-    """The request's reads (session, user, owned account, the bills of 36 months by _id) straight to the database
-    from this process, under the same concurrency: how much of ours is the database."""
+    """The request's reads (session, user, owned account, the bills of 36 months in one indexed query) straight
+    to the database from this process, under the same concurrency: how much of ours is the database."""
     from pymongo import AsyncMongoClient
 
-    from wx_backend.db import find_by_ids
     from wx_backend.security import token_hash
     from wx_backend.services.billing import HISTORY_MONTHS
-    from wx_backend.services.keys import bill_id
+    from wx_backend.services.keys import read_bills
 
     account_no = path.split("/")[4]
 
@@ -64,12 +63,56 @@ def database_alone(stack, token: str, path: str, load: dict):
             session = await db.sessions.find_one({"_id": token_hash(token)})
             await db.users.find_one({"_id": session["user_id"]})
             await db.accounts.find_one({"_id": account_no})
-            periods = [add_months(this_period(), -k) for k in range(HISTORY_MONTHS)]
-            return await find_by_ids(db.bills, [bill_id(account_no, p) for p in periods])
+            last = this_period()
+            return await read_bills(db, account_no, add_months(last, 1 - HISTORY_MONTHS), last)
 
         return op
 
-    return run_repeat(f"database alone (3 reads + {HISTORY_MONTHS} bills by _id)", make_op, **load)
+    return run_repeat(f"database alone (3 reads + {HISTORY_MONTHS} months of bills in one query)", make_op, **load)
+
+
+def round_trips(stack, token: str, path: str) -> int:
+    """Database commands one bills request sends: the handler's own service calls (authenticate,
+    then ``BillService.list_for``) on a client that counts every command it starts."""
+    import asyncio
+    import base64
+
+    from pymongo import AsyncMongoClient, monitoring
+
+    from wx_backend.security import DataProtector
+    from wx_backend.services.accounts import AccountService
+    from wx_backend.services.billing import BillService
+    from wx_backend.services.users import UserService
+
+    commands: list[str] = []
+
+    class Count(monitoring.CommandListener):
+        def started(self, event):
+            commands.append(event.command_name)
+
+        def succeeded(self, event):
+            pass
+
+        def failed(self, event):
+            pass
+
+    async def once() -> list[str]:
+        client = AsyncMongoClient(stack.mongodb_uri, tz_aware=True, event_listeners=[Count()])
+        try:
+            db = client[stack.db_name]
+            protector = DataProtector(base64.b64decode(stack.env["WX_DATA_KEY"]))
+            accounts = AccountService(db, protector)
+            await db.command("ping")
+            commands.clear()
+            user = await UserService(db, None, 0).authenticate(token)
+            await BillService(db, accounts).list_for(user, path.split("/")[4])
+            return list(commands)
+        finally:
+            await client.close()
+
+    sent = asyncio.run(once())
+    print(f"round trips per bills request: {len(sent)} ({', '.join(sent)})")
+    return len(sent)
 
 
 def run(stack, args: argparse.Namespace) -> None:
@@ -84,6 +127,7 @@ def run(stack, args: argparse.Namespace) -> None:
         bare_url = f"http://127.0.0.1:{bare.port}/bills"
         bare_req = lambda _n: HTTPRequest(bare_url, request_timeout=60, connect_timeout=60)  # noqa: E731
         print(f"response body: {len(resp.content)} bytes ({args.bills} bills), same document from both")
+        round_trips(stack, token, path)
         load = {"requests": args.requests, "concurrency": args.concurrency, "duration": args.duration}
         warm = {"requests": min(100, args.requests), "concurrency": args.concurrency, "duration": 10}
         run_load("warm-up ours", bills_request(stack, token, path), **warm)

@@ -7,10 +7,13 @@ import random
 import threading
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 
 import pytest
 import requests
-from conftest import Stack
+from application_support import advance
+from conftest import Stack, error_of, put_account
+from contract_support import apply_seal, create_application, issue_contract, seal_sms_code, user_id_of
 from payments_chaos import _terminal_via
 from payments_support import (
     AGO_2,
@@ -115,3 +118,151 @@ def test_fifty_credits_to_one_account_with_every_step_slowed(slow_stack):
         credit = stack.db.payment_credits.find_one({"_id": otn})
         assert sum(s["amount_fen"] for s in credit["settlements"]) == settled
     assert sum(per_payment.values()) == 3100 + 4700 + 2900 + 5300
+
+
+# -- conflicting transitions, raced ------------------------------------------------------------
+ROUNDS = 10
+
+
+def race(*calls):
+    """Start every call at once (threads released together); their responses, in order."""
+    barrier = threading.Barrier(len(calls))
+
+    def go(call):
+        barrier.wait()
+        return call()
+
+    with ThreadPoolExecutor(len(calls)) as pool:
+        return list(pool.map(go, calls))
+
+
+def test_accept_versus_cancel_one_wins(stack):
+    token = stack.login()
+    outcomes: Counter = Counter()
+    for _ in range(ROUNDS):
+        app_no = create_application(stack, token, stage="submitted")
+        cancel, accept = race(
+            lambda app_no=app_no: stack.api("POST", f"/api/v1/applications/{app_no}/cancel", token=token),
+            lambda app_no=app_no: advance(stack, app_no, "accepted"))
+        codes = (cancel.status_code, accept.status_code)
+        assert sorted(codes) == [200, 409], (cancel.text, accept.text)
+        loser = cancel if cancel.status_code == 409 else accept
+        assert error_of(loser)["code"] in ("cannot_cancel", "invalid_stage_transition")
+        doc = stack.db.applications.find_one({"app_no": app_no})
+        assert doc["stage"] == ("cancelled" if cancel.status_code == 200 else "accepted")
+        assert [h["stage"] for h in doc["history"]] == ["submitted", doc["stage"]]
+        outcomes[doc["stage"]] += 1
+    print("accept vs cancel:", dict(outcomes))
+
+
+def test_confirm_versus_confirm_signs_once(stack):
+    for _ in range(ROUNDS):
+        _confirm_versus_confirm_signs_once_round(stack)
+
+
+def _confirm_versus_confirm_signs_once_round(stack):
+    token = stack.login()
+    contract = issue_contract(stack, create_application(stack, token))
+    no = contract["contract_no"]
+    seal = apply_seal(stack, token, org_name="郏县惠源纺织有限公司")
+    preview = stack.api("POST", f"/api/v1/contracts/{no}/preview", token=token,
+                        json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}})
+    assert preview.status_code == 201, preview.text
+    pid = preview.json()["preview"]["preview_id"]
+    answers = race(*[lambda: stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token,
+                                       json={"preview_id": pid})] * 2)
+    assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
+    loser = next(a for a in answers if a.status_code == 409)
+    assert error_of(loser)["code"] in ("contract_signing_in_progress", "contract_already_signed")
+    doc = stack.db.contracts.find_one({"_id": no})
+    assert doc["status"] == "effective" and [s["role"] for s in doc["signatures"]] == ["customer", "supplier"]
+    assert stack.db["files.files"].count_documents({"filename": f"{no}.pdf"}) == 1  # one signed file
+
+
+def test_revoke_versus_sign_never_signs_with_a_revoked_seal(stack):
+    outcomes = Counter(_revoke_versus_sign_round(stack) for _ in range(ROUNDS))
+    print("revoke vs sign:", dict(outcomes))
+
+
+def _revoke_versus_sign_round(stack) -> str:
+    token = stack.login()
+    contract = issue_contract(stack, create_application(stack, token))
+    no = contract["contract_no"]
+    seal = apply_seal(stack, token, org_name="郏县惠源纺织有限公司")
+    preview = stack.api("POST", f"/api/v1/contracts/{no}/preview", token=token,
+                        json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}})
+    assert preview.status_code == 201, preview.text
+    pid = preview.json()["preview"]["preview_id"]
+    code = seal_sms_code(stack, token, seal["_mobile"])
+    sign, revoke = race(
+        lambda: stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token, json={"preview_id": pid}),
+        lambda: stack.api("DELETE", f"/api/v1/seals/{seal['seal_id']}", token=token,
+                          json={"mobile": seal["_mobile"], "sms_code": code}))
+    doc = stack.db.contracts.find_one({"_id": no})
+    seal_doc = stack.db.seals.find_one({"cert_serial": seal["cert_serial"]})
+    if sign.status_code == 200:
+        assert doc["status"] == "effective"
+        if revoke.status_code == 200:  # the revocation came after the signing was over
+            assert seal_doc["revoked_at"] >= doc["signed_at"]
+            outcome = "signed_then_revoked"
+        else:
+            assert revoke.status_code == 409 and error_of(revoke)["code"] == "seal_in_use", revoke.text
+            assert seal_doc["status"] == "active"
+            outcome = "signed_revoke_refused"
+    else:
+        assert sign.status_code == 409 and error_of(sign)["code"] == "seal_revoked", sign.text
+        assert revoke.status_code == 200 and seal_doc["status"] == "revoked"
+        assert doc["status"] == "pending" and doc["signatures"] == []
+        outcome = "revoked_sign_refused"
+    assert not seal_doc.get("signing")  # nothing left held
+    return outcome
+
+
+def test_bind_ninth_versus_tenth_binds_one(stack):
+    for _ in range(ROUNDS):
+        _bind_ninth_versus_tenth_binds_one_round(stack)
+
+
+def _bind_ninth_versus_tenth_binds_one_round(stack):
+    token = stack.login()
+    uid = user_id_of(stack, token)
+    for _ in range(8):  # set-up: eight bindings as binding leaves them
+        held = put_account(stack)
+        stack.db.accounts.update_one({"_id": held["account_no"]}, {"$push": {"bindings": {
+            "user_id": uid, "role": "holder", "bound_at": datetime.now(UTC)}}})
+    stack.db.binding_quota.insert_one({"_id": uid, "count": 8, "rev": 1, "changed_at": datetime.now(UTC)})
+    ninth, tenth = put_account(stack), put_account(stack)
+    bodies = []
+    for account in (ninth, tenth):
+        sent = stack.api("POST", "/api/v1/sms-codes", token=token,
+                         json={"purpose": "bind_account", "account_no": account["account_no"]})
+        assert sent.status_code == 201, sent.text
+        bodies.append({"account_no": account["account_no"], "holder_name": account["holder_name"],
+                       "sms_code": stack.last_sms_code(account["phone"])})
+    answers = race(*[lambda body=body: stack.api("POST", "/api/v1/accounts", token=token, json=body)
+                     for body in bodies])
+    assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
+    loser = next(a for a in answers if a.status_code == 409)
+    assert error_of(loser)["code"] == "too_many_accounts"
+    assert stack.db.accounts.count_documents({"bindings.user_id": uid}) == 9
+    assert stack.db.binding_quota.find_one({"_id": uid})["count"] == 9
+
+
+def test_one_sms_code_tried_five_ways_binds_once(stack):
+    for _ in range(ROUNDS):
+        _one_sms_code_tried_five_ways_binds_once_round(stack)
+
+
+def _one_sms_code_tried_five_ways_binds_once_round(stack):
+    account = put_account(stack)
+    tokens = [stack.login() for _ in range(5)]
+    sent = stack.api("POST", "/api/v1/sms-codes", token=tokens[0],
+                     json={"purpose": "bind_account", "account_no": account["account_no"]})
+    assert sent.status_code == 201, sent.text
+    body = {"account_no": account["account_no"], "holder_name": account["holder_name"],
+            "sms_code": stack.last_sms_code(account["phone"])}
+    answers = race(*[lambda t=t: stack.api("POST", "/api/v1/accounts", token=t, json=body) for t in tokens])
+    assert sorted(a.status_code for a in answers) == [201, 400, 400, 400, 400], [a.text for a in answers]
+    assert {error_of(a)["code"] for a in answers if a.status_code == 400} == {"sms_code_invalid"}
+    doc = stack.db.accounts.find_one({"_id": account["account_no"]})
+    assert len(doc["bindings"]) == 1

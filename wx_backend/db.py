@@ -2,23 +2,20 @@
 
 Each module under ``wx_backend.services`` and ``wx_backend.wechat`` may declare
 ``INDEXES = {"collection": [IndexModel(...), ...]}``; start-up creates them all, idempotently.
-FerretDB (the embedded default) has no multi-document transactions and no TTL indexes:
-every rule here relies on single-document atomic updates and unique indexes, and expiry
-is a field that readers check.
+The embedded FerretDB keeps MongoDB's single-document promises but has no multi-document
+transactions and no TTL indexes: every rule here relies on single-document atomic updates and
+unique indexes, and expiry is a field that readers check (docs/storage.md).
 """
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import logging
 import pkgutil
 from datetime import UTC, datetime
-from typing import Any
 
 from gridfs import AsyncGridFSBucket
 from pymongo import AsyncMongoClient
-from pymongo.asynchronous.collection import AsyncCollection
 from pymongo.asynchronous.database import AsyncDatabase
 
 from .config import Config
@@ -42,18 +39,6 @@ def connect(config: Config) -> AsyncMongoClient:
         connectTimeoutMS=config.db_timeout_ms,
         appname="wx-backend",
     )
-
-
-async def find_by_ids(collection: AsyncCollection, ids: list[Any],
-                      projection: dict[str, Any] | None = None) -> dict[Any, dict[str, Any]]:
-    """The documents with these ``_id``s, keyed by ``_id``; missing ones are left out.
-
-    One equality read per ``_id``, all at once: each is served by the ``_id`` index on MongoDB
-    and on FerretDB, where ``{"_id": {"$in": [...]}}`` would read the whole collection
-    (services/keys.py). For the few dozen keys of one query, not for bulk work.
-    """
-    docs = await asyncio.gather(*(collection.find_one({"_id": i}, projection) for i in ids))
-    return {doc["_id"]: doc for doc in docs if doc is not None}
 
 
 def declared_indexes() -> dict[str, list]:

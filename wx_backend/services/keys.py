@@ -1,13 +1,12 @@
-"""Natural ``_id``s of the documents the customer's queries read most.
+"""The ``_id``s of bills and meter readings, and the reads of an account's bills and readings.
 
-An account is stored under its account number, a bill under ``{account_no}:{period}``, a meter
-reading under ``{account_no}:{kind}:{key}`` and a session under the hash of its token. A query
-then knows the ``_id``s it needs (the periods of a year, the days of a month) and reads each
-with an equality on ``_id`` alone: on MongoDB that is the ``_id`` index, and it is the only
-lookup FerretDB 1.24 answers from an index at all (every other filter reads the whole
-collection; docs/storage.md). The fields inside (``account_no``, ``period``, ...) stay, for
-the other queries and for people reading the data. ``read_bills`` and ``read_readings`` are
-those reads for a range of months or a list of days.
+A bill is stored under ``{account_no}:{period}`` and a meter reading under
+``{account_no}:{kind}:{key}``: the natural identity of each, so an upsert from the marketing
+system or an import is one write by ``_id``. An account's bills for a range of months (or its
+readings for a range of days) are read with one query whose first condition is an equality on
+``account_no``, the leading field of the compound indexes the services declare
+(``bills (account_no, period)``, ``usage (account_no, kind, key)``): one round trip, served by
+the index on MongoDB and on the embedded FerretDB (docs/storage.md).
 """
 
 from __future__ import annotations
@@ -15,9 +14,6 @@ from __future__ import annotations
 from typing import Any
 
 from pymongo.asynchronous.database import AsyncDatabase
-
-from ..db import find_by_ids
-from .periods import add_months
 
 
 def bill_id(account_no: str, period: str) -> str:
@@ -29,19 +25,24 @@ def reading_id(account_no: str, kind: str, key: str) -> str:
     return f"{account_no}:{kind}:{key}"
 
 
+def _with(projection: dict[str, Any] | None, field: str) -> dict[str, Any] | None:
+    return None if projection is None else {**projection, field: 1}
+
+
 async def read_bills(db: AsyncDatabase, account_no: str, first: str, last: str,
                      projection: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """The account's bills from period ``first`` to ``last``, by period (missing months left out)."""
-    periods, period = [], first
-    while period <= last:
-        periods.append(period)
-        period = add_months(period, 1)
-    found = await find_by_ids(db.bills, [bill_id(account_no, p) for p in periods], projection)
-    return {doc["period"]: doc for doc in found.values()}
+    cursor = db.bills.find({"account_no": account_no, "period": {"$gte": first, "$lte": last}},
+                           _with(projection, "period"))
+    return {doc["period"]: doc async for doc in cursor}
 
 
 async def read_readings(db: AsyncDatabase, account_no: str, kind: str, keys: list[str],
                         projection: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
     """The account's readings of ``kind`` with these keys (days or months), by key (missing ones left out)."""
-    found = await find_by_ids(db.usage, [reading_id(account_no, kind, k) for k in keys], projection)
-    return {doc["key"]: doc for doc in found.values()}
+    if not keys:
+        return {}
+    wanted = set(keys)
+    cursor = db.usage.find({"account_no": account_no, "kind": kind, "key": {"$gte": min(keys), "$lte": max(keys)}},
+                           _with(projection, "key"))
+    return {doc["key"]: doc async for doc in cursor if doc["key"] in wanted}
