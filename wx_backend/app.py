@@ -90,6 +90,9 @@ class Application(tornado.web.Application):
             from .payment_followup import run_forever
 
             self._tasks.append(asyncio.create_task(run_forever(self.payments, self.config.pay_followup_interval)))
+            from . import cleanup
+
+            self._tasks.append(asyncio.create_task(cleanup.run_forever(self.db, self.config.cleanup_interval)))
 
     async def _prepare_database(self) -> None:
         # The process starts even while the database is down: /readyz says 503 until it is back.

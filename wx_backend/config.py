@@ -194,6 +194,11 @@ SETTINGS: dict[str, Setting] = {
         "WX_PAY_FOLLOWUP_INTERVAL", 30.0, "seconds between runs of the payment follow-up (unfinished orders)",
         parse=float,
     ),
+    "cleanup_interval": Setting(
+        "WX_CLEANUP_INTERVAL", 3600.0,
+        "seconds between clean-up passes (expired sessions, nonces, SMS codes; python -m wx_backend.cleanup)",
+        parse=float,
+    ),
     "credit_step_delay": Setting(
         "WX_CREDIT_STEP_DELAY", 0.0,
         "tests only: seconds to pause between the steps of crediting a payment (proves no step relies on timing);"
