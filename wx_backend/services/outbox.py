@@ -135,7 +135,7 @@ class Outbox:
         """Store WeChat's delivery status for ``msgid``, and on its message once that is recorded sent.
 
         The message is written only once it is ``sent``: the worker never writes it again after
-        that, so the two writers cannot overwrite each other (FerretDB updates are not atomic).
+        that, and the update names ``status: sent``, so the receipt never races the worker's own writes.
         """
         receipt = {"status": status, "at": utcnow()}
         await self.db.template_receipts.update_one({"_id": msgid}, {"$set": receipt}, upsert=True)

@@ -11,9 +11,9 @@ request at once cannot both accept it: the second insert fails with ``DuplicateK
 
 A nonce needs remembering only while a request carrying it could still pass the timestamp
 check: a request is accepted at most ``window`` seconds either side of its timestamp, so
-``2 * window`` seconds (10 minutes) after the first claim no replay can pass anyway. FerretDB
-has no TTL indexes: expired nonces are deleted here, at most once a minute per process, and a
-record found expired is treated as absent.
+``2 * window`` seconds (10 minutes) after the first claim no replay can pass anyway. There
+are no TTL indexes: a record found expired is treated as absent, and expired nonces are
+deleted here at most once a minute per process, and by the clean-up job (wx_backend/cleanup.py).
 """
 
 from __future__ import annotations
