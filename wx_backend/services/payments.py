@@ -294,10 +294,19 @@ class PaymentService:
         # WeChat wants its answer within 5 s: the debt is recorded before we answer; crediting
         # goes on past the answer if it is slow (and the follow-up resumes it after a crash)
         marking = asyncio.ensure_future(self._mark_paid(order, fields))
-        self._background.add(marking)
-        marking.add_done_callback(self._background.discard)
         await asyncio.wait({marking}, timeout=NOTIFY_ANSWER_WITHIN)
+        if marking.done():
+            marking.result()  # a database error: WeChat is told to send it again
+        else:
+            self._background.add(marking)
+            marking.add_done_callback(self._finished_in_background)
         return True, "OK"
+
+    def _finished_in_background(self, task: asyncio.Future) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("crediting after the notification's answer failed (%s); the follow-up resumes it",
+                        type(task.exception()).__name__)
 
     # -- payment code (terminal) ----------------------------------------------------------------
     async def terminal_pay(self, terminal: dict[str, Any], body: dict[str, Any], client_ip: str) -> dict[str, Any]:
