@@ -14,6 +14,7 @@ permanent error), ``skipped`` (nothing to send to, e.g. no webhook configured).
 from __future__ import annotations
 
 import logging
+import random
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -26,6 +27,7 @@ from ..db import utcnow
 
 log = logging.getLogger(__name__)
 
+CLAIM_WINDOW = 20  # due messages looked at per claim
 FINAL = ("sent", "undeliverable", "failed", "skipped")
 KINDS = ("notify", "webhook")
 
@@ -72,25 +74,31 @@ class Outbox:
     async def claim(self, owner: str, lease: float, limit: int = 1) -> list[dict[str, Any]]:
         """Take up to ``limit`` due messages (or ones whose holder's lease ran out).
 
-        Each is taken by one ``find_one_and_update`` that moves it to ``sending`` only while it
-        is still due, so of concurrent workers exactly one gets each message. The lease only
+        The due messages are listed, then each is taken by one ``find_one_and_update`` on its
+        ``_id`` that moves it to ``sending`` only while its status and claim number are still
+        those listed: of concurrent workers exactly one gets each message. The lease only
         recovers a message from a worker that died; it decides nothing else: every later write
         names the owner and the claim number, so a worker outliving its lease changes nothing.
         """
+        now = utcnow()
+        due = [{"status": "queued", "next_try_at": {"$lte": now}}, {"status": "sending", "lease_until": {"$lt": now}}]
+        candidates = []
+        for query in due:  # each an equality on the leading field of (status, next_try_at)
+            candidates += await self.coll.find(query, {"_id": 1, "claims": 1, "status": 1}) \
+                .sort("next_try_at", ASCENDING).limit(max(limit * 3, CLAIM_WINDOW)).to_list(None)
+        random.shuffle(candidates)  # concurrent workers spread over the due messages
         claimed: list[dict[str, Any]] = []
-        while len(claimed) < limit:
-            now = utcnow()
-            doc = await self.coll.find_one_and_update(
-                {"$or": [{"status": "queued", "next_try_at": {"$lte": now}},
-                         {"status": "sending", "lease_until": {"$lt": now}}]},
-                {"$set": {"status": "sending", "lease_owner": owner,
-                          "lease_until": now + timedelta(seconds=lease), "updated_at": now},
-                 "$inc": {"claims": 1}},
-                sort=[("next_try_at", ASCENDING)], return_document=ReturnDocument.AFTER,
-            )
-            if doc is None:
+        for candidate in candidates:
+            if len(claimed) >= limit:
                 break
-            claimed.append(doc)
+            doc = await self.coll.find_one_and_update(
+                {"_id": candidate["_id"], "status": candidate["status"], "claims": candidate.get("claims", 0)},
+                {"$set": {"status": "sending", "lease_owner": owner, "claims": candidate.get("claims", 0) + 1,
+                          "lease_until": now + timedelta(seconds=lease), "updated_at": now}},
+                return_document=ReturnDocument.AFTER,
+            )
+            if doc is not None:  # else another worker took it first
+                claimed.append(doc)
         return claimed
 
     def _held(self, doc: dict[str, Any], owner: str) -> dict[str, Any]:
