@@ -50,7 +50,7 @@ def contend(n: int, action: Callable[[int], object]) -> list[object]:
         barrier.wait()
         try:
             results[i] = action(i)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below, in the test thread
             errors.append(exc)
 
     threads = [threading.Thread(target=run, args=(i,)) for i in range(n)]
@@ -179,7 +179,11 @@ def test_indexed_equality_finds_what_mongodb_finds(coll):
     assert coll.count_documents({"f": "v"}) == 1
 
     # a value inside an array matches as MongoDB matches it, before and after the array arrives
+    if is_ferretdb(coll):
+        assert any("USING INDEX" in step for step in plan_of(coll, {"f": "v"}))
     coll.insert_one({"_id": "array", "f": ["v", "w"], "g": ["v"]})
+    if is_ferretdb(coll):  # the index holds ["v", "w"] as one value: it can no longer answer f == "v"
+        assert not any("USING INDEX" in step for step in plan_of(coll, {"f": "v"}))
     assert {d["_id"] for d in coll.find({"f": "v"})} == {"plain", "array"}
     assert {d["_id"] for d in coll.find({"g": "v"})} == {"plain", "array"}
     assert {d["_id"] for d in coll.find({"f": {"$in": ["w"]}})} == {"array"}

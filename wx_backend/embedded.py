@@ -65,7 +65,9 @@ class FerretDB:
             [
                 str(binary),
                 "--handler=sqlite",
-                f"--sqlite-url=file:{self.data_dir / 'sqlite'}/",
+                # synchronous(normal): a commit reaches the write-ahead log without waiting for the
+                # disk, as MongoDB's default write concern does not wait for its journal
+                f"--sqlite-url=file:{self.data_dir / 'sqlite'}/?_pragma=synchronous(normal)",
                 f"--listen-addr=127.0.0.1:{self.port}",
                 f"--state-dir={self.data_dir / 'state'}",
                 "--telemetry=disable",
