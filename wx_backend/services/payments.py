@@ -687,7 +687,8 @@ class PaymentService:
         counts = {"credits": 0, "orders": 0}
         now = utcnow()
         credits = await self.db.payment_credits.find(
-            {"state": {"$in": ["owed", "applied"]}, "created_at": {"$lte": now - timedelta(seconds=1)}}).limit(limit).to_list(None)
+            {"state": {"$in": ["owed", "applied"]}, "created_at": {"$lte": now - timedelta(seconds=1)}}
+        ).limit(limit).to_list(None)
         for credit in credits:
             if credit["state"] == "applied" and self.outbox is None:
                 continue  # nothing to queue into yet
