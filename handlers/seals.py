@@ -82,7 +82,7 @@ openapi = {
             "印章注销: revoke a seal, proven by an SMS code to its mobile", tag="seals",
             body=spec.obj({"mobile": spec.STRING, "sms_code": spec.STRING}), ok={200: _SEAL},
             errors={400: ["sms_code_invalid", "sms_code_expired", "sms_code_exhausted"], 404: _NOT_FOUND,
-                    409: ["seal_already_revoked"], 422: ["validation_failed", "mobile_mismatch"]}),
+                    409: ["seal_already_revoked", "seal_in_use"], 422: ["validation_failed", "mobile_mismatch"]}),
     },
     "/api/v1/seals/{seal_id}/image": {
         "get": spec.operation("The seal's image (PNG)", tag="seals", ok={200: {"description": "PNG", "content": {

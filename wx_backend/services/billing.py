@@ -268,7 +268,7 @@ class BillService:
             written = await self._write_once(account_no, period, values, offline)
             if written is not None:
                 return written
-        raise Conflict("账单正在入账，请稍后重试", code="bill_busy")
+        raise Conflict("账单正在入账，请稍后重试", code="account_busy")
 
     async def _write_once(self, account_no: str, period: str, values: dict[str, Any],
                           offline: int | None) -> tuple[dict[str, Any], bool] | None:
