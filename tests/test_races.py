@@ -180,15 +180,19 @@ def _confirm_versus_confirm_signs_once_round(stack):
     assert error_of(loser)["code"] in ("contract_signing_in_progress", "contract_already_signed")
     doc = stack.db.contracts.find_one({"_id": no})
     assert doc["status"] == "effective" and [s["role"] for s in doc["signatures"]] == ["customer", "supplier"]
-    assert stack.db["files.files"].count_documents({"filename": f"{no}.pdf"}) == 1  # one signed file
+    # the draft and the signed file, and one customer-sealed file: the loser stored nothing
+    assert stack.db["files.files"].count_documents({"filename": f"{no}.pdf"}) == 2
+    assert stack.db["files.files"].count_documents({"filename": f"{no}-customer.pdf"}) == 1
 
 
 def test_revoke_versus_sign_never_signs_with_a_revoked_seal(stack):
-    outcomes = Counter(_revoke_versus_sign_round(stack) for _ in range(ROUNDS))
+    """Even rounds start both at once; odd rounds revoke once the signing holds the seal."""
+    outcomes = Counter(_revoke_versus_sign_round(stack, i % 2 == 1) for i in range(ROUNDS))
     print("revoke vs sign:", dict(outcomes))
+    assert outcomes["signed_revoke_refused"] >= ROUNDS // 2
 
 
-def _revoke_versus_sign_round(stack) -> str:
+def _revoke_versus_sign_round(stack, during_signing: bool) -> str:
     token = stack.login()
     contract = issue_contract(stack, create_application(stack, token))
     no = contract["contract_no"]
@@ -198,10 +202,16 @@ def _revoke_versus_sign_round(stack) -> str:
     assert preview.status_code == 201, preview.text
     pid = preview.json()["preview"]["preview_id"]
     code = seal_sms_code(stack, token, seal["_mobile"])
+    def revoke_call():
+        if during_signing:
+            wait_for(lambda: stack.db.seals.find_one({"cert_serial": seal["cert_serial"]}).get("signing"),
+                     timeout=60, step=0.01)
+        return stack.api("DELETE", f"/api/v1/seals/{seal['seal_id']}", token=token,
+                         json={"mobile": seal["_mobile"], "sms_code": code})
+
     sign, revoke = race(
         lambda: stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token, json={"preview_id": pid}),
-        lambda: stack.api("DELETE", f"/api/v1/seals/{seal['seal_id']}", token=token,
-                          json={"mobile": seal["_mobile"], "sms_code": code}))
+        revoke_call)
     doc = stack.db.contracts.find_one({"_id": no})
     seal_doc = stack.db.seals.find_one({"cert_serial": seal["cert_serial"]})
     if sign.status_code == 200:
