@@ -17,8 +17,8 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
+from . import cleanup, logs
 from . import db as dbmod
-from . import logs
 from .config import Config, ConfigError
 from .db import utcnow
 from .services.notifications import Notifications, Outcome, attempt, backoff
@@ -126,13 +126,13 @@ async def main() -> None:
     db = client[config.db_name]
     while True:
         try:
-            await dbmod.ensure_indexes(db)  # the dedupe and claim fences rely on them
+            await dbmod.ensure_indexes(db)  # the dedupe keys rely on them
             break
         except PyMongoError as exc:
             log.warning("database not ready (%s); retrying", type(exc).__name__)
             await asyncio.sleep(1)
     worker = build(config, db, WeChat(config, db))
-    await run_until_stopped(worker.run())
+    await run_until_stopped(asyncio.gather(worker.run(), cleanup.run_forever(db, config.cleanup_interval)))
     await client.close()
 
 
