@@ -15,7 +15,8 @@ update naming the figures they read (``paid_fen``, ``rev``; the payments service
 ``amount_fen``): whichever comes second matches nothing, reads again and redoes its step.
 
 Bills are stored under ``{account_no}:{period}`` (services/keys.py). The customer side reads
-the last ``HISTORY_MONTHS`` months of an account (or the twelve of a given year) by those keys.
+the last ``HISTORY_MONTHS`` months of an account (or the twelve of a given year) in one query on
+the ``(account_no, period)`` index.
 """
 
 from __future__ import annotations
@@ -360,8 +361,8 @@ class BillService:
         this_period = period_of(today)
         last_period = add_months(this_period, -1)
         year = f"{today.year:04d}"
-        # the bills of the last three years and this month's daily readings, each by its _id
-        # (services/keys.py), summed here
+        # the bills of the last three years and this month's daily readings, one indexed query
+        # each (services/keys.py), summed here
         by_period = await read_bills(
             self.db, account_no, *history_window(now or utcnow()),
             {"period": 1, "amount_fen": 1, "paid_fen": 1, "status": 1, "kwh.total": 1},

@@ -4,7 +4,8 @@ Readings come from the marketing system (``PUT /internal/v1/accounts/{no}/usage`
 ``scripts/import_usage.py``; both go through ``UsageService.put``. One document per
 (account, kind, key) in ``usage``: kind ``day`` (key ``YYYY-MM-DD``) or ``month`` (key
 ``YYYY-MM``), ``kwh`` (integer) and optionally the time-of-use split ``tou``, stored under
-``{account_no}:{kind}:{key}`` and read by those keys (services/keys.py).
+``{account_no}:{kind}:{key}``; an account's days or months are read in one indexed query
+(services/keys.py).
 
 The analysis is monthly: a month's kWh and amount come from its bill; a month without a bill
 but with a monthly reading shows that reading's kWh (amount null); a month with neither is
