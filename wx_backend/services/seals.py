@@ -221,6 +221,8 @@ class SealService:
         if self.protector.lookup_hash(mobile, "phone") != doc["mobile_hash"]:
             raise ValidationFailed("请使用申请该印章时的手机号接收验证码", code="mobile_mismatch",
                                    details=[{"field": "mobile", "message": "与申请印章时的手机号不一致"}])
+        if doc.get("signing") and not all([await self._abandon_signing(no) for no in doc["signing"]]):
+            raise _seal_in_use()  # before the code is spent
         await self.sms.verify(mobile, "seal", body.get("sms_code"))
         for _ in range(3):
             # not while a contract is being sealed with it (``hold_for_signing``)
@@ -237,10 +239,10 @@ class SealService:
                 raise AppError("该印章已注销", code="seal_already_revoked", status=409)
             abandoned = [no for no in current.get("signing", []) if await self._abandon_signing(no)]
             if not abandoned:
-                raise AppError("该印章正在签署合同，请稍后再注销", code="seal_in_use", status=409)
+                raise _seal_in_use()
             for contract_no in abandoned:
                 await self.release_signing(doc["_id"], contract_no)
-        raise AppError("该印章正在签署合同，请稍后再注销", code="seal_in_use", status=409)
+        raise _seal_in_use()
 
     async def hold_for_signing(self, seal_id: ObjectId, contract_no: str) -> None:
         """Mark the seal as sealing ``contract_no`` (one conditional update, only while it is
@@ -286,3 +288,7 @@ class SealService:
             "revoked_at": doc.get("revoked_at"),
             "image_url": f"/api/v1/seals/{seal_id}/image",
         }
+
+
+def _seal_in_use() -> AppError:
+    return AppError("该印章正在签署合同，请稍后再注销", code="seal_in_use", status=409)
