@@ -67,6 +67,8 @@ class BindingPreferences:
 
     async def update(self, user: dict[str, Any], account_no: Any, body: dict[str, Any]) -> dict[str, Any]:
         """``{"remark"?: str|null, "default"?: bool}`` for one of the user's bindings: its annotated view."""
+        uid = user["_id"]
+        account = await self.accounts.get_owned(user, account_no)  # 404 for anyone else's, before any 422
         errors = []
         for name in sorted(set(body) - {"remark", "default"}):
             errors.append({"field": name, "message": "未知字段"})
@@ -80,8 +82,6 @@ class BindingPreferences:
             errors.append({"field": "body", "message": "请提供 remark 或 default"})
         if errors:
             raise ValidationFailed(details=errors)
-        uid = user["_id"]
-        account = await self.accounts.get_owned(user, account_no)  # 404 for anyone else's
         bound_at = _bound_at(account, uid)
         prefs = await self.db.binding_preferences.find_one({"_id": uid}) or {}
         changes: dict[str, Any] = {"updated_at": utcnow()}
