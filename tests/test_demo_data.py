@@ -37,7 +37,9 @@ def test_demo_data_twice_changes_nothing(stack):
     resp = stack.api("GET", "/api/v1/accounts/proposals", token=token)
     assert resp.status_code == 200, resp.text
     assert resp.json()["phone"] == "182****0490"
-    assert sorted(p["account_no"] for p in resp.json()["proposals"]) == ["526****002", "526****003"]
+    # (other suites of the session may have put the same mobile on accounts of their own, numbered 9...)
+    assert sorted(p["account_no"] for p in resp.json()["proposals"] if p["account_no"].startswith("526")) == [
+        "526****002", "526****003"]
     assert "verified_phones_created=0" in second and "verified_phones_created=1" in first
     resp = stack.api("GET", "/api/v1/accounts/by-meter/4100000000005263900004", token=token)
     assert resp.status_code == 200 and resp.json()["candidate"]["account_no"] == "526****004"
