@@ -37,7 +37,7 @@ from .ratelimit import RateLimiter, local_day, local_hour
 
 INDEXES = {
     "account_candidates": [
-        IndexModel([("user_id", 1), ("expires_at", 1)]),
+        IndexModel([("expires_at", 1)]),
     ],
 }
 
@@ -64,7 +64,7 @@ def shorten_address(address: str) -> str:
     """The address without its last third (at least 4 characters: the house or room number),
     digits hidden: ``河南省平顶山市郏县城关镇人民路1号`` -> ``河南省平顶山市郏县城关镇****``."""
     hidden = max(4, len(address) // 3)
-    shown = address[:max(len(address) - hidden, 2)]
+    shown = address[:max(len(address) - hidden, 0)]
     return re.sub(r"[0-9０-９]", "*", shown) + "****"
 
 
@@ -156,7 +156,7 @@ class AccountFinder:
             return []
         now = utcnow()
         uid = user["_id"]
-        await self.db.account_candidates.delete_many({"user_id": uid, "expires_at": {"$lt": now}})
+        await self.db.account_candidates.delete_many({"expires_at": {"$lt": now}})  # anyone's, long unused
         docs = [{"_id": secrets.token_urlsafe(18), "user_id": uid, "account_no": a["account_no"], "source": source,
                  "created_at": now, "expires_at": now + timedelta(seconds=CANDIDATE_TTL)} for a in accounts]
         await self.db.account_candidates.insert_many(docs)
