@@ -68,6 +68,12 @@ def shorten_address(address: str) -> str:
     return re.sub(r"[0-9０-９]", "*", shown) + "****"
 
 
+def _literal(text: str) -> str:
+    """A pattern matching ``text`` literally, in the syntax MongoDB (PCRE) and FerretDB (Go's RE2)
+    share: only the metacharacters are escaped (``re.escape`` also escapes spaces, which RE2 refuses)."""
+    return re.sub(r"([\\.^$*+?()\[\]{}|])", r"\\\1", text)
+
+
 def _candidate_gone() -> NotFound:
     return NotFound("查询结果已失效，请重新查找户号", code="candidate_not_found")
 
@@ -102,7 +108,7 @@ class AccountFinder:
         if errors:
             raise ValidationFailed(details=errors)
         await self._charge(user, "search", SEARCH_HOURLY, SEARCH_DAILY)
-        fragment = {"$regex": re.escape(query.strip())}
+        fragment = {"$regex": _literal(query.strip())}
         found = await self.db.accounts.find(
             {"region": region.strip(), "$or": [{"holder_name": fragment}, {"address": fragment}]}, _PROJECTION,
         ).sort("account_no", 1).limit(MAX_RESULTS + 1).to_list(None)
