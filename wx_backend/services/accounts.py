@@ -1,7 +1,9 @@
 """Electricity accounts (户号) and their binding to WeChat users (户号绑定).
 
 Accounts come from the marketing system (``upsert``). A user binds an account by proving
-two things: the holder's name, and a code texted to the phone on record for the account.
+two things: the holder's name, and a code texted to the phone on record for the account; or,
+through ``bind_verified``, by a tie another service proved (the WeChat-verified mobile equal to
+the phone on record, services/account_finder.py). Each binding records its ``proof``.
 Several users may bind the same account (a family, a company's staff); each proves it the
 same way, sees only their own binding, and unbinding removes only their own.
 
