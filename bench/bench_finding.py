@@ -116,8 +116,8 @@ def run(args: argparse.Namespace) -> None:
         finally:
             stack.stop()
     backend = "MONGODB_URI" if os.environ.get("MONGODB_URI") else "embedded FerretDB (SQLite)"
-    load = ", ".join(f"{v:.1f}" for v in os.getloadavg())
-    print(f"database: {backend}; cores: {os.cpu_count()}; load average: {load}; one app process; one client")
+    load_avg = ", ".join(f"{v:.1f}" for v in os.getloadavg())
+    print(f"database: {backend}; cores: {os.cpu_count()}; load average: {load_avg}; one app process; one client")
     print(f"reproduce: python bench/bench_finding.py --accounts {args.accounts} --requests {args.requests}")
 
 
