@@ -9,7 +9,7 @@ from .base import APIHandler, InternalHandler, authenticated
 class AccountsHandler(APIHandler):
     @authenticated
     async def get(self) -> None:
-        self.write_json({"accounts": await self.app.accounts.list_for_user(self.current_user)})
+        self.write_json({"accounts": await self.app.binding_prefs.list_accounts(self.current_user)})
 
     @authenticated
     async def post(self) -> None:

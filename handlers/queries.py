@@ -49,6 +49,8 @@ class OutagesHandler(APIHandler):
     async def get(self) -> None:
         account_no = self.get_argument("account_no", None)
         region = self.get_argument("region", None)
+        if account_no is None and region is None and self.current_user is not None:
+            account_no = await self.app.binding_prefs.default_account_no(self.current_user)  # 户号管理
         if account_no is not None:
             # an account's outages need its owner; a region's list is public
             result = await self.app.outages.for_account(self.require_user(), account_no)
@@ -144,7 +146,8 @@ openapi = {
     "/api/v1/outages": {
         "get": spec.operation(
             "Outage notices for a bound account (login needed) or for a region (public)", tag="queries",
-            description="`account_no` needs the bearer token of a user who bound it; `region` needs none. "
+            description="`account_no` needs the bearer token of a user who bound it; `region` needs none; "
+                        "with neither, a logged-in user's default account is meant (docs/accounts.md). "
                         "The security of this operation is therefore optional.",
             query={"account_no": spec.ACCOUNT_NO, "region": spec.STRING},
             ok={200: spec.obj({"outages": spec.array(spec.ref("Outage"))})},

@@ -72,3 +72,15 @@ def test_every_bench_script_prints_its_figures(stack, mongodb_uri, capsys):
     assert re.search(r"^ratio ours/bare: median time [0-9.]+$", confirm, re.M), confirm
     peaks = re.findall(r"VmHWM +([0-9.]+) MiB", memory)
     assert len(peaks) == 4 and float(peaks[0]) > 10, memory
+
+
+def test_the_finding_benchmark_prints_its_figures(mongodb_uri):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WX_")}
+    env["MONGODB_URI"] = mongodb_uri
+    out = subprocess.run([sys.executable, str(ROOT / "bench" / "bench_finding.py"), "--accounts", "60",
+                          "--requests", "12"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = re.findall(r"^(\(bound list\)|proposals|search name|search addr|by meter) +([0-9]+) +([0-9]+) ",
+                      out.stdout, re.M)
+    assert [r[0] for r in rows] == ["(bound list)", "proposals", "search name", "search addr", "by meter"], out.stdout
+    assert all(r[1] == "12" and r[2] == "0" for r in rows), out.stdout  # 12 answered, no errors

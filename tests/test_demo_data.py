@@ -33,6 +33,16 @@ def test_demo_data_twice_changes_nothing(stack):
     assert {a["account_no"] for a in stack.api("GET", "/api/v1/accounts", token=token).json()["accounts"]} == {
         "5263900000", "5263900001"}
     assert sorted((a["account_no"], a["holder_name"]) for a in stack.db.accounts.find()) == snapshot
+    # the demo user's verified mobile is on record for two more accounts: proposed, masked
+    resp = stack.api("GET", "/api/v1/accounts/proposals", token=token)
+    assert resp.status_code == 200, resp.text
+    assert resp.json()["phone"] == "182****0490"
+    # (other suites of the session may have put the same mobile on accounts of their own, numbered 9...)
+    assert sorted(p["account_no"] for p in resp.json()["proposals"] if p["account_no"].startswith("526")) == [
+        "526****002", "526****003"]
+    assert "verified_phones_created=0" in second and "verified_phones_created=1" in first
+    resp = stack.api("GET", "/api/v1/accounts/by-meter/4100000000005263900004", token=token)
+    assert resp.status_code == 200 and resp.json()["candidate"]["account_no"] == "526****004"
     assert "bills_created=0" in second and "outages_created=0" in second and "bills_created=480" in first
     # the demo bills pass the bill rules, and the demo user sees them
     bills = stack.api("GET", "/api/v1/accounts/5263900000/bills", token=token).json()["bills"]

@@ -19,7 +19,7 @@ import pytest
 from application_support import submitted
 from bson import ObjectId
 from catalog_samples import resident_id
-from conftest import SECRETS, bind_account, error_of, put_account, secrets_in_logs
+from conftest import SECRETS, bind_account, error_of, new_mobile, put_account, secrets_in_logs
 from contract_support import apply_seal, create_application, issue_contract
 from payments_support import register_terminal
 from query_support import flat_bill, put_bill
@@ -55,8 +55,19 @@ def fill(path: str, values: dict[str, str]) -> tuple[str, set[str]]:
 @pytest.fixture(scope="module")
 def world(stack):
     a_token, b_token = stack.login(), stack.login()
-    account = put_account(stack)
+    meter_no = f"43{uuid.uuid4().int % 10**20:020d}"
+    account = put_account(stack, meter_no=meter_no)
     bind_account(stack, a_token, account)
+    # A's verified mobile, a remark, and a candidate of A's own lookup
+    a_mobile = new_mobile()
+    code = stack.sandbox_call("POST", "/sandbox/mp/phone-code", json={"phone": a_mobile}).json()["code"]
+    assert stack.api("POST", "/api/v1/me/phone", token=a_token, json={"code": code}).status_code == 200
+    resp = stack.api("PATCH", f"/api/v1/accounts/{account['account_no']}/preferences", token=a_token,
+                     json={"remark": "家", "default": True})
+    assert resp.status_code == 200, resp.text
+    resp = stack.api("GET", f"/api/v1/accounts/by-meter/{meter_no}", token=a_token)
+    assert resp.status_code == 200, resp.text
+    candidate_id = resp.json()["candidate"]["candidate_id"]
     b_account = put_account(stack)
     bind_account(stack, b_token, b_account)
     put_bill(stack, account["account_no"], PERIOD, flat_bill(200, 5600, due="2026-11-25"))
@@ -74,8 +85,9 @@ def world(stack):
     assert resp.status_code == 201, resp.text
     values = {"account_no": account["account_no"], "app_no": app_no, "file_id": file_id,
               "out_trade_no": out_trade_no, "period": PERIOD, "seal_id": seal["seal_id"],
-              "contract_no": contract["contract_no"], "preview_id": resp.json()["preview"]["preview_id"]}
-    return {"a": a_token, "b": b_token, "account": account, "values": values, "body": body,
+              "contract_no": contract["contract_no"], "preview_id": resp.json()["preview"]["preview_id"],
+              "meter_no": meter_no, "candidate_id": candidate_id}
+    return {"a": a_token, "b": b_token, "account": account, "values": values, "body": body, "a_mobile": a_mobile,
             "terminal": register_terminal(stack, "安全巡检终端")}
 
 
@@ -87,12 +99,16 @@ def snapshot(stack, values: dict[str, str]) -> dict:
     bill = stack.db.bills.find_one({"account_no": values["account_no"], "period": PERIOD}, {"_id": 0})
     contract = stack.db.contracts.find_one({"contract_no": values["contract_no"]}, {"_id": 0})
     seal = stack.db.seals.find_one({"_id": ObjectId(values["seal_id"])})
+    a_id = account["bindings"][0]["user_id"]
     return json.loads(json.dumps({
         "account": account, "bindings": account["bindings"],
         "app": {k: app.get(k) for k in ("stage", "status", "history", "user_id", "updated_at")},
         "payment": {k: payment.get(k) for k in ("status", "user_id", "amount_fen")},
         "bill": bill, "contract": contract,
         "seal": {k: seal.get(k) for k in ("status", "user_id", "revoked_at")},
+        "phone": stack.db.verified_phones.find_one({"_id": a_id}),
+        "preferences": stack.db.binding_preferences.find_one({"_id": a_id}),
+        "candidate": stack.db.account_candidates.find_one({"_id": values["candidate_id"]}),
     }, default=str))
 
 
@@ -175,7 +191,10 @@ def test_another_user_reaches_none_of_a_s_objects(stack, world):
             kwargs["json"] = body
         resp = stack.api(method, url, token=world["b"], **kwargs)
         tried += 1
-        if owned or (path, method) == ("/api/v1/payments", "POST"):
+        if (path, method) == ("/api/v1/accounts/by-meter/{meter_no}", "GET"):
+            # whoever holds the meter's barcode may look it up, by design: masked, under B's own candidate
+            assert resp.status_code == 200 and resp.json()["candidate"]["candidate_id"] != values["candidate_id"]
+        elif owned or (path, method) == ("/api/v1/payments", "POST"):
             assert resp.status_code == 404, (method, path, resp.status_code, resp.text)
             error_of(resp)
         leaked = {i for i in a_ids if i in resp.text}
@@ -210,6 +229,27 @@ def test_a_s_own_views_are_masked(stack, world):
     resp = stack.api("GET", "/api/v1/applications", token=world["a"])
     for value in clear:
         assert value not in resp.text, value
+    mobile = world["a_mobile"]
+    for path in ("/api/v1/me/phone", "/api/v1/accounts/proposals"):
+        resp = stack.api("GET", path, token=world["a"])
+        assert resp.status_code == 200 and mobile not in resp.text and f"{mobile[:3]}****{mobile[-4:]}" in resp.text
+
+
+def test_no_mobile_in_clear_in_any_stored_document(stack, world):
+    """Every collection (accounts, codes, verified mobiles, candidates, preferences, outbox, ...) is
+    searched for every mobile the session used so far: none is stored in clear."""
+    mobiles = {s for s in SECRETS if len(s) == 11 and s.isdigit()}
+    assert world["a_mobile"] in mobiles and world["account"]["phone"] in mobiles
+    searched = set()
+    for name in stack.db.list_collection_names():
+        if name.startswith("files."):
+            continue  # uploads and PDFs: binary content
+        searched.add(name)
+        for doc in stack.db[name].find():
+            text = str(doc)
+            leaked = [m for m in mobiles if m in text]
+            assert not leaked, (name, leaked[0][:3], doc.get("_id"))
+    assert {"accounts", "verified_phones", "account_candidates", "binding_preferences", "sms_codes"} <= searched
 
 
 def test_log_check_finds_a_secret(tmp_path):

@@ -18,9 +18,11 @@ from .config import Config
 from .logs import request_id
 from .pdfjobs import DocumentPool
 from .security import DataProtector
+from .services.account_finder import AccountFinder
 from .services.accounts import AccountService
 from .services.applications import ApplicationService
 from .services.billing import BillService
+from .services.binding_prefs import BindingPreferences
 from .services.catalog import default_dirs, load_catalog
 from .services.contracts import ContractService
 from .services.notifications import Notifications
@@ -28,6 +30,7 @@ from .services.official_account import OfficialAccountService
 from .services.outages import OutageService
 from .services.outbox import Outbox
 from .services.payments import PaymentService
+from .services.phones import PhoneService
 from .services.sealauthority import AuthorityStore, check_config
 from .services.seals import SealService
 from .services.signing import RequestVerifier
@@ -57,6 +60,9 @@ class Application(tornado.web.Application):
         self.verifier = RequestVerifier(self.db)
         self.sms = SmsService(self.db, self.protector, make_provider(config))
         self.accounts = AccountService(self.db, self.protector, self.sms)
+        self.phones = PhoneService(self.db, self.protector, self.wechat, config.mp_appid)
+        self.finder = AccountFinder(self.db, self.accounts, self.phones)
+        self.binding_prefs = BindingPreferences(self.db, self.accounts)
         self.applications = ApplicationService(
             self.db, self.catalog, self.protector, accounts=self.accounts, uploads=self.uploads, sms=self.sms,
             outbox=self.outbox, notifications=self.notifications,

@@ -1,9 +1,11 @@
 """Demo data for local runs: reproducible (seeded), idempotent (upserts by natural key).
 
-300 accounts; for each, 24 months of bills (ending last month) and daily readings of this
-month so far (and of last month for the first 40); a few outages. Figures go through the services' own checks
-(``validate_bill``, ``check_entry``) and are written in bulk, only where missing, so a second
-run changes nothing and keeps what a local run did (payments, bindings).
+300 accounts, each with a meter number (``41`` + ten zeros + the account number); for each,
+24 months of bills (ending last month) and daily readings of this month so far (and of last
+month for the first 40); a few outages. The demo user has bound two accounts and verified the
+mobile on record of two more, which are proposed to them. Figures go through the services' own
+checks (``validate_bill``, ``check_entry``) and are written in bulk, only where missing, so a
+second run changes nothing and keeps what a local run did (payments, bindings).
 """
 
 from __future__ import annotations
@@ -58,7 +60,7 @@ def demo_accounts(count: int = DEMO_ACCOUNTS) -> list[dict[str, Any]]:
         accounts.append({
             "account_no": f"52639{i:05d}",
             "holder_name": name,
-            "phone": f"182{rng.randrange(10**8):08d}",
+            "phone": _phone(i, f"182{rng.randrange(10**8):08d}"),
             "address": f"河南省平顶山市{region}{rng.randrange(1, 300)}号",
             "region": region,
             "feeder": f"{region}{rng.randrange(1, 4)}号线",
@@ -67,8 +69,15 @@ def demo_accounts(count: int = DEMO_ACCOUNTS) -> list[dict[str, Any]]:
                        "max_demand": cls == "高压" and i % 2 == 0},
             "capacity_kva": 8 if cls == "低压居民" else (100 if cls == "低压非居民" else 630),
             "balance_fen": 0,
+            "meter_no": f"41{0:010d}52639{i:05d}",
         })
     return accounts
+
+
+def _phone(i: int, drawn: str) -> str:
+    """The demo user's mobile for the proposed accounts; the drawn one (drawn anyway, so every other
+    account keeps its figures) for the rest."""
+    return DEMO_MOBILE if f"52639{i:05d}" in DEMO_PROPOSED else drawn
 
 
 def _tou_split(total: int) -> dict[str, int]:
@@ -185,12 +194,15 @@ async def load(db: AsyncDatabase, config: Config, accounts: int = DEMO_ACCOUNTS)
     summary.update(await _load_bills_and_usage(db, all_accounts))
     summary["outages_created"] = await _load_outages(db, accounts)
     summary["applications_created"] = await load_applications(db, config)
+    summary["verified_phones_created"] = await load_verified_phone(db, config)
     return summary
 
 
 DEMO_OPENID = "o_demo_user"  # log in as this user through the sandbox (README) to see the demo records
+DEMO_MOBILE = "18200000490"  # the demo user's verified mobile, on record for the proposed accounts
+DEMO_PROPOSED = ("5263900002", "5263900003")
 DEMO_APPLICANT = {"identity": "owner", "id_type": "resident_id", "name": "王伟", "id_no": "41042519850307123X",
-                  "mobile": "18200000490"}
+                  "mobile": DEMO_MOBILE}
 DEMO_ORG = {"identity": "owner", "id_type": "credit_code", "name": "郏县明超实业有限公司",
             "id_no": "91410425MA44XKQ0DY", "mobile": "18200000491"}
 # (app_no, service, account_no, applicant, form, stage reached along the main path)
@@ -252,3 +264,17 @@ async def load_applications(db: AsyncDatabase, config: Config) -> int:
         })
         created += 1
     return created
+
+
+async def load_verified_phone(db: AsyncDatabase, config: Config) -> int:
+    """The demo user's verified mobile, stored as ``PhoneService.verify`` stores it; kept if present."""
+    protector = DataProtector(config.data_key_bytes)
+    user = await db.users.find_one({"mp_openid": DEMO_OPENID})
+    if user is None or await db.verified_phones.count_documents({"_id": user["_id"]}, limit=1):
+        return 0
+    await db.verified_phones.insert_one({
+        "_id": user["_id"], "phone_enc": protector.encrypt(DEMO_MOBILE, "phone"),
+        "phone_hash": protector.lookup_hash(DEMO_MOBILE, "phone"), "country_code": "86",
+        "watermark_at": None, "verified_at": utcnow(),
+    })
+    return 1

@@ -1,7 +1,9 @@
 """Electricity accounts (户号) and their binding to WeChat users (户号绑定).
 
 Accounts come from the marketing system (``upsert``). A user binds an account by proving
-two things: the holder's name, and a code texted to the phone on record for the account.
+two things: the holder's name, and a code texted to the phone on record for the account; or,
+through ``bind_verified``, by a tie another service proved (the WeChat-verified mobile equal to
+the phone on record, services/account_finder.py). Each binding records its ``proof``.
 Several users may bind the same account (a family, a company's staff); each proves it the
 same way, sees only their own binding, and unbinding removes only their own.
 
@@ -39,6 +41,7 @@ INDEXES = {
         IndexModel([("bindings.user_id", 1)]),
         IndexModel([("phone_hash", 1)]),
         IndexModel([("region", 1), ("feeder", 1)]),
+        IndexModel([("meter_no", 1)]),
     ],
 }
 
@@ -48,11 +51,16 @@ CUSTOMER_CLASSES = ("低压居民", "低压非居民", "高压")
 TARIFF_FLAGS = ("tou", "two_part", "max_demand")
 _ACCOUNT_NO = re.compile(r"^[0-9]{10}$")
 _SMS_CODE = re.compile(r"^[0-9]{6}$")
+_METER_NO = re.compile(r"^[0-9A-Z]{6,32}$")  # the asset number printed under the meter's barcode
 _TEXT_FIELDS = {"holder_name": 100, "address": 200, "region": 50, "feeder": 50}
 
 
 def is_account_no(value: Any) -> bool:
     return isinstance(value, str) and bool(_ACCOUNT_NO.match(value))
+
+
+def is_meter_no(value: Any) -> bool:
+    return isinstance(value, str) and bool(_METER_NO.match(value))
 
 
 def _account_not_found() -> NotFound:
@@ -124,7 +132,8 @@ class AccountService:
             bad("account_no", "户号应为 10 位数字")
         if not isinstance(fields, dict):
             raise ValidationFailed(details=[*errors, {"field": "body", "message": "应为 JSON 对象"}])
-        known = {*_TEXT_FIELDS, "phone", "customer_class", "tariff", "capacity_kva", "balance_fen", "account_no"}
+        known = {*_TEXT_FIELDS, "phone", "customer_class", "tariff", "capacity_kva", "balance_fen", "account_no",
+                 "meter_no"}
         for name in sorted(set(fields) - known):
             bad(name, "未知字段")
         if "account_no" in fields and fields["account_no"] != account_no:
@@ -168,6 +177,12 @@ class AccountService:
                 bad("balance_fen", "应为整数（分）")
             else:
                 values["balance_fen"] = balance
+        if "meter_no" in fields:  # optional; null removes it, absent keeps it
+            meter_no = fields["meter_no"]
+            if meter_no is not None and not is_meter_no(meter_no):
+                bad("meter_no", "电能表资产编号应为 6 至 32 位数字或大写字母")
+            else:
+                values["meter_no"] = meter_no
         if errors:
             raise ValidationFailed(details=errors)
         return values
@@ -217,8 +232,25 @@ class AccountService:
         if holder_name.strip() != account["holder_name"].strip():
             raise AppError("户主姓名与户号登记信息不一致", code="holder_name_mismatch", status=422,
                            details=[{"field": "holder_name", "message": "与登记信息不一致"}])
+        return await self._attach(uid, account_no, "sms")
+
+    async def bind_verified(self, user: dict[str, Any], account_no: str, proof: str) -> dict[str, Any]:
+        """Bind an account whose tie to the user another service has proven (``proof`` names how,
+        e.g. ``wechat_phone``); the same answers and the same limit as ``bind``."""
+        uid = user["_id"]
+        account = await self.db.accounts.find_one({"_id": account_no}) if is_account_no(account_no) else None
+        if account is None:
+            raise _account_not_found()
+        if _binding_of(account, uid) is not None:
+            return {**self.public(account, uid), "created": False}
+        if await self.db.accounts.count_documents({"bindings.user_id": uid}) >= MAX_ACCOUNTS:
+            raise _too_many()
+        return await self._attach(uid, account_no, proof)
+
+    async def _attach(self, uid: ObjectId, account_no: str, proof: str) -> dict[str, Any]:
+        """Add the user's binding within the limit, recording how it was proven (``sms``, ``wechat_phone``)."""
         await self._reserve_slot(uid)
-        binding = {"user_id": uid, "role": "holder", "bound_at": utcnow()}
+        binding = {"user_id": uid, "role": "holder", "proof": proof, "bound_at": utcnow()}
         created = False
         try:
             # pushed only if this user holds no binding yet (a concurrent request of theirs may have)
@@ -292,6 +324,7 @@ class AccountService:
             binding = _binding_of(account, user_id) or {}
             view["role"] = binding.get("role")
             view["bound_at"] = binding.get("bound_at")
+            view["proof"] = binding.get("proof", "sms") if binding else None
         return view
 
     # -- internals ---------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-"""Mini-program server API: login (code2session) and subscribe messages."""
+"""Mini-program server API: login (code2session), the phone-number button, subscribe messages."""
 
 from __future__ import annotations
 
@@ -21,6 +21,16 @@ class MiniProgramAPI:
             "appid": self.appid, "secret": self._secret, "js_code": js_code,
             "grant_type": "authorization_code",
         })
+
+    async def get_phone_number(self, code: str) -> dict:
+        """``POST /wxa/business/getuserphonenumber``: the ``phone_info`` of a ``getPhoneNumber`` code
+        (``phoneNumber``, ``purePhoneNumber``, ``countryCode``, ``watermark {timestamp, appid}``)."""
+        assert self.tokens is not None
+
+        async def call(token: str) -> dict:
+            return await self._http.json("POST", "/wxa/business/getuserphonenumber",
+                                         params={"access_token": token}, payload={"code": code})
+        return (await self.tokens.call(call)).get("phone_info") or {}
 
     async def send_subscribe(self, touser: str, template_id: str, data: dict[str, str],
                              page: str | None = None) -> dict:
