@@ -51,6 +51,7 @@ ACCOUNT_LOCK_LEASE = 15.0  # an account or bill is rewritten in milliseconds
 ACCOUNT_LOCK_WAIT = 10.0
 CUSTOMER_CLASSES = ("低压居民", "低压非居民", "高压")
 TARIFF_FLAGS = ("tou", "two_part", "max_demand")
+BILLING_MODES = ("prepaid", "postpaid")  # 费控 (balance estimates, cut-off) or monthly bills
 _ACCOUNT_NO = re.compile(r"^[0-9]{10}$")
 _SMS_CODE = re.compile(r"^[0-9]{6}$")
 _TEXT_FIELDS = {"holder_name": 100, "address": 200, "region": 50, "feeder": 50}
@@ -99,6 +100,8 @@ class AccountService:
         on_insert: dict[str, Any] = {"account_no": account_no, "bindings": [], "created_at": now}
         if "balance_fen" not in values:
             on_insert["balance_fen"] = 0
+        if "billing_mode" not in values:
+            on_insert["billing_mode"] = "postpaid"
         update = {"$set": {**values, "updated_at": now}, "$setOnInsert": on_insert}
         async with self.locked(account_no):
             before = await self.db.accounts.find_one_and_update(
@@ -120,6 +123,7 @@ class AccountService:
             phone = values.pop("phone")
             docs.append({"_id": account_no, "account_no": account_no, **values,
                          "balance_fen": values.get("balance_fen", 0),
+                         "billing_mode": values.get("billing_mode", "postpaid"),
                          "phone_enc": self.protector.encrypt(phone, "phone"),
                          "phone_hash": self.protector.lookup_hash(phone, "phone"),
                          "bindings": [], "created_at": now, "updated_at": now})
@@ -141,7 +145,8 @@ class AccountService:
             bad("account_no", "户号应为 10 位数字")
         if not isinstance(fields, dict):
             raise ValidationFailed(details=[*errors, {"field": "body", "message": "应为 JSON 对象"}])
-        known = {*_TEXT_FIELDS, "phone", "customer_class", "tariff", "capacity_kva", "balance_fen", "account_no"}
+        known = {*_TEXT_FIELDS, "phone", "customer_class", "tariff", "capacity_kva", "balance_fen", "account_no",
+                 "billing_mode"}
         for name in sorted(set(fields) - known):
             bad(name, "未知字段")
         if "account_no" in fields and fields["account_no"] != account_no:
@@ -185,6 +190,11 @@ class AccountService:
                 bad("balance_fen", "应为整数（分）")
             else:
                 values["balance_fen"] = balance
+        if "billing_mode" in fields:
+            if fields["billing_mode"] not in BILLING_MODES:
+                bad("billing_mode", "应为 prepaid（费控）或 postpaid（后付费）")
+            else:
+                values["billing_mode"] = fields["billing_mode"]
         if errors:
             raise ValidationFailed(details=errors)
         return values
@@ -303,6 +313,7 @@ class AccountService:
             "tariff": account.get("tariff"),
             "capacity_kva": account.get("capacity_kva"),
             "balance_fen": account.get("balance_fen", 0),
+            "billing_mode": account.get("billing_mode", "postpaid"),
         }
         if user_id is not None:
             binding = _binding_of(account, user_id) or {}
