@@ -162,8 +162,8 @@ class InvoiceService:
         return doc
 
     async def update_title(self, user: dict[str, Any], title_id: str, body: Any) -> dict[str, Any]:
+        doc = await self._owned_title(user, title_id)  # someone else's title: 404 before any check
         values = validate_title(body)
-        doc = await self._owned_title(user, title_id)
         replaced = {"_id": doc["_id"], "user_id": user["_id"], **values, "created_at": doc["created_at"],
                     "updated_at": utcnow()}
         await self.db.invoice_titles.replace_one({"_id": doc["_id"], "user_id": user["_id"]}, replaced)
@@ -189,11 +189,11 @@ class InvoiceService:
     async def request(self, user: dict[str, Any], out_trade_no: str, body: dict[str, Any]) -> tuple[dict, bool]:
         """Ask for the invoice of a credited payment: ``(invoice, created)``. Asking again with the
         same title answers the same request; a refused invoice may be asked for again."""
+        order = await self._owned_payment(user, out_trade_no)
         unknown = sorted(set(body) - {"title_id"})
         if unknown or not isinstance(body.get("title_id"), str):
             raise ValidationFailed(details=[{"field": name, "message": "未知字段"} for name in unknown]
                                    or [{"field": "title_id", "message": "请选择发票抬头"}])
-        order = await self._owned_payment(user, out_trade_no)
         title = await self._owned_title(user, body["title_id"])
         if order["status"] != "credited":
             raise Conflict("交费尚未入账，入账后才能开具发票", code="payment_not_credited")
@@ -364,10 +364,10 @@ class InvoiceService:
     async def send_email(self, user: dict[str, Any], invoice_id: str, body: dict[str, Any]) -> dict[str, Any]:
         """Queue the issued invoice's e-mail to ``email`` (or the title's): ``{"queued", "to"}``;
         the same address again on the same day queues nothing."""
+        doc = await self.get_owned(user, invoice_id)
         unknown = sorted(set(body) - {"email"})
         if unknown:
             raise ValidationFailed(details=[{"field": name, "message": "未知字段"} for name in unknown])
-        doc = await self.get_owned(user, invoice_id)
         to = body.get("email") if body.get("email") is not None else doc["title"].get("email")
         if not is_email(to):
             raise ValidationFailed(details=[{"field": "email", "message": "请填写正确的电子邮箱"}])

@@ -136,6 +136,7 @@ class SupplyService:
     async def set_alerts(self, user: dict[str, Any], account_no: Any, body: dict[str, Any]) -> dict[str, Any]:
         """Change the user's threshold or switch alerts on/off. Either change re-arms the alert:
         the next estimate below the threshold sends a message."""
+        await self.accounts.get_owned(user, account_no)  # someone else's account: 404 before any check
         errors: list[dict[str, str]] = []
         _unknown(body, {"low_balance_fen", "enabled"}, errors)
         values: dict[str, Any] = {}
@@ -150,7 +151,6 @@ class SupplyService:
             values["enabled"] = body["enabled"]
         if errors:
             raise ValidationFailed(details=errors)
-        await self.accounts.get_owned(user, account_no)
         key = f"{account_no}:{user['_id']}"
         await self.db.balance_alerts.update_one(
             {"_id": key},
