@@ -284,8 +284,8 @@ async def load_prepaid_and_invoice(db: AsyncDatabase) -> dict[str, int]:
             return_document=ReturnDocument.AFTER)
         await db.payments.update_one({"out_trade_no": DEMO_PAYMENT}, {"$setOnInsert": {
             "channel": "jsapi", "account_no": "5263900001", "user_id": user["_id"], "amount_fen": 20000,
-            "status": "credited", "transaction_id": "4200000000DEMO", "paid_at": DEMO_PAID_AT, "credited_at": DEMO_PAID_AT,
-            "created_at": now, "updated_at": now, "demo": True}}, upsert=True)
+            "status": "credited", "transaction_id": "4200000000DEMO", "paid_at": DEMO_PAID_AT,
+            "credited_at": DEMO_PAID_AT, "created_at": now, "updated_at": now, "demo": True}}, upsert=True)
         pdf = HTML(string=(
             "<html><body style='font-family: Noto Sans CJK SC'><h1>电子发票（普通发票）</h1>"
             "<p>发票号码：26412000000000000001</p><p>购买方：郏县明超实业有限公司 91410425MA44XKQ0DY</p>"
