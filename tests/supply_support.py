@@ -124,11 +124,11 @@ class HookReceiver:
         self.server.server_close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def hall(workdir, mongodb_uri):
-    """A stack whose invoice mail goes to a real local SMTP server (STARTTLS) and whose webhook
-    goes to a receiver: ``(stack, mail, hooks)``."""
-    folder = workdir / "hall"
+    """A stack (one per test module) whose invoice mail goes to a real local SMTP server
+    (STARTTLS) and whose webhook goes to a receiver: ``(stack, mail, hooks)``."""
+    folder = workdir / f"hall-{uuid.uuid4().hex[:8]}"
     folder.mkdir()
     cert, key = self_signed(folder)
     mail = MailServer(cert, key).start()

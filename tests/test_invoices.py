@@ -7,9 +7,10 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import hashlib
+import json
 
 from conftest import error_of
-from payments_support import confirm, pay_jsapi, wait_status
+from payments_support import confirm, pay_jsapi, run_script, wait_status
 from supply_support import customer, hall, invoice_pdf, oa_messages, settled, wait_for
 
 from wx_backend.ids import credit_code_check
@@ -119,6 +120,10 @@ def test_one_request_per_payment_issued_listed_downloaded_and_mailed(hall):
     resp = stack.api("POST", path, token=token, json={"title_id": stranger_title["title_id"]})
     assert resp.status_code == 404 and error_of(resp)["code"] == "invoice_title_not_found"
 
+    # operations see it waiting for the marketing system
+    out = run_script(stack, "scripts.pending", "invoices", "--older-than", "0", "--json")
+    assert out.returncode == 3 and invoice["invoice_id"] in [r["invoice_id"] for r in json.loads(out.stdout)]
+
     # not issued yet: no PDF, no mail
     resp = stack.api("GET", f"/api/v1/invoices/{invoice['invoice_id']}/pdf", token=token)
     assert resp.status_code == 409 and error_of(resp)["code"] == "invoice_not_issued"
@@ -137,6 +142,8 @@ def test_one_request_per_payment_issued_listed_downloaded_and_mailed(hall):
     assert resp.status_code == 404
 
     wait_for(lambda: oa_messages(stack, cust["oa_openid"], "invoice_issued"))
+    out = run_script(stack, "scripts.pending", "invoices", "--older-than", "0", "--json")
+    assert invoice["invoice_id"] not in [r["invoice_id"] for r in json.loads(out.stdout)]
     listed = stack.api("GET", "/api/v1/invoices", token=token).json()["invoices"]
     assert [(i["invoice_no"], i["status"], i["issued_on"]) for i in listed] == [
         ("25412000000012345678", "issued", "2026-11-30")]

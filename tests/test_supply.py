@@ -5,10 +5,11 @@ payment and the reconnection request to 复电."""
 from __future__ import annotations
 
 import datetime as dt
+import json
 from zoneinfo import ZoneInfo
 
 from conftest import error_of, put_account
-from payments_support import confirm, pay_jsapi, wait_status
+from payments_support import confirm, pay_jsapi, run_script, wait_status
 from query_support import flat_bill, put_bill
 from supply_support import CATALOGUE, customer, hall, iso, oa_messages, settled, wait_for
 
@@ -158,8 +159,16 @@ def test_cut_off_payment_reconnection_and_restored_in_order(hall):
     timeline = stack.api("GET", f"/api/v1/accounts/{no}/supply", token=token).json()
     assert timeline["state"] == "reconnecting" and timeline["state_label"] == "复电处理中"
 
+    # operations see it waiting for 复电
+    out = run_script(stack, "scripts.pending", "reconnections", "--older-than", "0", "--json")
+    assert out.returncode == 3, out.stderr
+    assert {"account_no": no, "out_trade_no": otn} in [
+        {k: r[k] for k in ("account_no", "out_trade_no")} for r in json.loads(out.stdout)]
+
     restored_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
     assert event(stack, no, "restored", restored_at).status_code == 201
+    out = run_script(stack, "scripts.pending", "reconnections", "--older-than", "0", "--json")
+    assert no not in [r["account_no"] for r in json.loads(out.stdout)]
     timeline = stack.api("GET", f"/api/v1/accounts/{no}/supply", token=token).json()
     assert timeline["state"] == "normal"
     assert [(e["kind"], e["label"]) for e in timeline["events"]] == [

@@ -22,7 +22,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
-from datetime import date
+from datetime import date, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -381,10 +381,12 @@ class InvoiceService:
             "invoice_id": invoice_id, "to": to})
         return {"queued": queued, "to": mask_email(to)}
 
-    # -- operations (scripts/pending.py) --------------------------------------------------------
-    async def pending(self, limit: int = 200) -> list[dict[str, Any]]:
-        return await self.db.invoices.find({"status": "requested"}).sort("requested_at", 1).limit(limit) \
-            .to_list(None)
+
+
+async def pending_invoices(db: AsyncDatabase, older_than: timedelta, limit: int = 500) -> list[dict[str, Any]]:
+    """Requests the marketing system has not answered for ``older_than`` (scripts/pending.py)."""
+    return await db.invoices.find({"status": "requested", "requested_at": {"$lte": utcnow() - older_than}}) \
+        .sort("requested_at", 1).limit(limit).to_list(None)
 
 
 def mask_email(value: str) -> str:

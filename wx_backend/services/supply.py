@@ -342,13 +342,12 @@ class SupplyService:
                                       upsert=True)
         return counts
 
-    # -- operations (scripts/pending.py) --------------------------------------------------------
-    async def stuck_reconnections(self, older_than: timedelta) -> list[dict[str, Any]]:
-        """Accounts waiting for ``restored`` longer than ``older_than`` after the request,
-        and cut-off accounts whose credited payment has not been seen yet."""
-        cutoff = utcnow() - older_than
-        return [s async for s in self.db.supply_states.find({
-            "state": "reconnecting", "reconnect.requested_at": {"$lte": cutoff}}).sort("since", ASCENDING)]
+
+async def stuck_reconnections(db: AsyncDatabase, older_than: timedelta) -> list[dict[str, Any]]:
+    """Accounts shown 复电处理中 for longer than ``older_than`` since the request: ``restored``
+    has not arrived (scripts/pending.py)."""
+    return [s async for s in db.supply_states.find({
+        "state": "reconnecting", "reconnect.requested_at": {"$lte": utcnow() - older_than}}).sort("since", ASCENDING)]
 
 
 def estimate_view(doc: dict[str, Any]) -> dict[str, Any]:
