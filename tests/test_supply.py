@@ -148,6 +148,7 @@ def test_cut_off_payment_reconnection_and_restored_in_order(hall):
     assert event(stack, no, "cut_off", now - dt.timedelta(minutes=30), reason="欠费停电").status_code == 201
     assert stack.api("GET", f"/api/v1/accounts/{no}/supply", token=token).json()["state_label"] == "已停电"
 
+    wait_for(lambda: oa_messages(stack, cust["oa_openid"], "cutoff_warning"))  # the customer is warned first
     created = pay_jsapi(stack, cust, 20000)
     confirm(stack, created)
     otn = created["out_trade_no"]
@@ -159,6 +160,7 @@ def test_cut_off_payment_reconnection_and_restored_in_order(hall):
     timeline = stack.api("GET", f"/api/v1/accounts/{no}/supply", token=token).json()
     assert timeline["state"] == "reconnecting" and timeline["state_label"] == "复电处理中"
 
+    wait_for(lambda: oa_messages(stack, cust["oa_openid"], "payment_received"))
     # operations see it waiting for 复电
     out = run_script(stack, "scripts.pending", "reconnections", "--older-than", "0", "--json")
     assert out.returncode == 3, out.stderr
