@@ -9,6 +9,7 @@ import datetime as dt
 import hashlib
 import json
 
+import pytest
 from conftest import error_of
 from payments_support import confirm, pay_jsapi, run_script, wait_status
 from supply_support import customer, hall, invoice_pdf, oa_messages, settled, wait_for
@@ -234,3 +235,20 @@ def test_mail_server_and_webhook_down_never_hold_a_payment_up(hall):
     wait_for(lambda: [h for h in hooks.of("account.reconnect_requested") if h["body"]["out_trade_no"] == second],
              timeout=60)
     wait_for(lambda: settled(stack, cust["user_id"]))
+
+
+def test_smtp_urls_name_the_connection():
+    from wx_backend.config import ConfigError
+    from wx_backend.services.mail import MailSettings
+
+    plain = MailSettings("smtp://relay.example.com")
+    assert (plain.port, plain.use_tls, plain.start_tls, plain.sender) == (25, False, None, "invoice@relay.example.com")
+    starttls = MailSettings("smtp+starttls://fapiao%40gd.example.com:p%40ss@mail.example.com")
+    assert (starttls.port, starttls.use_tls, starttls.start_tls) == (587, False, True)
+    assert (starttls.username, starttls.password, starttls.sender) == ("fapiao@gd.example.com", "p@ss",
+                                                                       "fapiao@gd.example.com")
+    tls = MailSettings("smtps://mail.example.com:2465", sender="noreply@gd.example.com")
+    assert (tls.port, tls.use_tls, tls.start_tls, tls.sender) == (2465, True, False, "noreply@gd.example.com")
+    for bad in ("http://mail.example.com", "smtp://", "mail.example.com"):
+        with pytest.raises(ConfigError):
+            MailSettings(bad)

@@ -24,6 +24,7 @@ from .services.billing import BillService
 from .services.catalog import default_dirs, load_catalog
 from .services.contracts import ContractService
 from .services.invoices import InvoiceService
+from .services.mail import check_config as check_mail
 from .services.notifications import Notifications
 from .services.official_account import OfficialAccountService
 from .services.outages import OutageService
@@ -74,6 +75,7 @@ class Application(tornado.web.Application):
         self.invoices = InvoiceService(self.db, self.protector, self.outbox, self.notifications, self.accounts,
                                        config.upload_max_bytes, bool(config.smtp_url))
         check_config(config)
+        check_mail(config)
         self.documents = DocumentPool(config.document_workers)
         self.seal_authority = AuthorityStore(self.db, self.protector, config)
         self.seals = SealService(self.db, self.protector, self.sms, self.uploads, self.seal_authority, self.documents)

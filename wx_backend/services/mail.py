@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import aiosmtplib
 
-from ..config import Config
+from ..config import Config, ConfigError
 from .notifications import Outcome, attempt
 
 SUBJECT = "电子发票：{invoice_no}（户号 {account_no}）"
@@ -29,7 +29,12 @@ class MailSettings:
     def __init__(self, url: str, sender: str = "", ca_file: str = ""):
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtp+starttls", "smtps") or not parts.hostname:
-            raise ValueError("WX_SMTP_URL must be smtp://, smtp+starttls:// or smtps://host[:port]")
+            raise ConfigError("WX_SMTP_URL must be smtp://, smtp+starttls:// or smtps://host[:port]")
+        if ca_file:
+            try:
+                ssl.create_default_context(cafile=ca_file)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(f"WX_SMTP_CA_FILE: cannot read {ca_file}: {exc}") from exc
         self.hostname = parts.hostname
         self.use_tls = parts.scheme == "smtps"
         self.start_tls: bool | None = True if parts.scheme == "smtp+starttls" else (False if self.use_tls else None)
@@ -62,6 +67,12 @@ def compose(invoice: dict[str, Any], to: str, pdf: bytes, sender: str) -> EmailM
     message.add_attachment(pdf, maintype="application", subtype="pdf",
                            filename=f"电子发票-{invoice['invoice_no']}.pdf")
     return message
+
+
+def check_config(config: Config) -> None:
+    """A malformed ``WX_SMTP_URL`` or unreadable CA file stops start-up with its name."""
+    if config.smtp_url:
+        MailSettings(config.smtp_url, config.smtp_from, config.smtp_ca_file)
 
 
 class MailSender:
