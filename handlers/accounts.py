@@ -66,7 +66,8 @@ openapi = {
             body=spec.obj({"holder_name": spec.STRING, "phone": spec.STRING}, {
                 "address": spec.STRING, "region": spec.STRING, "feeder": spec.STRING,
                 "customer_class": {"type": "string", "enum": ["低压居民", "低压非居民", "高压"]},
-                "tariff": spec.ref("Tariff"), "capacity_kva": {"type": "number"}, "balance_fen": spec.FEN}),
+                "tariff": spec.ref("Tariff"), "capacity_kva": {"type": "number"}, "balance_fen": spec.FEN,
+                "billing_mode": {"type": "string", "enum": ["prepaid", "postpaid"]}}),
             ok={200: spec.obj({"account": spec.ref("Account"), "created": spec.BOOLEAN}),
                 201: spec.obj({"account": spec.ref("Account"), "created": spec.BOOLEAN})},
             errors={409: ["account_busy"], 422: ["validation_failed"]}),

@@ -76,6 +76,7 @@ def base_env(db_name: str, mongodb_uri: str, sandbox_port: int, app_port: int) -
         "WX_PAY_POLL_WINDOW": "4",
         "WX_PAY_QUERY_DELAY": "0.5",
         "WX_PAY_FOLLOWUP_INTERVAL": "1",
+        "WX_SUPPLY_INTERVAL": "0.5",
         "WX_LOG_LEVEL": "INFO",
         "PYTHONUNBUFFERED": "1",
     })

@@ -50,6 +50,15 @@ def test_demo_data_twice_changes_nothing(stack):
     bill = stack.db.bills.find_one({"account_no": "5263900000"})
     assert bill["readings"]["current"] - bill["readings"]["previous"] == bill["kwh"]["total"]
     assert stack.api("GET", "/readyz").status_code == 200
+    # 智能交费 and 电子发票: a prepaid account near its threshold, one invoice issued with its PDF
+    assert "invoices_created=1" in first and "invoices_created=0" in second
+    alerts = stack.api("GET", "/api/v1/accounts/5263900000/alerts", token=token).json()["alerts"]
+    assert (alerts["billing_mode"], alerts["balance_fen"], alerts["low_balance_fen"], alerts["days_left"]) == \
+        ("prepaid", 5600, 5000, 8)
+    invoices = stack.api("GET", "/api/v1/invoices", token=token).json()["invoices"]
+    assert [i["status"] for i in invoices] == ["issued"]
+    pdf = stack.api("GET", invoices[0]["pdf"], token=token)
+    assert pdf.status_code == 200 and pdf.content.startswith(b"%PDF-")
     # phone numbers are stored encrypted, never in clear
     account = stack.db.accounts.find_one()
     assert "phone" not in account and account["phone_enc"].startswith("v1:")

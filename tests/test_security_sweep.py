@@ -1,7 +1,8 @@
 """Security sweep over every operation of the OpenAPI document (a new endpoint is covered by
 being documented, and the document test makes sure it is).
 
-User A owns a bound account, an upload, an application, a payment and a bill; user B and
+User A owns a bound account, an upload, an application, a payment, a bill, an invoice title
+and an invoice request; user B and
 anonymous callers try every operation with A's identifiers in every path and query
 parameter. Expected: declared auth enforced (no token, no or a wrong signature -> 401),
 B gets 404 for each of A's objects and never sees one of A's identifiers, and A's objects
@@ -21,7 +22,7 @@ from bson import ObjectId
 from catalog_samples import resident_id
 from conftest import SECRETS, bind_account, error_of, new_mobile, put_account, secrets_in_logs
 from contract_support import apply_seal, create_application, issue_contract
-from payments_support import register_terminal
+from payments_support import confirm, pay_jsapi, register_terminal, wait_status
 from query_support import flat_bill, put_bill
 
 from handlers.openapi import document
@@ -83,10 +84,21 @@ def world(stack):
     resp = stack.api("POST", f"/api/v1/contracts/{contract['contract_no']}/preview", token=a_token,
                      json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}})
     assert resp.status_code == 201, resp.text
+    preview_id = resp.json()["preview"]["preview_id"]
+    # an invoice title and the invoice request of a second, credited payment
+    title = stack.api("POST", "/api/v1/invoice-titles", token=a_token, json={"kind": "personal", "name": "王立新"})
+    assert title.status_code == 201, title.text
+    title_id = title.json()["title"]["title_id"]
+    credited = pay_jsapi(stack, {"token": a_token, "account_no": account["account_no"]}, 200)
+    confirm(stack, credited)
+    wait_status(stack, credited["out_trade_no"], ("credited",))
+    resp = stack.api("POST", f"/api/v1/payments/{credited['out_trade_no']}/invoice", token=a_token,
+                     json={"title_id": title_id})
+    assert resp.status_code == 201, resp.text
     values = {"account_no": account["account_no"], "app_no": app_no, "file_id": file_id,
               "out_trade_no": out_trade_no, "period": PERIOD, "seal_id": seal["seal_id"],
-              "contract_no": contract["contract_no"], "preview_id": resp.json()["preview"]["preview_id"],
-              "meter_no": meter_no, "candidate_id": candidate_id}
+              "contract_no": contract["contract_no"], "preview_id": preview_id, "title_id": title_id,
+              "invoice_id": resp.json()["invoice"]["invoice_id"], "meter_no": meter_no, "candidate_id": candidate_id}
     return {"a": a_token, "b": b_token, "account": account, "values": values, "body": body, "a_mobile": a_mobile,
             "terminal": register_terminal(stack, "安全巡检终端")}
 
@@ -100,6 +112,8 @@ def snapshot(stack, values: dict[str, str]) -> dict:
     contract = stack.db.contracts.find_one({"contract_no": values["contract_no"]}, {"_id": 0})
     seal = stack.db.seals.find_one({"_id": ObjectId(values["seal_id"])})
     a_id = account["bindings"][0]["user_id"]
+    invoice = stack.db.invoices.find_one({"_id": values["invoice_id"]})
+    title = stack.db.invoice_titles.find_one({"_id": ObjectId(values["title_id"])})
     return json.loads(json.dumps({
         "account": account, "bindings": account["bindings"],
         "app": {k: app.get(k) for k in ("stage", "status", "history", "user_id", "updated_at")},
@@ -109,6 +123,7 @@ def snapshot(stack, values: dict[str, str]) -> dict:
         "phone": stack.db.verified_phones.find_one({"_id": a_id}),
         "preferences": stack.db.binding_preferences.find_one({"_id": a_id}),
         "candidate": stack.db.account_candidates.find_one({"_id": values["candidate_id"]}),
+        "invoice": invoice, "title": title,
     }, default=str))
 
 

@@ -25,6 +25,8 @@ from .services.billing import BillService
 from .services.binding_prefs import BindingPreferences
 from .services.catalog import default_dirs, load_catalog
 from .services.contracts import ContractService
+from .services.invoices import InvoiceService
+from .services.mail import check_config as check_mail
 from .services.notifications import Notifications
 from .services.official_account import OfficialAccountService
 from .services.outages import OutageService
@@ -35,6 +37,7 @@ from .services.sealauthority import AuthorityStore, check_config
 from .services.seals import SealService
 from .services.signing import RequestVerifier
 from .services.sms import SmsService, make_provider
+from .services.supply import SupplyService
 from .services.terminals import TerminalService
 from .services.uploads import UploadService
 from .services.usage import UsageService
@@ -74,7 +77,11 @@ class Application(tornado.web.Application):
         self.payments = PaymentService(self.db, self.wechat.pay, self.accounts, config,
                                        self.outbox, self.notifications)
         self.wechat.pay.on_call = self.payments.record_call
+        self.supply = SupplyService(self.db, self.accounts, self.notifications, self.outbox, config)
+        self.invoices = InvoiceService(self.db, self.protector, self.outbox, self.notifications, self.accounts,
+                                       config.upload_max_bytes, bool(config.smtp_url))
         check_config(config)
+        check_mail(config)
         self.documents = DocumentPool(config.document_workers)
         self.seal_authority = AuthorityStore(self.db, self.protector, config)
         self.seals = SealService(self.db, self.protector, self.sms, self.uploads, self.seal_authority, self.documents)

@@ -205,6 +205,24 @@ SETTINGS: dict[str, Setting] = {
         " refused with WX_ENV=prod",
         parse=float,
     ),
+    "supply_interval": Setting(
+        "WX_SUPPLY_INTERVAL", 60.0,
+        "seconds between the worker's passes over reconnection requests and overdue reminders", parse=float,
+    ),
+    "overdue_remind_days": Setting(
+        "WX_OVERDUE_REMIND_DAYS", 3, "days before an unpaid postpaid bill's due date that 欠费提醒 is sent",
+        parse=int,
+    ),
+    "smtp_url": Setting(
+        "WX_SMTP_URL", "",
+        "mail server for e-invoices: smtp://[user:password@]host[:port] (STARTTLS when offered), "
+        "smtp+starttls://... (STARTTLS required) or smtps://... (TLS); empty = no e-mail",
+        secret=True,
+    ),
+    "smtp_from": Setting("WX_SMTP_FROM", "", "sender address of invoice e-mails (empty: the URL's user)"),
+    "smtp_ca_file": Setting(
+        "WX_SMTP_CA_FILE", "", "CA certificates (PEM) that verify the mail server; empty = the system's",
+    ),
     "log_level": Setting("WX_LOG_LEVEL", "INFO", "logging level"),
     "catalog_dir": Setting(
         "WX_CATALOG_DIR", "",

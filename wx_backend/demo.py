@@ -11,7 +11,7 @@ second run changes nothing and keeps what a local run did (payments, bindings).
 from __future__ import annotations
 
 import random
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ReturnDocument
@@ -19,7 +19,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
 from .config import Config
-from .db import utcnow
+from .db import files, utcnow
 from .security import DataProtector
 from .services.accounts import AccountService
 from .services.applications import ApplicationService, status_of
@@ -70,6 +70,7 @@ def demo_accounts(count: int = DEMO_ACCOUNTS) -> list[dict[str, Any]]:
             "capacity_kva": 8 if cls == "低压居民" else (100 if cls == "低压非居民" else 630),
             "balance_fen": 0,
             "meter_no": f"41{0:010d}52639{i:05d}",
+            "billing_mode": "prepaid" if i == 0 else "postpaid",  # the demo user's first account: 费控
         })
     return accounts
 
@@ -195,6 +196,7 @@ async def load(db: AsyncDatabase, config: Config, accounts: int = DEMO_ACCOUNTS)
     summary["outages_created"] = await _load_outages(db, accounts)
     summary["applications_created"] = await load_applications(db, config)
     summary["verified_phones_created"] = await load_verified_phone(db, config)
+    summary.update(await load_prepaid_and_invoice(db))
     return summary
 
 
@@ -278,3 +280,49 @@ async def load_verified_phone(db: AsyncDatabase, config: Config) -> int:
         "watermark_at": None, "verified_at": utcnow(),
     })
     return 1
+DEMO_PAYMENT = "PDEMO20260226000000000000001"
+DEMO_PAID_AT = datetime(2026, 2, 26, 2, 0, tzinfo=UTC)  # a past day: no reconciliation of today sees it
+
+
+async def load_prepaid_and_invoice(db: AsyncDatabase) -> dict[str, int]:
+    """The demo user's prepaid account a little above its low-balance threshold (56.00 yuan
+    against the default 50.00, about 8 days left), and one paid, credited payment with its
+    e-invoice issued (a company title, the PDF downloadable). Inserted only when absent; no
+    messages are sent."""
+    now = utcnow()
+    user = await db.users.find_one({"mp_openid": DEMO_OPENID})
+    estimates = 0
+    if not await db.balance_estimates.count_documents({"_id": "5263900000"}, limit=1):
+        await db.balance_estimates.insert_one({"_id": "5263900000", "balance_fen": 5600, "daily_fen": 700,
+                                               "as_of": now, "cutoff_date": None, "received_at": now})
+        estimates = 1
+    invoices = 0
+    if user is not None and not await db.invoices.count_documents({"_id": "FP" + DEMO_PAYMENT}, limit=1):
+        from weasyprint import HTML  # only here: the demo's one PDF
+
+        title = {"kind": "company", "name": "郏县明超实业有限公司", "tax_no": "91410425MA44XKQ0DY",
+                 "email": "caiwu@example.com"}
+        title_doc = await db.invoice_titles.find_one_and_update(
+            {"user_id": user["_id"], "name": title["name"]},
+            {"$setOnInsert": {**title, "created_at": now, "updated_at": now}}, upsert=True,
+            return_document=ReturnDocument.AFTER)
+        await db.payments.update_one({"out_trade_no": DEMO_PAYMENT}, {"$setOnInsert": {
+            "channel": "jsapi", "account_no": "5263900001", "user_id": user["_id"], "amount_fen": 20000,
+            "status": "credited", "transaction_id": "4200000000DEMO", "paid_at": DEMO_PAID_AT,
+            "credited_at": DEMO_PAID_AT, "created_at": now, "updated_at": now, "demo": True}}, upsert=True)
+        pdf = HTML(string=(
+            "<html><body style='font-family: Noto Sans CJK SC'><h1>电子发票（普通发票）</h1>"
+            "<p>发票号码：26412000000000000001</p><p>购买方：郏县明超实业有限公司 91410425MA44XKQ0DY</p>"
+            "<p>项目：电费（户号 5263900001）</p><p>金额：200.00 元</p><p>开票日期：2026-02-26</p>"
+            "<p>（演示数据）</p></body></html>")).write_pdf()
+        file_id = await files(db).upload_from_stream("26412000000000000001.pdf", pdf, metadata={
+            "purpose": "invoice", "invoice_id": "FP" + DEMO_PAYMENT, "content_type": "application/pdf",
+            "size": len(pdf), "created_at": now})
+        await db.invoices.insert_one({
+            "_id": "FP" + DEMO_PAYMENT, "out_trade_no": DEMO_PAYMENT, "account_no": "5263900001",
+            "user_id": user["_id"], "title_id": title_doc["_id"], "title": title, "amount_fen": 20000,
+            "paid_at": DEMO_PAID_AT, "status": "issued", "attempt": 1, "requested_at": now, "updated_at": now,
+            "invoice_no": "26412000000000000001", "issued_amount_fen": 20000, "issued_on": "2026-02-26",
+            "pdf_file_id": file_id, "decided_at": now})
+        invoices = 1
+    return {"estimates_created": estimates, "invoices_created": invoices}

@@ -1,4 +1,5 @@
-"""Background workers: the outbox sender. ``python -m wx_backend.workers`` runs them alone;
+"""Background workers: the outbox sender and the periodic supply jobs (reconnection requests,
+overdue reminders, every ``WX_SUPPLY_INTERVAL`` seconds). ``python -m wx_backend.workers`` runs them alone;
 with ``WX_EMBEDDED_WORKERS`` they also run inside the web process (``Application.startup``).
 
 Any number of worker processes may run against one database: a message is claimed by one
@@ -21,8 +22,13 @@ from . import cleanup, logs
 from . import db as dbmod
 from .config import Config, ConfigError
 from .db import utcnow
+from .security import DataProtector
+from .services.accounts import AccountService
+from .services.invoices import InvoiceService
+from .services.mail import MailSender
 from .services.notifications import Notifications, Outcome, attempt, backoff
 from .services.outbox import Outbox
+from .services.supply import SupplyService
 from .services.webhook import WebhookSender
 from .signals import run_until_stopped
 from .wechat import WeChat
@@ -33,10 +39,11 @@ log = logging.getLogger(__name__)
 class OutboxWorker:
     """Claims due outbox messages and sends them, ``concurrency`` at a time."""
 
-    def __init__(self, config: Config, outbox: Outbox, notifications: Notifications, webhook: WebhookSender):
+    def __init__(self, config: Config, outbox: Outbox, notifications: Notifications, webhook: WebhookSender,
+                 mail: MailSender | None = None):
         self.config = config
         self.outbox = outbox
-        self.senders = {"notify": notifications, "webhook": webhook}
+        self.senders = {"notify": notifications, "webhook": webhook, "email": mail}
         self.owner = f"{os.uname().nodename}:{os.getpid()}:{secrets.token_hex(3)}"
         self._wake = asyncio.Event()
 
@@ -111,9 +118,38 @@ class OutboxWorker:
                 await self.outbox.sent_template(outcome.fields["msgid"], doc["_id"])
 
 
-def build(config: Config, db: AsyncDatabase, wechat: WeChat) -> OutboxWorker:
+class Worker:
+    """The outbox worker and the periodic jobs, run side by side."""
+
+    def __init__(self, outbox_worker: OutboxWorker, supply: SupplyService, interval: float):
+        self.outbox_worker = outbox_worker
+        self.supply = supply
+        self.interval = interval
+
+    async def run(self) -> None:
+        await asyncio.gather(self.outbox_worker.run(), self.run_jobs())
+
+    async def run_jobs(self) -> None:
+        """Every ``interval`` seconds one pass of the supply jobs; a failed pass is tried next time."""
+        while True:
+            try:
+                await self.supply.run_jobs()
+            except PyMongoError as exc:
+                log.warning("supply jobs: database error %s", type(exc).__name__)
+            except Exception:
+                log.exception("supply jobs failed unexpectedly")
+            await asyncio.sleep(self.interval)
+
+
+def build(config: Config, db: AsyncDatabase, wechat: WeChat) -> Worker:
     outbox = Outbox(db)
-    return OutboxWorker(config, outbox, Notifications(db, outbox, wechat, config), WebhookSender(config))
+    notifications = Notifications(db, outbox, wechat, config)
+    protector = DataProtector(config.data_key_bytes)
+    accounts = AccountService(db, protector)
+    invoices = InvoiceService(db, protector, outbox, notifications, accounts, config.upload_max_bytes,
+                              bool(config.smtp_url))
+    sender = OutboxWorker(config, outbox, notifications, WebhookSender(config), MailSender(config, invoices))
+    return Worker(sender, SupplyService(db, accounts, notifications, outbox, config), config.supply_interval)
 
 
 async def main() -> None:

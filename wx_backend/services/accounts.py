@@ -49,6 +49,7 @@ MAX_ACCOUNTS = 9
 QUOTA_SETTLE = timedelta(seconds=60)  # longer than any bind request takes
 CUSTOMER_CLASSES = ("低压居民", "低压非居民", "高压")
 TARIFF_FLAGS = ("tou", "two_part", "max_demand")
+BILLING_MODES = ("prepaid", "postpaid")  # 费控 (balance estimates, cut-off) or monthly bills
 _ACCOUNT_NO = re.compile(r"^[0-9]{10}$")
 _SMS_CODE = re.compile(r"^[0-9]{6}$")
 _METER_NO = re.compile(r"^[0-9A-Z]{6,32}$")  # the asset number printed under the meter's barcode
@@ -88,6 +89,8 @@ class AccountService:
         on_insert: dict[str, Any] = {"account_no": account_no, "bindings": [], "created_at": now}
         if "balance_fen" not in values:
             on_insert["balance_fen"] = 0
+        if "billing_mode" not in values:
+            on_insert["billing_mode"] = "postpaid"
         update = {"$set": {**values, "updated_at": now}, "$setOnInsert": on_insert}
         # one atomic upsert: fields the marketing system does not own (balance, bindings,
         # payment markers) are left as they are, whoever else writes the account meanwhile
@@ -111,6 +114,7 @@ class AccountService:
             phone = values.pop("phone")
             docs.append({"_id": account_no, "account_no": account_no, **values,
                          "balance_fen": values.get("balance_fen", 0),
+                         "billing_mode": values.get("billing_mode", "postpaid"),
                          "phone_enc": self.protector.encrypt(phone, "phone"),
                          "phone_hash": self.protector.lookup_hash(phone, "phone"),
                          "bindings": [], "created_at": now, "updated_at": now})
@@ -133,7 +137,7 @@ class AccountService:
         if not isinstance(fields, dict):
             raise ValidationFailed(details=[*errors, {"field": "body", "message": "应为 JSON 对象"}])
         known = {*_TEXT_FIELDS, "phone", "customer_class", "tariff", "capacity_kva", "balance_fen", "account_no",
-                 "meter_no"}
+                 "meter_no", "billing_mode"}
         for name in sorted(set(fields) - known):
             bad(name, "未知字段")
         if "account_no" in fields and fields["account_no"] != account_no:
@@ -183,6 +187,11 @@ class AccountService:
                 bad("meter_no", "电能表资产编号应为 6 至 32 位数字或大写字母")
             else:
                 values["meter_no"] = meter_no
+        if "billing_mode" in fields:
+            if fields["billing_mode"] not in BILLING_MODES:
+                bad("billing_mode", "应为 prepaid（费控）或 postpaid（后付费）")
+            else:
+                values["billing_mode"] = fields["billing_mode"]
         if errors:
             raise ValidationFailed(details=errors)
         return values
@@ -319,6 +328,7 @@ class AccountService:
             "tariff": account.get("tariff"),
             "capacity_kva": account.get("capacity_kva"),
             "balance_fen": account.get("balance_fen", 0),
+            "billing_mode": account.get("billing_mode", "postpaid"),
         }
         if user_id is not None:
             binding = _binding_of(account, user_id) or {}

@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 
 CLAIM_WINDOW = 20  # due messages looked at per claim
 FINAL = ("sent", "undeliverable", "failed", "skipped")
-KINDS = ("notify", "webhook")
+KINDS = ("notify", "webhook", "email")
 
 INDEXES = {
     "outbox": [
@@ -50,7 +50,8 @@ class Outbox:
         """Queue a message; ``False`` if one with this ``dedupe_key`` was queued before.
 
         ``kind`` is ``notify`` (payload ``{user_id, message, data, page}``, see
-        ``Notifications.notify_user``) or ``webhook`` (payload ``{event, body}``).
+        ``Notifications.notify_user``), ``webhook`` (payload ``{event, body}``) or ``email``
+        (payload ``{invoice_id, to}``, see ``services/mail.py``).
         """
         if kind not in KINDS:
             raise ValueError(f"unknown outbox kind {kind!r}")
