@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from wx_backend.wechat.pay import NOTIFY_MAX_BODY
+
 from . import spec
 from .base import APIHandler, BaseHandler, authenticated
 
@@ -28,6 +30,8 @@ class PaymentHandler(APIHandler):
 
 class PayNotifyHandler(BaseHandler):
     """``POST /wechat/pay/notify``: WeChat's payment notification, answered in WeChat's XML."""
+
+    max_body_bytes = NOTIFY_MAX_BODY  # a notification is about 1 KB; a larger body is refused unparsed
 
     async def post(self) -> None:
         ok, message = await self.app.payments.handle_notification(self.request.body)

@@ -66,6 +66,7 @@ class InternalBillHandler(InternalHandler):
 
 
 class InternalUsageHandler(InternalHandler):
+    max_body_bytes = 1024 * 1024  # up to MAX_ENTRIES readings
     async def put(self, account_no: str) -> None:
         body = self.json_body()
         self.write_json(await self.app.usage.put(account_no, body.get("entries")))

@@ -14,6 +14,7 @@ import tornado.web
 from pymongo.errors import PyMongoError
 
 from . import db as dbmod
+from .bodies import BoundedBody
 from .config import Config
 from .logs import request_id
 from .pdfjobs import DocumentPool
@@ -80,6 +81,10 @@ class Application(tornado.web.Application):
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies
         super().__init__(routes, **settings)
+
+    def start_request(self, server_conn: object, request_conn: Any) -> Any:
+        # every request's body is held to its handler's max_body_bytes (bodies.py)
+        return BoundedBody(super().start_request(server_conn, request_conn), request_conn)
 
     async def startup(self) -> None:
         self._tasks.append(asyncio.create_task(self._prepare_database()))

@@ -19,7 +19,6 @@ has not bound is "not found", whether or not it exists.
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -33,8 +32,9 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from ..db import utcnow
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
 from ..security import DataProtector, mask_name, mask_phone
+from ..validators import MESSAGES, clean_text, field_error, is_account_no, is_mobile, is_sms_code
 from .locks import Locks
-from .sms import CODE_TTL, SmsService, is_mobile
+from .sms import CODE_TTL, SmsService
 
 INDEXES = {
     "accounts": [
@@ -51,13 +51,7 @@ ACCOUNT_LOCK_LEASE = 15.0  # an account or bill is rewritten in milliseconds
 ACCOUNT_LOCK_WAIT = 10.0
 CUSTOMER_CLASSES = ("低压居民", "低压非居民", "高压")
 TARIFF_FLAGS = ("tou", "two_part", "max_demand")
-_ACCOUNT_NO = re.compile(r"^[0-9]{10}$")
-_SMS_CODE = re.compile(r"^[0-9]{6}$")
 _TEXT_FIELDS = {"holder_name": 100, "address": 200, "region": 50, "feeder": 50}
-
-
-def is_account_no(value: Any) -> bool:
-    return isinstance(value, str) and bool(_ACCOUNT_NO.match(value))
 
 
 def _account_not_found() -> NotFound:
@@ -138,7 +132,7 @@ class AccountService:
             errors.append({"field": field, "message": message})
 
         if not is_account_no(account_no):
-            bad("account_no", "户号应为 10 位数字")
+            bad("account_no", MESSAGES["account_no"])
         if not isinstance(fields, dict):
             raise ValidationFailed(details=[*errors, {"field": "body", "message": "应为 JSON 对象"}])
         known = {*_TEXT_FIELDS, "phone", "customer_class", "tariff", "capacity_kva", "balance_fen", "account_no"}
@@ -148,13 +142,11 @@ class AccountService:
             bad("account_no", "与地址中的户号不一致")
         values: dict[str, Any] = {}
         for name, max_len in _TEXT_FIELDS.items():
-            value = fields.get(name)
-            if not isinstance(value, str) or not value.strip():
-                bad(name, "必填")
-            elif len(value.strip()) > max_len:
-                bad(name, f"不能超过 {max_len} 个字")
+            text, problem = clean_text(fields.get(name), max_len)
+            if problem:
+                bad(name, problem)
             else:
-                values[name] = value.strip()
+                values[name] = text
         phone = fields.get("phone")
         if not is_mobile(phone):
             bad("phone", "应为 11 位手机号码（用于接收绑定验证码）")
@@ -197,7 +189,7 @@ class AccountService:
         numbers (404) cost the same as known ones and cannot be probed quickly.
         """
         if not is_account_no(account_no):
-            raise ValidationFailed(details=[{"field": "account_no", "message": "户号应为 10 位数字"}])
+            raise ValidationFailed(details=[field_error("account_no", "account_no")])
         await self._sms.charge_user(user["_id"])
         account = await self.db.accounts.find_one({"_id": account_no})
         if account is None:
@@ -215,11 +207,11 @@ class AccountService:
         """
         errors = []
         if not is_account_no(account_no):
-            errors.append({"field": "account_no", "message": "户号应为 10 位数字"})
-        if not isinstance(holder_name, str) or not holder_name.strip() or len(holder_name) > 100:
+            errors.append(field_error("account_no", "account_no"))
+        if clean_text(holder_name, 100)[1]:
             errors.append({"field": "holder_name", "message": "请输入户主姓名或单位名称"})
-        if not isinstance(sms_code, str) or not _SMS_CODE.match(sms_code):
-            errors.append({"field": "sms_code", "message": "请输入 6 位数字验证码"})
+        if not is_sms_code(sms_code):
+            errors.append(field_error("sms_code", "sms_code"))
         if errors:
             raise ValidationFailed(details=errors)
         uid = user["_id"]

@@ -36,6 +36,7 @@ from pymongo.errors import DuplicateKeyError
 from ..db import utcnow
 from ..errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from ..security import DataProtector, mask_id, mask_name, mask_phone
+from ..validators import field_error, is_sms_code, matches
 from .catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -67,9 +68,6 @@ SOURCES = ("marketing", "admin", "customer", "system")
 MAX_PER_PAGE = 50
 APP_NO_TRIES = 200
 
-_APP_NO = re.compile(r"^[0-9]{14}$")
-_SMS_CODE = re.compile(r"^[0-9]{6}$")
-_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 # numbers that look like a resident ID or a mobile, not part of a longer number
 _ID_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 _MOBILE_LIKE = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
@@ -172,9 +170,8 @@ class ApplicationService:
         service = self.catalog.get(code)  # 404 service_not_found
         idem = None
         if idempotency_key is not None:
-            if not _IDEMPOTENCY_KEY.match(idempotency_key):
-                raise ValidationFailed(details=[{"field": "Idempotency-Key",
-                                                 "message": "应为 8 至 64 位字母、数字或 ._:-"}])
+            if not matches("idempotency_key", idempotency_key):
+                raise ValidationFailed(details=[field_error("Idempotency-Key", "idempotency_key")])
             idem = f"{user['_id']}:{idempotency_key}"
             earlier = await self.db.applications.find_one({"idempotency_key": idem})
             if earlier is not None:
@@ -205,8 +202,8 @@ class ApplicationService:
         for key in sorted(set(body) - {"service", "account_no", "applicant", "form", "attachments", "sms_code"}):
             errors.append({"field": key, "message": "不支持的字段"})
         sms_code = body.get("sms_code")
-        if not isinstance(sms_code, str) or not _SMS_CODE.match(sms_code):
-            errors.append({"field": "sms_code", "message": "请输入 6 位数字验证码"})
+        if not is_sms_code(sms_code):
+            errors.append(field_error("sms_code", "sms_code"))
 
         # attachments: the user's own uploads (404 otherwise), of a type the kind accepts
         files: dict[str, list[dict[str, Any]]] = {}
@@ -336,7 +333,7 @@ class ApplicationService:
 
     async def get_owned(self, user: dict[str, Any], app_no: Any) -> dict[str, Any]:
         """The application document if ``user`` submitted it; 404 ``application_not_found`` otherwise."""
-        if not isinstance(app_no, str) or not _APP_NO.match(app_no):
+        if not matches("app_no", app_no):
             raise ApplicationNotFound()
         doc = await self.db.applications.find_one({"app_no": app_no, "user_id": user["_id"]})
         if doc is None:
@@ -345,7 +342,7 @@ class ApplicationService:
 
     async def get(self, app_no: Any) -> dict[str, Any]:
         """Any application by number (marketing system, admin script, other services)."""
-        if not isinstance(app_no, str) or not _APP_NO.match(app_no):
+        if not matches("app_no", app_no):
             raise ApplicationNotFound()
         doc = await self.db.applications.find_one({"app_no": app_no})
         if doc is None:
@@ -654,6 +651,6 @@ def _int_or_none(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit() and len(value) < 7:
+    if isinstance(value, str) and matches("integer", value) and not value.startswith("-") and len(value) < 7:
         return int(value)
     return None

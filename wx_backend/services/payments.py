@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -43,6 +42,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 from ..config import Config
 from ..db import utcnow
 from ..errors import AppError, Conflict, NotFound, ValidationFailed, WeChatUnavailable
+from ..validators import field_error, is_account_no, is_amount_fen, is_payment_code, matches
 from ..wechat.pay import (
     PayAPI,
     PayBillNotFound,
@@ -52,7 +52,7 @@ from ..wechat.pay import (
     PayReturnError,
     PaySignatureError,
 )
-from .accounts import AccountService, is_account_no
+from .accounts import AccountService
 from .billing import history_window
 from .keys import read_bills
 from .locks import Locks
@@ -77,8 +77,6 @@ INDEXES = {
 
 OPEN = ("created", "pending")
 FINAL = ("credited", "closed", "failed", "reversed")
-AUTH_CODE = re.compile(r"^1[0-5]\d{16}$")
-TERMINAL_TRADE_NO = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 UNIFIEDORDER_TRIES = 3
 REVERSE_TRIES = 10
 ACCOUNT_LOCK_LEASE = 15.0  # crediting takes milliseconds
@@ -129,7 +127,7 @@ def fen_text(fen: int) -> str:
 def check_amount(value: Any, maximum: int, field: str = "amount_fen") -> list[dict[str, str]]:
     if isinstance(value, bool) or not isinstance(value, int):
         return [{"field": field, "message": "金额应为整数（分）"}]
-    if not 1 <= value <= maximum:
+    if not is_amount_fen(value, maximum):
         return [{"field": field, "message": f"金额应在 0.01 元至 {fen_text(maximum)} 元之间"}]
     return []
 
@@ -165,7 +163,7 @@ class PaymentService:
         """A mini-program payment: ``{"out_trade_no", "pay_params"}`` for ``wx.requestPayment``."""
         errors = check_amount(amount_fen, self.config.pay_max_fen)
         if not is_account_no(account_no):
-            errors.insert(0, {"field": "account_no", "message": "户号应为 10 位数字"})
+            errors.insert(0, field_error("account_no", "account_no"))
         if errors:
             raise ValidationFailed(details=errors)
         await self.accounts.get_owned(user, account_no)
@@ -299,12 +297,12 @@ class PaymentService:
         auth_code, trade_no = body.get("auth_code"), body.get("terminal_trade_no")
         errors = []
         if not is_account_no(account_no):
-            errors.append({"field": "account_no", "message": "户号应为 10 位数字"})
+            errors.append(field_error("account_no", "account_no"))
         errors += check_amount(amount_fen, self.config.pay_max_fen)
-        if not isinstance(auth_code, str) or not AUTH_CODE.match(auth_code):
-            errors.append({"field": "auth_code", "message": "付款码应为 10 至 15 开头的 18 位数字"})
-        if trade_no is not None and (not isinstance(trade_no, str) or not TERMINAL_TRADE_NO.match(trade_no)):
-            errors.append({"field": "terminal_trade_no", "message": "1 至 32 位字母、数字、_ 或 -"})
+        if not is_payment_code(auth_code):
+            errors.append(field_error("auth_code", "payment_code"))
+        if trade_no is not None and not matches("out_trade_no", trade_no):
+            errors.append(field_error("terminal_trade_no", "out_trade_no"))
         if errors:
             raise ValidationFailed(details=errors)
         if await self.db.accounts.find_one({"_id": account_no}, {"_id": 1}) is None:
@@ -680,8 +678,8 @@ class PaymentService:
         bills this payment settled are re-opened, newest period first.
         """
         errors = check_amount(amount_fen, 10**12)
-        if not isinstance(refund_no, str) or not re.match(r"^[A-Za-z0-9_-]{1,64}$", refund_no):
-            errors.append({"field": "refund_no", "message": "1 至 64 位字母、数字、_ 或 -"})
+        if not matches("refund_no", refund_no):
+            errors.append(field_error("refund_no", "refund_no"))
         if errors:
             raise ValidationFailed(details=errors)
         order = await self.db.payments.find_one({"out_trade_no": out_trade_no})

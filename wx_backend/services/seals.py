@@ -27,8 +27,9 @@ from ..db import files, utcnow
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
 from ..pdfjobs import DocumentPool
 from ..security import DataProtector, mask_phone
+from ..validators import field_error, has_control_characters, is_mobile
 from .sealauthority import AuthorityStore
-from .sms import SmsService, is_mobile
+from .sms import SmsService
 from .uploads import UploadService
 
 INDEXES = {
@@ -132,7 +133,7 @@ class SealService:
         out["kind"] = kind
         name = body.get("org_name")
         name = " ".join(name.split()) if isinstance(name, str) else ""
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name) or has_control_characters(name):
             errors.append({"field": "org_name", "message": "请填写单位名称（2 至 40 个字）"})
         out["org_name"] = name
         code = body.get("credit_code")
@@ -142,7 +143,7 @@ class SealService:
             errors.append({"field": "credit_code", "message": str(exc)})
         rep = body.get("legal_rep")
         rep = " ".join(rep.split()) if isinstance(rep, str) else ""
-        if not 2 <= len(rep) <= 20:
+        if not 2 <= len(rep) <= 20 or has_control_characters(rep):
             errors.append({"field": "legal_rep", "message": "请填写法定代表人姓名（2 至 20 个字）"})
         out["legal_rep"] = rep
         if kind == "uploaded":
@@ -152,7 +153,7 @@ class SealService:
         elif kind == "generated" and body.get("file_id"):
             errors.append({"field": "file_id", "message": "系统生成印章时不要上传印章图片"})
         if not is_mobile(body.get("mobile")):
-            errors.append({"field": "mobile", "message": "请输入 11 位手机号码"})
+            errors.append(field_error("mobile", "mobile"))
         out["mobile"] = body.get("mobile")
         if not isinstance(body.get("sms_code"), str) or not body["sms_code"]:
             errors.append({"field": "sms_code", "message": "请输入短信验证码"})
@@ -215,7 +216,7 @@ class SealService:
             raise AppError("该印章已注销", code="seal_already_revoked", status=409)
         mobile = body.get("mobile")
         if not is_mobile(mobile):
-            raise ValidationFailed(details=[{"field": "mobile", "message": "请输入 11 位手机号码"}])
+            raise ValidationFailed(details=[field_error("mobile", "mobile")])
         if self.protector.lookup_hash(mobile, "phone") != doc["mobile_hash"]:
             raise ValidationFailed("请使用申请该印章时的手机号接收验证码", code="mobile_mismatch",
                                    details=[{"field": "mobile", "message": "与申请印章时的手机号不一致"}])

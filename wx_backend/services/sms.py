@@ -18,7 +18,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import re
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -32,6 +31,7 @@ from ..config import Config, ConfigError
 from ..db import utcnow
 from ..errors import AppError, Unavailable, ValidationFailed
 from ..security import DataProtector, mask_phone
+from ..validators import MESSAGES, check, field_error, is_mobile, is_sms_code
 from .ratelimit import RateLimiter, local_day, local_hour
 
 log = logging.getLogger(__name__)
@@ -56,19 +56,6 @@ MOBILE_DAILY = 10
 USER_HOURLY = 20
 SIGNATURE = "【郏县供电】"
 
-_MOBILE = re.compile(r"^1[3-9][0-9]{9}$")
-_CODE = re.compile(r"^[0-9]{6}$")
-
-
-def is_mobile(value: Any) -> bool:
-    return isinstance(value, str) and bool(_MOBILE.match(value))
-
-
-def check_mobile(value: Any, field: str = "mobile") -> str:
-    """A mainland mobile number (11 digits, 1[3-9]...), or ``ValidationFailed`` naming ``field``."""
-    if not is_mobile(value):
-        raise ValidationFailed(details=[{"field": field, "message": "请输入 11 位手机号码"}])
-    return value
 
 
 def check_purpose(value: Any) -> str:
@@ -196,7 +183,7 @@ class SmsService:
         """``POST /sms-codes`` for a number the user typed: ``{"sent_to", "expires_in"}``."""
         errors = []
         if not is_mobile(mobile):
-            errors.append({"field": "mobile", "message": "请输入 11 位手机号码"})
+            errors.append(field_error("mobile", "mobile"))
         if not isinstance(purpose, str) or purpose not in PURPOSES:  # a JSON object is unhashable
             errors.append({"field": "purpose", "message": "验证码用途无效，可选：" + "、".join(PURPOSES)})
         if errors:
@@ -210,7 +197,7 @@ class SmsService:
 
         The previous code of the same mobile and purpose stops counting.
         """
-        check_mobile(mobile)
+        check("mobile", mobile)
         check_purpose(purpose)
         mobile_hash = self._mobile_hash(mobile)
         now = utcnow()
@@ -245,10 +232,10 @@ class SmsService:
         Raises ``SmsCodeError`` with ``sms_code_invalid`` (wrong, none issued, or already
         used), ``sms_code_expired`` or ``sms_code_exhausted`` (5 wrong tries).
         """
-        check_mobile(mobile)
+        check("mobile", mobile)
         check_purpose(purpose)
-        if not isinstance(code, str) or not _CODE.match(code):
-            raise SmsCodeError("请输入 6 位数字验证码", code="sms_code_invalid")
+        if not is_sms_code(code):
+            raise SmsCodeError(MESSAGES["sms_code"], code="sms_code_invalid")
         now = utcnow()
         latest = await self.db.sms_codes.find_one(
             {"mobile_hash": self._mobile_hash(mobile), "purpose": purpose},
