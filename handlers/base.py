@@ -74,17 +74,22 @@ class BaseHandler(tornado.web.RequestHandler):
                 return forwarded.split(",")[-1].strip()
         return remote
 
-    def get_argument(self, name: str, default: Any = _REQUIRED, strip: bool = False) -> Any:
-        """Query and form arguments come exact: an identifier with a trailing newline or space is
-        refused by its validator rather than trimmed into a valid one."""
-        if default is _REQUIRED:
-            return super().get_argument(name, strip=strip)
-        return super().get_argument(name, default, strip=strip)
+    def get_argument(self, name: str, default: Any = _REQUIRED) -> Any:  # type: ignore[override]
+        """Query and form arguments come exact: not trimmed and control characters kept (Tornado
+        would turn them into spaces), so an identifier with a trailing newline is refused by its
+        validator rather than made valid, and a NUL reaches the check that refuses it."""
+        return self._exact_argument(name, default, self.request.arguments)
 
-    def get_query_argument(self, name: str, default: Any = _REQUIRED, strip: bool = False) -> Any:
-        if default is _REQUIRED:
-            return super().get_query_argument(name, strip=strip)
-        return super().get_query_argument(name, default, strip=strip)
+    def get_query_argument(self, name: str, default: Any = _REQUIRED) -> Any:  # type: ignore[override]
+        return self._exact_argument(name, default, self.request.query_arguments)
+
+    def _exact_argument(self, name: str, default: Any, source: dict[str, list[bytes]]) -> Any:
+        values = source.get(name)
+        if not values:
+            if default is _REQUIRED:
+                raise tornado.web.MissingArgumentError(name)
+            return default
+        return self.decode_argument(values[-1], name=name)
 
     def prepare_request_id(self) -> None:
         incoming = self.request.headers.get("X-Request-Id", "")

@@ -37,6 +37,8 @@ class UsageHandler(APIHandler):
                 raise ValidationFailed(details=[{"field": "from", "message": "按日查询请用 month 参数"}])
             result = await self.app.usage.daily(self.current_user, account_no, self.get_argument("month", None))
         elif granularity == "month":
+            if self.get_argument("month", None) is not None:
+                raise ValidationFailed(details=[{"field": "month", "message": "按月查询请用 from 和 to 参数"}])
             result = await self.app.usage.monthly(self.current_user, account_no, self.get_argument("from", None),
                                                   self.get_argument("to", None))
         else:

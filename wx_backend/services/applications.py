@@ -36,7 +36,7 @@ from pymongo.errors import DuplicateKeyError
 from ..db import utcnow
 from ..errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from ..security import DataProtector, mask_id, mask_name, mask_phone
-from ..validators import field_error, is_sms_code, matches
+from ..validators import field_error, has_control_characters, is_sms_code, matches
 from .catalog import Catalog
 
 log = logging.getLogger(__name__)
@@ -506,9 +506,10 @@ class ApplicationService:
         errors = []
         if not isinstance(to_stage, str) or not to_stage:
             errors.append({"field": "stage", "message": "请指定目标环节"})
-        if not isinstance(operator, str) or not operator.strip() or len(operator) > 50:
+        if not isinstance(operator, str) or not operator.strip() or len(operator) > 50 \
+                or has_control_characters(operator):
             errors.append({"field": "operator", "message": "请填写操作人（50 字以内）"})
-        if not isinstance(note, str) or len(note) > 500:
+        if not isinstance(note, str) or len(note) > 500 or has_control_characters(note, multiline=True):
             errors.append({"field": "note", "message": "备注应为 500 字以内的文字"})
         if source not in SOURCES:
             errors.append({"field": "source", "message": "可选：" + "、".join(SOURCES)})

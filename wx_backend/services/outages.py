@@ -114,7 +114,8 @@ class OutageService:
                 errors.append({"field": "regions", "message": "停电范围至少包含一个区域或线路（regions / feeders）"})
             ref = fields.get("ref")
             if ref is not None:
-                if not isinstance(ref, str) or not 1 <= len(ref) <= 64 or has_control_characters(ref):
+                if not isinstance(ref, str) or not 1 <= len(ref) <= 64 or ref != ref.strip() \
+                        or has_control_characters(ref):
                     errors.append({"field": "ref", "message": "营销系统停电编号应为 1 至 64 个字符"})
                 else:
                     values["ref"] = ref
@@ -283,7 +284,8 @@ class OutageService:
 
     async def for_region(self, region: Any, now: datetime | None = None) -> dict[str, Any]:
         """Public: current and upcoming outages in a region (named, or on one of its feeders)."""
-        if not isinstance(region, str) or not region.strip() or len(region) > 50:
+        if not isinstance(region, str) or not region.strip() or len(region) > 50 or region != region.strip() \
+                or has_control_characters(region):
             raise ValidationFailed(details=[{"field": "region", "message": "请提供区域名称"}])
         docs = await self.db.outages.find(
             {"match_regions": region.strip(), "status": "active", "end": {"$gt": now or utcnow()}},

@@ -226,7 +226,9 @@ class PaymentService:
 
     async def list_for_user(self, user: dict[str, Any], account_no: str | None = None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"user_id": user["_id"]}
-        if account_no:
+        if account_no is not None:
+            if not is_account_no(account_no):
+                raise ValidationFailed(details=[field_error("account_no", "account_no")])
             query["account_no"] = account_no
         docs = await self.db.payments.find(query).sort("created_at", DESCENDING).limit(100).to_list(None)
         return [self.public(d) for d in docs]
