@@ -327,13 +327,14 @@ def bind_account(stack: Stack, token: str, account: dict) -> dict:
 
 
 def sms_limit_key(mobile: str) -> str:
-    """The ``rate_limits`` key of a mobile (its lookup hash under the test data key)."""
+    """The start of the ``rate_limits`` keys of a mobile (``sms:mobile:{lookup hash}:``, then the
+    requesting user's id), the hash under the test data key."""
     from wx_backend.security import DataProtector
-    return "sms:mobile:" + DataProtector(base64.b64decode(TEST_DATA_KEY)).lookup_hash(mobile, "phone")
+    return "sms:mobile:" + DataProtector(base64.b64decode(TEST_DATA_KEY)).lookup_hash(mobile, "phone") + ":"
 
 
 def skip_sms_interval(stack: Stack, mobile: str) -> None:
-    """Test set-up: pretend the last text to ``mobile`` went out over a minute ago."""
+    """Test set-up: pretend the last text to ``mobile`` (from anyone) went out over a minute ago."""
     from datetime import UTC, datetime, timedelta
-    stack.db.rate_limits.update_one({"_id": sms_limit_key(mobile)},
-                                    {"$set": {"last_at": datetime.now(UTC) - timedelta(seconds=61)}})
+    stack.db.rate_limits.update_many({"_id": {"$regex": "^" + re.escape(sms_limit_key(mobile))}},
+                                     {"$set": {"last_at": datetime.now(UTC) - timedelta(seconds=61)}})

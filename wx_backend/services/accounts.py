@@ -195,7 +195,7 @@ class AccountService:
         if account is None:
             raise _account_not_found()
         phone = self._phone(account)
-        await self._sms.send_code(phone, "bind_account")
+        await self._sms.send_code(phone, "bind_account", user["_id"])
         return {"sent_to": mask_phone(phone), "expires_in": CODE_TTL}
 
     async def bind(self, user: dict[str, Any], account_no: Any, holder_name: Any, sms_code: Any) -> dict[str, Any]:
@@ -222,7 +222,7 @@ class AccountService:
             return {**self.public(account, uid), "created": False}
         if await self.db.accounts.count_documents({"bindings.user_id": uid}) >= MAX_ACCOUNTS:
             raise _too_many()  # before the code is spent
-        await self._sms.verify(self._phone(account), "bind_account", sms_code)
+        await self._sms.verify(self._phone(account), "bind_account", sms_code, uid)
         if holder_name.strip() != account["holder_name"].strip():
             raise AppError("户主姓名与户号登记信息不一致", code="holder_name_mismatch", status=422,
                            details=[{"field": "holder_name", "message": "与登记信息不一致"}])

@@ -224,7 +224,7 @@ class ApplicationService:
 
         applicant = clean["applicant"]
         contact = applicant.get("agent_mobile") if applicant.get("identity") == "agent" else applicant.get("mobile")
-        await self.sms.verify(contact, "apply", sms_code)  # 400 sms_code_*
+        await self.sms.verify(contact, "apply", sms_code, user["_id"])  # 400 sms_code_*
 
         parts, sealed = self.seal(code, clean)
         now = utcnow()

@@ -89,7 +89,7 @@ class SealService:
             image = await self._uploaded_image(user, fields["file_id"])
         else:
             image = await self.pool.run(pdfjobs.seal_image_generated, fields["org_name"], fields["credit_code"])
-        await self.sms.verify(fields["mobile"], "seal", body.get("sms_code"))
+        await self.sms.verify(fields["mobile"], "seal", body.get("sms_code"), user["_id"])
         authority = await self.authority.get()
         issued = authority.root.issue(fields["org_name"], fields["credit_code"], legal_rep=fields["legal_rep"])
         seal_id = ObjectId()
@@ -220,7 +220,7 @@ class SealService:
         if self.protector.lookup_hash(mobile, "phone") != doc["mobile_hash"]:
             raise ValidationFailed("请使用申请该印章时的手机号接收验证码", code="mobile_mismatch",
                                    details=[{"field": "mobile", "message": "与申请印章时的手机号不一致"}])
-        await self.sms.verify(mobile, "seal", body.get("sms_code"))
+        await self.sms.verify(mobile, "seal", body.get("sms_code"), user["_id"])
         updated = await self.db.seals.find_one_and_update(
             {"_id": doc["_id"], "status": "active"},
             {"$set": {"status": "revoked", "revoked_at": utcnow()}},

@@ -6,8 +6,13 @@ not hash alike), and the mobile number is stored as a lookup hash plus AES-GCM c
 never in clear. The newest code of a mobile and purpose is the one that counts: asking for a
 new code retires the previous one.
 
-Sending is limited per mobile (1 a minute, 10 a local day) and per user (20 an hour, across
-all mobiles, so the binding flow cannot be used to probe account numbers quickly).
+Sending is limited so that strangers can neither flood a phone nor use up its owner's codes
+(docs/accounts.md): each user has an allowance of their own per mobile (1 a minute, 5 a local
+day), so one user's requests never count against another's; codes a user has sent to mobiles
+that are not their own (not proven by a code of theirs before) count against that user (20 a
+day); and every user has 20 an hour across all mobiles, so the binding flow cannot be used to
+probe account numbers quickly. A mobile becomes a user's own when the user proves a code sent
+to it (``sms_owners``).
 
 The text goes out through an ``SmsProvider`` chosen by ``WX_SMS_PROVIDER``; see
 ``docs/accounts.md`` for adding a real one. Neither the code nor the full number is logged.
@@ -52,7 +57,8 @@ PURPOSES = {
 CODE_TTL = 300
 MAX_TRIES = 5
 MOBILE_INTERVAL = 60
-MOBILE_DAILY = 10
+MOBILE_DAILY = 5  # per mobile and requesting user
+OTHERS_DAILY = 20  # per user: codes to mobiles not proven to be the user's own
 USER_HOURLY = 20
 SIGNATURE = "【郏县供电】"
 
@@ -189,11 +195,12 @@ class SmsService:
         if errors:
             raise ValidationFailed(details=errors)
         await self.charge_user(user["_id"])
-        await self.send_code(mobile, purpose)
+        await self.send_code(mobile, purpose, user["_id"])
         return {"sent_to": mask_phone(mobile), "expires_in": CODE_TTL}
 
-    async def send_code(self, mobile: str, purpose: str) -> None:
-        """Issue a new code for ``mobile`` and ``purpose`` and text it (429 when over the limits).
+    async def send_code(self, mobile: str, purpose: str, requester: ObjectId) -> None:
+        """Issue a new code for ``mobile`` and ``purpose`` at the request of the user ``requester``
+        and text it (429 when over the limits).
 
         The previous code of the same mobile and purpose stops counting.
         """
@@ -201,9 +208,12 @@ class SmsService:
         check_purpose(purpose)
         mobile_hash = self._mobile_hash(mobile)
         now = utcnow()
-        await self.limiter.take(f"sms:mobile:{mobile_hash}", period=local_day(now), limit=MOBILE_DAILY,
-                                min_interval=MOBILE_INTERVAL, now=now,
+        await self.limiter.take(f"sms:mobile:{mobile_hash}:{requester}", period=local_day(now),
+                                limit=MOBILE_DAILY, min_interval=MOBILE_INTERVAL, now=now,
                                 message="该手机号今日接收验证码次数已达上限，请明天再试")
+        if await self.db.sms_owners.find_one({"_id": f"{requester}:{mobile_hash}"}, {"_id": 1}) is None:
+            await self.limiter.take(f"sms:others:{requester}", period=local_day(now), limit=OTHERS_DAILY,
+                                    now=now, message="今日向他人手机号发送验证码的次数已达上限，请明天再试")
         await self.db.sms_codes.delete_many({"mobile_hash": mobile_hash, "expires_at": {"$lt": now}})
         code = f"{secrets.randbelow(10**6):06d}"
         record_id = ObjectId()
@@ -226,8 +236,9 @@ class SmsService:
             raise
         log.info("sms code sent to %s for %s", mask_phone(mobile), purpose)
 
-    async def verify(self, mobile: str, purpose: str, code: str) -> None:
-        """Prove the code the user typed; it is consumed on success.
+    async def verify(self, mobile: str, purpose: str, code: str, user_id: ObjectId | None = None) -> None:
+        """Prove the code the user typed; it is consumed on success, and the mobile becomes the
+        user's own (``user_id``) for the sending limits.
 
         Raises ``SmsCodeError`` with ``sms_code_invalid`` (wrong, none issued, or already
         used), ``sms_code_expired`` or ``sms_code_exhausted`` (5 wrong tries).
@@ -267,3 +278,6 @@ class SmsService:
         )
         if not used.modified_count:
             raise _invalid()  # the same code was just used by a concurrent request
+        if user_id is not None:
+            await self.db.sms_owners.update_one({"_id": f"{user_id}:{record['mobile_hash']}"},
+                                                {"$set": {"at": now}}, upsert=True)
