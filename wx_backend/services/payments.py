@@ -41,7 +41,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from ..config import Config
 from ..db import utcnow
-from ..errors import AppError, Conflict, NotFound, ValidationFailed, WeChatUnavailable
+from ..errors import AppError, Conflict, NotFound, TooManyRequests, ValidationFailed, WeChatUnavailable
 from ..validators import field_error, is_account_no, is_amount_fen, is_payment_code, matches
 from ..wechat.pay import (
     PayAPI,
@@ -56,6 +56,7 @@ from .accounts import AccountService
 from .billing import history_window
 from .keys import read_bills
 from .locks import Locks
+from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ OPEN = ("created", "pending")
 FINAL = ("credited", "closed", "failed", "reversed")
 UNIFIEDORDER_TRIES = 3
 REVERSE_TRIES = 10
+QUERY_INTERVAL = 2  # seconds between two orderquery calls for one order on behalf of a customer
 ACCOUNT_LOCK_LEASE = 15.0  # crediting takes milliseconds
 BODY = "郏县供电-电费"
 
@@ -140,15 +142,25 @@ class PaymentService:
         self.accounts = accounts
         self.config = config
         self.locks = Locks(db)
+        self.limiter = RateLimiter(db)
         self.outbox = outbox  # app.outbox: enqueue(kind, dedupe_key, payload) -> bool
         self.notifications = notifications  # app.notifications: notify_user(...)
 
     # -- the audit trail ------------------------------------------------------------------------
     async def record_call(self, call: PayCall) -> None:
-        """``PayAPI.on_call`` hook: every call to WeChat Pay, kept with its order."""
+        """``PayAPI.on_call`` hook: every call to WeChat Pay, kept with its order. A payment code
+        is kept as its last 4 digits only (as in ``terminal_trades``): it is a bearer credential
+        for the customer's money until it expires."""
+        record = call.to_dict()
+        code = record["request"].pop("auth_code", None)
+        if isinstance(code, str) and code:
+            record["request"]["auth_code_tail"] = code[-4:]
+            for name in ("response_raw", "error"):
+                if isinstance(record.get(name), str):
+                    record[name] = record[name].replace(code, "…" + code[-4:])
         await self.db.payment_events.insert_one({
             "out_trade_no": call.request.get("out_trade_no"), "kind": "call", "operation": call.operation,
-            "outcome": call.outcome, "at": utcnow(), "call": call.to_dict(),
+            "outcome": call.outcome, "at": utcnow(), "call": record,
         })
 
     async def _record_notification(self, out_trade_no: str | None, fields: dict[str, str], outcome: str) -> None:
@@ -219,10 +231,20 @@ class PaymentService:
         order = await self.db.payments.find_one({"out_trade_no": out_trade_no, "user_id": user["_id"]})
         if order is None:
             raise NotFound("未找到该交费订单", code="payment_not_found")
-        if order["status"] in OPEN:
+        if order["status"] in OPEN and await self._may_query(out_trade_no):
             await self.resolve(order, query_now=True)
             order = await self.db.payments.find_one({"out_trade_no": out_trade_no})
         return self.public(order)
+
+    async def _may_query(self, out_trade_no: str) -> bool:
+        """At most one look at WeChat per order every ``QUERY_INTERVAL`` seconds on behalf of a
+        customer, however often the page is refreshed (shared by every process)."""
+        try:
+            await self.limiter.take(f"orderquery:{out_trade_no}", period="any", limit=10**9,
+                                    min_interval=QUERY_INTERVAL)
+        except TooManyRequests:
+            return False
+        return True
 
     async def list_for_user(self, user: dict[str, Any], account_no: str | None = None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"user_id": user["_id"]}
