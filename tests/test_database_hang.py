@@ -19,7 +19,7 @@ pytestmark = pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")),
 
 def test_hung_database_fails_fast(tmp_path):
     server = FerretDB(tmp_path / "db").start()
-    stack = Stack(tmp_path, server.uri)
+    stack = Stack(tmp_path, server.uri, extra_env={"WX_DB_TIMEOUT_MS": "1500"})
     stack.start()
     timeout = int(stack.env["WX_DB_TIMEOUT_MS"]) / 1000
     stopped = False

@@ -38,6 +38,7 @@ from ..errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from ..security import DataProtector, mask_id, mask_name, mask_phone
 from ..validators import field_error, has_control_characters, is_sms_code, matches
 from .catalog import Catalog
+from .idempotency import Idempotency, KeyReused, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,7 @@ class ApplicationService:
         self.sms = sms
         self.outbox = outbox
         self.notifications = notifications
+        self.idempotency = Idempotency(db)
 
     # -- the one place messages leave -------------------------------------------------
     async def _enqueue_webhook(self, event: str, dedupe_key: str, body: dict[str, Any]) -> bool:
@@ -168,16 +170,30 @@ class ApplicationService:
         if not isinstance(code, str) or not code:
             raise ValidationFailed(details=[{"field": "service", "message": "请选择要办理的业务"}])
         service = self.catalog.get(code)  # 404 service_not_found
-        idem = None
-        if idempotency_key is not None:
-            if not matches("idempotency_key", idempotency_key):
-                raise ValidationFailed(details=[field_error("Idempotency-Key", "idempotency_key")])
-            idem = f"{user['_id']}:{idempotency_key}"
-            earlier = await self.db.applications.find_one({"idempotency_key": idem})
-            if earlier is not None:
-                await self._announce_created(earlier)  # in case the first try died before queuing
-                return {**earlier, "created": False}
+        if idempotency_key is None:
+            return await self._submit(user, body, code, service, None, None)
+        if not matches("idempotency_key", idempotency_key):
+            raise ValidationFailed(details=[field_error("Idempotency-Key", "idempotency_key")])
+        idem = f"{user['_id']}:{idempotency_key}"
+        print_ = fingerprint(body, ignore=("sms_code",))  # a retry may carry a new code
 
+        async def earlier_submission() -> dict[str, Any] | None:
+            doc = await self.db.applications.find_one({"idempotency_key": idem})
+            if doc is not None and doc.get("idempotency_fingerprint", print_) != print_:
+                raise KeyReused()
+            return doc
+
+        earlier = await self.idempotency.claim(idem, print_, earlier_submission)
+        if earlier is not None:
+            await self._announce_created(earlier)  # in case the first try died before queuing
+            return {**earlier, "created": False}
+        try:
+            return await self._submit(user, body, code, service, idem, print_)
+        finally:
+            await self.idempotency.release(idem)
+
+    async def _submit(self, user: dict[str, Any], body: Mapping[str, Any], code: str, service: Any,
+                      idem: str | None, print_: str | None) -> dict[str, Any]:
         errors: list[dict[str, str]] = []
         account = None
         if service.requires_account:
@@ -252,6 +268,8 @@ class ApplicationService:
                 raise AppError("今日申请已达上限，请明天再试", code="app_no_exhausted", status=503)
             doc["app_no"] = app_no = f"{day}{seq:06d}"
             doc["idempotency_key"] = idem or f"app:{app_no}"
+            if print_:
+                doc["idempotency_fingerprint"] = print_
             doc.pop("_id", None)
             try:
                 await self.db.applications.insert_one(doc)
