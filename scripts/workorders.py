@@ -109,7 +109,7 @@ def build(config: Config, client: Any) -> ApplicationService:
 
 async def run(args: argparse.Namespace) -> int:
     config = Config.from_env()
-    client = dbmod.connect(config)
+    client = dbmod.connect(config, fail_fast=False)
     try:
         orders = WorkOrders(build(config, client))
         service = orders.service

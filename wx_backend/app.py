@@ -43,9 +43,9 @@ log = logging.getLogger(__name__)
 
 
 class Application(tornado.web.Application):
-    def __init__(self, config: Config, routes: list, **settings: Any):
+    def __init__(self, config: Config, routes: list, *, fail_fast: bool = True, **settings: Any):
         self.config = config
-        self.client = dbmod.connect(config)
+        self.client = dbmod.connect(config, fail_fast)  # admin scripts pass fail_fast=False
         self.db = self.client[config.db_name]
         self.wechat = WeChat(config, self.db)
         self.users = UserService(self.db, self.wechat, config.session_ttl)

@@ -42,7 +42,7 @@ def connect(config: Config, fail_fast: bool = True) -> AsyncMongoClient:
     """The client. ``fail_fast`` (the service's processes): every operation, retries and server
     selection included, ends within ``WX_DB_TIMEOUT_MS`` (``timeoutMS``), so a server that
     accepts connections but does not answer (hung, stopped, overloaded) costs a request at most
-    that long before its 503. Batch scripts pass ``fail_fast=False``: only selecting a server and
+    that long before its 503. Batch and admin scripts pass ``fail_fast=False``: only selecting a server and
     connecting are bounded, and a long bulk write is left to finish."""
     options: dict[str, Any] = {
         "tz_aware": True,
