@@ -59,7 +59,11 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "bank_account": _p(r"[0-9]{8,32}"),
     "integer": _p(r"-?[0-9]{1,12}"),
     "ref": _p(r"[A-Za-z0-9._:-]{1,64}"),
-    "code_name": _p(r"[a-z][a-z0-9_]{1,39}"),
+    "code_name": _p(r"[a-z][a-z0-9_]{1,39}"),  # catalogue codes, attachment kinds
+    "terminal_id": _p(r"[A-Za-z0-9_-]{2,32}"),
+    "timestamp": _p(r"[0-9]{1,12}"),  # Unix seconds of a signed request
+    "nonce": _p(r"[A-Za-z0-9._~-]{8,64}"),
+    "signature": _p(r"[0-9a-f]{64}"),  # hex HMAC-SHA256
 }
 
 MESSAGES = {

@@ -40,7 +40,7 @@ MAX_ACTIVE = 5
 KINDS = ("generated", "uploaded")
 STATUS_LABELS = {"active": "有效", "revoked": "已注销"}
 SEAL_TITLE = "合同专用章"
-_NAME_RE = re.compile(r"^[^\x00-\x1f<>]{2,40}$")
+_NAME_RE = re.compile(r"[^\x00-\x1f<>]{2,40}")
 
 
 class SealNotFound(NotFound):
