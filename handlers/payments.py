@@ -76,7 +76,8 @@ openapi = {
                     502: ["payment_order_failed"], 503: ["wechat_unavailable"]}),
         "get": spec.operation("The user's payments, newest first (at most 100)", tag="payments",
                               query={"account_no": spec.ACCOUNT_NO},
-                              ok={200: spec.obj({"payments": spec.array(spec.ref("Payment"))})}),
+                              ok={200: spec.obj({"payments": spec.array(spec.ref("Payment"))})},
+                              errors={422: ["validation_failed"]}),
     },
     "/api/v1/payments/{out_trade_no}": {
         "get": spec.operation("One of the user's payments (a pending one is first asked of WeChat)",
