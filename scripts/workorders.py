@@ -123,7 +123,7 @@ async def run(args: argparse.Namespace) -> int:
             text = args.text.strip()
             if is_account_no(text):
                 docs = await service.search(account_no=text, limit=args.limit)
-            elif matches("integer", text) and not text.startswith("-") and len(text) <= 14:
+            elif matches("app_no_prefix", text):
                 docs = await service.search(app_no=text, limit=args.limit)
             else:
                 print("请输入申请编号（或其开头）或 10 位户号", file=sys.stderr)

@@ -47,8 +47,8 @@ def base_env(db_name: str, mongodb_uri: str, sandbox_port: int, app_port: int) -
         "WX_BIND": "127.0.0.1",
         "MONGODB_URI": mongodb_uri,
         "WX_DB_NAME": db_name,
-        # every operation, queueing on a loaded test machine included; the outage tests use less
-        "WX_DB_TIMEOUT_MS": "6000",
+        # bounds every operation, queueing on a loaded test machine included; the outage tests use less
+        "WX_DB_TIMEOUT_MS": "20000",
         "WX_PORT": str(app_port),
         "WX_SANDBOX_PORT": str(sandbox_port),
         "WX_INTERNAL_SECRET": "test-internal-secret",

@@ -43,15 +43,13 @@ def test_polling_a_pending_payment_is_throttled_per_order(stack):
     cust = customer(stack)
     otn = pay_jsapi(stack, cust, 1200)["out_trade_no"]
     started = time.monotonic()
-    answered = 0
-    while time.monotonic() - started < 3.0 and answered < 30:
+    for _ in range(30):
         resp = stack.api("GET", f"/api/v1/payments/{otn}", token=cust["token"])
         assert resp.status_code == 200 and resp.json()["payment"]["status"] == "pending"
-        answered += 1
     elapsed = time.monotonic() - started
     queries = len(calls(stack, otn, "orderquery"))
-    assert answered >= 10
-    assert 1 <= queries <= int(elapsed / 2) + 1, f"{queries} orderquery calls for {answered} GETs in {elapsed:.1f} s"
+    # one look every 2 s at most, however fast the page polls
+    assert 1 <= queries <= int(elapsed / 2) + 1, f"{queries} orderquery calls for 30 GETs in {elapsed:.1f} s"
 
 
 def test_payment_code_is_kept_only_as_its_last_four_digits(stack):

@@ -52,6 +52,7 @@ PATTERNS: dict[str, re.Pattern[str]] = {
     "credit_code": _p(r"[0-9A-HJ-NPQRTUWXY]{2}[0-9]{6}[0-9A-HJ-NPQRTUWXY]{10}"),
     "payment_code": _p(r"1[0-5][0-9]{16}"),
     "app_no": _p(r"[0-9]{14}"),
+    "app_no_prefix": _p(r"[0-9]{1,14}"),  # operations staff search by the start of a number
     "out_trade_no": _p(r"[A-Za-z0-9_-]{1,32}"),
     "refund_no": _p(r"[A-Za-z0-9_-]{1,64}"),
     "idempotency_key": _p(r"[A-Za-z0-9._:-]{8,64}"),

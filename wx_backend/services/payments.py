@@ -231,7 +231,9 @@ class PaymentService:
         order = await self.db.payments.find_one({"out_trade_no": out_trade_no, "user_id": user["_id"]})
         if order is None:
             raise NotFound("未找到该交费订单", code="payment_not_found")
-        if order["status"] in OPEN and await self._may_query(out_trade_no):
+        expired = order["status"] in OPEN and order.get("expires_at") is not None \
+            and order["expires_at"] <= utcnow()
+        if order["status"] in OPEN and (expired or await self._may_query(out_trade_no)):
             await self.resolve(order, query_now=True)
             order = await self.db.payments.find_one({"out_trade_no": out_trade_no})
         return self.public(order)
