@@ -43,7 +43,8 @@ def connect(config: Config, fail_fast: bool = True) -> AsyncMongoClient:
     selection included, ends within ``WX_DB_TIMEOUT_MS`` (``timeoutMS``), so a server that
     accepts connections but does not answer (hung, stopped, overloaded) costs a request at most
     that long before its 503. Batch and admin scripts pass ``fail_fast=False``: only selecting a server and
-    connecting are bounded, and a long bulk write is left to finish."""
+    connecting are bounded, and a long bulk write is left to finish. (With ``timeoutMS`` every
+    command carries ``maxTimeMS``, which FerretDB 1.24 refuses on ``distinct``: use ``find``.)"""
     options: dict[str, Any] = {
         "tz_aware": True,
         "serverSelectionTimeoutMS": config.db_timeout_ms,

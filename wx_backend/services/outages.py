@@ -231,8 +231,9 @@ class OutageService:
     async def _match_regions(self, values: dict[str, Any]) -> list[str]:
         regions = set(values["regions"])
         if values["feeders"]:
-            regions.update(r for r in await self.db.accounts.distinct("region", {"feeder": {"$in": values["feeders"]}})
-                           if isinstance(r, str))
+            # not ``distinct``: FerretDB 1.24 refuses the maxTimeMS that WX_DB_TIMEOUT_MS adds to it
+            cursor = self.db.accounts.find({"feeder": {"$in": values["feeders"]}}, {"region": 1, "_id": 0})
+            regions.update([d["region"] async for d in cursor if isinstance(d.get("region"), str)])
         return sorted(regions)
 
     def _affects(self, doc: dict[str, Any]) -> dict[str, Any]:
