@@ -23,7 +23,7 @@ ARABIC_INDIC = str.maketrans("0123456789", "٠١٢٣٤٥٦٧٨٩")
 
 
 def quick(stack, method, path, **kwargs):
-    """A request that must be answered promptly (a hang fails the test instead of the session)."""
+    """A request that must be answered promptly (a hang fails the test instead of stalling the run)."""
     kwargs.setdefault("timeout", 10)
     return stack.api(method, path, **kwargs)
 
