@@ -71,7 +71,9 @@ openapi = {
         "post": spec.operation(
             "Submit an application of a catalogue business type", tag="applications",
             description="The form is checked against `GET /api/v1/services/{code}`. An `Idempotency-Key` "
-                        "header makes a retried submission answer 200 with the first one.",
+                        "header makes a retried submission answer 200 with the first one, also when the "
+                        "repeats arrive together; the same key with another body is 422 "
+                        "`idempotency_key_reused`.",
             body=spec.obj({"service": spec.STRING}, {
                 "account_no": spec.ACCOUNT_NO, "applicant": {"type": "object"}, "form": {"type": "object"},
                 "attachments": {"type": "object", "description": "kind -> [file_id]"},
@@ -80,7 +82,7 @@ openapi = {
                 200: spec.obj({"app_no": spec.STRING, "application": spec.ref("Application")})},
             errors={400: ["sms_code_invalid", "sms_code_expired", "sms_code_exhausted"],
                     403: ["not_eligible"], 404: ["account_not_found", "service_not_found", "file_not_found"],
-                    409: ["conflict"], 422: ["validation_failed"],
+                    409: ["conflict", "idempotency_in_progress"], 422: ["validation_failed", "idempotency_key_reused"],
                     503: ["app_no_unavailable", "app_no_exhausted"]}),
     },
     "/api/v1/applications/{app_no}": {

@@ -15,12 +15,14 @@ import tornado.web
 from bson import ObjectId
 from pymongo.errors import PyMongoError
 
+from wx_backend.bodies import SMALL_BODY, parse_json
 from wx_backend.errors import AppError, BadRequest, DatabaseUnavailable, Unauthorized
 from wx_backend.logs import request_id
 
 log = logging.getLogger("handlers")
 
-_REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{8,64}$")
+_REQUEST_ID = re.compile(r"[A-Za-z0-9._-]{8,64}", re.ASCII)
+_REQUIRED = object()
 
 _HTTP_CODES = {
     400: ("bad_request", "请求有误"),
@@ -57,6 +59,8 @@ class BaseHandler(tornado.web.RequestHandler):
     """Request id, client address from trusted proxies only, error rendering."""
 
     current_user: dict[str, Any] | None
+    # the largest body this endpoint reads; a larger one is answered 413 unread (wx_backend/bodies.py)
+    max_body_bytes = SMALL_BODY
 
     @property
     def app(self):  # the wx_backend Application, typed loosely to keep the layers apart
@@ -70,10 +74,27 @@ class BaseHandler(tornado.web.RequestHandler):
                 return forwarded.split(",")[-1].strip()
         return remote
 
+    def get_argument(self, name: str, default: Any = _REQUIRED) -> Any:  # type: ignore[override]
+        """Query and form arguments come exact: not trimmed and control characters kept (Tornado
+        would turn them into spaces), so an identifier with a trailing newline is refused by its
+        validator rather than made valid, and a NUL reaches the check that refuses it."""
+        return self._exact_argument(name, default, self.request.arguments)
+
+    def get_query_argument(self, name: str, default: Any = _REQUIRED) -> Any:  # type: ignore[override]
+        return self._exact_argument(name, default, self.request.query_arguments)
+
+    def _exact_argument(self, name: str, default: Any, source: dict[str, list[bytes]]) -> Any:
+        values = source.get(name)
+        if not values:
+            if default is _REQUIRED:
+                raise tornado.web.MissingArgumentError(name)
+            return default
+        return self.decode_argument(values[-1], name=name)
+
     def prepare_request_id(self) -> None:
         incoming = self.request.headers.get("X-Request-Id", "")
         trusted = self.request.remote_ip in self.app.config.trusted_proxies
-        rid = incoming if trusted and _REQUEST_ID.match(incoming) else uuid.uuid4().hex
+        rid = incoming if trusted and _REQUEST_ID.fullmatch(incoming) else uuid.uuid4().hex
         self.request_id = rid
         self.set_header("X-Request-Id", rid)
         request_id.set(rid)
@@ -145,10 +166,7 @@ class APIHandler(BaseHandler):
         ctype = self.request.headers.get("Content-Type", "")
         if self.request.body and "json" not in ctype:
             raise AppError("请以 JSON 提交", code="unsupported_media_type", status=415)
-        try:
-            data = json.loads(self.request.body or b"{}")
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise BadRequest("请求内容不是有效的 JSON", code="invalid_json") from exc
+        data = parse_json(self.request.body or b"{}")
         if not isinstance(data, dict):
             raise BadRequest("请求内容必须是 JSON 对象", code="invalid_json")
         return data

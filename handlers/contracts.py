@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tornado.httputil
 
+from wx_backend.bodies import LARGE_BODY
 from wx_backend.errors import BadRequest, ValidationFailed
 
 from . import spec
@@ -65,6 +66,8 @@ class ContractConfirmHandler(APIHandler):
 
 class ContractVerifyHandler(APIHandler):
     """A PDF as ``multipart/form-data`` (one ``file`` part) or as the raw ``application/pdf`` body."""
+
+    max_body_bytes = LARGE_BODY
 
     @authenticated
     async def post(self) -> None:

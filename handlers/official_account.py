@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from wx_backend.wechat.callback import MAX_BODY
+
 from . import spec
 from .base import BaseHandler
 
@@ -9,6 +11,7 @@ QUERY = ("signature", "timestamp", "nonce", "echostr", "encrypt_type", "msg_sign
 
 
 class OfficialAccountCallbackHandler(BaseHandler):
+    max_body_bytes = MAX_BODY
     def _query(self) -> dict[str, str]:
         return {name: self.get_query_argument(name, "") for name in QUERY}
 

@@ -155,6 +155,8 @@ def _complete(op: dict[str, Any], path: str, auth: str | None) -> dict[str, Any]
         _add_codes(responses, 401, codes, "not authenticated")
     else:
         op.setdefault("security", [])  # public, or optional as the module describes it
+    if "requestBody" in op:  # every body is held to its endpoint's limit (wx_backend/bodies.py)
+        _add_codes(responses, 413, ["payload_too_large"], "payload too large")
     if "requestBody" in op and "application/json" in op["requestBody"]["content"]:
         _add_codes(responses, 400, ["invalid_json"], "bad request")
         _add_codes(responses, 415, ["unsupported_media_type"], "unsupported media type")

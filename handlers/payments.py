@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from wx_backend.wechat.pay import NOTIFY_MAX_BODY
+
 from . import spec
 from .base import APIHandler, BaseHandler, authenticated
 
@@ -28,6 +30,8 @@ class PaymentHandler(APIHandler):
 
 class PayNotifyHandler(BaseHandler):
     """``POST /wechat/pay/notify``: WeChat's payment notification, answered in WeChat's XML."""
+
+    max_body_bytes = NOTIFY_MAX_BODY  # a notification is about 1 KB; a larger body is refused unparsed
 
     async def post(self) -> None:
         ok, message = await self.app.payments.handle_notification(self.request.body)
@@ -72,7 +76,8 @@ openapi = {
                     502: ["payment_order_failed"], 503: ["wechat_unavailable"]}),
         "get": spec.operation("The user's payments, newest first (at most 100)", tag="payments",
                               query={"account_no": spec.ACCOUNT_NO},
-                              ok={200: spec.obj({"payments": spec.array(spec.ref("Payment"))})}),
+                              ok={200: spec.obj({"payments": spec.array(spec.ref("Payment"))})},
+                              errors={422: ["validation_failed"]}),
     },
     "/api/v1/payments/{out_trade_no}": {
         "get": spec.operation("One of the user's payments (a pending one is first asked of WeChat)",

@@ -37,6 +37,8 @@ class UsageHandler(APIHandler):
                 raise ValidationFailed(details=[{"field": "from", "message": "按日查询请用 month 参数"}])
             result = await self.app.usage.daily(self.current_user, account_no, self.get_argument("month", None))
         elif granularity == "month":
+            if self.get_argument("month", None) is not None:
+                raise ValidationFailed(details=[{"field": "month", "message": "按月查询请用 from 和 to 参数"}])
             result = await self.app.usage.monthly(self.current_user, account_no, self.get_argument("from", None),
                                                   self.get_argument("to", None))
         else:
@@ -68,6 +70,7 @@ class InternalBillHandler(InternalHandler):
 
 
 class InternalUsageHandler(InternalHandler):
+    max_body_bytes = 1024 * 1024  # up to MAX_ENTRIES readings
     async def put(self, account_no: str) -> None:
         body = self.json_body()
         self.write_json(await self.app.usage.put(account_no, body.get("entries")))

@@ -7,6 +7,7 @@ import tornado.web
 
 from wx_backend.errors import BadRequest, ValidationFailed
 from wx_backend.services.uploads import PayloadTooLarge
+from wx_backend.validators import matches
 
 from . import spec
 from .base import APIHandler, authenticated
@@ -35,7 +36,7 @@ class UploadsHandler(APIHandler):
         self._keep = self.current_user is not None
         limit = self.app.uploads.max_bytes + MULTIPART_OVERHEAD
         declared = self.request.headers.get("Content-Length")
-        self._too_large = declared is not None and declared.isdigit() and int(declared) > limit
+        self._too_large = matches("integer", declared) and int(declared) > limit
         if self._too_large:
             if int(declared) > limit + DISCARD_SLACK:
                 raise PayloadTooLarge()  # not worth reading: the connection is closed instead

@@ -43,7 +43,7 @@ def _print_report(report: dict, as_json: bool) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     config = Config.from_env(document_workers=0)  # one job: no worker processes to start
-    app = Application(config, [])
+    app = Application(config, [], fail_fast=False)
     try:
         contracts = app.contracts
         if args.command == "issue":

@@ -12,7 +12,7 @@ from wx_backend.config import Config
 
 async def main(accounts: int) -> None:
     config = Config.from_env()
-    client = dbmod.connect(config)
+    client = dbmod.connect(config, fail_fast=False)
     try:
         database = client[config.db_name]
         await dbmod.ensure_indexes(database)

@@ -28,7 +28,7 @@ def notifications_for(config: Config, database, notify: bool) -> Notifications |
 @asynccontextmanager
 async def services(notify: bool) -> AsyncIterator[SimpleNamespace]:
     config = Config.from_env()
-    client = dbmod.connect(config)
+    client = dbmod.connect(config, fail_fast=False)
     try:
         database = client[config.db_name]
         await dbmod.ensure_indexes(database)

@@ -32,7 +32,7 @@ async def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    client = dbmod.connect(config)
+    client = dbmod.connect(config, fail_fast=False)
     try:
         db = client[config.db_name]
         outbox = Outbox(db)

@@ -10,12 +10,12 @@ import handlers
 from handlers.base import NotFoundHandler
 from wx_backend import logs
 from wx_backend.app import Application
+from wx_backend.bodies import LARGE_BODY
 from wx_backend.config import Config, ConfigError
 from wx_backend.signals import stop_requested
 
 log = logging.getLogger("serve")
 
-MAX_BODY = 12 * 1024 * 1024  # the upload cap plus multipart overhead; nginx.conf matches it
 
 
 async def main() -> None:
@@ -28,7 +28,7 @@ async def main() -> None:
         app = Application(config, handlers.routes(), default_handler_class=NotFoundHandler)
     except ConfigError as exc:  # also a malformed catalogue file (CatalogError)
         raise SystemExit(f"configuration error: {exc}") from None
-    server = app.listen(config.port, address=config.bind, max_body_size=MAX_BODY)
+    server = app.listen(config.port, address=config.bind, max_body_size=LARGE_BODY)
     await app.startup()
     log.info("backend listening on http://%s:%d (env %s)", config.bind, config.port, config.env)
     await stop_requested()

@@ -28,6 +28,7 @@ from wx_backend.errors import AppError
 from wx_backend.security import DataProtector
 from wx_backend.services.applications import SHANGHAI, ApplicationService, local_iso
 from wx_backend.services.catalog import default_dirs, load_catalog
+from wx_backend.validators import is_account_no, matches
 
 
 def width(text: str) -> int:
@@ -108,7 +109,7 @@ def build(config: Config, client: Any) -> ApplicationService:
 
 async def run(args: argparse.Namespace) -> int:
     config = Config.from_env()
-    client = dbmod.connect(config)
+    client = dbmod.connect(config, fail_fast=False)
     try:
         orders = WorkOrders(build(config, client))
         service = orders.service
@@ -120,9 +121,9 @@ async def run(args: argparse.Namespace) -> int:
             print(f"\n共 {len(docs)} 条" + ("（已达 --limit 上限）" if len(docs) == args.limit else ""))
         elif args.command == "search":
             text = args.text.strip()
-            if len(text) == 10 and text.isdigit():
+            if is_account_no(text):
                 docs = await service.search(account_no=text, limit=args.limit)
-            elif text.isdigit() and len(text) <= 14:
+            elif matches("app_no_prefix", text):
                 docs = await service.search(app_no=text, limit=args.limit)
             else:
                 print("请输入申请编号（或其开头）或 10 位户号", file=sys.stderr)

@@ -25,7 +25,7 @@ def wait_until(check, timeout=20.0):
 
 def test_database_stopped_then_restarted(tmp_path):
     server = FerretDB(tmp_path / "db").start()
-    stack = Stack(tmp_path, server.uri)
+    stack = Stack(tmp_path, server.uri, extra_env={"WX_DB_TIMEOUT_MS": "1500"})
     stack.start()
     try:
         token = stack.login("o_outage")

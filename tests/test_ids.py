@@ -7,7 +7,8 @@ from datetime import date
 import pytest
 from catalog_samples import ID_CHECK, USCC_CHARS, credit_code, resident_id, wrong_check
 
-from wx_backend.ids import credit_code_check, is_credit_code, is_resident_id, resident_id_check
+from wx_backend.ids import credit_code_check, resident_id_check
+from wx_backend.validators import is_credit_code, is_resident_id
 
 # Published examples: GB 11643-1999's own example number, and the example in GB 32100-2015.
 PUBLISHED_ID = "11010519491231002X"

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from scripts.serve import MAX_BODY
+from wx_backend.bodies import LARGE_BODY as MAX_BODY
 from wx_backend.embedded import free_port, wait_for_port
 from wx_backend.front import NGINX_CONF, RenderError, blocks, local_values, render, render_file
 
@@ -158,7 +158,7 @@ def test_rendering_changes_only_the_marked_blocks():
 
 
 def test_body_limit_matches_the_app():
-    """client_max_body_size in nginx.conf is the backend's MAX_BODY (scripts/serve.py)."""
+    """client_max_body_size in nginx.conf is the backend's LARGE_BODY (wx_backend/bodies.py)."""
     sizes = re.findall(r"^\s*client_max_body_size\s+(\d+)m;", NGINX_CONF.read_text(), re.M)
     assert sizes == [str(MAX_BODY // (1024 * 1024))]
     assert MAX_BODY % (1024 * 1024) == 0

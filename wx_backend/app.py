@@ -14,6 +14,7 @@ import tornado.web
 from pymongo.errors import PyMongoError
 
 from . import db as dbmod
+from .bodies import BoundedBody
 from .config import Config
 from .logs import request_id
 from .pdfjobs import DocumentPool
@@ -48,9 +49,9 @@ log = logging.getLogger(__name__)
 
 
 class Application(tornado.web.Application):
-    def __init__(self, config: Config, routes: list, **settings: Any):
+    def __init__(self, config: Config, routes: list, *, fail_fast: bool = True, **settings: Any):
         self.config = config
-        self.client = dbmod.connect(config)
+        self.client = dbmod.connect(config, fail_fast)  # admin scripts pass fail_fast=False
         self.db = self.client[config.db_name]
         self.wechat = WeChat(config, self.db)
         self.users = UserService(self.db, self.wechat, config.session_ttl)
@@ -93,6 +94,10 @@ class Application(tornado.web.Application):
         settings.setdefault("log_function", _log_request)
         settings.setdefault("xheaders", False)  # forwarded headers are read only from trusted proxies
         super().__init__(routes, **settings)
+
+    def start_request(self, server_conn: object, request_conn: Any) -> Any:
+        # every request's body is held to its handler's max_body_bytes (bodies.py)
+        return BoundedBody(super().start_request(server_conn, request_conn), request_conn)
 
     async def startup(self) -> None:
         self._tasks.append(asyncio.create_task(self._prepare_database()))

@@ -50,7 +50,8 @@ SETTINGS: dict[str, Setting] = {
     ),
     "db_name": Setting("WX_DB_NAME", "wx_backend", "database name"),
     "db_timeout_ms": Setting(
-        "WX_DB_TIMEOUT_MS", 2000, "server selection timeout; requests fail fast with 503 when exceeded",
+        "WX_DB_TIMEOUT_MS", 2000,
+        "longest a database operation may take, retries and waiting for the answer included; then 503",
         parse=int,
     ),
     "internal_secret": Setting(

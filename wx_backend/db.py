@@ -13,7 +13,9 @@ import importlib
 import logging
 import pkgutil
 from datetime import UTC, datetime
+from typing import Any
 
+import pymongo
 from gridfs import AsyncGridFSBucket
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -31,14 +33,25 @@ def utcnow() -> datetime:
     return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
-def connect(config: Config) -> AsyncMongoClient:
-    return AsyncMongoClient(
-        config.mongodb_uri,
-        tz_aware=True,
-        serverSelectionTimeoutMS=config.db_timeout_ms,
-        connectTimeoutMS=config.db_timeout_ms,
-        appname="wx-backend",
-    )
+INDEX_TIMEOUT = 300.0  # seconds an index build may take at start-up (a large collection on a busy server)
+
+
+def connect(config: Config, fail_fast: bool = True) -> AsyncMongoClient:
+    """The client. ``fail_fast`` (the service's processes): every operation, retries and server
+    selection included, ends within ``WX_DB_TIMEOUT_MS`` (``timeoutMS``), so a server that
+    accepts connections but does not answer (hung, stopped, overloaded) costs a request at most
+    that long before its 503. Batch and admin scripts pass ``fail_fast=False``: only selecting a server and
+    connecting are bounded, and a long bulk write is left to finish. (With ``timeoutMS`` every
+    command carries ``maxTimeMS``, which FerretDB 1.24 refuses on ``distinct``: use ``find``.)"""
+    options: dict[str, Any] = {
+        "tz_aware": True,
+        "serverSelectionTimeoutMS": config.db_timeout_ms,
+        "connectTimeoutMS": config.db_timeout_ms,
+        "appname": "wx-backend",
+    }
+    if fail_fast:
+        options["timeoutMS"] = config.db_timeout_ms
+    return AsyncMongoClient(config.mongodb_uri, **options)
 
 
 def declared_indexes() -> dict[str, list]:
@@ -58,7 +71,8 @@ async def ensure_indexes(db: AsyncDatabase) -> None:
         # one at a time: FerretDB 1.24 drops the connection when a multi-index
         # createIndexes names only indexes that already exist
         for model in models:
-            await db[collection].create_indexes([model])
+            with pymongo.timeout(INDEX_TIMEOUT):  # not the request's fail-fast bound
+                await db[collection].create_indexes([model])
     log.info("indexes ready on %d collections", len(wanted))
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import json
-import re
 import sys
 import time
 from collections.abc import Iterator
@@ -22,8 +21,8 @@ from typing import Any, TextIO
 from .errors import AppError
 from .services.billing import BillService
 from .services.usage import UsageService, check_entry
+from .validators import is_account_no, matches
 
-_INT = re.compile(r"^-?[0-9]+$")
 BATCH = 500
 
 
@@ -79,7 +78,7 @@ def _cell(value: str | None) -> str | None:
 
 def _num(value: Any) -> Any:
     """An integer cell as int; anything else unchanged, for the service to refuse by name."""
-    return int(value) if isinstance(value, str) and _INT.match(value) else value
+    return int(value) if matches("integer", value) else value
 
 
 def read_rows(path: Path) -> tuple[int, Iterator[tuple[str, Any]]]:
@@ -224,7 +223,7 @@ async def import_usage(usage: UsageService, path: Path, *, stream: TextIO | None
         row = dict(row)
         account_no = row.pop("account_no", None)
         account_no = str(account_no) if isinstance(account_no, int) else account_no
-        if not isinstance(account_no, str) or not re.fullmatch(r"[0-9]{10}", account_no):
+        if not is_account_no(account_no):
             report.reject(where, "account_no: 户号应为 10 位数字")
             continue
         entry = usage_from_csv(row) if csv_file else row

@@ -41,7 +41,7 @@ async def run_forever(payments, interval: float) -> None:
 class Standalone:
     """The payment services outside the web process (the follow-up, admin scripts)."""
 
-    def __init__(self, config: Config):
+    def __init__(self, config: Config, fail_fast: bool = True):
         from .security import DataProtector
         from .services.accounts import AccountService
         from .services.notifications import Notifications
@@ -52,7 +52,7 @@ class Standalone:
         from .wechat import WeChat
 
         self.config = config
-        self.client = dbmod.connect(config)
+        self.client = dbmod.connect(config, fail_fast)
         self.db = self.client[config.db_name]
         self.wechat = WeChat(config, self.db)
         protector = DataProtector(config.data_key_bytes)

@@ -31,7 +31,8 @@ from pymongo.asynchronous.database import AsyncDatabase
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..security import mask_name
-from .accounts import AccountService, is_meter_no
+from ..validators import is_meter_no
+from .accounts import AccountService
 from .phones import PhoneService
 from .ratelimit import RateLimiter, local_day, local_hour
 

@@ -21,7 +21,6 @@ has not bound is "not found", whether or not it exists.
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Any
 
@@ -33,7 +32,8 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 from ..db import utcnow
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
 from ..security import DataProtector, mask_name, mask_phone
-from .sms import CODE_TTL, SmsService, is_mobile
+from ..validators import MESSAGES, clean_text, field_error, is_account_no, is_meter_no, is_mobile, is_sms_code
+from .sms import CODE_TTL, SmsService
 
 INDEXES = {
     "accounts": [
@@ -50,18 +50,7 @@ QUOTA_SETTLE = timedelta(seconds=60)  # longer than any bind request takes
 CUSTOMER_CLASSES = ("低压居民", "低压非居民", "高压")
 TARIFF_FLAGS = ("tou", "two_part", "max_demand")
 BILLING_MODES = ("prepaid", "postpaid")  # 费控 (balance estimates, cut-off) or monthly bills
-_ACCOUNT_NO = re.compile(r"^[0-9]{10}$")
-_SMS_CODE = re.compile(r"^[0-9]{6}$")
-_METER_NO = re.compile(r"^[0-9A-Z]{6,32}$")  # the asset number printed under the meter's barcode
 _TEXT_FIELDS = {"holder_name": 100, "address": 200, "region": 50, "feeder": 50}
-
-
-def is_account_no(value: Any) -> bool:
-    return isinstance(value, str) and bool(_ACCOUNT_NO.match(value))
-
-
-def is_meter_no(value: Any) -> bool:
-    return isinstance(value, str) and bool(_METER_NO.match(value))
 
 
 def _account_not_found() -> NotFound:
@@ -133,7 +122,7 @@ class AccountService:
             errors.append({"field": field, "message": message})
 
         if not is_account_no(account_no):
-            bad("account_no", "户号应为 10 位数字")
+            bad("account_no", MESSAGES["account_no"])
         if not isinstance(fields, dict):
             raise ValidationFailed(details=[*errors, {"field": "body", "message": "应为 JSON 对象"}])
         known = {*_TEXT_FIELDS, "phone", "customer_class", "tariff", "capacity_kva", "balance_fen", "account_no",
@@ -144,13 +133,11 @@ class AccountService:
             bad("account_no", "与地址中的户号不一致")
         values: dict[str, Any] = {}
         for name, max_len in _TEXT_FIELDS.items():
-            value = fields.get(name)
-            if not isinstance(value, str) or not value.strip():
-                bad(name, "必填")
-            elif len(value.strip()) > max_len:
-                bad(name, f"不能超过 {max_len} 个字")
+            text, problem = clean_text(fields.get(name), max_len)
+            if problem:
+                bad(name, problem)
             else:
-                values[name] = value.strip()
+                values[name] = text
         phone = fields.get("phone")
         if not is_mobile(phone):
             bad("phone", "应为 11 位手机号码（用于接收绑定验证码）")
@@ -184,7 +171,7 @@ class AccountService:
         if "meter_no" in fields:  # optional; null removes it, absent keeps it
             meter_no = fields["meter_no"]
             if meter_no is not None and not is_meter_no(meter_no):
-                bad("meter_no", "电能表资产编号应为 6 至 32 位数字或大写字母")
+                bad("meter_no", MESSAGES["meter_no"])
             else:
                 values["meter_no"] = meter_no
         if "billing_mode" in fields:
@@ -204,13 +191,13 @@ class AccountService:
         numbers (404) cost the same as known ones and cannot be probed quickly.
         """
         if not is_account_no(account_no):
-            raise ValidationFailed(details=[{"field": "account_no", "message": "户号应为 10 位数字"}])
+            raise ValidationFailed(details=[field_error("account_no", "account_no")])
         await self._sms.charge_user(user["_id"])
         account = await self.db.accounts.find_one({"_id": account_no})
         if account is None:
             raise _account_not_found()
         phone = self._phone(account)
-        await self._sms.send_code(phone, "bind_account")
+        await self._sms.send_code(phone, "bind_account", user["_id"])
         return {"sent_to": mask_phone(phone), "expires_in": CODE_TTL}
 
     async def bind(self, user: dict[str, Any], account_no: Any, holder_name: Any, sms_code: Any) -> dict[str, Any]:
@@ -222,11 +209,11 @@ class AccountService:
         """
         errors = []
         if not is_account_no(account_no):
-            errors.append({"field": "account_no", "message": "户号应为 10 位数字"})
-        if not isinstance(holder_name, str) or not holder_name.strip() or len(holder_name) > 100:
+            errors.append(field_error("account_no", "account_no"))
+        if clean_text(holder_name, 100)[1]:
             errors.append({"field": "holder_name", "message": "请输入户主姓名或单位名称"})
-        if not isinstance(sms_code, str) or not _SMS_CODE.match(sms_code):
-            errors.append({"field": "sms_code", "message": "请输入 6 位数字验证码"})
+        if not is_sms_code(sms_code):
+            errors.append(field_error("sms_code", "sms_code"))
         if errors:
             raise ValidationFailed(details=errors)
         uid = user["_id"]
@@ -237,7 +224,7 @@ class AccountService:
             return {**self.public(account, uid), "created": False}
         if await self.db.accounts.count_documents({"bindings.user_id": uid}) >= MAX_ACCOUNTS:
             raise _too_many()  # before the code is spent
-        await self._sms.verify(self._phone(account), "bind_account", sms_code)
+        await self._sms.verify(self._phone(account), "bind_account", sms_code, uid)
         if holder_name.strip() != account["holder_name"].strip():
             raise AppError("户主姓名与户号登记信息不一致", code="holder_name_mismatch", status=422,
                            details=[{"field": "holder_name", "message": "与登记信息不一致"}])

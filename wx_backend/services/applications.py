@@ -36,7 +36,9 @@ from pymongo.errors import DuplicateKeyError
 from ..db import utcnow
 from ..errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
 from ..security import DataProtector, mask_id, mask_name, mask_phone
+from ..validators import field_error, has_control_characters, is_sms_code, matches
 from .catalog import Catalog
+from .idempotency import Idempotency, KeyReused, fingerprint
 
 log = logging.getLogger(__name__)
 
@@ -66,9 +68,6 @@ CONTRACT_STAGE = "contract_signing"
 SOURCES = ("marketing", "admin", "customer", "system")
 MAX_PER_PAGE = 50
 
-_APP_NO = re.compile(r"^[0-9]{14}$")
-_SMS_CODE = re.compile(r"^[0-9]{6}$")
-_IDEMPOTENCY_KEY = re.compile(r"^[A-Za-z0-9._:-]{8,64}$")
 # numbers that look like a resident ID or a mobile, not part of a longer number
 _ID_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
 _MOBILE_LIKE = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
@@ -134,6 +133,7 @@ class ApplicationService:
         self.sms = sms
         self.outbox = outbox
         self.notifications = notifications
+        self.idempotency = Idempotency(db)
 
     # -- the one place messages leave -------------------------------------------------
     async def _enqueue_webhook(self, event: str, dedupe_key: str, body: dict[str, Any]) -> bool:
@@ -169,17 +169,30 @@ class ApplicationService:
         if not isinstance(code, str) or not code:
             raise ValidationFailed(details=[{"field": "service", "message": "请选择要办理的业务"}])
         service = self.catalog.get(code)  # 404 service_not_found
-        idem = None
-        if idempotency_key is not None:
-            if not _IDEMPOTENCY_KEY.match(idempotency_key):
-                raise ValidationFailed(details=[{"field": "Idempotency-Key",
-                                                 "message": "应为 8 至 64 位字母、数字或 ._:-"}])
-            idem = f"{user['_id']}:{idempotency_key}"
-            earlier = await self.db.applications.find_one({"idempotency_key": idem})
-            if earlier is not None:
-                await self._announce_created(earlier)  # in case the first try died before queuing
-                return {**earlier, "created": False}
+        if idempotency_key is None:
+            return await self._submit(user, body, code, service, None, None)
+        if not matches("idempotency_key", idempotency_key):
+            raise ValidationFailed(details=[field_error("Idempotency-Key", "idempotency_key")])
+        idem = f"{user['_id']}:{idempotency_key}"
+        print_ = fingerprint(body, ignore=("sms_code",))  # a retry may carry a new code
 
+        async def earlier_submission() -> dict[str, Any] | None:
+            doc = await self.db.applications.find_one({"idempotency_key": idem})
+            if doc is not None and doc.get("idempotency_fingerprint", print_) != print_:
+                raise KeyReused()
+            return doc
+
+        earlier = await self.idempotency.claim(idem, print_, earlier_submission)
+        if earlier is not None:
+            await self._announce_created(earlier)  # in case the first try died before queuing
+            return {**earlier, "created": False}
+        try:
+            return await self._submit(user, body, code, service, idem, print_)
+        finally:
+            await self.idempotency.release(idem)
+
+    async def _submit(self, user: dict[str, Any], body: Mapping[str, Any], code: str, service: Any,
+                      idem: str | None, print_: str | None) -> dict[str, Any]:
         errors: list[dict[str, str]] = []
         account = None
         if service.requires_account:
@@ -204,8 +217,8 @@ class ApplicationService:
         for key in sorted(set(body) - {"service", "account_no", "applicant", "form", "attachments", "sms_code"}):
             errors.append({"field": key, "message": "不支持的字段"})
         sms_code = body.get("sms_code")
-        if not isinstance(sms_code, str) or not _SMS_CODE.match(sms_code):
-            errors.append({"field": "sms_code", "message": "请输入 6 位数字验证码"})
+        if not is_sms_code(sms_code):
+            errors.append(field_error("sms_code", "sms_code"))
 
         # attachments: the user's own uploads (404 otherwise), of a type the kind accepts
         files: dict[str, list[dict[str, Any]]] = {}
@@ -226,7 +239,7 @@ class ApplicationService:
 
         applicant = clean["applicant"]
         contact = applicant.get("agent_mobile") if applicant.get("identity") == "agent" else applicant.get("mobile")
-        await self.sms.verify(contact, "apply", sms_code)  # 400 sms_code_*
+        await self.sms.verify(contact, "apply", sms_code, user["_id"])  # 400 sms_code_*
 
         parts, sealed = self.seal(code, clean)
         now = utcnow()
@@ -253,6 +266,8 @@ class ApplicationService:
             raise AppError("今日申请已达上限，请明天再试", code="app_no_exhausted", status=503)
         doc["app_no"] = app_no = f"{day}{seq:06d}"
         doc["idempotency_key"] = idem or f"app:{app_no}"
+        if print_:
+            doc["idempotency_fingerprint"] = print_
         try:
             await self.db.applications.insert_one(doc)
         except DuplicateKeyError:
@@ -325,7 +340,7 @@ class ApplicationService:
 
     async def get_owned(self, user: dict[str, Any], app_no: Any) -> dict[str, Any]:
         """The application document if ``user`` submitted it; 404 ``application_not_found`` otherwise."""
-        if not isinstance(app_no, str) or not _APP_NO.match(app_no):
+        if not matches("app_no", app_no):
             raise ApplicationNotFound()
         doc = await self.db.applications.find_one({"app_no": app_no, "user_id": user["_id"]})
         if doc is None:
@@ -334,7 +349,7 @@ class ApplicationService:
 
     async def get(self, app_no: Any) -> dict[str, Any]:
         """Any application by number (marketing system, admin script, other services)."""
-        if not isinstance(app_no, str) or not _APP_NO.match(app_no):
+        if not matches("app_no", app_no):
             raise ApplicationNotFound()
         doc = await self.db.applications.find_one({"app_no": app_no})
         if doc is None:
@@ -498,9 +513,10 @@ class ApplicationService:
         errors = []
         if not isinstance(to_stage, str) or not to_stage:
             errors.append({"field": "stage", "message": "请指定目标环节"})
-        if not isinstance(operator, str) or not operator.strip() or len(operator) > 50:
+        if not isinstance(operator, str) or not operator.strip() or len(operator) > 50 \
+                or has_control_characters(operator):
             errors.append({"field": "operator", "message": "请填写操作人（50 字以内）"})
-        if not isinstance(note, str) or len(note) > 500:
+        if not isinstance(note, str) or len(note) > 500 or has_control_characters(note, multiline=True):
             errors.append({"field": "note", "message": "备注应为 500 字以内的文字"})
         if source not in SOURCES:
             errors.append({"field": "source", "message": "可选：" + "、".join(SOURCES)})
@@ -643,6 +659,6 @@ def _int_or_none(value: Any) -> int | None:
         return None
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.isdigit() and len(value) < 7:
+    if isinstance(value, str) and matches("integer", value) and not value.startswith("-") and len(value) < 7:
         return int(value)
     return None

@@ -31,9 +31,10 @@ from pymongo.errors import DuplicateKeyError
 
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
-from .accounts import AccountService, is_account_no
+from ..validators import MESSAGES, is_account_no, is_day, is_period, is_year
+from .accounts import AccountService
 from .keys import bill_id, read_bills, read_readings
-from .periods import add_months, is_day, is_period, local_today, period_days, period_of, ratio_round
+from .periods import add_months, local_today, period_days, period_of, ratio_round
 
 log = logging.getLogger(__name__)
 
@@ -330,8 +331,8 @@ class BillService:
         ``HISTORY_MONTHS`` months."""
         await self.accounts.get_owned(user, account_no)
         if year not in (None, ""):
-            if not (isinstance(year, str) and year.isdigit() and len(year) == 4 and is_period(f"{year}-01")):
-                raise ValidationFailed(details=[{"field": "year", "message": "年份应为 4 位数字，如 2026"}])
+            if not is_year(year):
+                raise ValidationFailed(details=[{"field": "year", "message": MESSAGES["year"]}])
             first, last = f"{year}-01", f"{year}-12"
         else:
             first, last = history_window(now or utcnow())

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from ..config import ConfigError
 from ..errors import NotFound
-from ..ids import is_credit_code, is_resident_id
+from ..validators import has_control_characters, is_credit_code, is_mobile, is_resident_id, matches, parse_day
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "catalog"
 COMMON_FILE = "_common.toml"
@@ -34,14 +34,9 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 UPLOAD_TYPES = ("image/jpeg", "image/png", "application/pdf")
 SECTIONS = ("applicant", "form")
 
-_CODE = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
-_MOBILE = re.compile(r"^1[3-9]\d{9}$")
-_BANK_ACCOUNT = re.compile(r"^\d{8,32}$")
-_OBJECT_ID = re.compile(r"^[0-9a-f]{24}$")
-_MONTH = re.compile(r"^(\d{4})-(\d{2})$")
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_INTEGER = re.compile(r"^-?\d{1,12}$")
-_GENERIC_DOCUMENT = re.compile(r"^[0-9A-Za-z()（）-]{5,32}$")
+_CODE = re.compile(r"[a-z][a-z0-9_]{1,39}", re.ASCII)
+_MONTH = re.compile(r"([0-9]{4})-([0-9]{2})", re.ASCII)
+_GENERIC_DOCUMENT = re.compile(r"[0-9A-Za-z()（）-]{5,32}")
 
 
 class CatalogError(ConfigError):
@@ -185,7 +180,7 @@ def _check_field(where: _Where, decl: Any, path: str, section: str, known: dict[
     if not isinstance(decl, dict):
         raise where.fail(path, "must be a table")
     name = _need(where, decl, "name", str, path)
-    if not _CODE.match(name):
+    if not _CODE.fullmatch(name):
         raise where.fail(f"{path}.name", f"{name!r} must be lower_snake_case")
     path = f"{section}.{name}"
     if name in known[section]:
@@ -299,7 +294,7 @@ def _check_attachment(where: _Where, decl: Any, path: str, known: dict[str, dict
     if not isinstance(decl, dict):
         raise where.fail(path, "must be a table")
     kind = _need(where, decl, "kind", str, path)
-    if not _CODE.match(kind):
+    if not _CODE.fullmatch(kind):
         raise where.fail(f"{path}.kind", f"{kind!r} must be lower_snake_case")
     path = f"attachments.{kind}"
     _unknown_keys(where, decl, ATTACHMENT_KEYS, path)
@@ -330,7 +325,7 @@ def _check_stages(where: _Where, stages: Any) -> list[dict[str, Any]]:
         if not isinstance(st, dict):
             raise where.fail(path, "must be a table")
         code = _need(where, st, "code", str, path)
-        if not _CODE.match(code) or code in codes:
+        if not _CODE.fullmatch(code) or code in codes:
             raise where.fail(f"{path}.code", f"{code!r} must be lower_snake_case and unique")
         path = f"stages.{code}"
         _unknown_keys(where, st, STAGE_KEYS, path)
@@ -440,18 +435,20 @@ def _validate_value(service: ServiceType, decl: dict[str, Any], section: str, ra
                  "date", "month"):
         if not isinstance(raw, str):
             return None, f"{label}格式不正确"
-        raw = raw.strip()
     if ftype == "string":
+        raw = raw.strip()  # free text is trimmed; identifiers below must come exact
+        if has_control_characters(raw, multiline=True):
+            return None, f"{label}含有不允许的字符"
         n = len(raw)
         if n < decl.get("min_length", 0):
             return None, f"{label}不能少于{decl['min_length']}个字"
         if n > decl["max_length"]:
             return None, f"{label}不能超过{decl['max_length']}个字"
-        if "pattern" in decl and not re.fullmatch(decl["pattern"], raw):
+        if "pattern" in decl and not re.fullmatch(decl["pattern"], raw, re.ASCII):
             return None, decl.get("pattern_message") or f"{label}格式不正确"
         return raw, None
     if ftype == "integer":
-        if isinstance(raw, bool) or not (isinstance(raw, int) or (isinstance(raw, str) and _INTEGER.match(raw))):
+        if isinstance(raw, bool) or not (isinstance(raw, int) or matches("integer", raw)):
             return None, f"{label}须为整数"
         value, unit = int(raw), decl.get("unit", "")
         if "min" in decl and value < decl["min"]:
@@ -470,11 +467,8 @@ def _validate_value(service: ServiceType, decl: dict[str, Any], section: str, ra
                     return None, f"{label}{word}{rule['label']}（{base}{unit}）{pct}，即{bound}{unit}"
         return value, None
     if ftype == "date":
-        if not _DATE.match(raw):
-            return None, f"{label}须为日期（年-月-日）"
-        try:
-            value = date.fromisoformat(raw)
-        except ValueError:
+        value = parse_day(raw)
+        if value is None:
             return None, f"{label}须为日期（年-月-日）"
         if "min_days" in decl and value < ctx.today + timedelta(days=decl["min_days"]):
             return None, f"{label}不能早于{(ctx.today + timedelta(days=decl['min_days'])).isoformat()}"
@@ -493,7 +487,7 @@ def _validate_value(service: ServiceType, decl: dict[str, Any], section: str, ra
                     return None, f"{label}与{other_label}相隔不能超过{decl['max_gap_days']}天"
         return value.isoformat(), None
     if ftype == "month":
-        m = _MONTH.match(raw)
+        m = _MONTH.fullmatch(raw)
         if not m or not 1 <= int(m.group(2)) <= 12:
             return None, f"{label}须为月份（年-月）"
         year, month = int(m.group(1)), int(m.group(2))
@@ -527,12 +521,12 @@ def _validate_value(service: ServiceType, decl: dict[str, Any], section: str, ra
             return None, f"{label}不是有效的统一社会信用代码"
         return raw.upper(), None
     if ftype == "mobile":
-        if not _MOBILE.match(raw):
+        if not is_mobile(raw):
             return None, f"{label}不是有效的手机号码"
         return raw, None
     if ftype == "bank_account":
         compact = raw.replace(" ", "")
-        if not _BANK_ACCOUNT.match(compact):
+        if not matches("bank_account", compact):
             return None, f"{label}须为8至32位数字"
         return compact, None
     if ftype == "document_no":
@@ -551,11 +545,11 @@ def _validate_value(service: ServiceType, decl: dict[str, Any], section: str, ra
                 return None, f"{label}不是有效的统一社会信用代码"
             return raw, None
         pattern = option.get("pattern") if option else None
-        if not re.fullmatch(pattern or _GENERIC_DOCUMENT.pattern, raw):
+        if not re.fullmatch(pattern or _GENERIC_DOCUMENT.pattern, raw, re.ASCII):
             return None, f"{label}格式不正确"
         return raw, None
     if ftype == "file":
-        if not _OBJECT_ID.match(raw):
+        if not matches("object_id", raw):
             return None, f"{label}文件无效，请重新上传"
         return raw, None
     raise AssertionError(ftype)  # the loader admits only known types
@@ -735,7 +729,7 @@ class Catalog:
                 if att["required"] and applies:
                     ctx.error(path, f"请上传{att['label']}")
                 continue
-            if not isinstance(ids, list) or not all(isinstance(i, str) and _OBJECT_ID.match(i) for i in ids):
+            if not isinstance(ids, list) or not all(matches("object_id", i) for i in ids):
                 ctx.error(path, f"{att['label']}文件无效，请重新上传")
                 continue
             unique = list(dict.fromkeys(ids))
@@ -786,7 +780,7 @@ def _load_common(path: Path) -> dict[str, Any]:
     kinds = _need(where, data, "applicant_kinds", dict, "")
     for table, name in ((flags, "tariff_flags"), (kinds, "applicant_kinds")):
         for k, v in table.items():
-            if not _CODE.match(k) or not isinstance(v, str):
+            if not _CODE.fullmatch(k) or not isinstance(v, str):
                 raise where.fail(f"{name}.{k}", "must be lower_snake_case = \"中文名称\"")
     known: dict[str, dict[str, dict]] = {"applicant": {}, "form": {}}
     fields = [_check_field(where, d, f"applicant[{i}]", "applicant", known)
@@ -808,7 +802,7 @@ def _load_type(path: Path, common: dict[str, Any]) -> ServiceType:
     data = _read_toml(path)
     _unknown_keys(where, data, TYPE_KEYS_TOP, "")
     code = _need(where, data, "code", str, "")
-    if not _CODE.match(code):
+    if not _CODE.fullmatch(code):
         raise where.fail("code", f"{code!r} must be lower_snake_case")
     for key in ("name", "description", "entry"):
         _need(where, data, key, str, "")

@@ -14,7 +14,7 @@ message.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -23,8 +23,10 @@ from pymongo import ASCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
+from .. import validators
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
+from ..validators import clean_text, has_control_characters, parse_datetime
 from .accounts import AccountService
 from .periods import SHANGHAI
 
@@ -49,36 +51,26 @@ MESSAGES = {"published": "outage_notice", "updated": "outage_updated", "cancelle
 
 
 def _parse_time(value: Any) -> datetime | None:
-    """ISO 8601; a time without an offset is Beijing time. Stored UTC."""
-    if not isinstance(value, str) or len(value) > 40:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=SHANGHAI)
-    return parsed.astimezone(UTC).replace(microsecond=0)
+    """ISO 8601 with an offset (``validators.parse_datetime``), stored UTC to the second."""
+    parsed = parse_datetime(value)
+    return parsed.replace(microsecond=0) if parsed else None
 
 
 def _names(value: Any, field: str, errors: list[dict[str, str]]) -> list[str]:
     if value is None:
         return []
     if not isinstance(value, list) or len(value) > MAX_NAMES or not all(
-            isinstance(v, str) and v.strip() and len(v.strip()) <= 50 for v in value):
+            clean_text(v, 50)[0] for v in value):
         errors.append({"field": field, "message": f"应为名称列表（每项 1 至 50 字，最多 {MAX_NAMES} 项）"})
         return []
     return sorted({v.strip() for v in value})
 
 
 def _text(value: Any, field: str, limit: int, errors: list[dict[str, str]]) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        errors.append({"field": field, "message": "必填"})
-        return None
-    if len(value.strip()) > limit:
-        errors.append({"field": field, "message": f"不能超过 {limit} 个字"})
-        return None
-    return value.strip()
+    text, problem = clean_text(value, limit, multiline=True)
+    if problem:
+        errors.append({"field": field, "message": problem})
+    return text
 
 
 def _not_found() -> NotFound:
@@ -122,7 +114,8 @@ class OutageService:
                 errors.append({"field": "regions", "message": "停电范围至少包含一个区域或线路（regions / feeders）"})
             ref = fields.get("ref")
             if ref is not None:
-                if not isinstance(ref, str) or not 1 <= len(ref) <= 64:
+                if not isinstance(ref, str) or not 1 <= len(ref) <= 64 or ref != ref.strip() \
+                        or has_control_characters(ref):
                     errors.append({"field": "ref", "message": "营销系统停电编号应为 1 至 64 个字符"})
                 else:
                     values["ref"] = ref
@@ -138,7 +131,7 @@ class OutageService:
             elif name in ("start", "end"):
                 parsed = _parse_time(value)
                 if parsed is None:
-                    errors.append({"field": name, "message": "应为 ISO 8601 时间，如 2026-11-28T08:00:00+08:00"})
+                    errors.append({"field": name, "message": validators.MESSAGES["datetime"]})
                 else:
                     values[name] = parsed
             else:
@@ -238,8 +231,9 @@ class OutageService:
     async def _match_regions(self, values: dict[str, Any]) -> list[str]:
         regions = set(values["regions"])
         if values["feeders"]:
-            regions.update(r for r in await self.db.accounts.distinct("region", {"feeder": {"$in": values["feeders"]}})
-                           if isinstance(r, str))
+            # not ``distinct``: FerretDB 1.24 refuses the maxTimeMS that WX_DB_TIMEOUT_MS adds to it
+            cursor = self.db.accounts.find({"feeder": {"$in": values["feeders"]}}, {"region": 1, "_id": 0})
+            regions.update([d["region"] async for d in cursor if isinstance(d.get("region"), str)])
         return sorted(regions)
 
     def _affects(self, doc: dict[str, Any]) -> dict[str, Any]:
@@ -291,7 +285,8 @@ class OutageService:
 
     async def for_region(self, region: Any, now: datetime | None = None) -> dict[str, Any]:
         """Public: current and upcoming outages in a region (named, or on one of its feeders)."""
-        if not isinstance(region, str) or not region.strip() or len(region) > 50:
+        if not isinstance(region, str) or not region.strip() or len(region) > 50 or region != region.strip() \
+                or has_control_characters(region):
             raise ValidationFailed(details=[{"field": "region", "message": "请提供区域名称"}])
         docs = await self.db.outages.find(
             {"match_regions": region.strip(), "status": "active", "end": {"$gt": now or utcnow()}},

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import secrets
 import time
 from datetime import UTC, date, datetime, timedelta
@@ -45,7 +44,8 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from ..config import Config
 from ..db import utcnow
-from ..errors import AppError, Conflict, NotFound, ValidationFailed, WeChatUnavailable
+from ..errors import AppError, Conflict, NotFound, TooManyRequests, ValidationFailed, WeChatUnavailable
+from ..validators import field_error, is_account_no, is_amount_fen, is_payment_code, matches
 from ..wechat.pay import (
     PayAPI,
     PayBillNotFound,
@@ -55,9 +55,10 @@ from ..wechat.pay import (
     PayReturnError,
     PaySignatureError,
 )
-from .accounts import AccountService, is_account_no
+from .accounts import AccountService
 from .billing import bill_status, history_window
 from .keys import read_bills
+from .ratelimit import RateLimiter
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,11 @@ INDEXES = {
 
 OPEN = ("created", "pending")
 FINAL = ("credited", "closed", "failed", "reversed")
-AUTH_CODE = re.compile(r"^1[0-5]\d{16}$")
-TERMINAL_TRADE_NO = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 UNIFIEDORDER_TRIES = 3
 REVERSE_TRIES = 10
 NOTIFY_ANSWER_WITHIN = 3.0  # seconds; WeChat gives up on an answer after 5
 BILL_WRITE_TRIES = 50  # re-reads of a bill a concurrent writer changed; then the follow-up resumes
+QUERY_INTERVAL = 2  # seconds between two orderquery calls for one order on behalf of a customer
 BODY = "郏县供电-电费"
 
 # what the cashier's screen says when a payment code fails
@@ -132,7 +132,7 @@ def fen_text(fen: int) -> str:
 def check_amount(value: Any, maximum: int, field: str = "amount_fen") -> list[dict[str, str]]:
     if isinstance(value, bool) or not isinstance(value, int):
         return [{"field": field, "message": "金额应为整数（分）"}]
-    if not 1 <= value <= maximum:
+    if not is_amount_fen(value, maximum):
         return [{"field": field, "message": f"金额应在 0.01 元至 {fen_text(maximum)} 元之间"}]
     return []
 
@@ -145,15 +145,25 @@ class PaymentService:
         self.accounts = accounts
         self.config = config
         self._background: set[asyncio.Future] = set()  # crediting that outlived its notification
+        self.limiter = RateLimiter(db)
         self.outbox = outbox  # app.outbox: enqueue(kind, dedupe_key, payload) -> bool
         self.notifications = notifications  # app.notifications: notify_user(...)
 
     # -- the audit trail ------------------------------------------------------------------------
     async def record_call(self, call: PayCall) -> None:
-        """``PayAPI.on_call`` hook: every call to WeChat Pay, kept with its order."""
+        """``PayAPI.on_call`` hook: every call to WeChat Pay, kept with its order. A payment code
+        is kept as its last 4 digits only (as in ``terminal_trades``): it is a bearer credential
+        for the customer's money until it expires."""
+        record = call.to_dict()
+        code = record["request"].pop("auth_code", None)
+        if isinstance(code, str) and code:
+            record["request"]["auth_code_tail"] = code[-4:]
+            for name in ("response_raw", "error"):
+                if isinstance(record.get(name), str):
+                    record[name] = record[name].replace(code, "…" + code[-4:])
         await self.db.payment_events.insert_one({
             "out_trade_no": call.request.get("out_trade_no"), "kind": "call", "operation": call.operation,
-            "outcome": call.outcome, "at": utcnow(), "call": call.to_dict(),
+            "outcome": call.outcome, "at": utcnow(), "call": record,
         })
 
     async def _record_notification(self, out_trade_no: str | None, fields: dict[str, str], outcome: str) -> None:
@@ -168,7 +178,7 @@ class PaymentService:
         """A mini-program payment: ``{"out_trade_no", "pay_params"}`` for ``wx.requestPayment``."""
         errors = check_amount(amount_fen, self.config.pay_max_fen)
         if not is_account_no(account_no):
-            errors.insert(0, {"field": "account_no", "message": "户号应为 10 位数字"})
+            errors.insert(0, field_error("account_no", "account_no"))
         if errors:
             raise ValidationFailed(details=errors)
         await self.accounts.get_owned(user, account_no)
@@ -224,14 +234,28 @@ class PaymentService:
         order = await self.db.payments.find_one({"out_trade_no": out_trade_no, "user_id": user["_id"]})
         if order is None:
             raise NotFound("未找到该交费订单", code="payment_not_found")
-        if order["status"] in OPEN:
+        expired = order["status"] in OPEN and order.get("expires_at") is not None \
+            and order["expires_at"] <= utcnow()
+        if order["status"] in OPEN and (expired or await self._may_query(out_trade_no)):
             await self.resolve(order, query_now=True)
             order = await self.db.payments.find_one({"out_trade_no": out_trade_no})
         return self.public(order)
 
+    async def _may_query(self, out_trade_no: str) -> bool:
+        """At most one look at WeChat per order every ``QUERY_INTERVAL`` seconds on behalf of a
+        customer, however often the page is refreshed (shared by every process)."""
+        try:
+            await self.limiter.take(f"orderquery:{out_trade_no}", period="any", limit=10**9,
+                                    min_interval=QUERY_INTERVAL)
+        except TooManyRequests:
+            return False
+        return True
+
     async def list_for_user(self, user: dict[str, Any], account_no: str | None = None) -> list[dict[str, Any]]:
         query: dict[str, Any] = {"user_id": user["_id"]}
-        if account_no:
+        if account_no is not None:
+            if not is_account_no(account_no):
+                raise ValidationFailed(details=[field_error("account_no", "account_no")])
             query["account_no"] = account_no
         docs = await self.db.payments.find(query).sort("created_at", DESCENDING).limit(100).to_list(None)
         return [self.public(d) for d in docs]
@@ -315,12 +339,12 @@ class PaymentService:
         auth_code, trade_no = body.get("auth_code"), body.get("terminal_trade_no")
         errors = []
         if not is_account_no(account_no):
-            errors.append({"field": "account_no", "message": "户号应为 10 位数字"})
+            errors.append(field_error("account_no", "account_no"))
         errors += check_amount(amount_fen, self.config.pay_max_fen)
-        if not isinstance(auth_code, str) or not AUTH_CODE.match(auth_code):
-            errors.append({"field": "auth_code", "message": "付款码应为 10 至 15 开头的 18 位数字"})
-        if trade_no is not None and (not isinstance(trade_no, str) or not TERMINAL_TRADE_NO.match(trade_no)):
-            errors.append({"field": "terminal_trade_no", "message": "1 至 32 位字母、数字、_ 或 -"})
+        if not is_payment_code(auth_code):
+            errors.append(field_error("auth_code", "payment_code"))
+        if trade_no is not None and not matches("out_trade_no", trade_no):
+            errors.append(field_error("terminal_trade_no", "out_trade_no"))
         if errors:
             raise ValidationFailed(details=errors)
         if await self.db.accounts.find_one({"_id": account_no}, {"_id": 1}) is None:
@@ -727,8 +751,8 @@ class PaymentService:
            ``refunded_fen += amount`` with its marker; the refund becomes ``done``.
         """
         errors = check_amount(amount_fen, 10**12)
-        if not isinstance(refund_no, str) or not re.match(r"^[A-Za-z0-9_-]{1,64}$", refund_no):
-            errors.append({"field": "refund_no", "message": "1 至 64 位字母、数字、_ 或 -"})
+        if not matches("refund_no", refund_no):
+            errors.append(field_error("refund_no", "refund_no"))
         if errors:
             raise ValidationFailed(details=errors)
         order = await self.db.payments.find_one({"out_trade_no": out_trade_no})

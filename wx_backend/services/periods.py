@@ -1,36 +1,14 @@
-"""Billing periods (``YYYY-MM``), days (``YYYY-MM-DD``) and the local calendar (Asia/Shanghai)."""
+"""Arithmetic on billing periods (``YYYY-MM``) and days, and the local calendar (Asia/Shanghai).
+
+Only for values already checked by ``wx_backend.validators`` (``is_period``, ``is_day``)."""
 
 from __future__ import annotations
 
 import calendar
-import re
 from datetime import date, datetime
-from typing import Any
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
-_PERIOD = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
-_DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-MIN_YEAR, MAX_YEAR = 2000, 2099
-
-
-def is_period(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    m = _PERIOD.match(value)
-    return bool(m) and MIN_YEAR <= int(m.group(1)) <= MAX_YEAR
-
-
-def is_day(value: Any) -> bool:
-    if not isinstance(value, str) or not _DAY.match(value):
-        return False
-    try:
-        day = date.fromisoformat(value)
-    except ValueError:
-        return False
-    return MIN_YEAR <= day.year <= MAX_YEAR
-
-
 def add_months(period: str, months: int) -> str:
     year, month = int(period[:4]), int(period[5:7])
     index = year * 12 + month - 1 + months

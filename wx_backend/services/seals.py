@@ -28,8 +28,9 @@ from ..db import files, utcnow
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
 from ..pdfjobs import DocumentPool
 from ..security import DataProtector, mask_phone
+from ..validators import field_error, has_control_characters, is_mobile
 from .sealauthority import AuthorityStore
-from .sms import SmsService, is_mobile
+from .sms import SmsService
 from .uploads import UploadService
 
 INDEXES = {
@@ -41,7 +42,7 @@ SIGNING_CLAIM_TTL = timedelta(minutes=2)  # a contract signing's claim (services
 KINDS = ("generated", "uploaded")
 STATUS_LABELS = {"active": "有效", "revoked": "已注销"}
 SEAL_TITLE = "合同专用章"
-_NAME_RE = re.compile(r"^[^\x00-\x1f<>]{2,40}$")
+_NAME_RE = re.compile(r"[^\x00-\x1f<>]{2,40}")
 
 
 class SealNotFound(NotFound):
@@ -90,7 +91,7 @@ class SealService:
             image = await self._uploaded_image(user, fields["file_id"])
         else:
             image = await self.pool.run(pdfjobs.seal_image_generated, fields["org_name"], fields["credit_code"])
-        await self.sms.verify(fields["mobile"], "seal", body.get("sms_code"))
+        await self.sms.verify(fields["mobile"], "seal", body.get("sms_code"), user["_id"])
         authority = await self.authority.get()
         issued = authority.root.issue(fields["org_name"], fields["credit_code"], legal_rep=fields["legal_rep"])
         seal_id = ObjectId()
@@ -134,7 +135,7 @@ class SealService:
         out["kind"] = kind
         name = body.get("org_name")
         name = " ".join(name.split()) if isinstance(name, str) else ""
-        if not _NAME_RE.match(name):
+        if not _NAME_RE.fullmatch(name) or has_control_characters(name):
             errors.append({"field": "org_name", "message": "请填写单位名称（2 至 40 个字）"})
         out["org_name"] = name
         code = body.get("credit_code")
@@ -144,7 +145,7 @@ class SealService:
             errors.append({"field": "credit_code", "message": str(exc)})
         rep = body.get("legal_rep")
         rep = " ".join(rep.split()) if isinstance(rep, str) else ""
-        if not 2 <= len(rep) <= 20:
+        if not 2 <= len(rep) <= 20 or has_control_characters(rep):
             errors.append({"field": "legal_rep", "message": "请填写法定代表人姓名（2 至 20 个字）"})
         out["legal_rep"] = rep
         if kind == "uploaded":
@@ -154,7 +155,7 @@ class SealService:
         elif kind == "generated" and body.get("file_id"):
             errors.append({"field": "file_id", "message": "系统生成印章时不要上传印章图片"})
         if not is_mobile(body.get("mobile")):
-            errors.append({"field": "mobile", "message": "请输入 11 位手机号码"})
+            errors.append(field_error("mobile", "mobile"))
         out["mobile"] = body.get("mobile")
         if not isinstance(body.get("sms_code"), str) or not body["sms_code"]:
             errors.append({"field": "sms_code", "message": "请输入短信验证码"})
@@ -217,13 +218,13 @@ class SealService:
             raise AppError("该印章已注销", code="seal_already_revoked", status=409)
         mobile = body.get("mobile")
         if not is_mobile(mobile):
-            raise ValidationFailed(details=[{"field": "mobile", "message": "请输入 11 位手机号码"}])
+            raise ValidationFailed(details=[field_error("mobile", "mobile")])
         if self.protector.lookup_hash(mobile, "phone") != doc["mobile_hash"]:
             raise ValidationFailed("请使用申请该印章时的手机号接收验证码", code="mobile_mismatch",
                                    details=[{"field": "mobile", "message": "与申请印章时的手机号不一致"}])
         if doc.get("signing") and not all([await self._abandon_signing(no) for no in doc["signing"]]):
             raise _seal_in_use()  # before the code is spent
-        await self.sms.verify(mobile, "seal", body.get("sms_code"))
+        await self.sms.verify(mobile, "seal", body.get("sms_code"), user["_id"])
         for _ in range(3):
             # not while a contract is being sealed with it (``hold_for_signing``)
             updated = await self.db.seals.find_one_and_update(

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hmac
 import logging
-import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -32,6 +31,7 @@ from pymongo.errors import DuplicateKeyError
 from ..db import utcnow
 from ..errors import Unauthorized
 from ..security import request_signature
+from ..validators import matches
 
 log = logging.getLogger(__name__)
 
@@ -42,9 +42,6 @@ INDEXES = {
     ],
 }
 
-_TIMESTAMP = re.compile(r"^[0-9]{1,12}$")
-_NONCE = re.compile(r"^[A-Za-z0-9._~-]{8,64}$")
-_SIGNATURE = re.compile(r"^[0-9a-f]{64}$")
 
 
 class SignatureRejected(Unauthorized):
@@ -83,9 +80,9 @@ class RequestVerifier:
         signature = headers.get("X-Signature") or ""
         if not (timestamp and nonce and signature):
             raise _reject("signature_missing", "请求缺少签名（X-Timestamp、X-Nonce、X-Signature）")
-        if not _TIMESTAMP.match(timestamp):
+        if not matches("timestamp", timestamp):
             raise _reject("signature_invalid", "X-Timestamp 必须是 Unix 秒数")
-        if not _NONCE.match(nonce):
+        if not matches("nonce", nonce):
             raise _reject("signature_invalid", "X-Nonce 必须是 8 至 64 位字母、数字或 ._~-")
         now = time.time()
         if abs(now - int(timestamp)) > self.window:
@@ -93,7 +90,7 @@ class RequestVerifier:
         expected = request_signature(secret, method, path, timestamp, nonce, body)
         # compare bytes: compare_digest refuses non-ASCII str, and a forged header may contain any
         given = signature.encode("utf-8", "replace")
-        if not (_SIGNATURE.match(signature) and hmac.compare_digest(expected.encode(), given)):
+        if not (matches("signature", signature) and hmac.compare_digest(expected.encode(), given)):
             raise _reject("signature_invalid", "请求签名无效")
         await self._claim_nonce(scope, nonce)
         await self._cleanup(now)

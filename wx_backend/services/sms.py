@@ -6,8 +6,13 @@ not hash alike), and the mobile number is stored as a lookup hash plus AES-GCM c
 never in clear. The newest code of a mobile and purpose is the one that counts: asking for a
 new code retires the previous one.
 
-Sending is limited per mobile (1 a minute, 10 a local day) and per user (20 an hour, across
-all mobiles, so the binding flow cannot be used to probe account numbers quickly).
+Sending is limited so that strangers can neither flood a phone nor use up its owner's codes
+(docs/accounts.md): each user has an allowance of their own per mobile (1 a minute, 5 a local
+day), so one user's requests never count against another's; codes a user has sent to mobiles
+that are not their own (not proven by a code of theirs before) count against that user (20 a
+day); and every user has 20 an hour across all mobiles, so the binding flow cannot be used to
+probe account numbers quickly. A mobile becomes a user's own when the user proves a code sent
+to it (``sms_owners``).
 
 The text goes out through an ``SmsProvider`` chosen by ``WX_SMS_PROVIDER``; see
 ``docs/accounts.md`` for adding a real one. Neither the code nor the full number is logged.
@@ -18,7 +23,6 @@ from __future__ import annotations
 import hmac
 import json
 import logging
-import re
 import secrets
 from datetime import timedelta
 from typing import Any
@@ -32,6 +36,7 @@ from ..config import Config, ConfigError
 from ..db import utcnow
 from ..errors import AppError, Unavailable, ValidationFailed
 from ..security import DataProtector, mask_phone
+from ..validators import MESSAGES, check, field_error, is_mobile, is_sms_code
 from .ratelimit import RateLimiter, local_day, local_hour
 
 log = logging.getLogger(__name__)
@@ -52,23 +57,11 @@ PURPOSES = {
 CODE_TTL = 300
 MAX_TRIES = 5
 MOBILE_INTERVAL = 60
-MOBILE_DAILY = 10
+MOBILE_DAILY = 5  # per mobile and requesting user
+OTHERS_DAILY = 20  # per user: codes to mobiles not proven to be the user's own
 USER_HOURLY = 20
 SIGNATURE = "【郏县供电】"
 
-_MOBILE = re.compile(r"^1[3-9][0-9]{9}$")
-_CODE = re.compile(r"^[0-9]{6}$")
-
-
-def is_mobile(value: Any) -> bool:
-    return isinstance(value, str) and bool(_MOBILE.match(value))
-
-
-def check_mobile(value: Any, field: str = "mobile") -> str:
-    """A mainland mobile number (11 digits, 1[3-9]...), or ``ValidationFailed`` naming ``field``."""
-    if not is_mobile(value):
-        raise ValidationFailed(details=[{"field": field, "message": "请输入 11 位手机号码"}])
-    return value
 
 
 def check_purpose(value: Any) -> str:
@@ -196,27 +189,31 @@ class SmsService:
         """``POST /sms-codes`` for a number the user typed: ``{"sent_to", "expires_in"}``."""
         errors = []
         if not is_mobile(mobile):
-            errors.append({"field": "mobile", "message": "请输入 11 位手机号码"})
+            errors.append(field_error("mobile", "mobile"))
         if not isinstance(purpose, str) or purpose not in PURPOSES:  # a JSON object is unhashable
             errors.append({"field": "purpose", "message": "验证码用途无效，可选：" + "、".join(PURPOSES)})
         if errors:
             raise ValidationFailed(details=errors)
         await self.charge_user(user["_id"])
-        await self.send_code(mobile, purpose)
+        await self.send_code(mobile, purpose, user["_id"])
         return {"sent_to": mask_phone(mobile), "expires_in": CODE_TTL}
 
-    async def send_code(self, mobile: str, purpose: str) -> None:
-        """Issue a new code for ``mobile`` and ``purpose`` and text it (429 when over the limits).
+    async def send_code(self, mobile: str, purpose: str, requester: ObjectId) -> None:
+        """Issue a new code for ``mobile`` and ``purpose`` at the request of the user ``requester``
+        and text it (429 when over the limits).
 
         The previous code of the same mobile and purpose stops counting.
         """
-        check_mobile(mobile)
+        check("mobile", mobile)
         check_purpose(purpose)
         mobile_hash = self._mobile_hash(mobile)
         now = utcnow()
-        await self.limiter.take(f"sms:mobile:{mobile_hash}", period=local_day(now), limit=MOBILE_DAILY,
-                                min_interval=MOBILE_INTERVAL, now=now,
+        await self.limiter.take(f"sms:mobile:{mobile_hash}:{requester}", period=local_day(now),
+                                limit=MOBILE_DAILY, min_interval=MOBILE_INTERVAL, now=now,
                                 message="该手机号今日接收验证码次数已达上限，请明天再试")
+        if await self.db.sms_owners.find_one({"_id": f"{requester}:{mobile_hash}"}, {"_id": 1}) is None:
+            await self.limiter.take(f"sms:others:{requester}", period=local_day(now), limit=OTHERS_DAILY,
+                                    now=now, message="今日向他人手机号发送验证码的次数已达上限，请明天再试")
         await self.db.sms_codes.delete_many({"mobile_hash": mobile_hash, "expires_at": {"$lt": now}})
         code = f"{secrets.randbelow(10**6):06d}"
         record_id = ObjectId()
@@ -239,16 +236,17 @@ class SmsService:
             raise
         log.info("sms code sent to %s for %s", mask_phone(mobile), purpose)
 
-    async def verify(self, mobile: str, purpose: str, code: str) -> None:
-        """Prove the code the user typed; it is consumed on success.
+    async def verify(self, mobile: str, purpose: str, code: str, user_id: ObjectId | None = None) -> None:
+        """Prove the code the user typed; it is consumed on success, and the mobile becomes the
+        user's own (``user_id``) for the sending limits.
 
         Raises ``SmsCodeError`` with ``sms_code_invalid`` (wrong, none issued, or already
         used), ``sms_code_expired`` or ``sms_code_exhausted`` (5 wrong tries).
         """
-        check_mobile(mobile)
+        check("mobile", mobile)
         check_purpose(purpose)
-        if not isinstance(code, str) or not _CODE.match(code):
-            raise SmsCodeError("请输入 6 位数字验证码", code="sms_code_invalid")
+        if not is_sms_code(code):
+            raise SmsCodeError(MESSAGES["sms_code"], code="sms_code_invalid")
         now = utcnow()
         latest = await self.db.sms_codes.find_one(
             {"mobile_hash": self._mobile_hash(mobile), "purpose": purpose},
@@ -280,3 +278,6 @@ class SmsService:
         )
         if not used.modified_count:
             raise _invalid()  # the same code was just used by a concurrent request
+        if user_id is not None:
+            await self.db.sms_owners.update_one({"_id": f"{user_id}:{record['mobile_hash']}"},
+                                                {"$set": {"at": now}}, upsert=True)

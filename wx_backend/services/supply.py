@@ -37,7 +37,8 @@ from pymongo.errors import DuplicateKeyError
 from ..config import Config
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
-from .accounts import AccountService, is_account_no
+from ..validators import is_account_no
+from .accounts import AccountService
 from .notifications import Notifications
 from .outbox import Outbox
 

@@ -8,7 +8,6 @@ in the scope ``terminal:<id>``, so terminals cannot replay each other's requests
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Mapping
 from typing import Any
@@ -20,11 +19,11 @@ from pymongo.errors import DuplicateKeyError
 from ..db import utcnow
 from ..errors import Forbidden, NotFound, ValidationFailed
 from ..security import DataProtector
+from ..validators import matches
 from .signing import RequestVerifier, SignatureRejected
 
 INDEXES = {"terminals": [IndexModel([("terminal_id", 1)], unique=True)]}
 
-_TERMINAL_ID = re.compile(r"^[A-Za-z0-9_-]{2,32}$")
 SECRET_FIELD = "terminal_secret"  # noqa: S105 (the field name bound to the ciphertext)
 
 
@@ -39,7 +38,7 @@ class TerminalService:
         if not isinstance(name, str) or not name.strip():
             raise ValidationFailed(details=[{"field": "name", "message": "请填写终端名称（如营业厅与位置）"}])
         terminal_id = terminal_id or "T" + secrets.token_hex(4).upper()
-        if not _TERMINAL_ID.match(terminal_id):
+        if not matches("terminal_id", terminal_id):
             raise ValidationFailed(details=[{"field": "terminal_id", "message": "2 至 32 位字母、数字、_ 或 -"}])
         secret = secrets.token_urlsafe(32)
         try:
@@ -67,7 +66,7 @@ class TerminalService:
         """The terminal that signed this request, or 401 (unknown, bad signature, replay) / 403 (disabled)."""
         terminal_id = headers.get("X-Terminal-Id") or ""
         terminal = None
-        if _TERMINAL_ID.match(terminal_id):
+        if matches("terminal_id", terminal_id):
             terminal = await self.db.terminals.find_one({"terminal_id": terminal_id})
         if terminal is None:
             raise SignatureRejected("未登记的终端（X-Terminal-Id）", code="terminal_unknown")

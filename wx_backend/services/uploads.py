@@ -25,6 +25,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from ..db import files, utcnow
 from ..errors import AppError, NotFound, ValidationFailed
+from ..validators import matches
 from .catalog import Catalog
 
 INDEXES = {
@@ -36,7 +37,6 @@ INDEXES = {
 MAX_IMAGE_PIXELS = 50_000_000
 PURPOSE = "upload"
 
-_KIND = re.compile(r"^[a-z][a-z0-9_]{1,39}$")
 
 
 class PayloadTooLarge(AppError):
@@ -134,7 +134,7 @@ class UploadService:
         (422, an unknown attachment ``kind``).
         """
         if kind is not None and kind != "":
-            if not isinstance(kind, str) or not _KIND.match(kind) or kind not in self.catalog.attachment_kinds():
+            if not matches("code_name", kind) or kind not in self.catalog.attachment_kinds():
                 raise ValidationFailed(details=[{"field": "kind", "message": "不支持的附件类型"}])
         else:
             kind = None

@@ -22,13 +22,12 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from ..db import utcnow
 from ..errors import NotFound, ValidationFailed
-from .accounts import AccountService, is_account_no
+from ..validators import is_account_no, is_day, is_period
+from .accounts import AccountService
 from .billing import MAX_KWH, TOU_PERIODS
 from .keys import read_bills, read_readings, reading_id
 from .periods import (
     add_months,
-    is_day,
-    is_period,
     local_today,
     months_between,
     period_days,

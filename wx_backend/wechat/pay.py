@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 SIGN_TYPES = ("MD5", "HMAC-SHA256")
+NOTIFY_MAX_BODY = 64 * 1024  # a notification or an answer of WeChat Pay is about 1 KB
 
 
 class PayReturnError(AppError):
@@ -147,7 +148,10 @@ def check_sign(fields: dict[str, str], key: str, sign_type: str) -> bool:
 
 
 def parse_pay_xml(raw: bytes | str) -> dict[str, str]:
-    """A flat ``<xml>`` document as a dict. DTDs and entities are refused (``ValueError``)."""
+    """A flat ``<xml>`` document as a dict. DTDs, entities and bodies over ``NOTIFY_MAX_BODY``
+    are refused (``ValueError``) before any parsing."""
+    if len(raw) > NOTIFY_MAX_BODY:
+        raise ValueError("not WeChat Pay XML: too large")
     try:
         root = SafeET.fromstring(raw, forbid_dtd=True)
     except (SafeET.ParseError, DefusedXmlException, UnicodeError) as exc:
