@@ -31,7 +31,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
 from ..security import mask_name
-from ..validators import is_meter_no
+from ..validators import clean_text, field_error, is_meter_no
 from .accounts import AccountService
 from .phones import PhoneService
 from .ratelimit import RateLimiter, local_day, local_hour
@@ -102,26 +102,27 @@ class AccountFinder:
     async def search(self, user: dict[str, Any], region: Any, query: Any) -> dict[str, Any]:
         """模糊查询: at most 5 accounts of ``region`` whose holder name or address contains ``query``."""
         errors = []
-        if not isinstance(region, str) or not region.strip() or len(region) > 50:
+        region, problem = clean_text(region, 50)
+        if problem:
             errors.append({"field": "region", "message": "请选择所在地区"})
-        if not isinstance(query, str) or not MIN_QUERY <= len(query.strip()) <= MAX_QUERY:
+        query, problem = clean_text(query, MAX_QUERY)
+        if problem or len(query) < MIN_QUERY:
             errors.append({"field": "q", "message": f"请输入户主姓名或用电地址中的 {MIN_QUERY} 至 {MAX_QUERY} 个字"})
         if errors:
             raise ValidationFailed(details=errors)
         await self._charge(user, "search", SEARCH_HOURLY, SEARCH_DAILY)
-        fragment = {"$regex": _literal(query.strip())}
+        fragment = {"$regex": _literal(query)}
         found = await self.db.accounts.find(
-            {"region": region.strip(), "$or": [{"holder_name": fragment}, {"address": fragment}]}, _PROJECTION,
+            {"region": region, "$or": [{"holder_name": fragment}, {"address": fragment}]}, _PROJECTION,
         ).sort("account_no", 1).limit(MAX_RESULTS + 1).to_list(None)
         return {"candidates": await self._candidates(user, found[:MAX_RESULTS], "search"),
                 "more": len(found) > MAX_RESULTS}
 
     async def by_meter(self, user: dict[str, Any], meter_no: Any) -> dict[str, Any]:
         """The account of a scanned meter barcode."""
-        meter_no = meter_no.strip().upper() if isinstance(meter_no, str) else meter_no
+        meter_no = meter_no.upper() if isinstance(meter_no, str) else meter_no  # a typed number may be lower case
         if not is_meter_no(meter_no):
-            raise ValidationFailed(details=[{"field": "meter_no",
-                                             "message": "电能表资产编号应为 6 至 32 位数字或字母"}])
+            raise ValidationFailed(details=[field_error("meter_no", "meter_no")])
         await self._charge(user, "meter", METER_HOURLY, METER_DAILY)
         found = await self.db.accounts.find({"meter_no": meter_no}, _PROJECTION).limit(2).to_list(None)
         if len(found) != 1:  # none, or (a data error) several: the customer types the number instead

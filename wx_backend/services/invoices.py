@@ -22,7 +22,7 @@ import hashlib
 import json
 import re
 from collections.abc import AsyncIterator
-from datetime import date, timedelta
+from datetime import timedelta
 from typing import Any
 
 from bson import ObjectId
@@ -34,8 +34,8 @@ from pymongo.errors import DuplicateKeyError
 
 from ..db import files, utcnow
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
-from ..ids import is_credit_code
 from ..security import DataProtector
+from ..validators import MESSAGES, clean_text, is_credit_code, parse_day
 from .notifications import SHANGHAI, Notifications
 from .outbox import Outbox
 from .uploads import UnsupportedFileType, _check_pdf
@@ -48,16 +48,17 @@ INDEXES = {
 
 MAX_TITLES = 20
 PURPOSE = "invoice"
-_EMAIL = re.compile(r"^[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+$")
-_PHONE = re.compile(r"^[0-9+() -]{5,30}$")
-_BANK_ACCOUNT = re.compile(r"^[0-9 -]{5,40}$")
-_INVOICE_NO = re.compile(r"^[0-9A-Za-z]{8,32}$")
+# whole values in ASCII (fullmatch, re.ASCII), as every identifier in wx_backend/validators.py
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]+(\.[A-Za-z0-9-]+)+", re.ASCII)
+_PHONE = re.compile(r"[0-9+() -]{5,30}", re.ASCII)
+_BANK_ACCOUNT = re.compile(r"[0-9 -]{5,40}", re.ASCII)
+_INVOICE_NO = re.compile(r"[0-9A-Za-z]{8,32}", re.ASCII)
 TITLE_TEXT = {"name": 100, "address": 200, "bank": 100}
 STATUS_LABELS = {"requested": "开具中", "issued": "已开具", "refused": "未开具"}
 
 
 def is_email(value: Any) -> bool:
-    return isinstance(value, str) and len(value) <= 254 and bool(_EMAIL.match(value))
+    return isinstance(value, str) and len(value) <= 254 and _EMAIL.fullmatch(value) is not None
 
 
 def _title_not_found() -> NotFound:
@@ -88,18 +89,17 @@ def validate_title(body: Any) -> dict[str, Any]:
         value = body.get(name)
         if value is None and name != "name":
             continue
-        if not isinstance(value, str) or not value.strip():
-            bad(name, "必填" if name == "name" else "不能为空")
-        elif len(value.strip()) > limit:
-            bad(name, f"不能超过 {limit} 个字")
+        text, problem = clean_text(value, limit)
+        if problem:
+            bad(name, problem if name == "name" or problem != "必填" else "不能为空")
         else:
-            values[name] = value.strip()
+            values[name] = text
     tax_no = body.get("tax_no")
     if kind == "company":
-        if not isinstance(tax_no, str) or not is_credit_code(tax_no.strip()):
+        if not is_credit_code(tax_no):
             bad("tax_no", "纳税人识别号应为 18 位统一社会信用代码，请核对")
         else:
-            values["tax_no"] = tax_no.strip().upper()
+            values["tax_no"] = tax_no.upper()
     elif tax_no is not None:
         bad("tax_no", "个人抬头无需填写税号")
     if kind == "personal":
@@ -110,10 +110,10 @@ def validate_title(body: Any) -> dict[str, Any]:
                                    ("bank_account", _BANK_ACCOUNT, "银行账号应为 5 至 40 位数字")):
         value = body.get(name)
         if value is not None and kind == "company":
-            if not isinstance(value, str) or not pattern.match(value.strip()):
+            if not isinstance(value, str) or pattern.fullmatch(value) is None:
                 bad(name, message)
             else:
-                values[name] = value.strip()
+                values[name] = value
     email = body.get("email")
     if email is not None:
         if not is_email(email):
@@ -257,17 +257,14 @@ class InvoiceService:
         values: dict[str, Any] = {}
         pdf = b""
         if status == "issued":
-            if not isinstance(body.get("invoice_no"), str) or not _INVOICE_NO.match(body["invoice_no"]):
+            if not isinstance(body.get("invoice_no"), str) or _INVOICE_NO.fullmatch(body["invoice_no"]) is None:
                 errors.append({"field": "invoice_no", "message": "发票号码应为 8 至 32 位字母或数字"})
             amount = body.get("amount_fen")
             if isinstance(amount, bool) or not isinstance(amount, int) or amount < 1:
                 errors.append({"field": "amount_fen", "message": "应为正整数（分）"})
-            try:
-                issued_on = date.fromisoformat(body.get("issued_on") if isinstance(body.get("issued_on"), str)
-                                               and len(body["issued_on"]) == 10 else "")
-            except ValueError:
-                issued_on = None
-                errors.append({"field": "issued_on", "message": "应为日期 YYYY-MM-DD"})
+            issued_on = parse_day(body.get("issued_on"))
+            if issued_on is None:
+                errors.append({"field": "issued_on", "message": MESSAGES["day"]})
             raw = body.get("pdf_base64")
             try:
                 pdf = base64.b64decode(raw, validate=True) if isinstance(raw, str) else b""
@@ -286,11 +283,11 @@ class InvoiceService:
                 values = {"invoice_no": body["invoice_no"], "issued_amount_fen": amount,
                           "issued_on": issued_on.isoformat(), "pdf_sha256": hashlib.sha256(pdf).hexdigest()}
         elif status == "refused":
-            reason = body.get("reason")
-            if not isinstance(reason, str) or not reason.strip() or len(reason) > 100:
+            reason, problem = clean_text(body.get("reason"), 100)
+            if problem:
                 errors.append({"field": "reason", "message": "请说明拒绝开具的原因（1 至 100 字）"})
             else:
-                values = {"refusal": reason.strip()}
+                values = {"refusal": reason}
         if errors:
             raise ValidationFailed(details=errors)
         held = await self.db.invoices.find_one({"_id": invoice_id}) if isinstance(invoice_id, str) else None

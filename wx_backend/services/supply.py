@@ -26,7 +26,7 @@ takes), so concurrent requests cannot undo each other's state.
 from __future__ import annotations
 
 import logging
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -37,7 +37,7 @@ from pymongo.errors import DuplicateKeyError
 from ..config import Config
 from ..db import utcnow
 from ..errors import Conflict, NotFound, ValidationFailed
-from ..validators import is_account_no
+from ..validators import MESSAGES, clean_text, is_account_no, parse_datetime, parse_day
 from .accounts import AccountService
 from .notifications import Notifications
 from .outbox import Outbox
@@ -62,16 +62,9 @@ INDEXES = {
 
 
 def parse_time(value: Any) -> datetime | None:
-    """ISO 8601; a time without an offset is Beijing time. Stored UTC, to the second."""
-    if not isinstance(value, str) or len(value) > 40:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=SHANGHAI)
-    return parsed.astimezone(UTC).replace(microsecond=0)
+    """ISO 8601 with an offset (validators.parse_datetime), stored UTC to the second."""
+    parsed = parse_datetime(value)
+    return parsed.replace(microsecond=0) if parsed else None
 
 
 def beijing(value: datetime | None, fmt: str = "%Y-%m-%d %H:%M") -> str | None:
@@ -180,13 +173,10 @@ class SupplyService:
             daily = _fen(body["daily_fen"], "daily_fen", errors, minimum=0)
         as_of = parse_time(body.get("as_of"))
         if as_of is None:
-            errors.append({"field": "as_of", "message": "应为 ISO 8601 时间"})
+            errors.append({"field": "as_of", "message": MESSAGES["datetime"]})
         cutoff_date = body.get("cutoff_date")
-        if cutoff_date is not None:
-            try:
-                date.fromisoformat(cutoff_date if isinstance(cutoff_date, str) and len(cutoff_date) == 10 else "")
-            except ValueError:
-                errors.append({"field": "cutoff_date", "message": "应为日期 YYYY-MM-DD"})
+        if cutoff_date is not None and parse_day(cutoff_date) is None:
+            errors.append({"field": "cutoff_date", "message": MESSAGES["day"]})
         if errors:
             raise ValidationFailed(details=errors)
         account = await self._account(account_no)
@@ -245,20 +235,22 @@ class SupplyService:
             errors.append({"field": "kind", "message": "应为 " + " / ".join(EVENT_KINDS)})
         at = parse_time(body.get("at"))
         if at is None:
-            errors.append({"field": "at", "message": "应为 ISO 8601 时间"})
+            errors.append({"field": "at", "message": MESSAGES["datetime"]})
         cutoff_at = None
         if body.get("cutoff_at") is not None:
             cutoff_at = parse_time(body["cutoff_at"])
             if cutoff_at is None or kind != "cutoff_warning":
                 errors.append({"field": "cutoff_at", "message": "停电预警的预计停电时间，ISO 8601"})
         reason = body.get("reason")
-        if reason is not None and (not isinstance(reason, str) or not reason.strip() or len(reason) > 100):
-            errors.append({"field": "reason", "message": "1 至 100 个字"})
+        if reason is not None:
+            reason, problem = clean_text(reason, 100)
+            if problem:
+                errors.append({"field": "reason", "message": problem})
         if errors:
             raise ValidationFailed(details=errors)
         await self._account(account_no)
         event = {"_id": f"{account_no}:{kind}:{at.isoformat()}", "account_no": account_no, "kind": kind,
-                 "at": at, "reason": reason.strip() if reason else None, "cutoff_at": cutoff_at,
+                 "at": at, "reason": reason, "cutoff_at": cutoff_at,
                  "received_at": utcnow()}
         try:
             await self.db.supply_events.insert_one(event)
