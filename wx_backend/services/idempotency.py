@@ -58,9 +58,15 @@ class Idempotency:
             now = utcnow()
             try:
                 await self.coll.insert_one({"_id": key, "fingerprint": print_, "at": now})
-                return None
             except DuplicateKeyError:
                 pass
+            else:
+                # the previous holder may have finished (result stored, claim released) between
+                # the look above and this claim: its result wins
+                done = await find_done()
+                if done is not None:
+                    await self.release(key)
+                return done
             held = await self.coll.find_one({"_id": key})
             if held is None:
                 continue  # released meanwhile: look for its result, or claim it
