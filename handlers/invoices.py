@@ -3,6 +3,7 @@ their PDF and e-mail; the marketing system's issued invoice or refusal."""
 
 from __future__ import annotations
 
+from wx_backend.bodies import LARGE_BODY
 from wx_backend.services.invoices import invoice_view
 
 from . import spec
@@ -75,6 +76,7 @@ class InvoiceEmailHandler(APIHandler):
 
 
 class InternalInvoiceHandler(InternalHandler):
+    max_body_bytes = LARGE_BODY  # the issued invoice's PDF, base64
     async def put(self, invoice_id: str) -> None:
         doc, changed = await self.app.invoices.record_outcome(invoice_id, self.json_body())
         self.write_json({"invoice": invoice_view(doc), "changed": changed})
