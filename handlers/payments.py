@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
+from wx_backend.wechat.pay import PayAPI
+
 from . import spec
 from .base import APIHandler, BaseHandler, authenticated
 
@@ -32,7 +36,23 @@ class PayNotifyHandler(BaseHandler):
     async def post(self) -> None:
         ok, message = await self.app.payments.handle_notification(self.request.body)
         self.set_header("Content-Type", "text/xml; charset=UTF-8")
-        self.finish(self.app.wechat.pay.notification_reply(ok, message))
+        self.finish(PayAPI.notification_reply(ok, message))
+
+
+class PayNotifyV3Handler(BaseHandler):
+    """``POST /wechat/pay/notify/v3``: WeChat Pay v3's notification (signed headers, encrypted
+    resource). Accepted: 204 without a body; refused: 400 with ``{"code": "FAIL", "message"}``,
+    and WeChat sends it again on its schedule."""
+
+    async def post(self) -> None:
+        ok, message = await self.app.payments.handle_notification(self.request.body, self.request.headers)
+        if ok:
+            self.set_status(204)
+            self.finish()
+            return
+        self.set_status(400)
+        self.set_header("Content-Type", "application/json; charset=UTF-8")
+        self.finish(json.dumps({"code": "FAIL", "message": message}, ensure_ascii=False))
 
 
 class TerminalPaymentsHandler(BaseHandler):
@@ -57,6 +77,7 @@ default_handlers = [
     (r"/api/v1/payments/([A-Za-z0-9_-]{1,32})", PaymentHandler),
     (r"/api/v1/terminal/payments", TerminalPaymentsHandler),
     (r"/wechat/pay/notify", PayNotifyHandler),
+    (r"/wechat/pay/notify/v3", PayNotifyV3Handler),
 ]
 
 _PAYMENT = spec.obj({"payment": spec.ref("Payment")})
@@ -103,5 +124,19 @@ openapi = {
             body_content={"text/xml": {"schema": {"type": "string"}}}, body_required=False,
             ok={200: {"description": "WeChat's XML answer",
                       "content": {"text/xml": {"schema": {"type": "string"}}}}}),
+    },
+    "/wechat/pay/notify/v3": {
+        "post": spec.operation(
+            "WeChat Pay API v3's payment notification (JSON, signed headers, AES-256-GCM resource)", tag="wechat",
+            description="The `Wechatpay-Signature` over `timestamp\\nnonce\\nbody\\n` is checked with the WeChat "
+                        "Pay public key (`Wechatpay-Serial` must be its id, the timestamp within 5 minutes), "
+                        "`resource` is decrypted with the APIv3 key, then appid, mchid, order and amount are "
+                        "checked. Answered 204 once the order is recorded (a repeat too); 400 with "
+                        "`{\"code\": \"FAIL\", \"message\"}` otherwise, when nothing changes and WeChat retries.",
+            body_content={"application/json": {"schema": {"type": "object"}}}, body_required=False,
+            ok={204: {"description": "accepted"},
+                400: {"description": "refused: WeChat sends it again",
+                      "content": {"application/json": {"schema": spec.obj(
+                          {"code": {"type": "string", "enum": ["FAIL"]}, "message": spec.STRING})}}}}),
     },
 }

@@ -10,6 +10,7 @@ from conftest import error_of, put_account
 from payments_support import (
     auth_code,
     balance,
+    both_apis,
     calls,
     order,
     order_view,
@@ -19,10 +20,17 @@ from payments_support import (
     wait_status,
 )
 
+stack = both_apis  # every test of this module runs over WeChat Pay v2 and v3
 
-@pytest.fixture(scope="module")
+_TERMINALS: dict[str, tuple[str, str]] = {}
+
+
+@pytest.fixture
 def terminal(stack):
-    return register_terminal(stack)
+    """One registered terminal per stack."""
+    if stack.db_name not in _TERMINALS:
+        _TERMINALS[stack.db_name] = register_terminal(stack)
+    return _TERMINALS[stack.db_name]
 
 
 def pay(stack, terminal, behaviour: str, amount: int = 1234, **extra):
