@@ -55,7 +55,8 @@ def sign_headers(key: rsa.RSAPrivateKey, serial: str, body: bytes, timestamp: in
     message = f"{ts}\n{nonce}\n".encode() + body + b"\n"
     signature = base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
     return {"Wechatpay-Timestamp": ts, "Wechatpay-Nonce": nonce, "Wechatpay-Signature": signature,
-            "Wechatpay-Serial": serial, "Content-Type": "application/json"}
+            "Wechatpay-Serial": serial, "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+            "Content-Type": "application/json"}
 
 
 def notification_v3(stack, out_trade_no: str, total_fee: int, *, openid: str = "o_x",

@@ -101,7 +101,8 @@ class V3Keys:
         if bad_sign:
             signature = ("A" if signature[0] != "A" else "B") + signature[1:]
         return {"Wechatpay-Timestamp": ts, "Wechatpay-Nonce": nonce, "Wechatpay-Signature": signature,
-                "Wechatpay-Serial": self.config.pay_public_key_id, "Request-ID": str(uuid.uuid4())}
+                "Wechatpay-Serial": self.config.pay_public_key_id,
+                "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048", "Request-ID": str(uuid.uuid4())}
 
     def check_request(self, method: str, uri: str, body: bytes, header: str) -> None:
         """``V3Error`` 401 SIGN_ERROR unless ``header`` is the merchant's valid signature."""
@@ -238,7 +239,9 @@ class V3Handler(PayHandler):
             self.set_header(name, value)
         if raw:
             self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(raw)
+            self.finish(raw)
+        else:
+            self.finish()
 
     def to_v2(self, body: dict[str, Any], *args: str) -> dict[str, str]:
         raise NotImplementedError

@@ -42,7 +42,7 @@ from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from tornado.httpclient import AsyncHTTPClient, HTTPRequest
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from ..config import ConfigError
 from ..errors import WeChatUnavailable
@@ -414,6 +414,9 @@ class PayV3API:
         started = time.monotonic()
         try:
             resp = await AsyncHTTPClient().fetch(request, raise_error=False)
+        except HTTPClientError as exc:  # timeouts are raised whatever raise_error says
+            await self._done(call, "unavailable", "timeout" if exc.code == 599 else f"HTTP {exc.code}")
+            raise WeChatUnavailable(details={"path": call.path, "reason": "timeout"}) from exc
         except OSError as exc:
             await self._done(call, "unavailable", type(exc).__name__)
             raise WeChatUnavailable(details={"path": call.path, "reason": type(exc).__name__}) from exc
