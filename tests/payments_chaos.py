@@ -13,6 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import requests
+from pay_v3_support import Notification
 from payments_support import (
     AGO_2,
     AGO_3,
@@ -24,6 +25,7 @@ from payments_support import (
     notify,
     prepay_id,
     register_terminal,
+    replied_success,
 )
 
 from wx_backend.embedded import free_port
@@ -229,9 +231,13 @@ def duplicate_storm(stack, orders: int = 100, copies: int = 10, customers: int =
     def send(body: bytes) -> bool:
         session = getattr(session_local, "s", None) or requests.Session()
         session_local.s = session
-        resp = session.post(stack.api_url + "/wechat/pay/notify", data=body,
-                            headers={"Content-Type": "text/xml"}, timeout=60)
-        return resp.status_code == 200 and "SUCCESS" in resp.text
+        if isinstance(body, Notification):  # v3: its own URL, signed headers
+            resp = session.post(stack.api_url + "/wechat/pay/notify/v3", data=bytes(body), headers=body.headers,
+                                timeout=60)
+        else:
+            resp = session.post(stack.api_url + "/wechat/pay/notify", data=body,
+                                headers={"Content-Type": "text/xml"}, timeout=60)
+        return replied_success(resp)
 
     started = time.monotonic()
     with ThreadPoolExecutor(threads) as pool:
