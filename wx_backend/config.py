@@ -76,7 +76,7 @@ SETTINGS: dict[str, Setting] = {
         dev_default="http://127.0.0.1:8900",
     ),
     "wechat_pay_base": Setting(
-        "WX_WECHAT_PAY_BASE", "https://api.mch.weixin.qq.com", "base URL of WeChat Pay (API v2)",
+        "WX_WECHAT_PAY_BASE", "https://api.mch.weixin.qq.com", "base URL of WeChat Pay (API v2 and v3)",
         dev_default="http://127.0.0.1:8900",
     ),
     "wechat_timeout": Setting(
