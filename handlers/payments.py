@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+from wx_backend.errors import AppError
 from wx_backend.wechat.pay import PayAPI
 
 from . import spec
@@ -41,18 +40,15 @@ class PayNotifyHandler(BaseHandler):
 
 class PayNotifyV3Handler(BaseHandler):
     """``POST /wechat/pay/notify/v3``: WeChat Pay v3's notification (signed headers, encrypted
-    resource). Accepted: 204 without a body; refused: 400 with ``{"code": "FAIL", "message"}``,
-    and WeChat sends it again on its schedule."""
+    resource). Accepted: 204 without a body. Refused: 400 with the error body, and WeChat,
+    which retries whatever 4xx or 5xx it gets, sends it again on its schedule."""
 
     async def post(self) -> None:
         ok, message = await self.app.payments.handle_notification(self.request.body, self.request.headers)
-        if ok:
-            self.set_status(204)
-            self.finish()
-            return
-        self.set_status(400)
-        self.set_header("Content-Type", "application/json; charset=UTF-8")
-        self.finish(json.dumps({"code": "FAIL", "message": message}, ensure_ascii=False))
+        if not ok:
+            raise AppError(message, code="wechat_pay_notification_refused", status=400)
+        self.set_status(204)
+        self.finish()
 
 
 class TerminalPaymentsHandler(BaseHandler):
@@ -131,12 +127,9 @@ openapi = {
             description="The `Wechatpay-Signature` over `timestamp\\nnonce\\nbody\\n` is checked with the WeChat "
                         "Pay public key (`Wechatpay-Serial` must be its id, the timestamp within 5 minutes), "
                         "`resource` is decrypted with the APIv3 key, then appid, mchid, order and amount are "
-                        "checked. Answered 204 once the order is recorded (a repeat too); 400 with "
-                        "`{\"code\": \"FAIL\", \"message\"}` otherwise, when nothing changes and WeChat retries.",
+                        "checked. Answered 204 once the order is recorded (a repeat too); 400 otherwise, when "
+                        "nothing changes and WeChat sends it again.",
             body_content={"application/json": {"schema": {"type": "object"}}}, body_required=False,
-            ok={204: {"description": "accepted"},
-                400: {"description": "refused: WeChat sends it again",
-                      "content": {"application/json": {"schema": spec.obj(
-                          {"code": {"type": "string", "enum": ["FAIL"]}, "message": spec.STRING})}}}}),
+            ok={204: None}, errors={400: ["wechat_pay_notification_refused"]}),
     },
 }

@@ -139,9 +139,9 @@ def replied_success(resp) -> bool:
 
 
 def replied_fail(resp) -> bool:
-    """WeChat is asked to send it again (v2: FAIL in XML; v3: 4xx with code FAIL)."""
+    """WeChat is asked to send it again (v2: FAIL in XML; v3: 400, which WeChat retries)."""
     if resp.request.path_url.endswith("/v3"):
-        return 400 <= resp.status_code < 500 and resp.json()["code"] == "FAIL"
+        return resp.status_code == 400 and resp.json()["error"]["code"] == "wechat_pay_notification_refused"
     return resp.status_code == 200 and "<return_code><![CDATA[FAIL]]></return_code>" in resp.text
 
 

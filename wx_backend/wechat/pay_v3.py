@@ -349,11 +349,6 @@ class PayV3API:
         fields["event_type"] = str(envelope.get("event_type", ""))
         return fields
 
-    @staticmethod
-    def notification_reply(ok: bool, msg: str = "OK") -> str:
-        """The JSON answering a notification (with HTTP 4xx) when it is refused; ok needs no body."""
-        return json.dumps({"code": "SUCCESS" if ok else "FAIL", "message": msg}, ensure_ascii=False)
-
     def check_signature(self, headers: Mapping[str, str], body: bytes, now: float | None = None) -> str | None:
         """Why an answer or notification from WeChat Pay is not to be trusted, or ``None``."""
         ts, nonce = headers.get("Wechatpay-Timestamp", ""), headers.get("Wechatpay-Nonce", "")
