@@ -207,6 +207,7 @@ class PayState:
     by_prepay: dict[str, str] = field(default_factory=dict)
     auth_codes: dict[str, AuthCode] = field(default_factory=dict)
     tasks: set[asyncio.Task] = field(default_factory=set)
+    extra: dict[str, Any] = field(default_factory=dict)  # the other APIs' own state (pay_v3: keys, bills)
 
     @classmethod
     def of(cls, state: SandboxState) -> PayState:

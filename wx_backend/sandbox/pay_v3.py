@@ -85,10 +85,9 @@ class V3Keys:
 
     @classmethod
     def of(cls, pay: PayState) -> V3Keys:
-        keys = getattr(pay, "_v3_keys", None)
+        keys = pay.extra.get("v3_keys")
         if keys is None:
-            keys = cls(pay.config)
-            pay._v3_keys = keys  # type: ignore[attr-defined]
+            keys = pay.extra["v3_keys"] = cls(pay.config)
         return keys
 
     def sign(self, timestamp: str, nonce: str, body: bytes) -> str:
@@ -380,11 +379,11 @@ class TradeBillV3Handler(V3Handler):
         if text is None:
             raise V3Error(400, "NO_STATEMENT_EXIST", "该日没有账单")
         token = secrets.token_urlsafe(16)
-        self.pay.__dict__.setdefault("_v3_bills", {})[token] = text.encode("utf-8")
+        self.pay.extra.setdefault("v3_bills", {})[token] = text.encode("utf-8")
         return {"token": token}
 
     def to_v3(self, result, req):
-        data = self.pay.__dict__["_v3_bills"][result["token"]]
+        data = self.pay.extra["v3_bills"][result["token"]]
         url = f"{self.request.protocol}://{self.request.host}/v3/billdownload/file?token={result['token']}"
         return 200, {"hash_type": "SHA1", "hash_value": hashlib.sha1(data).hexdigest(),  # noqa: S324
                      "download_url": url}
@@ -403,7 +402,7 @@ class BillFileV3Handler(PayHandler):
             self.set_status(exc.status)
             self.finish({"code": exc.code, "message": exc.message})
             return
-        data = self.pay.__dict__.get("_v3_bills", {}).get(self.get_query_argument("token", ""))
+        data = self.pay.extra.get("v3_bills", {}).get(self.get_query_argument("token", ""))
         if data is None:
             self.set_status(404)
             self.finish({"code": "RESOURCE_NOT_EXISTS", "message": "下载链接无效或已过期"})
