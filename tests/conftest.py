@@ -5,6 +5,7 @@ Tests talk to them over HTTP exactly as the mini-program, WeChat and the marketi
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json as jsonlib
 import os
@@ -29,6 +30,7 @@ from wx_backend.security import request_signature
 TEST_DATA_KEY = base64.b64encode(b"test-data-key-0123456789abcdef!!").decode()
 # WeChat Pay v3 keys of the session: created by the first process that needs them (test env)
 PAY_V3_KEYS = Path(tempfile.mkdtemp(prefix="wx-pay-v3-keys-"))
+atexit.register(shutil.rmtree, PAY_V3_KEYS, True)
 
 # Every bearer token, mobile and ID number the helpers obtain or make up: none may ever appear
 # in a log line of any process of the session (checked by ``_no_secrets_in_logs``).
