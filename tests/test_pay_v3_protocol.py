@@ -372,3 +372,30 @@ def test_sandbox_v3_notification_is_what_the_gateway_and_the_sdk_accept(stack):
     resource = core.callback(headers, body.decode())["resource"]
     assert (resource["out_trade_no"], resource["amount"]["total"]) == (otn, 555)
     assert wait_for(lambda: order_view(stack, otn)["notify_status"] == "delivered")  # 200 stops the retries
+
+
+def test_configuration_chooses_the_gateway_and_names_what_is_missing(tmp_path):
+    from wx_backend.config import Config, ConfigError
+    from wx_backend.wechat import pay_gateway
+    from wx_backend.wechat.http import WeChatHTTP
+    from wx_backend.wechat.pay import PayAPI
+
+    base = {"WX_ENV": "prod", "MONGODB_URI": "mongodb://127.0.0.1:1/", "WX_INTERNAL_SECRET": "s",
+            "WX_DATA_KEY": base64.b64encode(b"k" * 32).decode(), "WX_MP_APPID": "wxa", "WX_MP_SECRET": "m",
+            "WX_OA_APPID": "wxo", "WX_OA_SECRET": "o", "WX_OA_TOKEN": "t", "WX_PAY_MCH_ID": "1230000109",
+            "WX_PAY_API_KEY": "k" * 32, "WX_PUBLIC_BASE": "https://hall.example", "WX_SANDBOX_CALLBACK_BASE": "x"}
+    http = WeChatHTTP("https://pay.example", 2)
+    assert isinstance(pay_gateway(Config.from_env(base), http), PayAPI)
+    with pytest.raises(ConfigError, match="WX_PAY_API"):
+        Config.from_env({**base, "WX_PAY_API": "v4"})
+    with pytest.raises(ConfigError, match="WX_PAY_V3_PRIVATE_KEY"):
+        pay_gateway(Config.from_env({**base, "WX_PAY_API": "v3"}), http)
+    key = tmp_path / "apiclient_key.pem"
+    key.write_bytes(KEY_PEM)
+    v3 = {**base, "WX_PAY_API": "v3", "WX_PAY_V3_PRIVATE_KEY": str(key), "WX_PAY_PUBLIC_KEY": str(key),
+          "WX_PAY_MCH_SERIAL": "SERIAL01", "WX_PAY_PUBLIC_KEY_ID": KEY_ID}
+    with pytest.raises(ConfigError, match="WX_PAY_APIV3_KEY"):
+        pay_gateway(Config.from_env(v3), http)
+    assert not (tmp_path / "wechatpay_public_key.pem").exists()  # outside dev/test no key is ever made
+    gateway = pay_gateway(Config.from_env({**v3, "WX_PAY_APIV3_KEY": APIV3_KEY}), http)
+    assert isinstance(gateway, PayV3API) and gateway.notify_path == "/wechat/pay/notify/v3"
