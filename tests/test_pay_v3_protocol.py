@@ -289,12 +289,12 @@ def test_sandbox_speaks_v3_error_codes(stack):
     cases.append((sandbox_request(stack, "POST", "/v3/pay/transactions/codepay", {
         **code, "out_trade_no": trade_no("C"), "payer": {"auth_code": auth_code(stack, "password_then_pay")}}),
         202, "USERPAYING"))
-    stack.fault("micropay", "system_error")
+    lost, limited = trade_no("C"), trade_no("F")  # faults aimed at these: the backend calls the sandbox too
+    stack.fault("micropay", "system_error", match=lost)
     cases.append((sandbox_request(stack, "POST", "/v3/pay/transactions/codepay", {
-        **code, "out_trade_no": trade_no("C"), "payer": {"auth_code": auth_code(stack, "pay")}}),
-        500, "SYSTEM_ERROR"))
-    stack.fault("unifiedorder", "frequency_limited")
-    cases.append((sandbox_request(stack, "POST", "/v3/pay/transactions/jsapi", jsapi_body(stack, trade_no("F"))),
+        **code, "out_trade_no": lost, "payer": {"auth_code": auth_code(stack, "pay")}}), 500, "SYSTEM_ERROR"))
+    stack.fault("unifiedorder", "frequency_limited", match=limited)
+    cases.append((sandbox_request(stack, "POST", "/v3/pay/transactions/jsapi", jsapi_body(stack, limited)),
                   429, "FREQUENCY_LIMITED"))
     cases.append((sandbox_request(stack, "POST", "/v3/pay/transactions/jsapi",
                                   {**jsapi_body(stack, trade_no("M")), "mchid": "1900000999"}),
@@ -337,7 +337,7 @@ def test_gateway_against_the_sandbox_order_query_close_refund_bill(stack):
 
 def test_gateway_distrusts_altered_answers_and_reads_refusals(stack):
     otn = trade_no("B")
-    stack.fault("orderquery", "bad_signature")
+    stack.fault("orderquery", "bad_signature", match=otn)  # the backend's follow-up queries too
     with pytest.raises(PaySignatureError) as caught:
         run(lambda: gateway_v3(stack).orderquery(otn))
     assert caught.value.call.outcome == "bad_signature"
@@ -349,7 +349,7 @@ def test_gateway_distrusts_altered_answers_and_reads_refusals(stack):
     with pytest.raises(PayReturnError) as refused:
         run(lambda: gateway_v3(stack, serial_no="0" * 40).orderquery(otn))
     assert "SIGN_ERROR" in refused.value.return_msg
-    stack.fault("orderquery", "frequency_limited")
+    stack.fault("orderquery", "frequency_limited", match=otn)
     with pytest.raises(WeChatUnavailable):
         run(lambda: gateway_v3(stack).orderquery(otn))
 
