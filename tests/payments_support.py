@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import bind_account, put_account
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pay_support import auth_code, order_view, wait_for
 from pay_v3_support import Notification, api_of, notification_v3
 
@@ -107,7 +108,6 @@ def notification_xml(stack, out_trade_no: str, total_fee: int, *, openid: str = 
     stack's API (v3: a ``Notification`` with its signed headers; ``key`` then means "signed
     with another key")."""
     if api_of(stack) == "v3":
-        from cryptography.hazmat.primitives.asymmetric import rsa
         other = rsa.generate_private_key(public_exponent=65537, key_size=2048) if key else None
         return notification_v3(stack, out_trade_no, total_fee, openid=openid, transaction_id=transaction_id,
                                mch_id=mch_id, signing_key=other, time_end=time_end)
