@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from wx_backend.wechat.pay import NOTIFY_MAX_BODY
+from wx_backend.errors import AppError
+from wx_backend.wechat.pay import NOTIFY_MAX_BODY, PayAPI
 
 from . import spec
 from .base import APIHandler, BaseHandler, authenticated
@@ -36,7 +37,22 @@ class PayNotifyHandler(BaseHandler):
     async def post(self) -> None:
         ok, message = await self.app.payments.handle_notification(self.request.body)
         self.set_header("Content-Type", "text/xml; charset=UTF-8")
-        self.finish(self.app.wechat.pay.notification_reply(ok, message))
+        self.finish(PayAPI.notification_reply(ok, message))
+
+
+class PayNotifyV3Handler(BaseHandler):
+    """``POST /wechat/pay/notify/v3``: WeChat Pay v3's notification (signed headers, encrypted
+    resource). Accepted: 204 without a body. Refused: 400 with the error body, and WeChat,
+    which retries whatever 4xx or 5xx it gets, sends it again on its schedule."""
+
+    max_body_bytes = NOTIFY_MAX_BODY
+
+    async def post(self) -> None:
+        ok, message = await self.app.payments.handle_notification(self.request.body, self.request.headers)
+        if not ok:
+            raise AppError(message, code="wechat_pay_notification_refused", status=400)
+        self.set_status(204)
+        self.finish()
 
 
 class TerminalPaymentsHandler(BaseHandler):
@@ -61,6 +77,7 @@ default_handlers = [
     (r"/api/v1/payments/([A-Za-z0-9_-]{1,32})", PaymentHandler),
     (r"/api/v1/terminal/payments", TerminalPaymentsHandler),
     (r"/wechat/pay/notify", PayNotifyHandler),
+    (r"/wechat/pay/notify/v3", PayNotifyV3Handler),
 ]
 
 _PAYMENT = spec.obj({"payment": spec.ref("Payment")})
@@ -108,5 +125,16 @@ openapi = {
             body_content={"text/xml": {"schema": {"type": "string"}}}, body_required=False,
             ok={200: {"description": "WeChat's XML answer",
                       "content": {"text/xml": {"schema": {"type": "string"}}}}}),
+    },
+    "/wechat/pay/notify/v3": {
+        "post": spec.operation(
+            "WeChat Pay API v3's payment notification (JSON, signed headers, AES-256-GCM resource)", tag="wechat",
+            description="The `Wechatpay-Signature` over `timestamp\\nnonce\\nbody\\n` is checked with the WeChat "
+                        "Pay public key (`Wechatpay-Serial` must be its id, the timestamp within 5 minutes), "
+                        "`resource` is decrypted with the APIv3 key, then appid, mchid, order and amount are "
+                        "checked. Answered 204 once the order is recorded (a repeat too); 400 otherwise, when "
+                        "nothing changes and WeChat sends it again.",
+            body_content={"application/json": {"schema": {"type": "object"}}}, body_required=False,
+            ok={204: None}, errors={400: ["wechat_pay_notification_refused"]}),
     },
 }

@@ -5,6 +5,7 @@ Tests talk to them over HTTP exactly as the mini-program, WeChat and the marketi
 
 from __future__ import annotations
 
+import atexit
 import base64
 import json as jsonlib
 import os
@@ -27,6 +28,9 @@ from wx_backend.embedded import ROOT, database_uri, free_port, wait_for_port
 from wx_backend.security import request_signature
 
 TEST_DATA_KEY = base64.b64encode(b"test-data-key-0123456789abcdef!!").decode()
+# WeChat Pay v3 keys of the session: created by the first process that needs them (test env)
+PAY_V3_KEYS = Path(tempfile.mkdtemp(prefix="wx-pay-v3-keys-"))
+atexit.register(shutil.rmtree, PAY_V3_KEYS, True)
 
 # Every bearer token, mobile and ID number the helpers obtain or make up: none may ever appear
 # in a log line of any process of the session (checked by ``_no_secrets_in_logs``).
@@ -67,6 +71,12 @@ def base_env(db_name: str, mongodb_uri: str, sandbox_port: int, app_port: int) -
         "WX_OA_TOKEN": "oatesttoken",
         "WX_PAY_MCH_ID": "1900000109",
         "WX_PAY_API_KEY": "testpaykey0123456789abcdefghijkl",
+        "WX_PAY_APIV3_KEY": "testapiv3key0123456789abcdefghij",
+        "WX_PAY_MCH_SERIAL": "7A1C4E2B9D0F3A5C6E8B1D2F4A6C8E0B2D4F6A8C",
+        "WX_PAY_V3_PRIVATE_KEY": str(PAY_V3_KEYS / "apiclient_key.pem"),
+        "WX_PAY_PUBLIC_KEY": str(PAY_V3_KEYS / "wechatpay_public_key.pem"),
+        "WX_PAY_PUBLIC_KEY_ID": "PUB_KEY_ID_0119000001092026113000000000000001",
+        "WX_SANDBOX_PAY_PRIVATE_KEY": str(PAY_V3_KEYS / "sandbox_wechatpay_key.pem"),
         "WX_PUBLIC_BASE": f"http://127.0.0.1:{app_port}",
         "WX_SANDBOX_CALLBACK_BASE": f"http://127.0.0.1:{app_port}",
         "WX_EMBEDDED_WORKERS": "1",
@@ -266,8 +276,24 @@ def mongodb_uri(workdir):
 
 
 @pytest.fixture(scope="session")
-def stack(workdir, mongodb_uri):
+def session_stack(workdir, mongodb_uri):
     s = Stack(workdir / "stack", mongodb_uri)
+    s.workdir.mkdir()
+    s.start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(session_stack):
+    """The session's backend and sandbox (WeChat Pay v2); a module may choose per test instead."""
+    return session_stack
+
+
+@pytest.fixture(scope="session")
+def stack_v3(workdir, mongodb_uri):
+    """A second backend and sandbox whose merchant uses WeChat Pay API v3 (``WX_PAY_API=v3``)."""
+    s = Stack(workdir / "stack-v3", mongodb_uri, extra_env={"WX_PAY_API": "v3"})
     s.workdir.mkdir()
     s.start()
     yield s
@@ -276,9 +302,11 @@ def stack(workdir, mongodb_uri):
 
 @pytest.fixture(autouse=True)
 def _clear_faults(request):
+    # the stack is taken now: a module may make ``stack`` a per-test choice (v2 or v3), gone at teardown
+    used = request.getfixturevalue("stack") if "stack" in request.fixturenames else None
     yield
-    if "stack" in request.fixturenames:
-        request.getfixturevalue("stack").sandbox_call("DELETE", "/sandbox/faults")
+    if used is not None:
+        used.sandbox_call("DELETE", "/sandbox/faults")
 
 
 def error_of(resp: requests.Response) -> dict:

@@ -63,12 +63,14 @@ class NotifyReceiver:
 
     def __init__(self, decide: Callable[[bytes], bool] | None = None):
         self.bodies: list[tuple[float, bytes]] = []
+        self.headers: list[dict[str, str]] = []  # of each body, in the same order
         self.decide = decide or (lambda body: True)
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                receiver.headers.append(dict(self.headers))
                 receiver.bodies.append((time.monotonic(), body))
                 ok = receiver.decide(body)
                 reply = (b"<xml><return_code><![CDATA[SUCCESS]]></return_code>"

@@ -12,13 +12,16 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
 from conftest import bind_account, put_account
+from cryptography.hazmat.primitives.asymmetric import rsa
 from pay_support import auth_code, order_view, wait_for
+from pay_v3_support import Notification, api_of, notification_v3
 
 from wx_backend.embedded import ROOT
 from wx_backend.wechat.pay import pay_sign
 
-__all__ = ["auth_code", "order_view", "wait_for"]
+__all__ = ["api_of", "auth_code", "order_view", "wait_for"]
 
 FINAL = ("credited", "closed", "failed", "reversed")
 
@@ -91,10 +94,23 @@ def calls(stack, out_trade_no: str, operation: str | None = None) -> list[dict]:
     return list(stack.db.payment_events.find(query))
 
 
+@pytest.fixture(params=["v2", "v3"])
+def both_apis(request):
+    """The test's stack: the session's (v2), then one whose backend uses WeChat Pay v3.
+    Made a test module's ``stack``, it runs the module's tests over both APIs."""
+    return request.getfixturevalue("session_stack" if request.param == "v2" else "stack_v3")
+
+
 def notification_xml(stack, out_trade_no: str, total_fee: int, *, openid: str = "o_x",
                      transaction_id: str | None = None, mch_id: str | None = None, key: str | None = None,
                      time_end: str | None = None) -> bytes:
-    """A payment notification as WeChat sends it (A.10), signed with the test key."""
+    """A payment notification as WeChat sends it (A.10), signed with the test key; in the
+    stack's API (v3: a ``Notification`` with its signed headers; ``key`` then means "signed
+    with another key")."""
+    if api_of(stack) == "v3":
+        other = rsa.generate_private_key(public_exponent=65537, key_size=2048) if key else None
+        return notification_v3(stack, out_trade_no, total_fee, openid=openid, transaction_id=transaction_id,
+                               mch_id=mch_id, signing_key=other, time_end=time_end)
     fields = {
         "appid": stack.env["WX_MP_APPID"], "mch_id": mch_id or stack.env["WX_PAY_MCH_ID"],
         "nonce_str": secrets.token_hex(16), "result_code": "SUCCESS", "return_code": "SUCCESS",
@@ -109,11 +125,24 @@ def notification_xml(stack, out_trade_no: str, total_fee: int, *, openid: str = 
 
 
 def notify(stack, body: bytes):
+    """Deliver a notification to the stack's backend, at the notify URL of its API."""
+    if isinstance(body, Notification):
+        return stack.api("POST", "/wechat/pay/notify/v3", data=bytes(body), headers=dict(body.headers))
     return stack.api("POST", "/wechat/pay/notify", data=body, headers={"Content-Type": "text/xml"})
 
 
 def replied_success(resp) -> bool:
+    """WeChat takes the notification as received (v2: SUCCESS in XML; v3: 204 or 200)."""
+    if resp.request.path_url.endswith("/v3"):
+        return resp.status_code in (200, 204)
     return resp.status_code == 200 and "<return_code><![CDATA[SUCCESS]]></return_code>" in resp.text
+
+
+def replied_fail(resp) -> bool:
+    """WeChat is asked to send it again (v2: FAIL in XML; v3: 400, which WeChat retries)."""
+    if resp.request.path_url.endswith("/v3"):
+        return resp.status_code == 400 and resp.json()["error"]["code"] == "wechat_pay_notification_refused"
+    return resp.status_code == 200 and "<return_code><![CDATA[FAIL]]></return_code>" in resp.text
 
 
 def run_script(stack, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:

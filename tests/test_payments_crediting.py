@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import Stack
 from pay_support import gateway, run, trade_no
+from pay_v3_support import gateway_v3
 from payments_chaos import chaos, duplicate_storm
 from payments_support import (
     AGO_5,
@@ -17,9 +18,11 @@ from payments_support import (
     AGO_7,
     AGO_8,
     add_bill,
+    api_of,
     auth_code,
     balance,
     bills,
+    both_apis,
     confirm,
     customer,
     pay_jsapi,
@@ -28,6 +31,8 @@ from payments_support import (
     terminal_pay,
     wait_status,
 )
+
+stack = both_apis  # every test of this module runs over WeChat Pay v2 and v3
 
 
 def test_concurrent_duplicate_notifications_credit_each_order_once(stack):
@@ -75,8 +80,9 @@ def test_a_crash_between_steps_is_finished_by_the_follow_up_without_double_count
 def test_random_faults_and_a_killed_process_every_order_ends_right(stack, workdir):
     """A smaller run of bench/prove_payments.py (which runs 200): its own stack, so the
     sandbox's totals are this run's alone."""
-    (workdir / "chaos").mkdir()
-    own = Stack(workdir / "chaos", stack.mongodb_uri).start()
+    api = api_of(stack)
+    (workdir / f"chaos-{api}").mkdir()
+    own = Stack(workdir / f"chaos-{api}", stack.mongodb_uri, extra_env={"WX_PAY_API": api}).start()
     try:
         result = chaos(own, 30, seed=11, customers=6)
     finally:
@@ -123,8 +129,9 @@ def test_refund_partial_then_rest_debits_once_and_reopens_bills(stack):
 
 
 def test_reconcile_agrees_then_lists_every_difference(stack, workdir):
-    (workdir / "recon").mkdir()
-    own = Stack(workdir / "recon", stack.mongodb_uri).start()
+    (workdir / f"recon-{api_of(stack)}").mkdir()
+    own = Stack(workdir / f"recon-{api_of(stack)}", stack.mongodb_uri,
+                extra_env={"WX_PAY_API": api_of(stack)}).start()
     try:
         cust = customer(own)
         paid = []
@@ -145,7 +152,7 @@ def test_reconcile_agrees_then_lists_every_difference(stack, workdir):
         assert "0 differences" in clean.stdout
 
         # now break the books: a payment WeChat has but we do not, an amount and a missing row
-        api = gateway(own)
+        api = gateway_v3(own) if api_of(own) == "v3" else gateway(own)
         stray = trade_no("X")
         run(lambda: api.micropay(stray, 500, "stray", auth_code(own, "pay"), "127.0.0.1"))
         own.db.payments.update_one({"out_trade_no": paid[1]}, {"$set": {"amount_fen": 2000}})

@@ -35,6 +35,13 @@ def _csv(value: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in value.split(",") if part.strip())
 
 
+def _choice(value: str, allowed: tuple[str, ...]) -> str:
+    value = value.strip().lower()
+    if value not in allowed:
+        raise ValueError(f"must be one of {', '.join(allowed)}")
+    return value
+
+
 # The development values below are published on purpose: they only ever unlock the
 # local sandbox. Outside WX_ENV=dev they are never used.
 _DEV_DATA_KEY = base64.b64encode(b"dev-data-key-not-for-production!").decode()
@@ -70,7 +77,7 @@ SETTINGS: dict[str, Setting] = {
         dev_default="http://127.0.0.1:8900",
     ),
     "wechat_pay_base": Setting(
-        "WX_WECHAT_PAY_BASE", "https://api.mch.weixin.qq.com", "base URL of WeChat Pay (API v2)",
+        "WX_WECHAT_PAY_BASE", "https://api.mch.weixin.qq.com", "base URL of WeChat Pay (API v2 and v3)",
         dev_default="http://127.0.0.1:8900",
     ),
     "wechat_timeout": Setting(
@@ -103,6 +110,32 @@ SETTINGS: dict[str, Setting] = {
     "pay_key_pem": Setting(
         "WX_PAY_KEY_PEM", "", "path of the merchant client certificate's private key (apiclient_key.pem)",
         secret=True,
+    ),
+    "pay_api": Setting(
+        "WX_PAY_API", "v2", "WeChat Pay API the merchant uses: v2 (XML, API key) or v3 (JSON, RSA, APIv3 key)",
+        parse=lambda v: _choice(v, ("v2", "v3")),
+    ),
+    "pay_apiv3_key": Setting(
+        "WX_PAY_APIV3_KEY", "", "WeChat Pay APIv3 key (32 characters; decrypts v3 notifications); v3 only",
+        dev_default="devapiv3key0123456789abcdefghijk", secret=True,
+    ),
+    "pay_mch_serial": Setting(
+        "WX_PAY_MCH_SERIAL", "", "serial number of the merchant API certificate whose key signs v3 requests",
+        dev_default="5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+    ),
+    "pay_v3_private_key": Setting(
+        "WX_PAY_V3_PRIVATE_KEY", "", "path of the merchant API private key (apiclient_key.pem) signing v3 requests",
+        dev_default="var/pay-v3/apiclient_key.pem",
+    ),
+    "pay_public_key": Setting(
+        "WX_PAY_PUBLIC_KEY", "",
+        "path of the WeChat Pay public key (pub_key.pem) that v3 answers and notifications are checked with",
+        dev_default="var/pay-v3/wechatpay_public_key.pem",
+    ),
+    "pay_public_key_id": Setting(
+        "WX_PAY_PUBLIC_KEY_ID", "",
+        "id of that WeChat Pay public key (PUB_KEY_ID_...): the Wechatpay-Serial of what it signs",
+        dev_default="PUB_KEY_ID_0119000001092026000000000000000001",
     ),
     "public_base": Setting(
         "WX_PUBLIC_BASE", None, "public base URL of this backend (payment notify URL, links)",
@@ -148,6 +181,12 @@ SETTINGS: dict[str, Setting] = {
         "WX_SANDBOX_CALLBACK_BASE", None,
         "sandbox only: base URL of the backend that receives pushed events and payment notifications",
         dev_default="http://127.0.0.1:8000",
+    ),
+    "sandbox_pay_private_key": Setting(
+        "WX_SANDBOX_PAY_PRIVATE_KEY", "",
+        "sandbox only: path of the private key the sandbox signs as WeChat Pay v3 with (its public half is "
+        "WX_PAY_PUBLIC_KEY); dev and test create both when missing",
+        dev_default="var/pay-v3/sandbox_wechatpay_key.pem",
     ),
     "sandbox_notify_scale": Setting(
         "WX_SANDBOX_NOTIFY_SCALE", 1.0,

@@ -12,6 +12,7 @@ import tornado.web
 from .. import logs
 from ..config import Config
 from ..signals import stop_requested
+from ..wechat.pay_keys import ensure_dev_keys
 from .state import SandboxState
 
 log = logging.getLogger(__name__)
@@ -26,6 +27,7 @@ def make_app(config: Config, **state_options) -> tornado.web.Application:
         if info.name in _NOT_ROUTES:
             continue
         routes.extend(importlib.import_module(f"{__package__}.{info.name}").routes)
+    ensure_dev_keys(config)  # dev and test: the WeChat Pay v3 key pairs, made once when missing
     state = SandboxState.from_config(config, **state_options)
     return tornado.web.Application(routes, state=state, log_function=_log_request)
 

@@ -163,6 +163,7 @@ class Order:
     refunds: list[Refund] = field(default_factory=list)
     notifications: list[dict[str, Any]] = field(default_factory=list)
     notify_status: str = ""  # "" (none) | pending | delivered | gave_up
+    api: str = "v2"  # the API the order was made with: its notifications speak the same (v3: pay_v3)
 
     @property
     def trade_state(self) -> str:
@@ -188,7 +189,7 @@ class Order:
             "refunds": [{"out_refund_no": r.out_refund_no, "refund_id": r.refund_id,
                          "refund_fee": r.refund_fee, "status": r.status} for r in self.refunds],
             "refunded_fee": self.refunded,
-            "notify_url": self.notify_url or None, "notify_status": self.notify_status or None,
+            "notify_url": self.notify_url or None, "notify_status": self.notify_status or None, "api": self.api,
             "notifications": list(self.notifications),
         }
 
@@ -206,6 +207,7 @@ class PayState:
     by_prepay: dict[str, str] = field(default_factory=dict)
     auth_codes: dict[str, AuthCode] = field(default_factory=dict)
     tasks: set[asyncio.Task] = field(default_factory=set)
+    extra: dict[str, Any] = field(default_factory=dict)  # the other APIs' own state (pay_v3: keys, bills)
 
     @classmethod
     def of(cls, state: SandboxState) -> PayState:
@@ -299,7 +301,7 @@ class PayState:
             if fault == "drop_notify" and attempt <= DROPPED_ATTEMPTS:
                 order.notifications.append({"attempt": attempt, "at": time.time(), "outcome": "dropped"})
                 continue
-            body = self.notification(order, bad_sign=(fault == "bad_signature" and attempt == 1))
+            body = self.notification_request(order, bad_sign=(fault == "bad_signature" and attempt == 1))
             copies = 2 if fault == "duplicate_notify" and attempt == 1 else 1
             results = await asyncio.gather(*(self._deliver(order, attempt, body) for _ in range(copies)))
             if any(results):
@@ -307,12 +309,29 @@ class PayState:
                 return
         order.notify_status = "gave_up"
 
-    async def _deliver(self, order: Order, attempt: int, body: bytes) -> bool:
+    def notification_request(self, order: Order, bad_sign: bool = False) -> tuple[bytes, dict[str, str]]:
+        """The body and headers of one notification attempt, in the order's API."""
+        if order.api != "v2":
+            return NOTIFIERS[order.api].request(self, order, bad_sign)
+        return self.notification(order, bad_sign), {"Content-Type": "text/xml"}
+
+    @staticmethod
+    def notification_accepted(order: Order, code: int, body: bytes) -> bool:
+        """Whether the merchant's reply stops the retries: v2 wants ``return_code=SUCCESS``."""
+        if order.api != "v2":
+            return NOTIFIERS[order.api].accepted(code, body)
+        try:
+            return code == 200 and parse_xml(body).get("return_code") == "SUCCESS"
+        except ValueError:
+            return False
+
+    async def _deliver(self, order: Order, attempt: int, request: tuple[bytes, dict[str, str]]) -> bool:
+        body, headers = request
         record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "outcome": "pending"}  # until replied
         order.notifications.append(record)
         try:
             resp = await AsyncHTTPClient().fetch(HTTPRequest(
-                order.notify_url, method="POST", body=body, headers={"Content-Type": "text/xml"},
+                order.notify_url, method="POST", body=body, headers=headers,
                 connect_timeout=NOTIFY_REPLY_TIMEOUT, request_timeout=NOTIFY_REPLY_TIMEOUT,
             ), raise_error=False)
         except (OSError, HTTPClientError) as exc:
@@ -321,12 +340,13 @@ class PayState:
         record["status"] = resp.code
         reply = (resp.body or b"")[:512].decode("utf-8", "replace")
         record["reply"] = reply
-        try:
-            ok = resp.code == 200 and parse_xml(resp.body).get("return_code") == "SUCCESS"
-        except ValueError:
-            ok = False
+        ok = self.notification_accepted(order, resp.code, resp.body or b"")
         record["outcome"] = "SUCCESS" if ok else "FAIL"
         return ok
+
+
+# notification formats of the other APIs, by ``Order.api`` (pay_v3 adds "v3")
+NOTIFIERS: dict[str, Any] = {}
 
 
 def _garble(sign: str) -> str:

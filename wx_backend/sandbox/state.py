@@ -16,7 +16,7 @@ from ..config import Config
 TOKEN_GRACE = 300.0  # seconds a replaced access token keeps working
 KNOWN_FAULTS = {
     "timeout", "system_error", "bad_signature", "duplicate_notify", "quota", "bank_error",
-    "unsubscribed", "late_notify", "drop_notify",
+    "unsubscribed", "late_notify", "drop_notify", "frequency_limited",
 }
 
 

@@ -47,7 +47,7 @@ from ..db import utcnow
 from ..errors import AppError, Conflict, NotFound, TooManyRequests, ValidationFailed, WeChatUnavailable
 from ..validators import field_error, is_account_no, is_amount_fen, is_payment_code, matches
 from ..wechat.pay import (
-    PayAPI,
+    PayAPI,  # or PayV3API: the same operations and results (WX_PAY_API)
     PayBillNotFound,
     PayCall,
     PayNotificationError,
@@ -188,7 +188,7 @@ class PaymentService:
             "out_trade_no": new_trade_no(), "channel": "jsapi", "account_no": account_no, "user_id": user["_id"],
             "openid": user["mp_openid"], "amount_fen": amount_fen, "status": "created",
             "body": f"{BODY}-{account_no}", "client_ip": client_ip or "127.0.0.1",
-            "notify_url": f"{self.config.public_base.rstrip('/')}/wechat/pay/notify",
+            "notify_url": f"{self.config.public_base.rstrip('/')}{self.pay.notify_path}",
             "time_expire": expires_at.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S"),
             "expires_at": expires_at, "created_at": now, "updated_at": now,
             "next_check_at": self._next_jsapi_check(now, expires_at),
@@ -282,14 +282,15 @@ class PaymentService:
         return order
 
     # -- notifications --------------------------------------------------------------------------
-    async def handle_notification(self, raw: bytes) -> tuple[bool, str]:
-        """A payment notification: ``(ok, message)`` for the XML answer.
+    async def handle_notification(self, raw: bytes, headers: Any = None) -> tuple[bool, str]:
+        """A payment notification (v2 XML, or v3 JSON with its signature ``headers``):
+        ``(ok, message)`` for the answer.
 
         Nothing changes unless the signature, appid, mch_id, the order and its amount all
         check out. A repeated notification of a paid order just answers SUCCESS.
         """
         try:
-            fields = self.pay.parse_notification(raw)
+            fields = self.pay.parse_notification(raw, headers)
         except PaySignatureError:
             log.warning("payment notification with a bad signature refused")
             return False, "签名错误"

@@ -173,6 +173,8 @@ def wechat_time(value: datetime | str) -> str:
 class PayAPI:
     """WeChat Pay v2 for one merchant (``mch_id``) and one app (``appid``, the mini-program)."""
 
+    notify_path = "/wechat/pay/notify"  # where this API's payment notifications are received
+
     def __init__(self, http: WeChatHTTP, *, appid: str, mch_id: str, key: str, sign_type: str = "MD5",
                  cert: str | None = None, cert_key: str | None = None,
                  on_call: Callable[[PayCall], Awaitable[None] | None] | None = None):
@@ -270,8 +272,9 @@ class PayAPI:
         del fields["appId"]  # signed, but the mini-program passes its own
         return fields
 
-    def parse_notification(self, xml_bytes: bytes | str) -> dict[str, str]:
-        """A payment notification's fields, after checking its signature, appid and mch_id.
+    def parse_notification(self, xml_bytes: bytes | str, headers: Any = None) -> dict[str, str]:
+        """A payment notification's fields, after checking its signature, appid and mch_id
+        (``headers`` are v3's concern: v2 signs the body itself).
 
         Raises ``PaySignatureError`` (bad or missing sign) or ``PayNotificationError``
         (malformed, not SUCCESS, another app or merchant). The caller still compares
