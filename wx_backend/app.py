@@ -28,6 +28,7 @@ from .services.official_account import OfficialAccountService
 from .services.outages import OutageService
 from .services.outbox import Outbox
 from .services.payments import PaymentService
+from .services.revocation import RevocationService
 from .services.sealauthority import AuthorityStore, check_config
 from .services.seals import SealService
 from .services.signing import RequestVerifier
@@ -71,6 +72,7 @@ class Application(tornado.web.Application):
         check_config(config)
         self.documents = DocumentPool(config.document_workers)
         self.seal_authority = AuthorityStore(self.db, self.protector, config)
+        self.revocation = RevocationService(self.db, self.seal_authority)
         self.seals = SealService(self.db, self.protector, self.sms, self.uploads, self.seal_authority, self.documents)
         self.contracts = ContractService(
             self.db, self.seals, self.seal_authority, self.documents, self.uploads, applications=self.applications,

@@ -90,7 +90,8 @@ class SealService:
             image = await self.pool.run(pdfjobs.seal_image_generated, fields["org_name"], fields["credit_code"])
         await self.sms.verify(fields["mobile"], "seal", body.get("sms_code"))
         authority = await self.authority.get()
-        issued = authority.root.issue(fields["org_name"], fields["credit_code"], legal_rep=fields["legal_rep"])
+        issued = authority.root.issue(fields["org_name"], fields["credit_code"], legal_rep=fields["legal_rep"],
+                                      **self.authority.urls)
         seal_id = ObjectId()
         now = utcnow()
         image_id = await self.bucket.upload_from_stream(
