@@ -89,12 +89,28 @@ class ContractVerifyHandler(APIHandler):
 
 
 class InternalContractHandler(InternalHandler):
+    async def get(self, app_no: str) -> None:
+        doc = await self.app.contracts.for_application(app_no)
+        self.write_json({"contract": self.app.contracts.internal_view(doc)})
+
     async def post(self, app_no: str) -> None:
         body = self.json_body()
         operator = body.pop("operator", None) or "marketing"
         doc, created = await self.app.contracts.issue(app_no, body, operator=str(operator)[:50])
         self.write_json({"contract": self.app.contracts.view(doc), "created": created},
                         status=201 if created else 200)
+
+
+class InternalContractReadHandler(InternalHandler):
+    async def get(self, contract_no: str) -> None:
+        doc = await self.app.contracts.get(contract_no)
+        self.write_json({"contract": self.app.contracts.internal_view(doc)})
+
+
+class InternalContractPdfHandler(InternalHandler):
+    async def get(self, contract_no: str) -> None:
+        info, data = await self.app.contracts.any_pdf(contract_no)
+        _pdf(self, data, f"{contract_no}.pdf", info["sha256"])
 
 
 default_handlers = [
@@ -106,6 +122,8 @@ default_handlers = [
     (r"/api/v1/contracts/([^/]+)/previews/([^/]+)/pdf", ContractPreviewPdfHandler),
     (r"/api/v1/contracts/([^/]+)/confirm", ContractConfirmHandler),
     (r"/internal/v1/applications/([^/]+)/contract", InternalContractHandler),
+    (r"/internal/v1/contracts/([^/]+)", InternalContractReadHandler),
+    (r"/internal/v1/contracts/([^/]+)/pdf", InternalContractPdfHandler),
 ]
 
 _NOT_FOUND = ["contract_not_found"]
@@ -163,7 +181,22 @@ openapi = {
                                                                   "seal_expired", "preview_expired"],
                     422: ["validation_failed"], 500: ["sealing_failed"]}),
     },
+    "/internal/v1/contracts/{contract_no}": {
+        "get": spec.operation(
+            "A contract for the marketing system: status, parties, terms, signatures with their times, "
+            "SHA-256 of the draft and the signed PDF", tag="internal",
+            ok={200: spec.obj({"contract": spec.ref("InternalContract")})}, errors={404: _NOT_FOUND}),
+    },
+    "/internal/v1/contracts/{contract_no}/pdf": {
+        "get": spec.operation(
+            "The contract's PDF: signed once effective, else the draft (X-Content-SHA256: its hash)",
+            tag="internal", ok={200: _PDF}, errors={404: _NOT_FOUND}),
+    },
     "/internal/v1/applications/{app_no}/contract": {
+        "get": spec.operation(
+            "The contract issued for a work order (marketing system)", tag="internal",
+            ok={200: spec.obj({"contract": spec.ref("InternalContract")})},
+            errors={404: ["application_not_found", "contract_not_found"]}),
         "post": spec.operation(
             "Issue the application's contract for signing (marketing system); idempotent per application",
             tag="internal",

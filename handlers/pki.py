@@ -1,4 +1,5 @@
-"""The seal authority's public PKI endpoints: its certificate, its CRL and its OCSP responder.
+"""The seal authority's public revocation endpoints: its CRL and its OCSP responder (its root
+certificate is ``GET /api/v1/seal-authority/root.pem``).
 
 No authentication: PDF validators (pyHanko, Acrobat, poppler) fetch these from the URLs in the
 seal certificates. ``WX_SEAL_CRL_URL`` / ``WX_SEAL_OCSP_URL`` default to these paths under
@@ -23,12 +24,6 @@ def _binary(handler: BaseHandler, data: bytes, content_type: str, max_age: int) 
     handler.set_header("Cache-Control", f"public, max-age={max_age}")
     handler.set_header("X-Content-Type-Options", "nosniff")
     handler.finish(data)
-
-
-class SealRootHandler(BaseHandler):
-    async def get(self) -> None:
-        authority = await self.app.seal_authority.get()
-        _binary(self, authority.root_pem, "application/x-pem-file", 3600)
 
 
 class SealCrlHandler(BaseHandler):
@@ -59,7 +54,6 @@ class OcspHandler(BaseHandler):
 
 
 default_handlers = [
-    (r"/pki/seal-ca.pem", SealRootHandler),
     (r"/pki/seal-ca.crl", SealCrlHandler),
     (r"/pki/ocsp", OcspHandler),
     (r"/pki/ocsp/(.+)", OcspHandler),
@@ -71,10 +65,6 @@ def _der(media: str, what: str) -> dict:
 
 
 openapi = {
-    "/pki/seal-ca.pem": {
-        "get": spec.operation("The seal authority's root certificate (PEM)", tag="pki",
-                              ok={200: _der("application/x-pem-file", "the root certificate")}),
-    },
     "/pki/seal-ca.crl": {
         "get": spec.operation("The seal authority's current CRL (DER, RFC 5280)", tag="pki",
                               ok={200: _der("application/pkix-crl", "the CRL")}),

@@ -34,6 +34,7 @@ from .services.seals import SealService
 from .services.signing import RequestVerifier
 from .services.sms import SmsService, make_provider
 from .services.terminals import TerminalService
+from .services.timestamping import Timestamping
 from .services.uploads import UploadService
 from .services.usage import UsageService
 from .services.users import UserService
@@ -77,6 +78,7 @@ class Application(tornado.web.Application):
         self.contracts = ContractService(
             self.db, self.seals, self.seal_authority, self.documents, self.uploads, applications=self.applications,
             outbox=self.outbox, notifications=self.notifications,
+            timestamping=Timestamping.from_config(config), revocation=self.revocation,
         )
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)

@@ -165,7 +165,11 @@ def seal_only(pdf: bytes, seal: dict) -> bytes:
         raise SealFailed(str(exc)) from None
 
 
-def verify(pdf: bytes, roots: list[bytes]) -> dict:
+def verify(pdf: bytes, roots: list[bytes], options: dict | None = None) -> dict:
+    """``options``: ``tsa_roots``, ``crls`` (DER) and ``at`` (ISO 8601) of ``seals.verify.verify_pdf``."""
     from seals.verify import verify_pdf
 
-    return verify_pdf(pdf, roots).to_dict()
+    options = dict(options or {})
+    if options.get("at"):
+        options["at"] = datetime.fromisoformat(options["at"])
+    return verify_pdf(pdf, roots, **options).to_dict()

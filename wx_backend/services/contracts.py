@@ -34,8 +34,10 @@ from ..db import files, utcnow
 from ..documents import TEMPLATES, ContractTemplateError
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
 from ..pdfjobs import DocumentPool, SealFailed
+from .revocation import RevocationService
 from .sealauthority import AuthorityStore
 from .seals import SealService
+from .timestamping import Timestamping
 from .uploads import UploadService
 
 log = logging.getLogger(__name__)
@@ -114,7 +116,8 @@ def _sha256(data: bytes) -> str:
 class ContractService:
     def __init__(self, db: AsyncDatabase, seals: SealService, authority: AuthorityStore, pool: DocumentPool,
                  uploads: UploadService, applications: Any, outbox: Any = None, notifications: Any = None,
-                 location: str = "网上国网"):
+                 location: str = "网上国网", timestamping: Timestamping | None = None,
+                 revocation: RevocationService | None = None):
         self.db = db
         self.bucket = files(db)
         self.seals = seals
@@ -125,6 +128,8 @@ class ContractService:
         self.outbox = outbox
         self.notifications = notifications
         self.location = location
+        self.timestamping = timestamping or Timestamping(url="", roots=())
+        self.revocation = revocation
 
     # -- issue (the marketing system) ---------------------------------------------------
     async def issue(self, app_no: str, body: dict[str, Any], *, operator: str) -> tuple[dict[str, Any], bool]:
@@ -254,10 +259,42 @@ class ContractService:
         return info, await self._read(info["file_id"])
 
     async def get(self, contract_no: str) -> dict[str, Any]:
+        if not isinstance(contract_no, str):
+            raise ContractNotFound()
         doc = await self.db.contracts.find_one({"_id": contract_no})
         if doc is None:
             raise ContractNotFound()
         return doc
+
+    # -- reads (the marketing system) ---------------------------------------------------
+    async def for_application(self, app_no: str) -> dict[str, Any]:
+        """The contract issued for work order ``app_no``: 404 ``application_not_found`` for an
+        unknown work order, 404 ``contract_not_found`` when none was issued."""
+        await self.applications.get(app_no)
+        doc = await self._existing_for(app_no)
+        if doc is None:
+            raise ContractNotFound()
+        return doc
+
+    async def any_pdf(self, contract_no: str) -> tuple[dict[str, Any], bytes]:
+        """``(file info, bytes)`` of any contract's current file: signed once effective, else the draft."""
+        doc = await self.get(contract_no)
+        info = doc["files"].get("signed") if doc["status"] == "effective" else doc["files"]["draft"]
+        return info, await self._read(info["file_id"])
+
+    def internal_view(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The marketing system's view: the customer's view plus the terms as issued, who issued it
+        and the SHA-256 and size of the draft and (once signed) the signed PDF."""
+        view = self.view(doc)
+        view.pop("pdf_url")
+        return {
+            **view,
+            "terms": doc["terms"],
+            "issued_by": doc.get("issued_by"),
+            "files": {name: {"sha256": doc["files"][name]["sha256"], "size": doc["files"][name]["size"]}
+                      if name in doc["files"] else None for name in ("draft", "signed")},
+            "pdf_url": f"/internal/v1/contracts/{doc['_id']}/pdf",
+        }
 
     async def signed_pdf(self, contract_no: str) -> bytes:
         doc = await self.get(contract_no)
@@ -378,6 +415,7 @@ class ContractService:
                     "chain_pems": [(await self.authority.get()).root_pem], "image_png": seal["image"],
                     "page": page, "box": box, "field_name": CUSTOMER_FIELD, "reason": "用电人确认并盖章",
                     "location": self.location, "signer_name": signer, "timestamp": now.isoformat(),
+                    **await self._long_term(),
                 })
             except SealFailed as exc:
                 log.error("customer sealing of %s failed: %s", contract_no, exc)
@@ -426,6 +464,7 @@ class ContractService:
                 "chain_pems": [authority.root_pem], "image_png": authority.utility_image, "page": page, "box": box,
                 "field_name": SUPPLIER_FIELD, "reason": "供电人会签", "location": self.location,
                 "signer_name": authority.utility_org, "timestamp": now.isoformat(),
+                **await self._long_term(), "archive_timestamp": True,
             })
         except SealFailed as exc:
             log.error("countersigning %s failed: %s", contract["_id"], exc)
@@ -446,6 +485,13 @@ class ContractService:
         doc = await self.get(contract["_id"])
         await self._on_signed(doc, signed)
         return doc
+
+    async def _long_term(self) -> dict[str, Any]:
+        """``seal_pdf`` arguments for trusted time and long-term validation: the TSA (B-T) and the
+        roots whose chains' certificates, CRLs and OCSP answers go into the DSS (B-LT)."""
+        authority = await self.authority.get()
+        return {"tsa_url": self.timestamping.url or None,
+                "ltv_roots": [authority.root_pem, *self.timestamping.roots]}
 
     async def _lock(self, contract_no: str) -> str:
         """Take the signing lock: a unique insert (at most one holder across processes); a lock older
@@ -476,9 +522,13 @@ class ContractService:
             raise Conflict("合同已作废", code="contract_cancelled")
 
     # -- verification ---------------------------------------------------------------------
-    async def verify(self, pdf: bytes, extra_roots: tuple[bytes, ...] = ()) -> dict[str, Any]:
+    async def verify(self, pdf: bytes, extra_roots: tuple[bytes, ...] = (),
+                     at: datetime | None = None) -> dict[str, Any]:
         """Check every signature of ``pdf`` against the seal authority's root (and ``extra_roots``,
-        e.g. a retired root): signer, time, integrity, trust and any change made after signing."""
+        e.g. a retired root): signer, timestamp, integrity, trust and revocation at the signature's
+        time, any change made after signing, and whether the document carries what long-term
+        validation needs. The authority's current CRL is consulted too, so a seal revoked after
+        signing shows as ``revocation.revoked_later_at``. ``at``: validate as of that time."""
         if not pdf:
             raise ValidationFailed("文件为空", code="empty_file",
                                    details=[{"field": "file", "message": "请上传 PDF 文件"}])
@@ -487,7 +537,9 @@ class ContractService:
         if not pdf.startswith(b"%PDF-"):
             raise AppError("请上传 PDF 文件", code="unsupported_file_type", status=415)
         authority = await self.authority.get()
-        report = await self.pool.run(pdfjobs.verify, pdf, [authority.root_pem, *extra_roots])
+        crls = [await self.revocation.crl()] if self.revocation is not None else []
+        report = await self.pool.run(pdfjobs.verify, pdf, [authority.root_pem, *extra_roots], {
+            "tsa_roots": list(self.timestamping.roots), "crls": crls, "at": at.isoformat() if at else None})
         report["sha256"] = _sha256(pdf)
         return report
 
