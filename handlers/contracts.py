@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tornado.httputil
 
+from wx_backend import timing
 from wx_backend.errors import BadRequest, ValidationFailed
 
 from . import spec
@@ -59,7 +60,10 @@ class ContractConfirmHandler(APIHandler):
     @authenticated
     async def post(self, contract_no: str) -> None:
         body = self.json_body()
-        contract = await self.app.contracts.confirm(self.current_user, contract_no, body.get("preview_id"))
+        with timing.collect() as spent:
+            contract = await self.app.contracts.confirm(self.current_user, contract_no, body.get("preview_id"))
+        # where the time went: queue / pdf / transfer (document pool), storage, followups, other
+        self.set_header("Server-Timing", spent.header(1000 * self.request.request_time()))
         self.write_json({"contract": contract})
 
 

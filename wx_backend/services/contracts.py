@@ -13,6 +13,7 @@ issuing idempotent, ``contract_locks`` (``_id`` = contract_no) lets exactly one 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import calendar
 import hashlib
@@ -29,7 +30,7 @@ from pymongo.errors import DuplicateKeyError
 
 from seals.images import SealImageError
 
-from .. import pdfjobs
+from .. import pdfjobs, timing
 from ..db import files, utcnow
 from ..documents import TEMPLATES, ContractTemplateError
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
@@ -398,30 +399,35 @@ class ContractService:
         try:
             contract = await self.get(contract_no)  # re-read under the lock
             self._must_be_pending(contract)
-            draft = await self._read(contract["files"]["draft"]["file_id"])
+            with timing.span("storage"):
+                draft = await self._read(contract["files"]["draft"]["file_id"])
+            authority = await self.authority.get()
             now = utcnow()
             sign_day = now.astimezone(SHANGHAI).date()
-            date_png = await self.pool.run(pdfjobs.text_png, sign_day.isoformat())
-            marks = [
-                self._mark(contract, "sign-customer", bytes(preview["signature_png"])),
-                self._mark(contract, "date-customer", date_png),
-                self._mark(contract, "date-supplier", date_png),
-            ]
-            page, box = self._spot(contract, "seal-customer")
             signer = preview["signer_name"] or seal["legal_rep"]
+            page, box = self._spot(contract, "seal-customer")
+            customer_seal = {
+                "key_pem": seal["key_pem"], "cert_pem": seal["cert_pem"].encode(), "chain_pems": [authority.root_pem],
+                "image_png": seal["image"], "page": page, "box": box, "field_name": CUSTOMER_FIELD,
+                "reason": "用电人确认并盖章", "location": self.location, "signer_name": signer,
+                "timestamp": now.isoformat(), **await self._long_term(),
+            }
+            dates = [self._spot(contract, "date-customer"), self._spot(contract, "date-supplier")]
             try:
-                customer_pdf = await self.pool.run(pdfjobs.draw_then_seal, draft, marks, {
-                    "key_pem": seal["key_pem"], "cert_pem": seal["cert_pem"].encode(),
-                    "chain_pems": [(await self.authority.get()).root_pem], "image_png": seal["image"],
-                    "page": page, "box": box, "field_name": CUSTOMER_FIELD, "reason": "用电人确认并盖章",
-                    "location": self.location, "signer_name": signer, "timestamp": now.isoformat(),
-                    **await self._long_term(),
-                })
+                # the whole PDF work in one job: the signature image and dates drawn, the
+                # customer's seal, the utility's countersignature (one trip to a worker)
+                handwriting = [self._mark(contract, "sign-customer", bytes(preview["signature_png"]))]
+                customer_pdf, signed = await self.pool.run(
+                    pdfjobs.sign_contract, draft, handwriting, sign_day.isoformat(), dates, customer_seal,
+                    await self._supplier_seal(contract, now))
             except SealFailed as exc:
-                log.error("customer sealing of %s failed: %s", contract_no, exc)
+                log.error("sealing of %s failed: %s", contract_no, exc)
                 raise AppError("合同盖章失败，请稍后重试", code="sealing_failed", status=500) from None
             start, end = term_dates(sign_day, contract["term_months"])
-            file_id = await self._store(customer_pdf, f"{contract_no}-customer.pdf", user["_id"], "contract_signed")
+            with timing.span("storage"):
+                file_id, signed_id = await asyncio.gather(
+                    self._store(customer_pdf, f"{contract_no}-customer.pdf", user["_id"], "contract_signed"),
+                    self._store(signed, f"{contract_no}.pdf", user["_id"], "contract_signed"))
             signature = {
                 "role": "customer", "field_name": CUSTOMER_FIELD, "user_id": user["_id"], "seal_id": seal["_id"],
                 "org_name": seal["org_name"], "credit_code": seal["credit_code"], "signer_name": signer,
@@ -435,10 +441,9 @@ class ContractService:
                           "signatures": [signature], "preview_id": preview["_id"], "updated_at": utcnow()}},
             )
             if not result.modified_count:
-                await self._delete_file(file_id)
+                await asyncio.gather(self._delete_file(file_id), self._delete_file(signed_id))
                 raise ContractSigningInProgress()
-            contract = await self.get(contract_no)
-            return self.view(await self._countersign(contract, token, customer_pdf))
+            return self.view(await self._record_countersign(contract_no, token, signed, signed_id, now))
         finally:
             await self._unlock(contract_no, token)
 
@@ -450,40 +455,48 @@ class ContractService:
             if contract["status"] != "customer_signed":
                 raise ContractAlreadySigned()
             pdf = await self._read(contract["files"]["customer_signed"]["file_id"])
-            return await self._countersign(contract, token, pdf)
+            now = utcnow()
+            try:
+                signed = await self.pool.run(pdfjobs.seal_only, pdf, await self._supplier_seal(contract, now))
+            except SealFailed as exc:
+                log.error("countersigning %s failed: %s", contract["_id"], exc)
+                raise AppError("供电人会签失败，请稍后重试", code="sealing_failed", status=500) from None
+            file_id = await self._store(signed, f"{contract['_id']}.pdf", contract["user_id"], "contract_signed")
+            return await self._record_countersign(contract["_id"], token, signed, file_id, now)
         finally:
             await self._unlock(contract["_id"], token)
 
-    async def _countersign(self, contract: dict[str, Any], token: str, customer_pdf: bytes) -> dict[str, Any]:
+    async def _supplier_seal(self, contract: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """``seal_pdf`` arguments of the utility's countersignature, closed by the archive timestamp."""
         authority = await self.authority.get()
         page, box = self._spot(contract, "seal-supplier")
-        now = utcnow()
-        try:
-            signed = await self.pool.run(pdfjobs.seal_only, customer_pdf, {
-                "key_pem": authority.utility_key_pem, "cert_pem": authority.utility_cert_pem,
-                "chain_pems": [authority.root_pem], "image_png": authority.utility_image, "page": page, "box": box,
-                "field_name": SUPPLIER_FIELD, "reason": "供电人会签", "location": self.location,
-                "signer_name": authority.utility_org, "timestamp": now.isoformat(),
-                **await self._long_term(), "archive_timestamp": True,
-            })
-        except SealFailed as exc:
-            log.error("countersigning %s failed: %s", contract["_id"], exc)
-            raise AppError("供电人会签失败，请稍后重试", code="sealing_failed", status=500) from None
-        sha = _sha256(signed)
-        file_id = await self._store(signed, f"{contract['_id']}.pdf", contract["user_id"], "contract_signed")
+        return {
+            "key_pem": authority.utility_key_pem, "cert_pem": authority.utility_cert_pem,
+            "chain_pems": [authority.root_pem], "image_png": authority.utility_image, "page": page, "box": box,
+            "field_name": SUPPLIER_FIELD, "reason": "供电人会签", "location": self.location,
+            "signer_name": authority.utility_org, "timestamp": now.isoformat(),
+            **await self._long_term(), "archive_timestamp": True,
+        }
+
+    async def _record_countersign(self, contract_no: str, token: str, signed: bytes, file_id: Any,
+                                  now: datetime) -> dict[str, Any]:
+        """``customer_signed`` -> ``effective`` with the stored signed file, then the follow-ups."""
+        authority = await self.authority.get()
         signature = {"role": "supplier", "field_name": SUPPLIER_FIELD, "org_name": authority.utility_org,
                      "signer_name": authority.utility_org, "cert_serial": authority.utility_serial, "signed_at": now}
         result = await self.db.contracts.update_one(
-            {"_id": contract["_id"], "status": "customer_signed", "lock_token": token},
-            {"$set": {"status": "effective", "files.signed": {"file_id": file_id, "sha256": sha, "size": len(signed)},
+            {"_id": contract_no, "status": "customer_signed", "lock_token": token},
+            {"$set": {"status": "effective",
+                      "files.signed": {"file_id": file_id, "sha256": _sha256(signed), "size": len(signed)},
                       "signed_at": now, "updated_at": now},
              "$push": {"signatures": signature}},
         )
         if not result.modified_count:
             await self._delete_file(file_id)
             raise ContractSigningInProgress()
-        doc = await self.get(contract["_id"])
-        await self._on_signed(doc, signed)
+        doc = await self.get(contract_no)
+        with timing.span("followups"):
+            await self._on_signed(doc, signed)
         return doc
 
     async def _long_term(self) -> dict[str, Any]:
