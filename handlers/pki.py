@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import urllib.parse
 
 from wx_backend.errors import BadRequest
 
@@ -31,32 +32,36 @@ class SealCrlHandler(BaseHandler):
         _binary(self, await self.app.revocation.crl(), "application/pkix-crl", 0)
 
 
+async def _answer(handler: BaseHandler, request: bytes) -> None:
+    if not request or len(request) > MAX_OCSP_REQUEST:
+        raise BadRequest("OCSP 请求格式不正确", code="ocsp_request_invalid")
+    _binary(handler, await handler.app.revocation.ocsp(request), "application/ocsp-response", 0)
+
+
 class OcspHandler(BaseHandler):
-    """RFC 6960: a DER request as the POST body, or base64 in the path of a GET (appendix A.1)."""
+    """RFC 6960: a DER request as the POST body."""
 
     async def post(self) -> None:
         if self.request.headers.get("Content-Type", "").split(";")[0].strip() != "application/ocsp-request":
             raise BadRequest("请以 application/ocsp-request 提交 OCSP 请求", code="unsupported_media_type", status=415)
-        await self._answer(self.request.body)
+        await _answer(self, self.request.body)
 
-    async def get(self, encoded: str = "") -> None:
+
+class OcspGetHandler(BaseHandler):
+    """RFC 6960 appendix A.1: the DER request, base64 (URL-encoded), as the last path segment."""
+
+    async def get(self, encoded: str) -> None:
         try:
-            request = base64.b64decode(encoded.replace("%2B", "+").replace("%2F", "/").replace("%3D", "="),
-                                       validate=True)
+            request = base64.b64decode(urllib.parse.unquote(encoded), validate=True)
         except (binascii.Error, ValueError):
             raise BadRequest("OCSP 请求格式不正确", code="ocsp_request_invalid") from None
-        await self._answer(request)
-
-    async def _answer(self, request: bytes) -> None:
-        if not request or len(request) > MAX_OCSP_REQUEST:
-            raise BadRequest("OCSP 请求格式不正确", code="ocsp_request_invalid")
-        _binary(self, await self.app.revocation.ocsp(request), "application/ocsp-response", 0)
+        await _answer(self, request)
 
 
 default_handlers = [
     (r"/pki/seal-ca.crl", SealCrlHandler),
     (r"/pki/ocsp", OcspHandler),
-    (r"/pki/ocsp/(.+)", OcspHandler),
+    (r"/pki/ocsp/(.+)", OcspGetHandler),
 ]
 
 

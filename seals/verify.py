@@ -25,7 +25,9 @@ from asn1crypto import x509 as asn1_x509
 from pyhanko.pdf_utils.reader import PdfFileReader
 from pyhanko.sign.ades.report import AdESPassed
 from pyhanko.sign.diff_analysis import DEFAULT_DIFF_POLICY, ModificationLevel
+from pyhanko.sign.validation import async_validate_pdf_signature
 from pyhanko.sign.validation.ades import ades_lta_validation
+from pyhanko.sign.validation.generic_cms import extract_tst_data_iter
 from pyhanko.sign.validation.policy_decl import (
     LocalKnowledge,
     PdfSignatureValidationSpec,
@@ -35,6 +37,7 @@ from pyhanko.sign.validation.policy_decl import (
 )
 from pyhanko.sign.validation.settings import KeyUsageConstraints
 from pyhanko.sign.validation.status import SignatureCoverageLevel
+from pyhanko_certvalidator import ValidationContext
 from pyhanko_certvalidator.context import CertValidationPolicySpec
 from pyhanko_certvalidator.ltv.types import ValidationTimingInfo
 from pyhanko_certvalidator.policy_decl import CertRevTrustPolicy, RevocationCheckingPolicy
@@ -65,7 +68,8 @@ class SignatureReport:
     # {"time", "authority", "valid"} of the RFC 3161 signature timestamp, or None
     timestamp: dict | None = None
     validated_at: str | None = None  # the time the signature was judged at (its proven existence)
-    indication: str | None = None  # pyHanko's AdES (sub)indication, "OK" when passed
+    # pyHanko's AdES (sub)indication, "OK" when passed; "NO_TIMESTAMP": judged at the validation time
+    indication: str | None = None
     # {"status": good | revoked | not_published | unknown, "at", "revoked_later_at"}
     revocation: dict | None = None
     problems: list[str] = field(default_factory=list)
@@ -141,26 +145,46 @@ def _failed(sig, problem: str) -> SignatureReport:
     )
 
 
+def _has_signature_timestamp(sig) -> bool:
+    return next(extract_tst_data_iter(sig.signer_info, signed=False), None) is not None
+
+
 async def _verify_one(sig, spec: PdfSignatureValidationSpec, timing: ValidationTimingInfo,
-                      crls: list[asn1_crl.CertificateList]) -> SignatureReport:
+                      crls: list[asn1_crl.CertificateList], plain: dict) -> SignatureReport:
+    """A timestamped signature: PAdES long-term validation, judged at its proven time. One
+    without a signature timestamp (PAdES B-B, contracts signed before timestamps were used):
+    plain validation at the validation time (``plain``: the ``ValidationContext`` arguments)."""
     sig.compute_integrity_info(diff_policy=DEFAULT_DIFF_POLICY)
-    result = await ades_lta_validation(sig, spec, timing_info=timing)
-    status = result.api_status
-    if status is None:
-        return _failed(sig, f"validation failed: {result.ades_subindic}: {result.failure_msg}")
-    passed = result.ades_subindic == AdESPassed.OK
+    if _has_signature_timestamp(sig):
+        result = await ades_lta_validation(sig, spec, timing_info=timing)
+        status = result.api_status
+        if status is None:
+            return _failed(sig, f"validation failed: {result.ades_subindic}: {result.failure_msg}")
+        passed = result.ades_subindic == AdESPassed.OK
+        at = result.best_signature_time
+        indication, failure = result.ades_subindic.name, result.failure_msg
+    else:
+        context = ValidationContext(**plain)
+        status = await async_validate_pdf_signature(
+            sig, signer_validation_context=context, diff_policy=DEFAULT_DIFF_POLICY,
+            key_usage_settings=KeyUsageConstraints(key_usage={"non_repudiation"}))
+        passed = bool(status.trusted)
+        at = timing.validation_time
+        indication = "NO_TIMESTAMP"
+        failure = f"{status.trust_problem_indic}" if not passed else None
     cert = status.signing_cert
     subject = cert.subject.native
     level = status.modification_level
     modified_after = level is None or level > ALLOWED_AFTER
-    at = result.best_signature_time
+    # a change after signing also fails the AdES check; the certificate's trust is reported apart
+    trusted = passed or (modified_after and bool(status.trusted))
     problems: list[str] = []
     if not status.intact:
         problems.append("digest mismatch: the signed bytes were changed")
     if not status.valid:
         problems.append("signature value invalid")
-    if not passed:
-        problems.append(f"not trusted at {_iso(at)}: {result.ades_subindic.name}: {result.failure_msg}")
+    if not trusted:
+        problems.append(f"not trusted at {_iso(at)}: {indication}: {failure}")
     if modified_after:
         problems.append(f"modified after signing: {level.name if level else 'unknown'}")
     ts = status.timestamp_validity
@@ -168,14 +192,12 @@ async def _verify_one(sig, spec: PdfSignatureValidationSpec, timing: ValidationT
     if ts is not None:
         timestamp = {"time": _iso(ts.timestamp), "authority": _cn(ts.signing_cert),
                      "valid": bool(ts.intact and ts.valid and ts.trusted)}
-    elif result.signature_timestamp_status is not None:
-        problems.append("signature timestamp did not validate")
     revoked_at = _revoked_in(crls, cert)
     if status.revocation_details is not None and status.revocation_details.revocation_date <= at:
         revocation = {"status": "revoked", "revoked_at": _iso(status.revocation_details.revocation_date)}
     elif not _declares_revocation(cert):
         revocation = {"status": "not_published"}
-    elif passed:
+    elif trusted:
         revocation = {"status": "good"}
     else:
         revocation = {"status": "unknown"}
@@ -191,14 +213,14 @@ async def _verify_one(sig, spec: PdfSignatureValidationSpec, timing: ValidationT
         signing_time=_iso(status.signer_reported_dt),
         intact=bool(status.intact),
         valid=bool(status.valid),
-        trusted=passed,
+        trusted=trusted,
         covers_whole_document=status.coverage == SignatureCoverageLevel.ENTIRE_FILE,
         coverage=status.coverage.name if status.coverage else "UNKNOWN",
         modification_level=level.name if level is not None else None,
         modified_after=modified_after,
         timestamp=timestamp,
         validated_at=_iso(at),
-        indication=result.ades_subindic.name,
+        indication=indication,
         revocation=revocation,
         problems=problems,
     )
@@ -246,10 +268,12 @@ async def async_verify_pdf(pdf: bytes, trust_roots: list[bytes], *, tsa_roots: l
         embedded = list(reader.embedded_regular_signatures)
     except Exception as exc:
         return VerificationReport(signatures=[], ok=False, error=f"unreadable PDF: {exc}")
+    plain = {"trust_roots": roots, "allow_fetching": False, "revocation_mode": "hard-fail", "crls": known_crls,
+             "moment": at}
     reports = []
     for sig in embedded:
         try:
-            reports.append(await _verify_one(sig, spec, timing, known_crls))
+            reports.append(await _verify_one(sig, spec, timing, known_crls, plain))
         except Exception as exc:  # a malformed signature is a failed signature, not a crash
             reports.append(_failed(sig, f"validation failed: {exc}"))
     ok = bool(reports) and all(r.ok for r in reports)

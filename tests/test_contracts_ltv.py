@@ -5,10 +5,12 @@ its timestamp); checked by the project's verifier (pyHanko) and poppler's pdfsig
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 import subprocess
 import sys
+import urllib.parse
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -145,6 +147,12 @@ def test_a_seal_revoked_after_signing_is_revoked_in_crl_and_ocsp_and_earlier_con
     assert answer.certificate_status == ocsp.OCSPCertStatus.REVOKED
     assert answer.revocation_time_utc == revoked_at
     assert answer.certificates[0].issuer == root.subject
+    # the same by GET (RFC 6960 appendix A.1)
+    # with a SHA-1 CertID, as most OCSP clients (NSS among them) send
+    request = ocsp.OCSPRequestBuilder().add_certificate(cert, root, hashes.SHA1()).build()  # noqa: S303
+    encoded = urllib.parse.quote(base64.b64encode(request.public_bytes(serialization.Encoding.DER)).decode(), safe="")
+    by_get = ocsp.load_der_ocsp_response(stack.api("GET", f"/pki/ocsp/{encoded}").content)
+    assert by_get.certificate_status == ocsp.OCSPCertStatus.REVOKED and by_get.revocation_time_utc == revoked_at
     # the contract signed before the revocation still verifies: valid at its timestamp, and the
     # report says the certificate was revoked later
     report = _verify(stack, token, signed["first"]["pdf"])
@@ -175,3 +183,25 @@ def test_ocsp_refuses_bad_requests_and_knows_nothing_of_other_serials(stack, sig
 
     fake = stranger.sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
     assert _ocsp(stack, fake, root).certificate_status == ocsp.OCSPCertStatus.UNKNOWN
+
+
+def test_a_tsa_failure_refuses_the_confirm_and_changes_nothing_then_a_retry_signs(stack):
+    token = stack.login()
+    seal = apply_seal(stack, token)
+    no = issue_contract(stack, create_application(stack, token))["contract_no"]
+    resp = stack.api("POST", f"/api/v1/contracts/{no}/preview", token=token,
+                     json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}})
+    preview_id = resp.json()["preview"]["preview_id"]
+    before = stack.db.contracts.find_one({"_id": no})
+    files_before = stack.db["files.files"].count_documents({})
+    assert stack.sandbox_call("POST", "/sandbox/faults", json={"endpoint": "tsa", "fault": "system_error",
+                                                               "count": 1}).status_code == 200
+    resp = stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token, json={"preview_id": preview_id})
+    assert resp.status_code == 500 and error_of(resp)["code"] == "sealing_failed", resp.text
+    after = stack.db.contracts.find_one({"_id": no})
+    assert {k: v for k, v in after.items() if k != "lock_token"} == \
+        {k: v for k, v in before.items() if k != "lock_token"}
+    assert stack.db["files.files"].count_documents({}) == files_before
+    assert stack.db.contract_locks.find_one({"_id": no}) is None
+    resp = stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token, json={"preview_id": preview_id})
+    assert resp.status_code == 200 and resp.json()["contract"]["status"] == "effective", resp.text
