@@ -205,3 +205,25 @@ def test_a_tsa_failure_refuses_the_confirm_and_changes_nothing_then_a_retry_sign
     assert stack.db.contract_locks.find_one({"_id": no}) is None
     resp = stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token, json={"preview_id": preview_id})
     assert resp.status_code == 200 and resp.json()["contract"]["status"] == "effective", resp.text
+
+
+def test_a_contract_left_customer_signed_is_countersigned_by_confirming_again(stack):
+    import hashlib
+
+    token = stack.login()
+    done = _sign(stack, token, apply_seal(stack, token))
+    no = done["contract_no"]
+    doc = stack.db.contracts.find_one({"_id": no})
+    customer = doc["files"]["customer_signed"]
+    assert hashlib.sha256(done["pdf"][:customer["size"]]).hexdigest() == customer["sha256"]
+    # what a crash between the customer's signature and the countersignature leaves behind
+    stack.db.contracts.update_one({"_id": no}, {"$set": {"status": "customer_signed", "signed_at": None,
+                                                         "signatures": doc["signatures"][:1]},
+                                                "$unset": {"files.signed": ""}})
+    resp = stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token, json={"preview_id": "any"})
+    assert resp.status_code == 200 and resp.json()["contract"]["status"] == "effective", resp.text
+    pdf = stack.api("GET", f"/api/v1/contracts/{no}/pdf", token=token).content
+    assert hashlib.sha256(pdf[:customer["size"]]).hexdigest() == customer["sha256"]  # the customer's revision
+    report = _verify(stack, token, pdf)
+    assert report["ok"] and report["ltv"]["enabled"], report
+    assert [s["field_name"] for s in report["signatures"]] == ["customer_seal", "supplier_seal"]

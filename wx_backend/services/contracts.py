@@ -387,20 +387,25 @@ class ContractService:
         """Sign the contract as previewed: the customer's signature image and the date are drawn,
         the customer's seal signs (PAdES), the utility countersigns. Exactly one of several
         concurrent confirms signs; the others get 409 and nothing changes."""
-        contract = await self.get_owned(user, contract_no)
+        contract, preview = await asyncio.gather(self.get_owned(user, contract_no),
+                                                 self._preview_owned(user, contract_no, preview_id),
+                                                 return_exceptions=True)
+        if isinstance(contract, BaseException):
+            raise contract
         if contract["status"] == "customer_signed":
             return self.view(await self._finish_countersign(contract))
         self._must_be_pending(contract)
-        preview = await self._preview_owned(user, contract_no, preview_id)
+        if isinstance(preview, BaseException):
+            raise preview
         if preview["expires_at"] <= utcnow():
             raise PreviewExpired()
-        seal = await self.seals.signing_material(user, preview["seal_id"])
+        with timing.span("storage"):  # the draft never changes: read it meanwhile
+            seal, draft = await asyncio.gather(self.seals.signing_material(user, preview["seal_id"]),
+                                               self._read(contract["files"]["draft"]["file_id"]))
         token = await self._lock(contract_no)
         try:
             contract = await self.get(contract_no)  # re-read under the lock
             self._must_be_pending(contract)
-            with timing.span("storage"):
-                draft = await self._read(contract["files"]["draft"]["file_id"])
             authority = await self.authority.get()
             now = utcnow()
             sign_day = now.astimezone(SHANGHAI).date()
@@ -425,9 +430,11 @@ class ContractService:
                 raise AppError("合同盖章失败，请稍后重试", code="sealing_failed", status=500) from None
             start, end = term_dates(sign_day, contract["term_months"])
             with timing.span("storage"):
-                file_id, signed_id = await asyncio.gather(
-                    self._store(customer_pdf, f"{contract_no}-customer.pdf", user["_id"], "contract_signed"),
-                    self._store(signed, f"{contract_no}.pdf", user["_id"], "contract_signed"))
+                signed_id = await self._store(signed, f"{contract_no}.pdf", user["_id"], "contract_signed")
+                # the countersignature is an incremental update: the customer-sealed file is the
+                # signed file's first bytes, so it is recorded as that prefix, not stored again
+                file_id = signed_id if signed.startswith(customer_pdf) else await self._store(
+                    customer_pdf, f"{contract_no}-customer.pdf", user["_id"], "contract_signed")
             signature = {
                 "role": "customer", "field_name": CUSTOMER_FIELD, "user_id": user["_id"], "seal_id": seal["_id"],
                 "org_name": seal["org_name"], "credit_code": seal["credit_code"], "signer_name": signer,
@@ -441,7 +448,7 @@ class ContractService:
                           "signatures": [signature], "preview_id": preview["_id"], "updated_at": utcnow()}},
             )
             if not result.modified_count:
-                await asyncio.gather(self._delete_file(file_id), self._delete_file(signed_id))
+                await asyncio.gather(*(self._delete_file(f) for f in {file_id, signed_id}))
                 raise ContractSigningInProgress()
             return self.view(await self._record_countersign(contract_no, token, signed, signed_id, now))
         finally:
@@ -454,7 +461,8 @@ class ContractService:
             contract = await self.get(contract["_id"])
             if contract["status"] != "customer_signed":
                 raise ContractAlreadySigned()
-            pdf = await self._read(contract["files"]["customer_signed"]["file_id"])
+            info = contract["files"]["customer_signed"]
+            pdf = (await self._read(info["file_id"]))[:info["size"]]  # may be a prefix of a longer file
             now = utcnow()
             try:
                 signed = await self.pool.run(pdfjobs.seal_only, pdf, await self._supplier_seal(contract, now))
@@ -621,9 +629,14 @@ class ContractService:
 
     async def _on_signed(self, contract: dict[str, Any], signed: bytes) -> None:
         """After 已签字: the timeline entry, the customer's notice and the marketing system's copy,
-        each idempotent by its key (a retried countersign repeats nothing)."""
+        at once, each idempotent by its key (a retried countersign repeats nothing)."""
         no = contract["_id"]
-        await self.applications.record_contract_signed(contract["app_no"], no, note=f"供用电合同 {no} 已签字")
+        await asyncio.gather(
+            self.applications.record_contract_signed(contract["app_no"], no, note=f"供用电合同 {no} 已签字"),
+            self._send_signed(contract, signed), self._notify_signed(contract))
+
+    async def _send_signed(self, contract: dict[str, Any], signed: bytes) -> None:
+        no = contract["_id"]
         if self.outbox is not None:
             await self.outbox.enqueue("webhook", f"contract.signed:{no}", {"event": "contract.signed", "body": {
                 "contract_no": no, "app_no": contract["app_no"], "account_no": contract["account_no"],
@@ -634,6 +647,9 @@ class ContractService:
                 "signatures": [{"role": s["role"], "org_name": s["org_name"], "cert_serial": s["cert_serial"],
                                 "signed_at": s["signed_at"].isoformat()} for s in contract["signatures"]],
             }})
+
+    async def _notify_signed(self, contract: dict[str, Any]) -> None:
+        no = contract["_id"]
         if self.notifications is not None:
             await self.notifications.notify_user(
                 contract["user_id"], "stage_changed",
