@@ -161,6 +161,11 @@ def test_a_seal_revoked_after_signing_is_revoked_in_crl_and_ocsp_and_earlier_con
     assert customer["revocation"]["status"] == "good"
     assert datetime.fromisoformat(customer["revocation"]["revoked_later_at"]) == revoked_at
     assert datetime.fromisoformat(customer["timestamp"]["time"]) < revoked_at + timedelta(seconds=1)
+    # pdfsig (NSS) asks our OCSP responder online and judges at the current time only: it now
+    # calls the customer's certificate revoked; the utility's stays trusted
+    blocks = _pdfsig(signed["folder"], signed["first"]["pdf"])
+    assert "Revoked" in blocks[0] and SIG_VALID in blocks[0], blocks[0]
+    assert CERT_TRUSTED in blocks[1], blocks[1]
     # a contract signed after the revocation is refused before anything is signed
     no = issue_contract(stack, create_application(stack, token))["contract_no"]
     resp = stack.api("POST", f"/api/v1/contracts/{no}/preview", token=token,

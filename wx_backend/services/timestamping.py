@@ -8,12 +8,14 @@ TSA's root is trusted (``wx_backend/sandbox/tsa.py``: a fixed, public test root)
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from ..config import Config, ConfigError
 
+log = logging.getLogger(__name__)
 _PEM = re.compile(rb"-----BEGIN CERTIFICATE-----.+?-----END CERTIFICATE-----", re.S)
 
 
@@ -39,4 +41,6 @@ class Timestamping:
             raise ConfigError("WX_TSA_ROOTS is required with WX_TSA_URL (the TSA's root certificates, PEM)")
         else:
             roots = ()
+        if not config.tsa_url and config.env not in ("dev", "test"):
+            log.warning("WX_TSA_URL is not set: contract signatures get no trusted timestamp (PAdES B-B only)")
         return cls(url=config.tsa_url, roots=roots)
