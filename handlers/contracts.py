@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import tornado.httputil
 
+from wx_backend import timing
 from wx_backend.bodies import LARGE_BODY
 from wx_backend.errors import BadRequest, ValidationFailed
 
@@ -60,7 +61,10 @@ class ContractConfirmHandler(APIHandler):
     @authenticated
     async def post(self, contract_no: str) -> None:
         body = self.json_body()
-        contract = await self.app.contracts.confirm(self.current_user, contract_no, body.get("preview_id"))
+        with timing.collect() as spent:
+            contract = await self.app.contracts.confirm(self.current_user, contract_no, body.get("preview_id"))
+        # where the time went: queue / pdf / transfer (document pool), storage, followups, other
+        self.set_header("Server-Timing", spent.header(1000 * self.request.request_time()))
         self.write_json({"contract": contract})
 
 
@@ -92,12 +96,28 @@ class ContractVerifyHandler(APIHandler):
 
 
 class InternalContractHandler(InternalHandler):
+    async def get(self, app_no: str) -> None:
+        doc = await self.app.contracts.for_application(app_no)
+        self.write_json({"contract": self.app.contracts.internal_view(doc)})
+
     async def post(self, app_no: str) -> None:
         body = self.json_body()
         operator = body.pop("operator", None) or "marketing"
         doc, created = await self.app.contracts.issue(app_no, body, operator=str(operator)[:50])
         self.write_json({"contract": self.app.contracts.view(doc), "created": created},
                         status=201 if created else 200)
+
+
+class InternalContractReadHandler(InternalHandler):
+    async def get(self, contract_no: str) -> None:
+        doc = await self.app.contracts.get(contract_no)
+        self.write_json({"contract": self.app.contracts.internal_view(doc)})
+
+
+class InternalContractPdfHandler(InternalHandler):
+    async def get(self, contract_no: str) -> None:
+        info, data = await self.app.contracts.any_pdf(contract_no)
+        _pdf(self, data, f"{contract_no}.pdf", info["sha256"])
 
 
 default_handlers = [
@@ -109,6 +129,8 @@ default_handlers = [
     (r"/api/v1/contracts/([^/]+)/previews/([^/]+)/pdf", ContractPreviewPdfHandler),
     (r"/api/v1/contracts/([^/]+)/confirm", ContractConfirmHandler),
     (r"/internal/v1/applications/([^/]+)/contract", InternalContractHandler),
+    (r"/internal/v1/contracts/([^/]+)", InternalContractReadHandler),
+    (r"/internal/v1/contracts/([^/]+)/pdf", InternalContractPdfHandler),
 ]
 
 _NOT_FOUND = ["contract_not_found"]
@@ -166,7 +188,22 @@ openapi = {
                                                                   "seal_expired", "preview_expired"],
                     422: ["validation_failed"], 500: ["sealing_failed"]}),
     },
+    "/internal/v1/contracts/{contract_no}": {
+        "get": spec.operation(
+            "A contract for the marketing system: status, parties, terms, signatures with their times, "
+            "SHA-256 of the draft and the signed PDF", tag="internal",
+            ok={200: spec.obj({"contract": spec.ref("InternalContract")})}, errors={404: _NOT_FOUND}),
+    },
+    "/internal/v1/contracts/{contract_no}/pdf": {
+        "get": spec.operation(
+            "The contract's PDF: signed once effective, else the draft (X-Content-SHA256: its hash)",
+            tag="internal", ok={200: _PDF}, errors={404: _NOT_FOUND}),
+    },
     "/internal/v1/applications/{app_no}/contract": {
+        "get": spec.operation(
+            "The contract issued for a work order (marketing system)", tag="internal",
+            ok={200: spec.obj({"contract": spec.ref("InternalContract")})},
+            errors={404: ["application_not_found", "contract_not_found"]}),
         "post": spec.operation(
             "Issue the application's contract for signing (marketing system); idempotent per application",
             tag="internal",

@@ -3,10 +3,12 @@
     python -m scripts.contracts issue APP_NO --template hv_new_connection --terms terms.json \\
         [--term-months 12] [--operator NAME]
     python -m scripts.contracts show CONTRACT_NO [--json]      # status and the signature report
-    python -m scripts.contracts verify FILE [--root OLD.pem] [--json]
+    python -m scripts.contracts verify FILE [--root OLD.pem] [--at 2037-12-01T00:00:00+08:00] [--json]
 
 The configuration is the backend's (``WX_*`` variables, the database, the seal authority).
-``verify`` trusts the configured seal authority's root plus any ``--root`` given. Exit status
+``verify`` trusts the configured seal authority's root plus any ``--root`` given, the TSA roots
+(``WX_TSA_ROOTS``) for timestamps, and consults the authority's current CRL; ``--at`` validates
+as of another time (e.g. years ahead: what a court would see then). Exit status
 0 on success (for ``show`` and ``verify``: every signature ok), 1 otherwise.
 """
 
@@ -16,6 +18,7 @@ import argparse
 import json
 import logging
 import sys
+from datetime import datetime
 from pathlib import Path
 
 from scripts.admin import run_admin
@@ -23,20 +26,20 @@ from wx_backend.app import Application
 from wx_backend.config import Config
 
 
+def _moment(text: str) -> datetime:
+    value = datetime.fromisoformat(text)
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError("give a UTC offset, e.g. 2037-12-01T00:00:00+08:00")
+    return value
+
+
 def _print_report(report: dict, as_json: bool) -> None:
-    from scripts.verify_pdf import COLUMNS, _cell, _table  # (imports pyHanko: only when printing)
+    from scripts.verify_pdf import print_table  # (imports pyHanko: only when printing)
 
     if as_json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
         return
-    rows = [[title for title, _ in COLUMNS]]
-    rows += [[_cell(sig[key]) for _, key in COLUMNS] for sig in report["signatures"]]
-    print(_table(rows))
-    for sig in report["signatures"]:
-        for problem in sig["problems"]:
-            print(f"{sig['field_name']}: {problem}")
-    if report.get("error"):
-        print(f"error: {report['error']}")
+    print_table(report)
     print(f"sha256: {report['sha256']}")
     print(f"\nresult: {'OK' if report['ok'] else 'FAILED'}")
 
@@ -65,7 +68,7 @@ async def run(args: argparse.Namespace) -> int:
             report = await contracts.verify(await contracts.signed_pdf(args.contract_no))
             _print_report(report, args.json)
             return 0 if report["ok"] else 1
-        report = await contracts.verify(args.pdf, args.roots)
+        report = await contracts.verify(args.pdf, args.roots, at=args.at)
         _print_report(report, args.json)
         return 0 if report["ok"] else 1
     finally:
@@ -87,6 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     verify = sub.add_parser("verify", help="verify a signed contract PDF")
     verify.add_argument("file")
     verify.add_argument("--root", action="append", default=[], help="another trusted root (PEM)")
+    verify.add_argument("--at", type=_moment, help="validation time, ISO 8601 with a UTC offset (default: now)")
     verify.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     logging.getLogger("pyhanko").setLevel(logging.CRITICAL)

@@ -142,9 +142,12 @@ class SealAuthority:
         )
         return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
 
-    def issue(self, org_name: str, credit_code: str, *, legal_rep: str | None = None, days: int = 3650) -> IssuedSeal:
+    def issue(self, org_name: str, credit_code: str, *, legal_rep: str | None = None, days: int = 3650,
+              crl_url: str | None = None, ocsp_url: str | None = None) -> IssuedSeal:
         """Issue a seal certificate: a new P-256 key pair, subject O=CN=``org_name`` with the credit
-        code as serialNumber, keyUsage digitalSignature + nonRepudiation (critical)."""
+        code as serialNumber, keyUsage digitalSignature + nonRepudiation (critical). ``crl_url`` and
+        ``ocsp_url`` name where the authority publishes its CRL and answers OCSP (the certificate's
+        CRL distribution point and authority information access)."""
         org_name = " ".join(org_name.split())
         if not org_name or len(org_name) > 64:
             raise SealAuthorityError("单位名称不能为空且不超过 64 个字")
@@ -162,7 +165,7 @@ class SealAuthority:
         now = _utcnow()
         not_after = min(now + dt.timedelta(days=days), self.cert.not_valid_after_utc)
         serial = _serial()
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name(attrs))
             .issuer_name(self.cert.subject)
@@ -186,8 +189,16 @@ class SealAuthority:
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
             )
-            .sign(self.key, hashes.SHA256())
         )
+        if crl_url:
+            builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
+                full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None, reasons=None,
+                crl_issuer=None)]), critical=False)
+        if ocsp_url:
+            builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
+                x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]),
+                critical=False)
+        cert = builder.sign(self.key, hashes.SHA256())
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )

@@ -24,7 +24,11 @@ from pyhanko.pdf_utils.images import PdfImage, pil_image
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.layout import AxisAlignment, InnerScaling, SimpleBoxLayoutRule
 from pyhanko.sign import fields, signers
+from pyhanko.sign.general import SigningError
+from pyhanko.sign.timestamps import HTTPTimeStamper, TimestampRequestError
 from pyhanko.stamp import StaticStampStyle
+from pyhanko_certvalidator import ValidationContext
+from pyhanko_certvalidator.errors import PathBuildingError, PathValidationError, ValidationError
 from pyhanko_certvalidator.registry import SimpleCertificateStore
 
 from .fonts import cjk_font
@@ -32,6 +36,7 @@ from .fonts import cjk_font
 Box = tuple[float, float, float, float]
 
 WATERMARK_TEXT = "预览 — 未签章"
+TSA_TIMEOUT = 10  # seconds per timestamp request
 
 
 class SealingError(ValueError):
@@ -107,14 +112,24 @@ async def seal_pdf(
     location: str,
     signer_name: str,
     timestamp: datetime | None = None,
+    tsa_url: str | None = None,
+    ltv_roots: list[bytes] | None = None,
+    archive_timestamp: bool = False,
 ) -> bytes:
-    """Sign ``pdf`` (PAdES B-B, SHA-256) in a new signature field ``field_name`` on ``page`` at
+    """Sign ``pdf`` (PAdES, SHA-256) in a new signature field ``field_name`` on ``page`` at
     ``box`` (PDF points, origin bottom-left), with the seal image as the visible appearance.
 
-    The result is the input plus one incremental update; earlier signatures stay intact.
+    The result is the input plus incremental updates; earlier signatures stay intact.
     ``chain_pems`` are the issuing certificates (the seal authority's root) embedded in the
-    signature. ``timestamp`` fixes the signing time (default: now); it is the signer's claim,
-    not a trusted timestamp.
+    signature. ``timestamp`` fixes the claimed signing time (default: now); it is the signer's
+    claim, not a trusted time.
+
+    Profiles: B-B without ``tsa_url``; B-T with ``tsa_url`` (an RFC 3161 signature timestamp from
+    that TSA); B-LT when ``ltv_roots`` (the trust roots of the signer's and the TSA's chains) are
+    given too: the chains' certificates, CRLs and OCSP responses (fetched from the URLs in the
+    certificates) go into the document security store; B-LTA with ``archive_timestamp`` as well:
+    a document timestamp from the TSA is appended after the DSS. A certificate that is revoked,
+    or whose revocation data cannot be fetched, stops the signing (``SealingError``).
     """
     try:
         writer = IncrementalPdfFileWriter(io.BytesIO(pdf), strict=False)
@@ -131,6 +146,12 @@ async def seal_pdf(
         signing_key=_private_key(key_pem),
         cert_registry=SimpleCertificateStore.from_certs(chain),
     )
+    validation_context = None
+    if ltv_roots:
+        validation_context = ValidationContext(
+            trust_roots=[asn1_x509.Certificate.load(_der(p)) for p in ltv_roots], allow_fetching=True,
+            revocation_mode="hard-fail", other_certs=chain,
+        )
     meta = signers.PdfSignatureMetadata(
         field_name=field_name,
         md_algorithm="sha256",
@@ -138,6 +159,10 @@ async def seal_pdf(
         reason=reason,
         location=location,
         name=signer_name,
+        embed_validation_info=validation_context is not None,
+        validation_context=validation_context,
+        use_pades_lta=archive_timestamp and validation_context is not None and tsa_url is not None,
+        timestamp_field_name=f"{field_name}_archive_ts",
     )
     stamp = StaticStampStyle(
         background=PdfImage(_rgba(image_png)),
@@ -154,8 +179,15 @@ async def seal_pdf(
         stamp_style=stamp,
         new_field_spec=fields.SigFieldSpec(sig_field_name=field_name, on_page=page, box=tuple(float(v) for v in box)),
         signing_time=timestamp,
+        timestamper=HTTPTimeStamper(tsa_url, timeout=TSA_TIMEOUT) if tsa_url else None,
     )
-    out = await pdf_signer.async_sign_pdf(writer)
+    try:
+        out = await pdf_signer.async_sign_pdf(writer)
+    except (TimestampRequestError, ValidationError, SigningError, PathBuildingError, PathValidationError) as exc:
+        raise SealingError(f"{type(exc).__name__}: {exc}") from exc
+    finally:
+        if validation_context is not None:
+            await validation_context.aclose()
     return out.getvalue()
 
 

@@ -79,6 +79,7 @@ def base_env(db_name: str, mongodb_uri: str, sandbox_port: int, app_port: int) -
         "WX_SANDBOX_PAY_PRIVATE_KEY": str(PAY_V3_KEYS / "sandbox_wechatpay_key.pem"),
         "WX_PUBLIC_BASE": f"http://127.0.0.1:{app_port}",
         "WX_SANDBOX_CALLBACK_BASE": f"http://127.0.0.1:{app_port}",
+        "WX_TSA_URL": f"http://127.0.0.1:{sandbox_port}/tsa",
         "WX_EMBEDDED_WORKERS": "1",
         "WX_SMS_PROVIDER": "sandbox",
         "WX_OUTBOX_RETRY_BASE": "0.2",

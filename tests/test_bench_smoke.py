@@ -69,7 +69,8 @@ def test_every_bench_script_prints_its_figures(stack, mongodb_uri, capsys):
     for out in (bills_out, orders):
         assert len(re.findall(r" ok +[0-9]+ failed", out)) == 5, out  # 2 warm-ups, ours, baseline, database
         assert re.search(r"^ratio ours/\S+: throughput [0-9.]+ +median latency [0-9.]+", out, re.M), out
-    assert re.search(r"^ratio ours/bare: median time [0-9.]+$", confirm, re.M), confirm
+    assert re.search(r"^ratio ours/library: median time [0-9.]+$", confirm, re.M), confirm
+    assert re.search(r"^  queue [0-9.]+ +pdf [0-9.]+ +transfer [0-9.]+ +storage [0-9.]+", confirm, re.M), confirm
     peaks = re.findall(r"VmHWM +([0-9.]+) MiB", memory)
     assert len(peaks) == 4 and float(peaks[0]) > 10, memory
 

@@ -28,8 +28,9 @@ from handlers.openapi import document
 
 MAX_EXAMPLES = int(os.environ.get("WX_FUZZ_EXAMPLES", "15"))
 
-# a PDF body (contract verification) is sent as raw bytes, like any binary body
+# a PDF body (contract verification) and an OCSP request are sent as raw bytes, like any binary body
 schemathesis.serializer.alias("application/pdf", "application/octet-stream")
+schemathesis.serializer.alias("application/ocsp-request", "application/octet-stream")
 
 schema = schemathesis.openapi.from_dict(document())
 

@@ -34,12 +34,14 @@ from .services.outages import OutageService
 from .services.outbox import Outbox
 from .services.payments import PaymentService
 from .services.phones import PhoneService
+from .services.revocation import RevocationService
 from .services.sealauthority import AuthorityStore, check_config
 from .services.seals import SealService
 from .services.signing import RequestVerifier
 from .services.sms import SmsService, make_provider
 from .services.supply import SupplyService
 from .services.terminals import TerminalService
+from .services.timestamping import Timestamping
 from .services.uploads import UploadService
 from .services.usage import UsageService
 from .services.users import UserService
@@ -85,10 +87,12 @@ class Application(tornado.web.Application):
         check_mail(config)
         self.documents = DocumentPool(config.document_workers)
         self.seal_authority = AuthorityStore(self.db, self.protector, config)
+        self.revocation = RevocationService(self.db, self.seal_authority)
         self.seals = SealService(self.db, self.protector, self.sms, self.uploads, self.seal_authority, self.documents)
         self.contracts = ContractService(
             self.db, self.seals, self.seal_authority, self.documents, self.uploads, applications=self.applications,
             outbox=self.outbox, notifications=self.notifications,
+            timestamping=Timestamping.from_config(config), revocation=self.revocation,
         )
         self._tasks: list[asyncio.Task] = []
         settings.setdefault("log_function", _log_request)

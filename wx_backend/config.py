@@ -277,6 +277,25 @@ SETTINGS: dict[str, Setting] = {
     "seal_passphrase": Setting(
         "WX_SEAL_PASSPHRASE", "", "passphrase of the encrypted keys in WX_SEAL_DIR", secret=True,
     ),
+    "tsa_url": Setting(
+        "WX_TSA_URL", "",
+        "RFC 3161 time-stamping authority that timestamps every contract signature and the archive timestamp "
+        "(production: the CA's TSA); empty: signatures carry only the signer's claimed time",
+        dev_default="http://127.0.0.1:8900/tsa",
+    ),
+    "tsa_roots": Setting(
+        "WX_TSA_ROOTS", "",
+        "PEM file of the root certificates the TSA's certificate chains to; empty in dev/test: the sandbox TSA root",
+    ),
+    "seal_crl_url": Setting(
+        "WX_SEAL_CRL_URL", "",
+        "URL of the seal authority's CRL, written into the certificates it issues "
+        "(default: WX_PUBLIC_BASE/pki/seal-ca.crl)",
+    ),
+    "seal_ocsp_url": Setting(
+        "WX_SEAL_OCSP_URL", "",
+        "URL of the seal authority's OCSP responder written into its certificates (default: WX_PUBLIC_BASE/pki/ocsp)",
+    ),
     "document_workers": Setting(
         "WX_DOCUMENT_WORKERS", 2,
         "worker processes that render, draw on, seal and verify contract PDFs (0: a thread of the process)",

@@ -13,6 +13,7 @@ application); exactly one confirm signs, by claiming the contract with a conditi
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import calendar
 import hashlib
@@ -29,13 +30,15 @@ from pymongo.errors import DuplicateKeyError
 
 from seals.images import SealImageError
 
-from .. import pdfjobs
+from .. import filecache, pdfjobs, timing
 from ..db import files, utcnow
 from ..documents import TEMPLATES, ContractTemplateError
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
 from ..pdfjobs import DocumentPool, SealFailed
+from .revocation import RevocationService
 from .sealauthority import AuthorityStore
 from .seals import SIGNING_CLAIM_TTL, SealService
+from .timestamping import Timestamping
 from .uploads import UploadService
 
 log = logging.getLogger(__name__)
@@ -114,7 +117,8 @@ def _sha256(data: bytes) -> str:
 class ContractService:
     def __init__(self, db: AsyncDatabase, seals: SealService, authority: AuthorityStore, pool: DocumentPool,
                  uploads: UploadService, applications: Any, outbox: Any = None, notifications: Any = None,
-                 location: str = "网上国网"):
+                 location: str = "网上国网", timestamping: Timestamping | None = None,
+                 revocation: RevocationService | None = None):
         self.db = db
         self.bucket = files(db)
         self.seals = seals
@@ -125,6 +129,8 @@ class ContractService:
         self.outbox = outbox
         self.notifications = notifications
         self.location = location
+        self.timestamping = timestamping or Timestamping(url="", roots=())
+        self.revocation = revocation
 
     # -- issue (the marketing system) ---------------------------------------------------
     async def issue(self, app_no: str, body: dict[str, Any], *, operator: str) -> tuple[dict[str, Any], bool]:
@@ -254,10 +260,42 @@ class ContractService:
         return info, await self._read(info["file_id"])
 
     async def get(self, contract_no: str) -> dict[str, Any]:
+        if not isinstance(contract_no, str):
+            raise ContractNotFound()
         doc = await self.db.contracts.find_one({"_id": contract_no})
         if doc is None:
             raise ContractNotFound()
         return doc
+
+    # -- reads (the marketing system) ---------------------------------------------------
+    async def for_application(self, app_no: str) -> dict[str, Any]:
+        """The contract issued for work order ``app_no``: 404 ``application_not_found`` for an
+        unknown work order, 404 ``contract_not_found`` when none was issued."""
+        await self.applications.get(app_no)
+        doc = await self._existing_for(app_no)
+        if doc is None:
+            raise ContractNotFound()
+        return doc
+
+    async def any_pdf(self, contract_no: str) -> tuple[dict[str, Any], bytes]:
+        """``(file info, bytes)`` of any contract's current file: signed once effective, else the draft."""
+        doc = await self.get(contract_no)
+        info = doc["files"].get("signed") if doc["status"] == "effective" else doc["files"]["draft"]
+        return info, await self._read(info["file_id"])
+
+    def internal_view(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """The marketing system's view: the customer's view plus the terms as issued, who issued it
+        and the SHA-256 and size of the draft and (once signed) the signed PDF."""
+        view = self.view(doc)
+        view.pop("pdf_url")
+        return {
+            **view,
+            "terms": doc["terms"],
+            "issued_by": doc.get("issued_by"),
+            "files": {name: {"sha256": doc["files"][name]["sha256"], "size": doc["files"][name]["size"]}
+                      if name in doc["files"] else None for name in ("draft", "signed")},
+            "pdf_url": f"/internal/v1/contracts/{doc['_id']}/pdf",
+        }
 
     async def signed_pdf(self, contract_no: str) -> bytes:
         doc = await self.get(contract_no)
@@ -349,14 +387,21 @@ class ContractService:
         """Sign the contract as previewed: the customer's signature image and the date are drawn,
         the customer's seal signs (PAdES), the utility countersigns. Exactly one of several
         concurrent confirms signs; the others get 409 and nothing changes."""
-        contract = await self.get_owned(user, contract_no)
+        contract, preview = await asyncio.gather(self.get_owned(user, contract_no),
+                                                 self._preview_owned(user, contract_no, preview_id),
+                                                 return_exceptions=True)
+        if isinstance(contract, BaseException):
+            raise contract
         if contract["status"] == "customer_signed":
             return self.view(await self._finish_countersign(contract))
         self._must_be_pending(contract)
-        preview = await self._preview_owned(user, contract_no, preview_id)
+        if isinstance(preview, BaseException):
+            raise preview
         if preview["expires_at"] <= utcnow():
             raise PreviewExpired()
-        seal = await self.seals.signing_material(user, preview["seal_id"])
+        with timing.span("storage"):  # the draft never changes: read it meanwhile
+            seal, draft = await asyncio.gather(self.seals.signing_material(user, preview["seal_id"]),
+                                               self._read(contract["files"]["draft"]["file_id"]))
         token = await self._lock(contract_no)
         held = False
         try:
@@ -364,29 +409,35 @@ class ContractService:
             self._must_be_pending(contract)
             await self.seals.hold_for_signing(seal["_id"], contract_no)  # no revocation meanwhile
             held = True
-            draft = await self._read(contract["files"]["draft"]["file_id"])
+            authority = await self.authority.get()
             now = utcnow()
             sign_day = now.astimezone(SHANGHAI).date()
-            date_png = await self.pool.run(pdfjobs.text_png, sign_day.isoformat())
-            marks = [
-                self._mark(contract, "sign-customer", bytes(preview["signature_png"])),
-                self._mark(contract, "date-customer", date_png),
-                self._mark(contract, "date-supplier", date_png),
-            ]
-            page, box = self._spot(contract, "seal-customer")
             signer = preview["signer_name"] or seal["legal_rep"]
+            page, box = self._spot(contract, "seal-customer")
+            customer_seal = {
+                "key_pem": seal["key_pem"], "cert_pem": seal["cert_pem"].encode(), "chain_pems": [authority.root_pem],
+                "image_png": seal["image"], "page": page, "box": box, "field_name": CUSTOMER_FIELD,
+                "reason": "用电人确认并盖章", "location": self.location, "signer_name": signer,
+                "timestamp": now.isoformat(), **await self._long_term(),
+            }
+            dates = [self._spot(contract, "date-customer"), self._spot(contract, "date-supplier")]
             try:
-                customer_pdf = await self.pool.run(pdfjobs.draw_then_seal, draft, marks, {
-                    "key_pem": seal["key_pem"], "cert_pem": seal["cert_pem"].encode(),
-                    "chain_pems": [(await self.authority.get()).root_pem], "image_png": seal["image"],
-                    "page": page, "box": box, "field_name": CUSTOMER_FIELD, "reason": "用电人确认并盖章",
-                    "location": self.location, "signer_name": signer, "timestamp": now.isoformat(),
-                })
+                # the whole PDF work in one job: the signature image and dates drawn, the
+                # customer's seal, the utility's countersignature (one trip to a worker)
+                handwriting = [self._mark(contract, "sign-customer", bytes(preview["signature_png"]))]
+                customer_pdf, signed = await self.pool.run(
+                    pdfjobs.sign_contract, draft, handwriting, sign_day.isoformat(), dates, customer_seal,
+                    await self._supplier_seal(contract, now))
             except SealFailed as exc:
-                log.error("customer sealing of %s failed: %s", contract_no, exc)
+                log.error("sealing of %s failed: %s", contract_no, exc)
                 raise AppError("合同盖章失败，请稍后重试", code="sealing_failed", status=500) from None
             start, end = term_dates(sign_day, contract["term_months"])
-            file_id = await self._store(customer_pdf, f"{contract_no}-customer.pdf", user["_id"], "contract_signed")
+            with timing.span("storage"):
+                signed_id = await self._store(signed, f"{contract_no}.pdf", user["_id"], "contract_signed")
+                # the countersignature is an incremental update: the customer-sealed file is the
+                # signed file's first bytes, so it is recorded as that prefix, not stored again
+                file_id = signed_id if signed.startswith(customer_pdf) else await self._store(
+                    customer_pdf, f"{contract_no}-customer.pdf", user["_id"], "contract_signed")
             signature = {
                 "role": "customer", "field_name": CUSTOMER_FIELD, "user_id": user["_id"], "seal_id": seal["_id"],
                 "org_name": seal["org_name"], "credit_code": seal["credit_code"], "signer_name": signer,
@@ -400,10 +451,9 @@ class ContractService:
                           "signatures": [signature], "preview_id": preview["_id"], "updated_at": utcnow()}},
             )
             if not result.modified_count:
-                await self._delete_file(file_id)
+                await asyncio.gather(*(self._delete_file(f) for f in {file_id, signed_id}))
                 raise ContractSigningInProgress()
-            contract = await self.get(contract_no)
-            return self.view(await self._countersign(contract, token, customer_pdf))
+            return self.view(await self._record_countersign(contract_no, token, signed, signed_id, now))
         finally:
             await self._unlock(contract_no, token)
             if held:
@@ -416,41 +466,58 @@ class ContractService:
             contract = await self.get(contract["_id"])
             if contract["status"] != "customer_signed":
                 raise ContractAlreadySigned()
-            pdf = await self._read(contract["files"]["customer_signed"]["file_id"])
-            return await self._countersign(contract, token, pdf)
+            info = contract["files"]["customer_signed"]
+            pdf = (await self._read(info["file_id"]))[:info["size"]]  # may be a prefix of a longer file
+            now = utcnow()
+            try:
+                signed = await self.pool.run(pdfjobs.seal_only, pdf, await self._supplier_seal(contract, now))
+            except SealFailed as exc:
+                log.error("countersigning %s failed: %s", contract["_id"], exc)
+                raise AppError("供电人会签失败，请稍后重试", code="sealing_failed", status=500) from None
+            file_id = await self._store(signed, f"{contract['_id']}.pdf", contract["user_id"], "contract_signed")
+            return await self._record_countersign(contract["_id"], token, signed, file_id, now)
         finally:
             await self._unlock(contract["_id"], token)
 
-    async def _countersign(self, contract: dict[str, Any], token: str, customer_pdf: bytes) -> dict[str, Any]:
+    async def _supplier_seal(self, contract: dict[str, Any], now: datetime) -> dict[str, Any]:
+        """``seal_pdf`` arguments of the utility's countersignature, closed by the archive timestamp."""
         authority = await self.authority.get()
         page, box = self._spot(contract, "seal-supplier")
-        now = utcnow()
-        try:
-            signed = await self.pool.run(pdfjobs.seal_only, customer_pdf, {
-                "key_pem": authority.utility_key_pem, "cert_pem": authority.utility_cert_pem,
-                "chain_pems": [authority.root_pem], "image_png": authority.utility_image, "page": page, "box": box,
-                "field_name": SUPPLIER_FIELD, "reason": "供电人会签", "location": self.location,
-                "signer_name": authority.utility_org, "timestamp": now.isoformat(),
-            })
-        except SealFailed as exc:
-            log.error("countersigning %s failed: %s", contract["_id"], exc)
-            raise AppError("供电人会签失败，请稍后重试", code="sealing_failed", status=500) from None
-        sha = _sha256(signed)
-        file_id = await self._store(signed, f"{contract['_id']}.pdf", contract["user_id"], "contract_signed")
+        return {
+            "key_pem": authority.utility_key_pem, "cert_pem": authority.utility_cert_pem,
+            "chain_pems": [authority.root_pem], "image_png": authority.utility_image, "page": page, "box": box,
+            "field_name": SUPPLIER_FIELD, "reason": "供电人会签", "location": self.location,
+            "signer_name": authority.utility_org, "timestamp": now.isoformat(),
+            **await self._long_term(), "archive_timestamp": True,
+        }
+
+    async def _record_countersign(self, contract_no: str, token: str, signed: bytes, file_id: Any,
+                                  now: datetime) -> dict[str, Any]:
+        """``customer_signed`` -> ``effective`` with the stored signed file, then the follow-ups."""
+        authority = await self.authority.get()
         signature = {"role": "supplier", "field_name": SUPPLIER_FIELD, "org_name": authority.utility_org,
                      "signer_name": authority.utility_org, "cert_serial": authority.utility_serial, "signed_at": now}
         result = await self.db.contracts.update_one(
-            {"_id": contract["_id"], "status": "customer_signed", "lock_token": token},
-            {"$set": {"status": "effective", "files.signed": {"file_id": file_id, "sha256": sha, "size": len(signed)},
+            {"_id": contract_no, "status": "customer_signed", "lock_token": token},
+            {"$set": {"status": "effective",
+                      "files.signed": {"file_id": file_id, "sha256": _sha256(signed), "size": len(signed)},
                       "signed_at": now, "updated_at": now},
              "$push": {"signatures": signature}},
         )
         if not result.modified_count:
             await self._delete_file(file_id)
             raise ContractSigningInProgress()
-        doc = await self.get(contract["_id"])
-        await self._on_signed(doc, signed)
+        doc = await self.get(contract_no)
+        with timing.span("followups"):
+            await self._on_signed(doc, signed)
         return doc
+
+    async def _long_term(self) -> dict[str, Any]:
+        """``seal_pdf`` arguments for trusted time and long-term validation: the TSA (B-T) and the
+        roots whose chains' certificates, CRLs and OCSP answers go into the DSS (B-LT)."""
+        authority = await self.authority.get()
+        return {"tsa_url": self.timestamping.url or None,
+                "ltv_roots": [authority.root_pem, *self.timestamping.roots]}
 
     async def _lock(self, contract_no: str) -> str:
         """Claim the contract for signing: one conditional update sets a fresh ``lock_token`` unless
@@ -477,9 +544,13 @@ class ContractService:
             raise Conflict("合同已作废", code="contract_cancelled")
 
     # -- verification ---------------------------------------------------------------------
-    async def verify(self, pdf: bytes, extra_roots: tuple[bytes, ...] = ()) -> dict[str, Any]:
+    async def verify(self, pdf: bytes, extra_roots: tuple[bytes, ...] = (),
+                     at: datetime | None = None) -> dict[str, Any]:
         """Check every signature of ``pdf`` against the seal authority's root (and ``extra_roots``,
-        e.g. a retired root): signer, time, integrity, trust and any change made after signing."""
+        e.g. a retired root): signer, timestamp, integrity, trust and revocation at the signature's
+        time, any change made after signing, and whether the document carries what long-term
+        validation needs. The authority's current CRL is consulted too, so a seal revoked after
+        signing shows as ``revocation.revoked_later_at``. ``at``: validate as of that time."""
         if not pdf:
             raise ValidationFailed("文件为空", code="empty_file",
                                    details=[{"field": "file", "message": "请上传 PDF 文件"}])
@@ -488,7 +559,9 @@ class ContractService:
         if not pdf.startswith(b"%PDF-"):
             raise AppError("请上传 PDF 文件", code="unsupported_file_type", status=415)
         authority = await self.authority.get()
-        report = await self.pool.run(pdfjobs.verify, pdf, [authority.root_pem, *extra_roots])
+        crls = [await self.revocation.crl()] if self.revocation is not None else []
+        report = await self.pool.run(pdfjobs.verify, pdf, [authority.root_pem, *extra_roots], {
+            "tsa_roots": list(self.timestamping.roots), "crls": crls, "at": at.isoformat() if at else None})
         report["sha256"] = _sha256(pdf)
         return report
 
@@ -502,16 +575,26 @@ class ContractService:
         return (page, box, png)
 
     async def _store(self, data: bytes, filename: str, owner: Any, purpose: str) -> Any:
-        return await self.bucket.upload_from_stream(filename, data, metadata={
+        file_id = await self.bucket.upload_from_stream(filename, data, metadata={
             "owner": owner, "purpose": purpose, "content_type": "application/pdf", "sha256": _sha256(data),
             "size": len(data), "created_at": utcnow(),
         })
+        if purpose == "contract_draft":
+            filecache.files.put(file_id, data)
+        return file_id
 
     async def _read(self, file_id: Any) -> bytes:
-        stream = await self.bucket.open_download_stream(file_id)
-        return await stream.read()
+        """A stored file; drafts are kept in the process (``wx_backend/filecache.py``)."""
+        data = filecache.files.get(file_id)
+        if data is None:
+            stream = await self.bucket.open_download_stream(file_id)
+            data = await stream.read()
+            if stream.metadata and stream.metadata.get("purpose") == "contract_draft":
+                filecache.files.put(file_id, data)
+        return data
 
     async def _delete_file(self, file_id: Any) -> None:
+        filecache.files.drop(file_id)
         try:
             await self.bucket.delete(file_id)
         except Exception:  # best effort: an orphan file is harmless
@@ -557,9 +640,14 @@ class ContractService:
 
     async def _on_signed(self, contract: dict[str, Any], signed: bytes) -> None:
         """After 已签字: the timeline entry, the customer's notice and the marketing system's copy,
-        each idempotent by its key (a retried countersign repeats nothing)."""
+        at once, each idempotent by its key (a retried countersign repeats nothing)."""
         no = contract["_id"]
-        await self.applications.record_contract_signed(contract["app_no"], no, note=f"供用电合同 {no} 已签字")
+        await asyncio.gather(
+            self.applications.record_contract_signed(contract["app_no"], no, note=f"供用电合同 {no} 已签字"),
+            self._send_signed(contract, signed), self._notify_signed(contract))
+
+    async def _send_signed(self, contract: dict[str, Any], signed: bytes) -> None:
+        no = contract["_id"]
         if self.outbox is not None:
             await self.outbox.enqueue("webhook", f"contract.signed:{no}", {"event": "contract.signed", "body": {
                 "contract_no": no, "app_no": contract["app_no"], "account_no": contract["account_no"],
@@ -570,6 +658,9 @@ class ContractService:
                 "signatures": [{"role": s["role"], "org_name": s["org_name"], "cert_serial": s["cert_serial"],
                                 "signed_at": s["signed_at"].isoformat()} for s in contract["signatures"]],
             }})
+
+    async def _notify_signed(self, contract: dict[str, Any]) -> None:
+        no = contract["_id"]
         if self.notifications is not None:
             await self.notifications.notify_user(
                 contract["user_id"], "stage_changed",

@@ -88,11 +88,19 @@ def load_dir(folder: str | Path, passphrase: str) -> Authority:
     )
 
 
-def _create_dev() -> tuple[SealAuthority, bytes, bytes, bytes]:
+def revocation_urls(config: Config) -> dict[str, str]:
+    """Where the authority's CRL and OCSP responder are published: ``WX_SEAL_CRL_URL`` and
+    ``WX_SEAL_OCSP_URL``, by default under ``WX_PUBLIC_BASE`` (served by ``handlers/pki.py``)."""
+    base = (config.public_base or "").rstrip("/")
+    return {"crl_url": config.seal_crl_url or f"{base}/pki/seal-ca.crl",
+            "ocsp_url": config.seal_ocsp_url or f"{base}/pki/ocsp"}
+
+
+def _create_dev(urls: dict[str, str]) -> tuple[SealAuthority, bytes, bytes, bytes]:
     from seals.images import generate_seal
 
     root = SealAuthority.create(DEV_ROOT_NAME)
-    seal = root.issue(DEV_UTILITY, DEV_UTILITY_CREDIT_CODE)
+    seal = root.issue(DEV_UTILITY, DEV_UTILITY_CREDIT_CODE, **urls)
     return root, seal.cert_pem, seal.key_pem, generate_seal(DEV_UTILITY, code=DEV_UTILITY_CREDIT_CODE)
 
 
@@ -105,6 +113,7 @@ class AuthorityStore:
         self.config = config
         self._authority: Authority | None = None
         self._lock = asyncio.Lock()
+        self.urls = revocation_urls(config)
 
     async def get(self) -> Authority:
         if self._authority is None:
@@ -118,7 +127,7 @@ class AuthorityStore:
             return await asyncio.to_thread(load_dir, self.config.seal_dir, self.config.seal_passphrase)
         doc = await self.db.seal_authority.find_one({"_id": _DOC_ID})
         if doc is None:
-            root, cert_pem, key_pem, image = await asyncio.to_thread(_create_dev)
+            root, cert_pem, key_pem, image = await asyncio.to_thread(_create_dev, self.urls)
             doc = {
                 "_id": _DOC_ID,
                 "root_cert_pem": root.cert_pem.decode(),

@@ -23,7 +23,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from seals.authority import SealAuthorityError, check_credit_code
 from seals.images import SealImageError
 
-from .. import pdfjobs
+from .. import filecache, pdfjobs
 from ..db import files, utcnow
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
 from ..pdfjobs import DocumentPool
@@ -93,7 +93,8 @@ class SealService:
             image = await self.pool.run(pdfjobs.seal_image_generated, fields["org_name"], fields["credit_code"])
         await self.sms.verify(fields["mobile"], "seal", body.get("sms_code"), user["_id"])
         authority = await self.authority.get()
-        issued = authority.root.issue(fields["org_name"], fields["credit_code"], legal_rep=fields["legal_rep"])
+        issued = authority.root.issue(fields["org_name"], fields["credit_code"], legal_rep=fields["legal_rep"],
+                                      **self.authority.urls)
         seal_id = ObjectId()
         now = utcnow()
         image_id = await self.bucket.upload_from_stream(
@@ -196,8 +197,13 @@ class SealService:
         return await self.image_of(doc)
 
     async def image_of(self, doc: dict[str, Any]) -> bytes:
-        stream = await self.bucket.open_download_stream(doc["image_file_id"])
-        return await stream.read()
+        """The seal's image (immutable: kept in the process once read, ``wx_backend/filecache.py``)."""
+        data = filecache.files.get(doc["image_file_id"])
+        if data is None:
+            stream = await self.bucket.open_download_stream(doc["image_file_id"])
+            data = await stream.read()
+            filecache.files.put(doc["image_file_id"], data)
+        return data
 
     async def signing_material(self, user: dict[str, Any], seal_id: Any) -> dict[str, Any]:
         """What sealing needs, for an ACTIVE seal of ``user``: the seal document plus ``key_pem``
