@@ -12,6 +12,8 @@ import base64
 import binascii
 import urllib.parse
 
+from cryptography.x509 import ocsp
+
 from wx_backend.errors import BadRequest
 
 from . import spec
@@ -33,9 +35,19 @@ class SealCrlHandler(BaseHandler):
 
 
 async def _answer(handler: BaseHandler, request: bytes) -> None:
-    if not request or len(request) > MAX_OCSP_REQUEST:
+    # bytes that are no OCSP request at all are refused like any bad input; a request about a
+    # certificate the authority did not issue still gets a signed OCSP answer ("unknown")
+    if not request or len(request) > MAX_OCSP_REQUEST or not _is_ocsp_request(request):
         raise BadRequest("OCSP 请求格式不正确", code="ocsp_request_invalid")
     _binary(handler, await handler.app.revocation.ocsp(request), "application/ocsp-response", 0)
+
+
+def _is_ocsp_request(der: bytes) -> bool:
+    try:
+        ocsp.load_der_ocsp_request(der)
+    except ValueError:
+        return False
+    return True
 
 
 class OcspHandler(BaseHandler):

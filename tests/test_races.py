@@ -180,9 +180,11 @@ def _confirm_versus_confirm_signs_once_round(stack):
     assert error_of(loser)["code"] in ("contract_signing_in_progress", "contract_already_signed")
     doc = stack.db.contracts.find_one({"_id": no})
     assert doc["status"] == "effective" and [s["role"] for s in doc["signatures"]] == ["customer", "supplier"]
-    # the draft and the signed file, and one customer-sealed file: the loser stored nothing
+    # the draft and the signed file, whose first bytes are the customer-sealed revision: the
+    # loser stored nothing
     assert stack.db["files.files"].count_documents({"filename": f"{no}.pdf"}) == 2
-    assert stack.db["files.files"].count_documents({"filename": f"{no}-customer.pdf"}) == 1
+    assert stack.db["files.files"].count_documents({"filename": f"{no}-customer.pdf"}) == 0
+    assert doc["files"]["customer_signed"]["file_id"] == doc["files"]["signed"]["file_id"]
 
 
 def test_revoke_versus_sign_never_signs_with_a_revoked_seal(stack):
