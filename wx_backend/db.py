@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -79,3 +80,18 @@ async def ensure_indexes(db: AsyncDatabase) -> None:
 def files(db: AsyncDatabase) -> AsyncGridFSBucket:
     """GridFS bucket for uploads, seal images and contract PDFs."""
     return AsyncGridFSBucket(db, bucket_name="files")
+
+
+async def stream_file(bucket: AsyncGridFSBucket, file_id: Any) -> tuple[int, AsyncIterator[bytes]]:
+    """``(length, chunks)`` of a stored file, read chunk by chunk as the response is written;
+    ``gridfs.errors.NoFile`` if there is none."""
+    stream = await bucket.open_download_stream(file_id)
+
+    async def chunks() -> AsyncIterator[bytes]:
+        try:
+            while chunk := await stream.readchunk():
+                yield chunk
+        finally:
+            await stream.close()
+
+    return stream.length, chunks()

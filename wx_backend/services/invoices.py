@@ -32,7 +32,7 @@ from pymongo import DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
-from ..db import files, utcnow
+from ..db import files, stream_file, utcnow
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
 from ..security import DataProtector
 from ..validators import MESSAGES, clean_text, is_credit_code, parse_day
@@ -338,18 +338,10 @@ class InvoiceService:
         if doc["status"] != "issued":
             raise Conflict("发票尚未开具", code="invoice_not_issued")
         try:
-            stream = await self.bucket.open_download_stream(doc["pdf_file_id"])
+            size, chunks = await stream_file(self.bucket, doc["pdf_file_id"])
         except NoFile:
             raise _invoice_not_found() from None
-
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                while chunk := await stream.readchunk():
-                    yield chunk
-            finally:
-                await stream.close()
-
-        return {"invoice_no": doc["invoice_no"], "size": stream.length}, chunks()
+        return {"invoice_no": doc["invoice_no"], "size": size}, chunks
 
     async def read_pdf(self, doc: dict[str, Any]) -> bytes:
         stream = await self.bucket.open_download_stream(doc["pdf_file_id"])

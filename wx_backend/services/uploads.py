@@ -23,7 +23,7 @@ from PIL import Image
 from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
-from ..db import files, utcnow
+from ..db import files, stream_file, utcnow
 from ..errors import AppError, NotFound, ValidationFailed
 from ..validators import matches
 from .catalog import Catalog
@@ -170,18 +170,10 @@ class UploadService:
         """``(metadata, chunks)`` to stream an upload of ``user``; 404 as ``get_owned``."""
         meta = await self.get_owned(user, file_id)
         try:
-            stream = await self.bucket.open_download_stream(ObjectId(meta["file_id"]))
+            _size, chunks = await stream_file(self.bucket, ObjectId(meta["file_id"]))
         except NoFile:
             raise UploadNotFound() from None
-
-        async def chunks() -> AsyncIterator[bytes]:
-            try:
-                while chunk := await stream.readchunk():
-                    yield chunk
-            finally:
-                await stream.close()
-
-        return meta, chunks()
+        return meta, chunks
 
     async def _find(self, user: dict[str, Any], file_id: str) -> dict[str, Any]:
         try:

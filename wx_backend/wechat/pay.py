@@ -358,14 +358,7 @@ class PayAPI:
         await self._record(call)
 
     async def _record(self, call: PayCall) -> None:
-        if self.on_call is None:
-            return
-        try:
-            result = self.on_call(call)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:  # the audit hook must never change the call's outcome
-            log.exception("pay call hook failed for %s", call.operation)
+        await record_call(self.on_call, call)
 
 
 def _fen(value: int) -> int:
@@ -376,3 +369,15 @@ def _fen(value: int) -> int:
 
 def _without_sign(fields: dict[str, str]) -> dict[str, str]:
     return {k: v for k, v in fields.items() if k != "sign"}
+
+
+async def record_call(on_call: Callable[[PayCall], Awaitable[None] | None] | None, call: PayCall) -> None:
+    """Hand ``call`` to the gateway's audit hook, if any; the hook never changes the call's outcome."""
+    if on_call is None:
+        return
+    try:
+        result = on_call(call)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        log.exception("pay call hook failed for %s", call.operation)

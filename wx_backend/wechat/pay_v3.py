@@ -28,7 +28,6 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-import inspect
 import json
 import logging
 import secrets
@@ -56,6 +55,7 @@ from .pay import (
     PayReturnError,
     PaySignatureError,
     _fen,
+    record_call,
 )
 
 log = logging.getLogger(__name__)
@@ -453,14 +453,7 @@ class PayV3API:
         call.outcome, call.error = outcome, error
         if outcome != "ok":
             log.warning("wechat pay v3 %s: %s (%s)", call.operation, outcome, error)
-        if self.on_call is None:
-            return
-        try:
-            result = self.on_call(call)
-            if inspect.isawaitable(result):
-                await result
-        except Exception:  # the audit hook must never change the call's outcome
-            log.exception("pay call hook failed for %s", call.operation)
+        await record_call(self.on_call, call)
 
 
 def _refund_fields(data: Mapping[str, Any]) -> dict[str, Any]:
