@@ -6,15 +6,16 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
+import functools
 import ipaddress
 import json
 import threading
-import time
 import uuid
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pay_support
 import pytest
 from aiosmtpd.controller import Controller
 from conftest import Stack, bind_account, put_account
@@ -145,14 +146,8 @@ def hall(workdir, mongodb_uri):
         hooks.close()
 
 
-def wait_for(predicate, timeout: float = 20.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")
+# the outbox and the worker's passes take longer than a payment's state: a longer default wait
+wait_for = functools.partial(pay_support.wait_for, timeout=20.0)
 
 
 def follower(stack) -> dict[str, Any]:

@@ -164,15 +164,19 @@ def test_confirm_versus_confirm_signs_once(stack):
         _confirm_versus_confirm_signs_once_round(stack)
 
 
-def _confirm_versus_confirm_signs_once_round(stack):
+def _previewed_contract(stack) -> tuple[str, str, dict, str]:
+    """A fresh customer's issued contract with a seal and a preview: ``(token, contract_no, seal, preview_id)``."""
     token = stack.login()
-    contract = issue_contract(stack, create_application(stack, token))
-    no = contract["contract_no"]
+    no = issue_contract(stack, create_application(stack, token))["contract_no"]
     seal = apply_seal(stack, token, org_name="郏县惠源纺织有限公司")
     preview = stack.api("POST", f"/api/v1/contracts/{no}/preview", token=token,
                         json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}})
     assert preview.status_code == 201, preview.text
-    pid = preview.json()["preview"]["preview_id"]
+    return token, no, seal, preview.json()["preview"]["preview_id"]
+
+
+def _confirm_versus_confirm_signs_once_round(stack):
+    token, no, _seal, pid = _previewed_contract(stack)
     answers = race(*[lambda: stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token,
                                        json={"preview_id": pid})] * 2)
     assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
@@ -195,14 +199,7 @@ def test_revoke_versus_sign_never_signs_with_a_revoked_seal(stack):
 
 
 def _revoke_versus_sign_round(stack, during_signing: bool) -> str:
-    token = stack.login()
-    contract = issue_contract(stack, create_application(stack, token))
-    no = contract["contract_no"]
-    seal = apply_seal(stack, token, org_name="郏县惠源纺织有限公司")
-    preview = stack.api("POST", f"/api/v1/contracts/{no}/preview", token=token,
-                        json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}})
-    assert preview.status_code == 201, preview.text
-    pid = preview.json()["preview"]["preview_id"]
+    token, no, seal, pid = _previewed_contract(stack)
     code = seal_sms_code(stack, token, seal["_mobile"])
     def revoke_call():
         if during_signing:
