@@ -192,13 +192,14 @@ class SupplyService:
         except DuplicateKeyError:
             held = await self.db.balance_estimates.find_one({"_id": account_no})
             return {"estimate": estimate_view(held), "applied": False}
+        # the estimate held now (a newer one may have arrived meanwhile), read once for all users
+        held = await self.db.balance_estimates.find_one({"_id": account_no})
         for user_id in await self.accounts.user_ids_of(account_no):
-            await self._check_threshold(account_no, user_id)
+            await self._check_threshold(account_no, user_id, held)
         return {"estimate": estimate_view(estimate), "applied": True}
 
-    async def _check_threshold(self, account_no: str, user_id: Any) -> None:
+    async def _check_threshold(self, account_no: str, user_id: Any, estimate: dict[str, Any] | None) -> None:
         """余额不足 once per crossing of the user's threshold by the account's current estimate."""
-        estimate = await self.db.balance_estimates.find_one({"_id": account_no})
         key = f"{account_no}:{user_id}"
         alert = await self.db.balance_alerts.find_one({"_id": key}) or {"below": False}
         if estimate is None or not alert.get("enabled", True):
