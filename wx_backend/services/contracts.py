@@ -30,7 +30,7 @@ from pymongo.errors import DuplicateKeyError
 
 from seals.images import SealImageError
 
-from .. import filecache, pdfjobs, timing
+from .. import pdfjobs, timing
 from ..db import files, utcnow
 from ..documents import TEMPLATES, ContractTemplateError
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
@@ -579,22 +579,13 @@ class ContractService:
             "owner": owner, "purpose": purpose, "content_type": "application/pdf", "sha256": _sha256(data),
             "size": len(data), "created_at": utcnow(),
         })
-        if purpose == "contract_draft":
-            filecache.files.put(file_id, data)
         return file_id
 
     async def _read(self, file_id: Any) -> bytes:
-        """A stored file; drafts are kept in the process (``wx_backend/filecache.py``)."""
-        data = filecache.files.get(file_id)
-        if data is None:
-            stream = await self.bucket.open_download_stream(file_id)
-            data = await stream.read()
-            if stream.metadata and stream.metadata.get("purpose") == "contract_draft":
-                filecache.files.put(file_id, data)
-        return data
+        stream = await self.bucket.open_download_stream(file_id)
+        return await stream.read()
 
     async def _delete_file(self, file_id: Any) -> None:
-        filecache.files.drop(file_id)
         try:
             await self.bucket.delete(file_id)
         except Exception:  # best effort: an orphan file is harmless

@@ -23,7 +23,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from seals.authority import SealAuthorityError, check_credit_code
 from seals.images import SealImageError
 
-from .. import filecache, pdfjobs
+from .. import pdfjobs
 from ..db import files, utcnow
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
 from ..pdfjobs import DocumentPool
@@ -197,13 +197,9 @@ class SealService:
         return await self.image_of(doc)
 
     async def image_of(self, doc: dict[str, Any]) -> bytes:
-        """The seal's image (immutable: kept in the process once read, ``wx_backend/filecache.py``)."""
-        data = filecache.files.get(doc["image_file_id"])
-        if data is None:
-            stream = await self.bucket.open_download_stream(doc["image_file_id"])
-            data = await stream.read()
-            filecache.files.put(doc["image_file_id"], data)
-        return data
+        """The seal's image."""
+        stream = await self.bucket.open_download_stream(doc["image_file_id"])
+        return await stream.read()
 
     async def signing_material(self, user: dict[str, Any], seal_id: Any) -> dict[str, Any]:
         """What sealing needs, for an ACTIVE seal of ``user``: the seal document plus ``key_pem``
