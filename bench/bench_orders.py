@@ -80,8 +80,10 @@ def run(stack, args: argparse.Namespace) -> None:
     try:
         bare_url = f"http://127.0.0.1:{bare.port}/orders"
         bare_body = json.dumps({"openid": cust["openid"]})
-        bare_req = lambda _n: HTTPRequest(bare_url, method="POST", body=bare_body, request_timeout=120,  # noqa: E731
-                                          connect_timeout=120)
+
+        def bare_req(_n):
+            return HTTPRequest(bare_url, method="POST", body=bare_body, request_timeout=120, connect_timeout=120)
+
         warm = {"requests": 4, "concurrency": 2, "duration": 10}
         run_load("warm-up ours", orders_request(stack, cust), expect=201, **warm)
         run_load("warm-up wechatpy sync", bare_req, expect=201, **warm)
