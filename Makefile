@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-DEBS   := fonts-noto-cjk poppler-utils libnss3-tools nginx-light libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 golang-go
+DEBS   := fonts-noto-cjk poppler-utils libnss3-tools nginx-light libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 golang-go chromium
 
 .PHONY: run test lint deps sysdeps pydeps ferretdb workers clean
 
