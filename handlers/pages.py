@@ -90,6 +90,7 @@ class StylesheetHandler(BaseHandler):
 class CallbackHandler(BaseHandler):
     """``/h5/auth/callback?code=&state=``: WeChat's web authorization comes back here."""
 
+    session = None
     write_error = PageHandler.write_error
     render_page = PageHandler.render_page
 
