@@ -292,6 +292,37 @@ def test_web_login_errors(stack, subscriber):
     assert http.get(f"{stack.api_url}/h5/", allow_redirects=False).status_code == 302
 
 
+def web_login(stack, oa_openid: str) -> requests.Session:
+    """A browser-like session logged in to the pages through the sandbox's web authorization."""
+    as_subscriber(stack, oa_openid)
+    http = requests.Session()
+    assert http.get(f"{stack.api_url}/h5/", timeout=30).status_code == 200
+    return http
+
+
+def test_pages_refuse_hostile_input_with_a_clear_error(stack, subscriber):
+    s = subscriber
+    http = web_login(stack, s["oa_openid"])
+    no = s["account_no"]
+    cases = [
+        (f"/h5/applications/{s['app_no']}%0A", 404, "application_not_found"),
+        ("/h5/applications/" + "２" * 14, 404, "application_not_found"),
+        (f"/h5/contracts/HT{'0' * 600}", 404, "contract_not_found"),
+        (f"/h5/accounts/{no}/bills?year=２０２６", 422, "validation_failed"),
+        (f"/h5/accounts/{no}/bills?year=2026%00", 422, "validation_failed"),
+        ("/h5/outages?account_no=%00", 404, "account_not_found"),
+        (f"/h5/outages?account_no={no}%20", 404, "account_not_found"),
+        ("/h5/payments/P" + "9" * 26, 404, "payment_not_found"),
+    ]
+    for path, status, code in cases:
+        resp = http.get(stack.api_url + path, allow_redirects=False, timeout=30)
+        assert error_code_of(resp) == (status, code), path
+        assert "<script" not in resp.text  # an error page echoes nothing executable
+    # a page of someone's unknown account number (the route only takes 10 ASCII digits)
+    resp = http.get(f"{stack.api_url}/h5/accounts/{no[:-1]}٣/bills", allow_redirects=False, timeout=30)
+    assert resp.status_code == 404
+
+
 def error_code_of(resp) -> tuple[int, str | None]:
     if resp.headers.get("Content-Type", "").startswith("application/json"):
         return resp.status_code, error_of(resp)["code"]
