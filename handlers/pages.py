@@ -25,8 +25,11 @@ from . import spec
 from .base import _HTTP_CODES, BaseHandler
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "pages"
-_env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
-                          autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined)
+_env = jinja2.Environment(
+    loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    autoescape=jinja2.select_autoescape(["html"]),
+    undefined=jinja2.StrictUndefined,
+)
 _env.filters["yuan"] = yuan
 _AMOUNT = re.compile(r"(0|[1-9][0-9]{0,5})(\.[0-9]{1,2})?", re.ASCII)
 
@@ -76,8 +79,15 @@ class PageHandler(BaseHandler):
             code, message = _HTTP_CODES.get(status_code, ("internal_error", "系统繁忙，请稍后再试"))
             details = None
         self.clear_header("Location")
-        self.render_page("error.html", status=status_code, title="出错了", code=code, message=message,
-                         details=details if isinstance(details, list) else None, nav=False)
+        self.render_page(
+            "error.html",
+            status=status_code,
+            title="出错了",
+            code=code,
+            message=message,
+            details=details if isinstance(details, list) else None,
+            nav=False,
+        )
 
 
 class StylesheetHandler(BaseHandler):
@@ -99,8 +109,9 @@ class CallbackHandler(BaseHandler):
         next_path = sessions.check_state(self.get_argument("state", ""), self.get_cookie(STATE_COOKIE))
         token, _ = await sessions.login(self.get_argument("code", ""))
         self.clear_cookie(STATE_COOKIE, path="/h5/")
-        self.set_cookie(SESSION_COOKIE, sessions.sign(SESSION_COOKIE, token),
-                        **sessions.cookie_options(WEB_SESSION_TTL))
+        self.set_cookie(
+            SESSION_COOKIE, sessions.sign(SESSION_COOKIE, token), **sessions.cookie_options(WEB_SESSION_TTL)
+        )
         self.redirect(next_path)
 
 
@@ -127,8 +138,14 @@ class BillPage(PageHandler):
 class UsagePage(PageHandler):
     async def get(self, account_no: str) -> None:
         usage = await self.app.usage.monthly(self.current_user, account_no)
-        self.render_page("usage.html", title="用能分析", account_no=account_no, chart=usage_chart(usage["months"]),
-                         totals=usage["totals"], months=usage["months"])
+        self.render_page(
+            "usage.html",
+            title="用能分析",
+            account_no=account_no,
+            chart=usage_chart(usage["months"]),
+            totals=usage["totals"],
+            months=usage["months"],
+        )
 
 
 class ApplicationsPage(PageHandler):
@@ -181,8 +198,7 @@ class PayPage(PageHandler):
     async def get(self, account_no: str) -> None:
         account = await self.app.accounts.get_owned(self.current_user, account_no)
         amount = self.get_argument("amount", "")
-        self.render_page("pay.html", title="交费", account=self.app.accounts.public(account), amount=amount,
-                         error=None)
+        self.render_page("pay.html", title="交费", account=self.app.accounts.public(account), amount=amount, error=None)
 
     async def post(self, account_no: str) -> None:
         account = await self.app.accounts.get_owned(self.current_user, account_no)
@@ -193,18 +209,36 @@ class PayPage(PageHandler):
             fen = int(whole) * 100 + int((frac + "00")[:2])
         limit = self.app.config.pay_max_fen
         if fen is None or not 1 <= fen <= limit:
-            self.render_page("pay.html", status=422, title="交费", account=self.app.accounts.public(account),
-                             amount=text, error=f"请输入 0.01 至 {yuan(limit)} 元之间的金额，最多两位小数")
+            self.render_page(
+                "pay.html",
+                status=422,
+                title="交费",
+                account=self.app.accounts.public(account),
+                amount=text,
+                error=f"请输入 0.01 至 {yuan(limit)} 元之间的金额，最多两位小数",
+            )
             return
         config = self.app.config
-        order = await self.app.payments.create_jsapi(self.current_user, account_no, fen, self.client_ip(),
-                                                     appid=config.oa_appid, openid=self.session["oa_openid"])
+        order = await self.app.payments.create_jsapi(
+            self.current_user,
+            account_no,
+            fen,
+            self.client_ip(),
+            appid=config.oa_appid,
+            openid=self.session["oa_openid"],
+        )
         page_url = config.public_base.rstrip("/") + self.request.uri
         jssdk = await self.app.wechat.jsapi_tickets.config_for(page_url)
-        self.render_page("paying.html", title="交费", account_no=account_no, amount_fen=fen,
-                         out_trade_no=order["out_trade_no"], pay_params=json.dumps(order["pay_params"]),
-                         jssdk=json.dumps({**jssdk, "jsApiList": ["chooseWXPay"]}),
-                         bridge_standin=config.h5_bridge_standin if config.env != "prod" else "")
+        self.render_page(
+            "paying.html",
+            title="交费",
+            account_no=account_no,
+            amount_fen=fen,
+            out_trade_no=order["out_trade_no"],
+            pay_params=json.dumps(order["pay_params"]),
+            jssdk=json.dumps({**jssdk, "jsApiList": ["chooseWXPay"]}),
+            bridge_standin=config.h5_bridge_standin if config.env != "prod" else "",
+        )
 
 
 class PaymentPage(PageHandler):
@@ -212,8 +246,12 @@ class PaymentPage(PageHandler):
 
     async def get(self, out_trade_no: str) -> None:
         payment = await self.app.payments.get_for_user(self.current_user, out_trade_no)
-        self.render_page("payment.html", title="支付结果", payment=payment,
-                         final=payment["status"] in ("credited", "closed", "failed", "reversed"))
+        self.render_page(
+            "payment.html",
+            title="支付结果",
+            payment=payment,
+            final=payment["status"] in ("credited", "closed", "failed", "reversed"),
+        )
 
 
 class LogoutPage(PageHandler):
@@ -250,17 +288,30 @@ default_handlers = [
 # -- the OpenAPI description ------------------------------------------------------------------------
 _HTML = {"description": "the page (HTML)", "content": {"text/html": {"schema": {"type": "string"}}}}
 _TO_WECHAT = {"description": "no web session: to WeChat's web authorization (Location)"}
-_PAGE_DOC = ("A page of the official account's web pages (HTML, Chinese). Needs the web session cookie "
-             "`wx_h5` from WeChat's web authorization; without it a GET answers 302 to WeChat's authorize "
-             "page. Errors are HTML pages showing the code; see docs/h5.md.")
+_PAGE_DOC = (
+    "A page of the official account's web pages (HTML, Chinese). Needs the web session cookie "
+    "`wx_h5` from WeChat's web authorization; without it a GET answers 302 to WeChat's authorize "
+    "page. Errors are HTML pages showing the code; see docs/h5.md."
+)
 
 
-def _page(summary: str, *, errors: dict[int, list[str]] | None = None, query: dict | None = None,
-          ok: dict | None = None, form: dict | None = None) -> dict[str, Any]:
-    op = spec.operation(summary, tag="h5", ok=ok or {200: _HTML, 302: _TO_WECHAT}, errors=errors, query=query,
-                        description=_PAGE_DOC,
-                        body_content={"application/x-www-form-urlencoded": {"schema": spec.obj(form)}}
-                        if form else None)
+def _page(
+    summary: str,
+    *,
+    errors: dict[int, list[str]] | None = None,
+    query: dict | None = None,
+    ok: dict | None = None,
+    form: dict | None = None,
+) -> dict[str, Any]:
+    op = spec.operation(
+        summary,
+        tag="h5",
+        ok=ok or {200: _HTML, 302: _TO_WECHAT},
+        errors=errors,
+        query=query,
+        description=_PAGE_DOC,
+        body_content={"application/x-www-form-urlencoded": {"schema": spec.obj(form)}} if form else None,
+    )
     for status, response in op["responses"].items():
         if int(status) >= 400:
             response["content"]["text/html"] = {"schema": {"type": "string"}}
@@ -271,39 +322,78 @@ _CSRF = {"_csrf": {"type": "string", "description": "the page's CSRF token"}}
 
 openapi = {
     "/h5/": {"get": _page("我的户号: the subscriber's bound accounts")},
-    "/h5/h5.css": {"get": spec.operation("The pages' stylesheet", tag="h5", ok={200: {
-        "description": "CSS", "content": {"text/css": {"schema": {"type": "string"}}}}})},
-    "/h5/auth/callback": {"get": _page(
-        "WeChat's web authorization comes back: the code is exchanged, the session cookie set", ok={
-            302: {"description": "logged in: back to the page first asked for"}},
-        query={"code": spec.STRING, "state": spec.STRING}, errors={400: ["web_login_failed"]})},
-    "/h5/accounts/{account_no}/bills": {"get": _page("电费账单: the account's bills", query={"year": spec.STRING},
-                                                     errors={404: ["account_not_found"], 422: ["validation_failed"]})},
-    "/h5/accounts/{account_no}/bills/{period}": {"get": _page(
-        "One bill with its tiers and payments", errors={404: ["account_not_found", "bill_not_found"]})},
-    "/h5/accounts/{account_no}/usage": {"get": _page("用能分析: 12 months as a chart",
-                                                     errors={404: ["account_not_found"]})},
+    "/h5/h5.css": {
+        "get": spec.operation(
+            "The pages' stylesheet",
+            tag="h5",
+            ok={200: {"description": "CSS", "content": {"text/css": {"schema": {"type": "string"}}}}},
+        )
+    },
+    "/h5/auth/callback": {
+        "get": _page(
+            "WeChat's web authorization comes back: the code is exchanged, the session cookie set",
+            ok={302: {"description": "logged in: back to the page first asked for"}},
+            query={"code": spec.STRING, "state": spec.STRING},
+            errors={400: ["web_login_failed"]},
+        )
+    },
+    "/h5/accounts/{account_no}/bills": {
+        "get": _page(
+            "电费账单: the account's bills",
+            query={"year": spec.STRING},
+            errors={404: ["account_not_found"], 422: ["validation_failed"]},
+        )
+    },
+    "/h5/accounts/{account_no}/bills/{period}": {
+        "get": _page("One bill with its tiers and payments", errors={404: ["account_not_found", "bill_not_found"]})
+    },
+    "/h5/accounts/{account_no}/usage": {
+        "get": _page("用能分析: 12 months as a chart", errors={404: ["account_not_found"]})
+    },
     "/h5/accounts/{account_no}/pay": {
         "get": _page("交费: the amount form", query={"amount": spec.STRING}, errors={404: ["account_not_found"]}),
-        "post": _page("交费: a JSAPI order of the official account, then WeixinJSBridge's getBrandWCPayRequest",
-                      form={**_CSRF, "amount": {"type": "string", "description": "yuan, e.g. 10 or 10.50"}},
-                      ok={200: _HTML},
-                      errors={401: ["web_session_required"], 403: ["csrf_failed"], 404: ["account_not_found"],
-                              422: ["invalid_amount"], 502: ["payment_order_failed"]}),
+        "post": _page(
+            "交费: a JSAPI order of the official account, then WeixinJSBridge's getBrandWCPayRequest",
+            form={**_CSRF, "amount": {"type": "string", "description": "yuan, e.g. 10 or 10.50"}},
+            ok={200: _HTML},
+            errors={
+                401: ["web_session_required"],
+                403: ["csrf_failed"],
+                404: ["account_not_found"],
+                422: ["invalid_amount"],
+                502: ["payment_order_failed"],
+            },
+        ),
     },
-    "/h5/payments/{out_trade_no}": {"get": _page("支付结果: the order; refreshes itself until final",
-                                                 errors={404: ["payment_not_found"]})},
+    "/h5/payments/{out_trade_no}": {
+        "get": _page("支付结果: the order; refreshes itself until final", errors={404: ["payment_not_found"]})
+    },
     "/h5/applications": {"get": _page("办电进度: the subscriber's work orders")},
-    "/h5/applications/{app_no}": {"get": _page("办电进度: one work order's timeline",
-                                               errors={404: ["application_not_found"]})},
+    "/h5/applications/{app_no}": {
+        "get": _page("办电进度: one work order's timeline", errors={404: ["application_not_found"]})
+    },
     "/h5/contracts": {"get": _page("合同查看: the subscriber's contracts")},
-    "/h5/contracts/{contract_no}": {"get": _page("合同查看: status and the link to the PDF",
-                                                 errors={404: ["contract_not_found"]})},
-    "/h5/contracts/{contract_no}/pdf": {"get": _page("The contract's current PDF (signed once effective)", ok={
-        200: {"description": "PDF", "content": {"application/pdf": {"schema": {"type": "string"}}}},
-        302: _TO_WECHAT}, errors={404: ["contract_not_found"]})},
-    "/h5/outages": {"get": _page("停电信息 of a bound account (the default one without account_no)",
-                                 query={"account_no": spec.STRING}, errors={404: ["account_not_found"]})},
-    "/h5/logout": {"post": _page("Log out of the pages", form=_CSRF,
-                                 errors={401: ["web_session_required"], 403: ["csrf_failed"]})},
+    "/h5/contracts/{contract_no}": {
+        "get": _page("合同查看: status and the link to the PDF", errors={404: ["contract_not_found"]})
+    },
+    "/h5/contracts/{contract_no}/pdf": {
+        "get": _page(
+            "The contract's current PDF (signed once effective)",
+            ok={
+                200: {"description": "PDF", "content": {"application/pdf": {"schema": {"type": "string"}}}},
+                302: _TO_WECHAT,
+            },
+            errors={404: ["contract_not_found"]},
+        )
+    },
+    "/h5/outages": {
+        "get": _page(
+            "停电信息 of a bound account (the default one without account_no)",
+            query={"account_no": spec.STRING},
+            errors={404: ["account_not_found"]},
+        )
+    },
+    "/h5/logout": {
+        "post": _page("Log out of the pages", form=_CSRF, errors={401: ["web_session_required"], 403: ["csrf_failed"]})
+    },
 }

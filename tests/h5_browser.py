@@ -15,8 +15,16 @@ ARTIFACTS = ROOT / "artifacts" / "h5"
 PHONE = {"width": 375, "height": 812}
 # Without the background-networking flags Chromium tries Google's services and, on a closed
 # network, its connections are refused; each launch gets a fresh profile of its own.
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +78,7 @@ def _luminance(hex_colour: str) -> float:
     hex_colour = hex_colour.lstrip("#")
     if len(hex_colour) == 3:
         hex_colour = "".join(c * 2 for c in hex_colour)
-    channels = [int(hex_colour[i:i + 2], 16) / 255 for i in (0, 2, 4)]
+    channels = [int(hex_colour[i : i + 2], 16) / 255 for i in (0, 2, 4)]
     linear = [c / 12.92 if c <= 0.04045 else ((c + 0.055) / 1.055) ** 2.4 for c in channels]
     return 0.2126 * linear[0] + 0.7152 * linear[1] + 0.0722 * linear[2]
 

@@ -33,11 +33,18 @@ OA_APPID = "wxoatest00000001"
 
 def tiered_ten_yuan() -> dict:
     # 18 kWh in the first tier at 0.5556 yuan: 10.0008 yuan, billed 10.00
-    return {"amount_fen": 1000, "due_date": "2026-12-20", "readings": {"previous": 500, "current": 518},
-            "kwh": {"total": 18}, "prices": {"flat": 5556},
-            "tiers": [{"tier": 1, "upto_kwh": 180, "kwh": 18, "price": 5556},
-                      {"tier": 2, "upto_kwh": 260, "kwh": 0, "price": 6056},
-                      {"tier": 3, "upto_kwh": None, "kwh": 0, "price": 8556}]}
+    return {
+        "amount_fen": 1000,
+        "due_date": "2026-12-20",
+        "readings": {"previous": 500, "current": 518},
+        "kwh": {"total": 18},
+        "prices": {"flat": 5556},
+        "tiers": [
+            {"tier": 1, "upto_kwh": 180, "kwh": 18, "price": 5556},
+            {"tier": 2, "upto_kwh": 260, "kwh": 0, "price": 6056},
+            {"tier": 3, "upto_kwh": None, "kwh": 0, "price": 8556},
+        ],
+    }
 
 
 def as_subscriber(stack, oa_openid: str) -> None:
@@ -68,8 +75,15 @@ def subscriber(stack):
     put_bill(stack, no, newer, tiered_ten_yuan())
     out, _ = submitted(stack, token, "meter_test")
     assert advance(stack, out["app_no"], "accepted", note="资料齐全，予以受理").status_code == 200
-    return {"token": token, "oa_openid": oa_openid, "uid": uid, "account_no": no, "older": older,
-            "newer": newer, "app_no": out["app_no"]}
+    return {
+        "token": token,
+        "oa_openid": oa_openid,
+        "uid": uid,
+        "account_no": no,
+        "older": older,
+        "newer": newer,
+        "app_no": out["app_no"],
+    }
 
 
 def check_accessible(page, name: str) -> None:
@@ -137,9 +151,13 @@ def test_template_message_to_payment_credited(stack, chromium, subscriber):  # n
     assert stack.sandbox_call("GET", "/sandbox/stats").json().get("getticket", 0) == tickets_before + 1
     assert stack.db.wx_tokens.find_one({"_id": f"{OA_APPID}:jsapi_ticket"})["token"]
 
-    for path, name in ((f"/h5/accounts/{no}/usage", "usage"), ("/h5/", "accounts"),
-                       (f"/h5/outages?account_no={no}", "outages"), ("/h5/applications", "applications"),
-                       ("/h5/contracts", "contracts")):
+    for path, name in (
+        (f"/h5/accounts/{no}/usage", "usage"),
+        ("/h5/", "accounts"),
+        (f"/h5/outages?account_no={no}", "outages"),
+        ("/h5/applications", "applications"),
+        ("/h5/contracts", "contracts"),
+    ):
         resp = page.goto(stack.api_url + path)
         assert resp.status == 200, (path, resp.status)
         check_accessible(page, name)
@@ -174,10 +192,12 @@ def test_pages_at_200_percent_zoom(stack, chromium, subscriber):  # noqa: F811
     as_subscriber(stack, s["oa_openid"])
     context = phone(chromium, zoom=2)
     page = context.new_page()
-    for path, name in ((f"/h5/accounts/{s['account_no']}/bills", "bills"),
-                       (f"/h5/accounts/{s['account_no']}/bills/{s['newer']}", "bill"),
-                       (f"/h5/accounts/{s['account_no']}/pay", "pay"),
-                       (f"/h5/applications/{s['app_no']}", "application")):
+    for path, name in (
+        (f"/h5/accounts/{s['account_no']}/bills", "bills"),
+        (f"/h5/accounts/{s['account_no']}/bills/{s['newer']}", "bill"),
+        (f"/h5/accounts/{s['account_no']}/pay", "pay"),
+        (f"/h5/applications/{s['app_no']}", "application"),
+    ):
         page.goto(stack.api_url + path)
         assert overflows_horizontally(page) == [], f"{name} scrolls sideways at 200 %"
         screenshot(page, f"zoom200-{name}")
@@ -199,13 +219,15 @@ def test_a_stranger_sees_none_of_it(stack, chromium, subscriber):  # noqa: F811
     page.goto(f"{stack.api_url}/h5/")
     assert s["account_no"] not in page.inner_text("body")
     paid = stack.db.payments.find_one({"account_no": s["account_no"], "status": "credited"})
-    for path, code in ((f"/h5/accounts/{s['account_no']}/bills", "account_not_found"),
-                       (f"/h5/accounts/{s['account_no']}/bills/{s['newer']}", "account_not_found"),
-                       (f"/h5/accounts/{s['account_no']}/usage", "account_not_found"),
-                       (f"/h5/accounts/{s['account_no']}/pay", "account_not_found"),
-                       (f"/h5/outages?account_no={s['account_no']}", "account_not_found"),
-                       (f"/h5/applications/{s['app_no']}", "application_not_found"),
-                       (f"/h5/payments/{paid['out_trade_no']}", "payment_not_found")):
+    for path, code in (
+        (f"/h5/accounts/{s['account_no']}/bills", "account_not_found"),
+        (f"/h5/accounts/{s['account_no']}/bills/{s['newer']}", "account_not_found"),
+        (f"/h5/accounts/{s['account_no']}/usage", "account_not_found"),
+        (f"/h5/accounts/{s['account_no']}/pay", "account_not_found"),
+        (f"/h5/outages?account_no={s['account_no']}", "account_not_found"),
+        (f"/h5/applications/{s['app_no']}", "application_not_found"),
+        (f"/h5/payments/{paid['out_trade_no']}", "payment_not_found"),
+    ):
         resp = page.goto(stack.api_url + path)
         assert resp.status == 404, path
         assert page.locator("[data-error-code]").get_attribute("data-error-code") == code, path
@@ -284,8 +306,9 @@ def test_web_login_errors(stack, subscriber):
         else:
             expected = (400, "web_login_failed")
             the_code = used if code == callback else code
-        resp = fresh.get(f"{stack.api_url}/h5/auth/callback", params={"code": the_code, "state": state},
-                         allow_redirects=False)
+        resp = fresh.get(
+            f"{stack.api_url}/h5/auth/callback", params={"code": the_code, "state": state}, allow_redirects=False
+        )
         assert error_code_of(resp) == expected, (fault, code)
     # an expired session (server-side) starts over at WeChat
     stack.db.web_sessions.update_many({}, {"$set": {"expires_at": stack.db.web_sessions.find_one()["created_at"]}})
@@ -329,16 +352,20 @@ def error_code_of(resp) -> tuple[int, str | None]:
     marker = 'data-error-code="'
     text = resp.text
     at = text.find(marker)
-    return resp.status_code, text[at + len(marker):text.index('"', at + len(marker))] if at >= 0 else None
+    return resp.status_code, text[at + len(marker) : text.index('"', at + len(marker))] if at >= 0 else None
 
 
 def test_jssdk_signature_reproduces_wechats_example():
     ticket = "sM4AOVdWfPE4DxkXGEs8VMCPGGVi4C3VM0P37wVUCFvkVAy_90u5h9nbSlYy3-Sl-HhTdfl2fzFy1AOcHKP7qg"
-    assert jssdk_signature(ticket, "Wm3WZYTPz0wzccnW", 1414587457, "http://mp.weixin.qq.com?params=value") \
+    assert (
+        jssdk_signature(ticket, "Wm3WZYTPz0wzccnW", 1414587457, "http://mp.weixin.qq.com?params=value")
         == "0f9de62fce790f9a083d5c99e95740ceb90c27ed"
+    )
     # the fragment is not signed
-    assert jssdk_signature(ticket, "Wm3WZYTPz0wzccnW", "1414587457", "http://mp.weixin.qq.com?params=value#x") \
+    assert (
+        jssdk_signature(ticket, "Wm3WZYTPz0wzccnW", "1414587457", "http://mp.weixin.qq.com?params=value#x")
         == "0f9de62fce790f9a083d5c99e95740ceb90c27ed"
+    )
 
 
 def test_stylesheet_text_contrast_is_at_least_4_5():

@@ -32,9 +32,15 @@ def price_text(price: int | None) -> str:
 
 def bill_page(bill: dict[str, Any]) -> dict[str, Any]:
     """The bill's view plus the rows the page shows (tiers, TOU periods) as text."""
-    tiers = [{"name": TIER_NAMES.get(t["tier"], f"第{t['tier']}档"),
-              "range": f"{t['upto_kwh']} kWh 以内" if t.get("upto_kwh") is not None else "以上",
-              "kwh": t["kwh"], "price": price_text(t["price"])} for t in bill.get("tiers") or []]
+    tiers = [
+        {
+            "name": TIER_NAMES.get(t["tier"], f"第{t['tier']}档"),
+            "range": f"{t['upto_kwh']} kWh 以内" if t.get("upto_kwh") is not None else "以上",
+            "kwh": t["kwh"],
+            "price": price_text(t["price"]),
+        }
+        for t in bill.get("tiers") or []
+    ]
     periods = [{"name": TOU_NAMES[p], "kwh": kwh} for p, kwh in (bill.get("kwh_by_period") or {}).items()]
     return {"bill": bill, "tiers": tiers, "periods": periods, "avg_price": price_text(bill.get("avg_price"))}
 
@@ -50,9 +56,18 @@ def usage_chart(months: list[dict[str, Any]]) -> dict[str, Any]:
         kwh = m["kwh"] or 0
         h = round(height * kwh / top, 1)
         x = round(CHART_PAD + i * slot + slot * 0.15, 1)
-        bars.append({"x": x, "y": round(CHART_PAD + height - h, 1), "w": round(slot * 0.7, 1), "h": h,
-                     "label": m["period"][5:], "period": m["period"], "kwh": m["kwh"],
-                     "text_x": round(x + slot * 0.35, 1)})
+        bars.append(
+            {
+                "x": x,
+                "y": round(CHART_PAD + height - h, 1),
+                "w": round(slot * 0.7, 1),
+                "h": h,
+                "label": m["period"][5:],
+                "period": m["period"],
+                "kwh": m["kwh"],
+                "text_x": round(x + slot * 0.35, 1),
+            }
+        )
     return {"width": CHART_W, "height": CHART_H, "bars": bars, "max_kwh": top, "axis_y": CHART_H - CHART_BOTTOM}
 
 

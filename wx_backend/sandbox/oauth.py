@@ -97,8 +97,9 @@ class AuthorizeHandler(SandboxHandler):
         if user is None:
             return self.page(200, "请在微信客户端打开链接")
         code = secrets.token_hex(16)
-        web_state(self.state).codes[code] = WebCode(openid=user["openid"], unionid=user["unionid"], appid=appid,
-                                                   issued_at=time.time())
+        web_state(self.state).codes[code] = WebCode(
+            openid=user["openid"], unionid=user["unionid"], appid=appid, issued_at=time.time()
+        )
         sep = "&" if parts.query else "?"
         self.redirect(redirect_uri + sep + urlencode({"code": code, "state": state}))
 
@@ -121,8 +122,13 @@ class OAuthAccessTokenHandler(JSONAPIHandler):
         if code.used:
             raise SandboxError(40163, "code been used")
         code.used = True
-        body = {"access_token": secrets.token_urlsafe(48), "expires_in": 7200,
-                "refresh_token": secrets.token_urlsafe(48), "openid": code.openid, "scope": "snsapi_base"}
+        body = {
+            "access_token": secrets.token_urlsafe(48),
+            "expires_in": 7200,
+            "refresh_token": secrets.token_urlsafe(48),
+            "openid": code.openid,
+            "scope": "snsapi_base",
+        }
         if code.unionid:
             body["unionid"] = code.unionid
         self.write_json(body)
@@ -207,8 +213,9 @@ class BridgePayHandler(ConfirmHandler):
             return "wx.config: invalid appId or url"
         now = time.time()
         for ticket, (_, expires_at) in tickets.items():
-            if expires_at > now and jssdk_signature(ticket, str(cfg.get("nonceStr")), str(cfg.get("timestamp")),
-                                                    url) == cfg.get("signature"):
+            if expires_at > now and jssdk_signature(
+                ticket, str(cfg.get("nonceStr")), str(cfg.get("timestamp")), url
+            ) == cfg.get("signature"):
                 return None
         return "wx.config: invalid signature"
 

@@ -13,7 +13,8 @@ subscriber with no mini-program user gets a session too, and the pages tell them
 
 A session is a random token kept only as its SHA-256 (``web_sessions``) with a server-side
 ``expires_at``; the browser holds the token in a cookie signed with a key derived from
-``WX_DATA_KEY`` (HttpOnly, SameSite=Lax, Secure in production). Each session has its own CSRF
+``WX_DATA_KEY`` (HttpOnly, SameSite=Lax, Secure in production or behind an HTTPS
+``WX_PUBLIC_BASE``). Each session has its own CSRF
 token, which every POST form carries.
 """
 
@@ -28,13 +29,15 @@ from datetime import timedelta
 from typing import Any
 
 import tornado.web
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from pymongo import IndexModel
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ..config import Config
 from ..db import utcnow
 from ..errors import AppError, Forbidden
-from ..security import _derive, new_token, token_hash
+from ..security import new_token, token_hash
 from ..wechat import WeChat, WeChatAPIError
 
 log = logging.getLogger(__name__)
@@ -62,9 +65,10 @@ class WebSessions:
     def __init__(self, db: AsyncDatabase, wechat: WeChat, config: Config):
         self.db = db
         self.wechat = wechat
-        self.secure_cookies = config.env == "prod"
-        self.cookie_secret = _derive(config.data_key_bytes, b"h5 web session cookie").hex()
-        self._state_key = _derive(config.data_key_bytes, b"h5 oauth state")
+        # Secure in production and wherever the public URL is HTTPS; dev and test run plain HTTP
+        self.secure_cookies = config.env == "prod" or config.public_base.startswith("https://")
+        self.cookie_secret = _derive(config.data_key_bytes, b"wx-backend h5 cookie v1").hex()
+        self._state_key = _derive(config.data_key_bytes, b"wx-backend h5 state v1")
 
     # -- signed cookies -------------------------------------------------------------------------
     def sign(self, name: str, value: str) -> str:
@@ -73,13 +77,17 @@ class WebSessions:
     def unsign(self, name: str, value: str | None, max_age_seconds: int) -> str | None:
         if not value:
             return None
-        raw = tornado.web.decode_signed_value(self.cookie_secret, name, value,
-                                              max_age_days=max_age_seconds / 86400)
+        raw = tornado.web.decode_signed_value(self.cookie_secret, name, value, max_age_days=max_age_seconds / 86400)
         return raw.decode() if raw else None
 
     def cookie_options(self, max_age: int) -> dict[str, Any]:
-        return {"httponly": True, "secure": self.secure_cookies, "samesite": "Lax", "path": "/h5/",
-                "expires_days": max_age / 86400}
+        return {
+            "httponly": True,
+            "secure": self.secure_cookies,
+            "samesite": "Lax",
+            "path": "/h5/",
+            "expires_days": max_age / 86400,
+        }
 
     # -- state ----------------------------------------------------------------------------------
     def _state_mac(self, nonce: str) -> str:
@@ -125,8 +133,11 @@ class WebSessions:
         user = await self._subscriber(openid, result.get("unionid"))
         token, now = new_token(), utcnow()
         session = {
-            "_id": token_hash(token), "oa_openid": openid, "user_id": user["_id"] if user else None,
-            "csrf": secrets.token_urlsafe(24), "created_at": now,
+            "_id": token_hash(token),
+            "oa_openid": openid,
+            "user_id": user["_id"] if user else None,
+            "csrf": secrets.token_urlsafe(24),
+            "created_at": now,
             "expires_at": now + timedelta(seconds=WEB_SESSION_TTL),
         }
         await self.db.web_sessions.insert_one(session)
@@ -143,8 +154,10 @@ class WebSessions:
             return None
         user = await self.db.users.find_one({"unionid": unionid})
         if user and not user.get("oa_openid"):  # linked as a follower would be on login
-            await self.db.users.update_one({"_id": user["_id"], "oa_openid": {"$exists": False}},
-                                           {"$set": {"oa_openid": openid, "oa_linked_at": utcnow()}})
+            await self.db.users.update_one(
+                {"_id": user["_id"], "oa_openid": {"$exists": False}},
+                {"$set": {"oa_openid": openid, "oa_linked_at": utcnow()}},
+            )
         return user
 
     async def session(self, cookie: str | None) -> dict[str, Any] | None:
@@ -168,9 +181,20 @@ class WebSessions:
             raise CsrfFailed()
 
 
+def _derive(master: bytes, purpose: bytes) -> bytes:
+    """A key of its own for each purpose, from ``WX_DATA_KEY`` (HKDF-SHA256)."""
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(master)
+
+
 def safe_next(path: Any) -> str:
     """Only a path of these pages is a place to return to (no open redirect)."""
-    if isinstance(path, str) and path.startswith("/h5/") and "//" not in path and "\\" not in path \
-            and path.isprintable() and len(path) <= 512:
+    if (
+        isinstance(path, str)
+        and path.startswith("/h5/")
+        and "//" not in path
+        and "\\" not in path
+        and path.isprintable()
+        and len(path) <= 512
+    ):
         return path
     return "/h5/"

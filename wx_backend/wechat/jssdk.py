@@ -35,8 +35,10 @@ class JsapiTickets(AccessTokens):
 
     async def _fetch(self) -> tuple[str, int]:
         async def call(token: str) -> dict:
-            return await self._http.json("GET", "/cgi-bin/ticket/getticket",
-                                         params={"access_token": token, "type": "jsapi"})
+            return await self._http.json(
+                "GET", "/cgi-bin/ticket/getticket", params={"access_token": token, "type": "jsapi"}
+            )
+
         data = await self._oa_tokens.call(call)
         return data["ticket"], int(data.get("expires_in", 7200))
 
@@ -44,5 +46,9 @@ class JsapiTickets(AccessTokens):
         """``wx.config``'s ``appId, timestamp, nonceStr, signature`` for a page at ``url``."""
         ticket = await self.get()
         timestamp, nonce = int(time.time()), secrets.token_hex(8)
-        return {"appId": self.oa_appid, "timestamp": timestamp, "nonceStr": nonce,
-                "signature": jssdk_signature(ticket, nonce, timestamp, url)}
+        return {
+            "appId": self.oa_appid,
+            "timestamp": timestamp,
+            "nonceStr": nonce,
+            "signature": jssdk_signature(ticket, nonce, timestamp, url),
+        }

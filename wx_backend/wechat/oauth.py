@@ -21,13 +21,28 @@ class WebAuthAPI:
 
     def authorize_url(self, redirect_uri: str, state: str, scope: str = "snsapi_base") -> str:
         """WeChat's authorize page; the parameters in the order WeChat documents them."""
-        query = urlencode({"appid": self.appid, "redirect_uri": redirect_uri, "response_type": "code",
-                           "scope": scope, "state": state}, quote_via=quote)
+        query = urlencode(
+            {
+                "appid": self.appid,
+                "redirect_uri": redirect_uri,
+                "response_type": "code",
+                "scope": scope,
+                "state": state,
+            },
+            quote_via=quote,
+        )
         return f"{self._authorize_base}/connect/oauth2/authorize?{query}#wechat_redirect"
 
     async def exchange_code(self, code: str) -> dict:
         """``{access_token, expires_in, refresh_token, openid, scope, unionid?}``; raises
         ``WeChatAPIError`` (40029 invalid code, 40163 code used) or ``WeChatUnavailable`` (-1)."""
-        return await self._http.json("GET", "/sns/oauth2/access_token", params={
-            "appid": self.appid, "secret": self._secret, "code": code, "grant_type": "authorization_code",
-        })
+        return await self._http.json(
+            "GET",
+            "/sns/oauth2/access_token",
+            params={
+                "appid": self.appid,
+                "secret": self._secret,
+                "code": code,
+                "grant_type": "authorization_code",
+            },
+        )
