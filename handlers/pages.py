@@ -16,13 +16,14 @@ from typing import Any
 from urllib.parse import quote
 
 import jinja2
+import tornado.web
 
 from wx_backend.errors import AppError, NotFound, ValidationFailed
 from wx_backend.pages import bill_page, usage_chart, yuan
 from wx_backend.services.web_sessions import SESSION_COOKIE, STATE_COOKIE, STATE_TTL, WEB_SESSION_TTL
 
 from . import spec
-from .base import _HTTP_CODES, BaseHandler
+from .base import _HTTP_CODES, BaseHandler, implemented_methods
 
 TEMPLATES = Path(__file__).resolve().parents[1] / "templates" / "pages"
 _env = jinja2.Environment(
@@ -45,6 +46,8 @@ class PageHandler(BaseHandler):
         self.set_header("Cache-Control", "no-store")
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "same-origin")
+        if self.request.method.lower() not in implemented_methods(type(self)):
+            raise tornado.web.HTTPError(405)  # before the session: no login for a method the page lacks
         sessions = self.app.web_sessions
         self.session = await sessions.session(self.get_cookie(SESSION_COOKIE))
         if self.session is None:
@@ -79,6 +82,8 @@ class PageHandler(BaseHandler):
             code, message = _HTTP_CODES.get(status_code, ("internal_error", "系统繁忙，请稍后再试"))
             details = None
         self.clear_header("Location")
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(m.upper() for m in implemented_methods(type(self))))
         self.render_page(
             "error.html",
             status=status_code,
@@ -380,7 +385,13 @@ openapi = {
         "get": _page(
             "The contract's current PDF (signed once effective)",
             ok={
-                200: {"description": "PDF", "content": {"application/pdf": {"schema": {"type": "string"}}}},
+                200: {
+                    "description": "the PDF; for a subscriber with no linked mini-program user, the page on binding",
+                    "content": {
+                        "application/pdf": {"schema": {"type": "string"}},
+                        "text/html": {"schema": {"type": "string"}},
+                    },
+                },
                 302: _TO_WECHAT,
             },
             errors={404: ["contract_not_found"]},
