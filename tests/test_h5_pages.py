@@ -5,6 +5,7 @@ subscriber's pages (404), CSRF (403), and the accessibility basics. Screenshots 
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
@@ -375,3 +376,40 @@ def test_stylesheet_text_contrast_is_at_least_4_5():
     low = [(sel, fg, bg, round(contrast(fg, bg), 2)) for sel, fg, bg in pairs if contrast(fg, bg) < 4.5]
     assert low == []
     assert round(contrast("#777777", "#ffffff"), 2) == 4.48  # the check can fail: WCAG's own example
+
+
+def test_official_account_payment_with_pay_v3(stack_v3):
+    """The same page and bridge with WeChat Pay API v3: the order carries the official account's
+    appid, getBrandWCPayRequest's paySign is RSA over that appid, and crediting settles the bill."""
+    stack = stack_v3
+    token, oa_openid, _ = follower(stack)
+    account = put_account(stack)
+    bind_account(stack, token, account)
+    no, period = account["account_no"], add_months(this_period(), -1)
+    put_bill(stack, no, period, tiered_ten_yuan())
+    http = web_login(stack, oa_openid)
+    page = http.get(f"{stack.api_url}/h5/accounts/{no}/pay", timeout=30).text
+    csrf = page.split('name="_csrf" value="', 1)[1].split('"', 1)[0]
+    url = f"{stack.api_url}/h5/accounts/{no}/pay"
+    paying = http.post(url, data={"amount": "10", "_csrf": csrf}, timeout=30)
+    assert paying.status_code == 200
+    params = json.loads(paying.text.split('id="pay-params">', 1)[1].split("</script>", 1)[0])
+    config = json.loads(paying.text.split('id="wx-config">', 1)[1].split("</script>", 1)[0])
+    assert params["appId"] == OA_APPID and params["signType"] == "RSA" and params["package"].startswith("prepay_id=")
+    # what the WeChat client does on getBrandWCPayRequest (the bridge stand-in's request); a page
+    # whose wx.config signature is not over its own URL is refused
+    bridge = f"{stack.sandbox_url}/sandbox/jsbridge/pay"
+    wrong = stack.sandbox_call(
+        "POST", "/sandbox/jsbridge/pay", data=json.dumps({"params": params, "config": config, "url": url + "?x=1"})
+    )
+    assert wrong.status_code == 403 and "signature" in wrong.json()["error"]
+    resp = requests.post(bridge, data=json.dumps({"params": params, "config": config, "url": url}), timeout=30)
+    assert resp.status_code == 200, resp.text
+    out_trade_no = paying.text.split('data-out-trade-no="', 1)[1].split('"', 1)[0]
+    wait_until(
+        lambda: 'data-status="credited"' in http.get(f"{stack.api_url}/h5/payments/{out_trade_no}", timeout=30).text,
+        what="credited",
+    )
+    bill = stack.api("GET", f"/api/v1/accounts/{no}/bills/{period}", token=token).json()["bill"]
+    assert bill["status"] == "paid" and bill["settlements"][0]["out_trade_no"] == out_trade_no
+    assert stack.db.payments.find_one({"out_trade_no": out_trade_no})["appid"] == OA_APPID
