@@ -403,6 +403,9 @@ def test_official_account_payment_with_pay_v3(stack_v3):
         "POST", "/sandbox/jsbridge/pay", data=json.dumps({"params": params, "config": config, "url": url + "?x=1"})
     )
     assert wrong.status_code == 403 and "signature" in wrong.json()["error"]
+    forged = {**params, "paySign": params["paySign"][:-4] + "AAA="}
+    resp = requests.post(bridge, data=json.dumps({"params": forged, "config": config, "url": url}), timeout=30)
+    assert resp.status_code == 403 and "paySign" in resp.json()["error"]
     resp = requests.post(bridge, data=json.dumps({"params": params, "config": config, "url": url}), timeout=30)
     assert resp.status_code == 200, resp.text
     out_trade_no = paying.text.split('data-out-trade-no="', 1)[1].split('"', 1)[0]

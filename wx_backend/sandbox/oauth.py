@@ -9,13 +9,14 @@ stand-in for the WeChat client's ``WeixinJSBridge``.
 - ``/cgi-bin/ticket/getticket?type=jsapi`` issues the official account's jsapi_ticket.
 - ``/sandbox/jsbridge.js`` defines ``WeixinJSBridge`` for a page opened outside WeChat (tests,
   development): ``getBrandWCPayRequest`` checks the page's ``wx.config`` signature against the
-  issued ticket and the payment's appId, then pays the order through ``/sandbox/jsbridge/pay``
+  issued ticket, the payment's appId and its paySign, then pays the order through ``/sandbox/jsbridge/pay``
   (the customer's side, as ``/sandbox/pay/confirm``). The backend's pages load it only when
   ``WX_H5_BRIDGE_STANDIN`` names it, which production refuses.
 """
 
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 import time
@@ -23,9 +24,11 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 from ..wechat.jssdk import jssdk_signature
+from ..wechat.pay_v3 import pay_sign_message, rsa_verify
 from .base import JSONAPIHandler, SandboxHandler
-from .pay import PayState
+from .pay import PayState, pay_signature
 from .pay_control import ConfirmHandler
+from .pay_v3 import V3Keys
 from .state import SandboxError, SandboxState
 
 CODE_LIFETIME = 300.0
@@ -203,9 +206,24 @@ class BridgePayHandler(ConfirmHandler):
         order = pay.find(pay.by_prepay.get(prepay_id, "")) if pay.by_prepay.get(prepay_id) else None
         if order is not None and params.get("appId") != order.appid:
             return self.fail(409, "appId is not the order's appid")
+        if order is not None and not self._pay_sign_ok(params):
+            return self.fail(403, "paySign does not verify")
         user = web_state(self.state).user or {}
         self.request.body = json.dumps({"prepay_id": prepay_id, "openid": user.get("openid") or ""}).encode()
         await super().post()
+
+    def _pay_sign_ok(self, params: dict) -> bool:
+        """``paySign`` as WeChat checks it: the v2 key signature over appId, timeStamp, nonceStr,
+        package and signType, or (signType RSA, API v3) the merchant's RSA signature."""
+        fields = {k: str(params.get(k, "")) for k in ("appId", "timeStamp", "nonceStr", "package", "signType")}
+        if fields["signType"] == "RSA":
+            message = pay_sign_message(fields["appId"], fields["timeStamp"], fields["nonceStr"], fields["package"])
+            return rsa_verify(V3Keys.of(PayState.of(self.state)).merchant, message, str(params.get("paySign", "")))
+        try:
+            expected = pay_signature(fields, PayState.of(self.state).key, fields["signType"])
+        except ValueError:
+            return False
+        return hmac.compare_digest(expected, str(params.get("paySign", "")))
 
     def _config_problem(self, cfg: dict, url: object) -> str | None:
         tickets = web_state(self.state).tickets
