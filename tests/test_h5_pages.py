@@ -14,6 +14,7 @@ import pytest
 import requests
 from application_support import advance, submitted
 from conftest import bind_account, error_of, put_account
+from contract_support import create_application, issue_contract
 from h5_browser import (
     chromium,  # noqa: F401  (the fixture)
     colour_pairs,
@@ -24,6 +25,7 @@ from h5_browser import (
     unlabelled_inputs,
 )
 from query_support import add_months, flat_bill, put_bill, this_period
+from test_outages import names, publish
 from test_query_notifications import follower, oa_messages
 
 from wx_backend.embedded import ROOT
@@ -68,7 +70,8 @@ def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
 def subscriber(stack):
     """A follower with a bound account: one bill paid (112.00), one of 10.00 unpaid, and a work order."""
     token, oa_openid, uid = follower(stack)
-    account = put_account(stack)
+    region, feeder, _ = names()  # an area of its own: the outage below tells no one else
+    account = put_account(stack, region=region, feeder=feeder)
     bind_account(stack, token, account)
     no = account["account_no"]
     older, newer = add_months(this_period(), -2), add_months(this_period(), -1)
@@ -76,6 +79,8 @@ def subscriber(stack):
     put_bill(stack, no, newer, tiered_ten_yuan())
     out, _ = submitted(stack, token, "meter_test")
     assert advance(stack, out["app_no"], "accepted", note="资料齐全，予以受理").status_code == 200
+    contract = issue_contract(stack, create_application(stack, token, account_no=no))
+    publish(stack, regions=[region], reason="10kV线路检修")
     return {
         "token": token,
         "oa_openid": oa_openid,
@@ -84,6 +89,7 @@ def subscriber(stack):
         "older": older,
         "newer": newer,
         "app_no": out["app_no"],
+        "contract_no": contract["contract_no"],
     }
 
 
@@ -170,6 +176,14 @@ def test_template_message_to_payment_credited(stack, chromium, subscriber):  # n
             assert f"{newer}：18 kWh" in titles and f"{s['older']}：200 kWh" in titles
         if name == "accounts":
             assert no in page.inner_text("body")
+        if name == "outages":
+            assert "10kV线路检修" in page.inner_text("main")
+    # 合同查看: the contract's status and its PDF (the draft until signed in the mini-program)
+    page.goto(f"{stack.api_url}/h5/contracts/{s['contract_no']}")
+    assert "待签署" in page.inner_text("main") and "小程序中签署" in page.inner_text("main")
+    screenshot(page, "contract")
+    pdf = context.request.get(stack.api_url + page.get_attribute("a.button", "href"))
+    assert pdf.status == 200 and pdf.headers["content-type"] == "application/pdf" and pdf.body().startswith(b"%PDF")
     context.close()
 
 
@@ -227,6 +241,8 @@ def test_a_stranger_sees_none_of_it(stack, chromium, subscriber):  # noqa: F811
         (f"/h5/accounts/{s['account_no']}/pay", "account_not_found"),
         (f"/h5/outages?account_no={s['account_no']}", "account_not_found"),
         (f"/h5/applications/{s['app_no']}", "application_not_found"),
+        (f"/h5/contracts/{s['contract_no']}", "contract_not_found"),
+        (f"/h5/contracts/{s['contract_no']}/pdf", "contract_not_found"),
         (f"/h5/payments/{paid['out_trade_no']}", "payment_not_found"),
     ):
         resp = page.goto(stack.api_url + path)
