@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
-DEBS   := fonts-noto-cjk poppler-utils libnss3-tools nginx-light libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 golang-go
+DEBS   := fonts-noto-cjk poppler-utils libnss3-tools nginx-light libharfbuzz-subset0 libpango-1.0-0 libpangoft2-1.0-0 golang-go chromium
 
 .PHONY: run test lint deps sysdeps pydeps ferretdb workers clean
 
@@ -22,7 +22,8 @@ lint: pydeps
 deps: sysdeps pydeps ferretdb
 
 # Debian packages: the CJK font and HarfBuzz subsetting for contract PDFs, poppler's pdfsig and
-# pdftoppm, nginx for the front-end test, Go to build FerretDB. Installed only when missing.
+# pdftoppm, nginx for the front-end test, Go to build FerretDB, chromium for the H5 pages' browser
+# tests (driven by Playwright; no browser is ever downloaded). Installed only when missing.
 sysdeps:
 	@missing=""; for p in $(DEBS); do \
 	  if [ "$$p" = golang-go ] && command -v go >/dev/null; then continue; fi; \

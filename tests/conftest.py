@@ -80,6 +80,8 @@ def base_env(db_name: str, mongodb_uri: str, sandbox_port: int, app_port: int) -
         "WX_PUBLIC_BASE": f"http://127.0.0.1:{app_port}",
         "WX_SANDBOX_CALLBACK_BASE": f"http://127.0.0.1:{app_port}",
         "WX_TSA_URL": f"http://127.0.0.1:{sandbox_port}/tsa",
+        "WX_OAUTH_BASE": f"http://127.0.0.1:{sandbox_port}",
+        "WX_H5_BRIDGE_STANDIN": f"http://127.0.0.1:{sandbox_port}/sandbox/jsbridge.js",
         "WX_EMBEDDED_WORKERS": "1",
         "WX_SMS_PROVIDER": "sandbox",
         "WX_OUTBOX_RETRY_BASE": "0.2",

@@ -45,6 +45,7 @@ from .services.timestamping import Timestamping
 from .services.uploads import UploadService
 from .services.usage import UsageService
 from .services.users import UserService
+from .services.web_sessions import WebSessions
 from .wechat import WeChat
 
 log = logging.getLogger(__name__)
@@ -57,6 +58,7 @@ class Application(tornado.web.Application):
         self.db = self.client[config.db_name]
         self.wechat = WeChat(config, self.db)
         self.users = UserService(self.db, self.wechat, config.session_ttl)
+        self.web_sessions = WebSessions(self.db, self.wechat, config)  # the official account's pages
         self.outbox = Outbox(self.db)
         self.notifications = Notifications(self.db, self.outbox, self.wechat, config)
         self.official_account = OfficialAccountService(self.db, self.wechat, self.outbox, config)

@@ -7,7 +7,7 @@ Readers never depend on it: every expiring record carries ``expires_at`` and is 
 
 What goes, each pass:
 
-- ``sessions``, ``request_nonces``, ``sms_codes``: past their ``expires_at``;
+- ``sessions``, ``web_sessions``, ``request_nonces``, ``sms_codes``: past their ``expires_at``;
 - ``rate_limits``: not touched for ``RATE_LIMIT_KEEP`` (their hour or day is long over);
 - ``locks``, ``outbox_claims``, ``contract_locks``, ``wx_token_leases``: the claim records of an
   earlier storage design; nothing reads or writes them now.
@@ -30,7 +30,7 @@ from .signals import run_until_stopped
 
 log = logging.getLogger(__name__)
 
-EXPIRING = ("sessions", "request_nonces", "sms_codes")
+EXPIRING = ("sessions", "web_sessions", "request_nonces", "sms_codes")
 RATE_LIMIT_KEEP = timedelta(days=2)  # the longest rate-limit period is a day
 RETIRED = ("locks", "outbox_claims", "contract_locks", "wx_token_leases")
 

@@ -83,6 +83,17 @@ SETTINGS: dict[str, Setting] = {
     "wechat_timeout": Setting(
         "WX_WECHAT_TIMEOUT", 5.0, "seconds before a WeChat call counts as timed out", parse=float,
     ),
+    "oauth_base": Setting(
+        "WX_OAUTH_BASE", "https://open.weixin.qq.com",
+        "base URL of WeChat's web authorization page (connect/oauth2/authorize) for the official-account pages",
+        dev_default="http://127.0.0.1:8900",
+    ),
+    "h5_bridge_standin": Setting(
+        "WX_H5_BRIDGE_STANDIN", "",
+        "dev/test only: URL of the sandbox's WeixinJSBridge stand-in script that the payment page loads "
+        "outside WeChat; refused with WX_ENV=prod",
+        dev_default="http://127.0.0.1:8900/sandbox/jsbridge.js",
+    ),
     "mp_appid": Setting("WX_MP_APPID", None, "mini-program AppID", dev_default="wxmpdev000000001"),
     "mp_secret": Setting(
         "WX_MP_SECRET", None, "mini-program AppSecret", dev_default="mp-dev-secret", secret=True,
@@ -353,6 +364,8 @@ class Config:
                 "missing settings: " + ", ".join(missing)
                 + " (set them in the environment; development defaults exist only with WX_ENV=dev)"
             )
+        if env == "prod" and values["h5_bridge_standin"]:
+            raise ConfigError("WX_H5_BRIDGE_STANDIN is for development only; unset it in production")
         if env == "prod" and values["credit_step_delay"]:
             raise ConfigError("WX_CREDIT_STEP_DELAY is for tests only; unset it in production")
         try:

@@ -25,6 +25,7 @@ from pymongo.asynchronous.database import AsyncDatabase
 from ..config import Config
 from ..db import utcnow
 from ..errors import ValidationFailed, WeChatUnavailable
+from ..pages import page_url
 from ..wechat import WeChat, WeChatAPIError
 from .outbox import Outbox
 
@@ -160,6 +161,7 @@ class Notifications:
         self.outbox = outbox
         self.wechat = wechat
         self.mp_appid = config.mp_appid
+        self.public_base = config.public_base
         self.catalogue = load_catalogue(config.messages_file or None)
 
     async def notify_user(self, user_id: ObjectId | str, message: str, data: dict[str, Any],
@@ -250,6 +252,7 @@ class Notifications:
                     msgid = await self.wechat.official_account.send_template(
                         openid, template.template_id, values,
                         miniprogram={"appid": self.mp_appid, "pagepath": page},
+                        url=page_url(self.public_base, page),
                         client_msg_id=f"{doc['_id']}",
                     )
                     fields: dict[str, Any] = {"channel": channel, "template_id": template.template_id,

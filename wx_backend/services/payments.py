@@ -174,8 +174,10 @@ class PaymentService:
 
     # -- JSAPI (mini-program) -------------------------------------------------------------------
     async def create_jsapi(self, user: dict[str, Any], account_no: Any, amount_fen: Any,
-                           client_ip: str) -> dict[str, Any]:
-        """A mini-program payment: ``{"out_trade_no", "pay_params"}`` for ``wx.requestPayment``."""
+                           client_ip: str, *, appid: str | None = None, openid: str | None = None) -> dict[str, Any]:
+        """A mini-program payment: ``{"out_trade_no", "pay_params"}`` for ``wx.requestPayment``; with
+        ``appid`` and ``openid``, one in another app of the merchant (the official account's pages),
+        whose ``pay_params`` carry ``appId`` for ``getBrandWCPayRequest``."""
         errors = check_amount(amount_fen, self.config.pay_max_fen)
         if not is_account_no(account_no):
             errors.insert(0, field_error("account_no", "account_no"))
@@ -186,7 +188,7 @@ class PaymentService:
         expires_at = now + timedelta(seconds=max(300, self.config.pay_order_ttl))
         order = {
             "out_trade_no": new_trade_no(), "channel": "jsapi", "account_no": account_no, "user_id": user["_id"],
-            "openid": user["mp_openid"], "amount_fen": amount_fen, "status": "created",
+            "openid": openid or user["mp_openid"], "appid": appid, "amount_fen": amount_fen, "status": "created",
             "body": f"{BODY}-{account_no}", "client_ip": client_ip or "127.0.0.1",
             "notify_url": f"{self.config.public_base.rstrip('/')}{self.pay.notify_path}",
             "time_expire": expires_at.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S"),
@@ -204,7 +206,7 @@ class PaymentService:
         prepay_id = result["prepay_id"]
         await self._set_status(order, "pending", ("created",), prepay_id=prepay_id)
         return {"out_trade_no": order["out_trade_no"], "amount_fen": amount_fen,
-                "expires_at": expires_at, "pay_params": self.pay.jsapi_params(prepay_id)}
+                "expires_at": expires_at, "pay_params": self.pay.jsapi_params(prepay_id, appid=appid)}
 
     async def _unifiedorder(self, order: dict[str, Any]) -> PayResult | None:
         """unifiedorder, retried with the same out_trade_no and the very same fields after
@@ -214,7 +216,7 @@ class PaymentService:
             try:
                 result = await self.pay.unifiedorder(
                     order["out_trade_no"], order["amount_fen"], order["body"], order["openid"], order["notify_url"],
-                    order["client_ip"], order["time_expire"],
+                    order["client_ip"], order["time_expire"], appid=order.get("appid"),
                 )
             except PayReturnError as exc:
                 raise AppError("微信支付拒绝了下单请求", code="payment_order_failed", status=502,

@@ -6,7 +6,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from ..config import Config
 from .http import WeChatAPIError, WeChatHTTP
+from .jssdk import JsapiTickets
 from .miniprogram import MiniProgramAPI
+from .oauth import WebAuthAPI
 from .official_account import OfficialAccountAPI
 from .pay import PayAPI
 from .pay_keys import ensure_dev_keys, load_private_key, load_public_key
@@ -25,10 +27,10 @@ def pay_gateway(config: Config, http: WeChatHTTP) -> PayAPI | PayV3API:
             serial_no=config.pay_mch_serial,
             private_key=load_private_key(config.pay_v3_private_key, "WX_PAY_V3_PRIVATE_KEY"),
             wechatpay_public_key=load_public_key(config.pay_public_key, "WX_PAY_PUBLIC_KEY"),
-            wechatpay_key_id=config.pay_public_key_id,
+            wechatpay_key_id=config.pay_public_key_id, other_appids=(config.oa_appid,),
         )
     return PayAPI(http, appid=config.mp_appid, mch_id=config.mch_id, key=config.pay_key,
-                  cert=config.pay_cert, cert_key=config.pay_key_pem)
+                  cert=config.pay_cert, cert_key=config.pay_key_pem, other_appids=(config.oa_appid,))
 
 
 class WeChat:
@@ -41,3 +43,5 @@ class WeChat:
         self.pay = pay_gateway(config, self.pay_http)
         self.miniprogram = MiniProgramAPI(self.api, config.mp_appid, config.mp_secret, self.mp_tokens)
         self.official_account = OfficialAccountAPI(self.api, self.oa_tokens)
+        self.web_auth = WebAuthAPI(self.api, config.oauth_base, config.oa_appid, config.oa_secret)
+        self.jsapi_tickets = JsapiTickets(db, self.api, self.oa_tokens)

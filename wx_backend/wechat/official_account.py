@@ -22,7 +22,7 @@ class OfficialAccountAPI:
         return await self.tokens.call(call)
 
     async def send_template(self, touser: str, template_id: str, data: dict[str, str], *,
-                            miniprogram: dict[str, str] | None = None,
+                            miniprogram: dict[str, str] | None = None, url: str | None = None,
                             client_msg_id: str | None = None) -> int:
         """``POST /cgi-bin/message/template/send``; returns WeChat's ``msgid``."""
         payload: dict[str, Any] = {
@@ -31,6 +31,8 @@ class OfficialAccountAPI:
         }
         if miniprogram:
             payload["miniprogram"] = miniprogram
+        if url:  # the H5 page, for clients that cannot open the mini-program
+            payload["url"] = url
         if client_msg_id:
             payload["client_msg_id"] = client_msg_id
 

@@ -177,11 +177,12 @@ class PayAPI:
 
     def __init__(self, http: WeChatHTTP, *, appid: str, mch_id: str, key: str, sign_type: str = "MD5",
                  cert: str | None = None, cert_key: str | None = None,
-                 on_call: Callable[[PayCall], Awaitable[None] | None] | None = None):
+                 on_call: Callable[[PayCall], Awaitable[None] | None] | None = None, other_appids: tuple = ()):
         if sign_type not in SIGN_TYPES:
             raise ValueError(f"sign_type must be one of {SIGN_TYPES}")
         self._http = http
         self.appid = appid
+        self.appids = {appid, *other_appids}  # the official account's JSAPI orders are this merchant's too
         self.mch_id = mch_id
         self._key = key
         self.sign_type = sign_type
@@ -195,10 +196,11 @@ class PayAPI:
     # -- operations ----------------------------------------------------------------------------
     async def unifiedorder(self, out_trade_no: str, total_fee: int, body: str, openid: str, notify_url: str,
                            spbill_create_ip: str, time_expire: datetime | str,
-                           attach: str | None = None) -> PayResult:
-        """A JSAPI (mini-program) order; a SUCCESS answer carries ``prepay_id`` (valid 2 h)."""
+                           attach: str | None = None, appid: str | None = None) -> PayResult:
+        """A JSAPI order of the mini-program (or of ``appid``, the official account); a SUCCESS
+        answer carries ``prepay_id`` (valid 2 h)."""
         return await self._call("unifiedorder", "/pay/unifiedorder", {
-            "out_trade_no": out_trade_no, "total_fee": _fen(total_fee), "body": body, "openid": openid,
+            "appid": appid, "out_trade_no": out_trade_no, "total_fee": _fen(total_fee), "body": body, "openid": openid,
             "notify_url": notify_url, "spbill_create_ip": spbill_create_ip, "trade_type": "JSAPI",
             "time_expire": wechat_time(time_expire), "attach": attach,
         })
@@ -261,15 +263,17 @@ class PayAPI:
 
     # -- mini-program payment and notifications -------------------------------------------------
     def jsapi_params(self, prepay_id: str, *, timestamp: int | None = None,
-                     nonce_str: str | None = None) -> dict[str, str]:
-        """The fields of ``wx.requestPayment``: timeStamp, nonceStr, package, signType, paySign."""
+                     nonce_str: str | None = None, appid: str | None = None) -> dict[str, str]:
+        """The fields of ``wx.requestPayment``: timeStamp, nonceStr, package, signType, paySign;
+        with ``appid`` (the official account's ``getBrandWCPayRequest``) appId too."""
         fields = {
-            "appId": self.appid, "timeStamp": str(int(time.time()) if timestamp is None else timestamp),
+            "appId": appid or self.appid, "timeStamp": str(int(time.time()) if timestamp is None else timestamp),
             "nonceStr": nonce_str or secrets.token_hex(16), "package": f"prepay_id={prepay_id}",
             "signType": self.sign_type,
         }
         fields["paySign"] = pay_sign(fields, self._key, self.sign_type)
-        del fields["appId"]  # signed, but the mini-program passes its own
+        if appid is None:
+            del fields["appId"]  # signed, but the mini-program passes its own
         return fields
 
     def parse_notification(self, xml_bytes: bytes | str, headers: Any = None) -> dict[str, str]:
@@ -289,7 +293,7 @@ class PayAPI:
         sign_type = fields.get("sign_type") or "MD5"
         if not check_sign(fields, self._key, sign_type):
             raise PaySignatureError("notification signature does not verify")
-        if fields.get("appid") != self.appid:
+        if fields.get("appid") not in self.appids:
             raise PayNotificationError(f"appid {fields.get('appid')!r} is not ours")
         if fields.get("mch_id") != self.mch_id:
             raise PayNotificationError(f"mch_id {fields.get('mch_id')!r} is not ours")
@@ -303,7 +307,8 @@ class PayAPI:
     # -- the wire ------------------------------------------------------------------------------
     def _envelope(self, params: dict[str, Any]) -> dict[str, str]:
         fields = {k: str(v) for k, v in params.items() if v is not None and v != ""}
-        fields.update(appid=self.appid, mch_id=self.mch_id, nonce_str=secrets.token_hex(16))
+        fields.setdefault("appid", self.appid)
+        fields.update(mch_id=self.mch_id, nonce_str=secrets.token_hex(16))
         if self.sign_type != "MD5":
             fields["sign_type"] = self.sign_type
         fields["sign"] = pay_sign(fields, self._key, self.sign_type)
@@ -341,7 +346,7 @@ class PayAPI:
         problem = None
         if not check_sign(answer, self._key, self.sign_type):
             problem = "response signature does not verify"
-        elif answer.get("appid", self.appid) != self.appid or answer.get("mch_id", self.mch_id) != self.mch_id:
+        elif answer.get("appid", self.appid) not in self.appids or answer.get("mch_id", self.mch_id) != self.mch_id:
             problem = "response for another appid or mch_id"
         if problem:
             await self._fail(call, "bad_signature", problem)

@@ -180,13 +180,14 @@ class PayV3API:
 
     def __init__(self, http: WeChatHTTP, *, appid: str, mch_id: str, apiv3_key: str, serial_no: str,
                  private_key: rsa.RSAPrivateKey, wechatpay_public_key: rsa.RSAPublicKey, wechatpay_key_id: str,
-                 on_call: Callable[[PayCall], Awaitable[None] | None] | None = None):
+                 on_call: Callable[[PayCall], Awaitable[None] | None] | None = None, other_appids: tuple = ()):
         if len(apiv3_key.encode()) != 32:
             raise ConfigError("WX_PAY_APIV3_KEY must be the 32-character APIv3 key")
         if not serial_no or not wechatpay_key_id:
             raise ConfigError("WX_PAY_MCH_SERIAL and WX_PAY_PUBLIC_KEY_ID are required for WX_PAY_API=v3")
         self._http = http
         self.appid = appid
+        self.appids = {appid, *other_appids}  # the official account's JSAPI orders are this merchant's too
         self.mch_id = mch_id
         self._apiv3_key = apiv3_key.encode()
         self.serial_no = serial_no
@@ -198,10 +199,11 @@ class PayV3API:
     # -- operations (PayAPI's names and results) -----------------------------------------------
     async def unifiedorder(self, out_trade_no: str, total_fee: int, body: str, openid: str, notify_url: str,
                            spbill_create_ip: str, time_expire: datetime | str,
-                           attach: str | None = None) -> PayResult:
-        """A JSAPI order (``/v3/pay/transactions/jsapi``); SUCCESS carries ``prepay_id``."""
+                           attach: str | None = None, appid: str | None = None) -> PayResult:
+        """A JSAPI order (``/v3/pay/transactions/jsapi``) of the mini-program or of ``appid`` (the
+        official account); SUCCESS carries ``prepay_id``."""
         payload = {
-            "appid": self.appid, "mchid": self.mch_id, "description": body, "out_trade_no": out_trade_no,
+            "appid": appid or self.appid, "mchid": self.mch_id, "description": body, "out_trade_no": out_trade_no,
             "time_expire": rfc3339(time_expire), "attach": attach, "notify_url": notify_url,
             "amount": {"total": _fen(total_fee), "currency": "CNY"}, "payer": {"openid": openid},
             "scene_info": {"payer_client_ip": spbill_create_ip},
@@ -303,13 +305,15 @@ class PayV3API:
 
     # -- mini-program payment and notifications -------------------------------------------------
     def jsapi_params(self, prepay_id: str, *, timestamp: int | None = None,
-                     nonce_str: str | None = None) -> dict[str, str]:
-        """The fields of ``wx.requestPayment``: timeStamp, nonceStr, package, signType=RSA, paySign."""
+                     nonce_str: str | None = None, appid: str | None = None) -> dict[str, str]:
+        """The fields of ``wx.requestPayment``: timeStamp, nonceStr, package, signType=RSA, paySign;
+        with ``appid`` (the official account's ``getBrandWCPayRequest``) appId too."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
         nonce = nonce_str or secrets.token_hex(16)
         package = f"prepay_id={prepay_id}"
-        return {"timeStamp": ts, "nonceStr": nonce, "package": package, "signType": "RSA",
-                "paySign": rsa_sign(self._private_key, pay_sign_message(self.appid, ts, nonce, package))}
+        fields = {"timeStamp": ts, "nonceStr": nonce, "package": package, "signType": "RSA",
+                  "paySign": rsa_sign(self._private_key, pay_sign_message(appid or self.appid, ts, nonce, package))}
+        return fields if appid is None else {"appId": appid, **fields}
 
     def parse_notification(self, body: bytes | str, headers: Mapping[str, str] | None = None) -> dict[str, str]:
         """A v3 payment notification: the headers' signature checked, ``resource`` decrypted,
@@ -340,7 +344,7 @@ class PayV3API:
         if not isinstance(transaction, dict):
             raise PayNotificationError("resource is not a JSON object")
         fields = transaction_fields(transaction)
-        if fields.get("appid") != self.appid:
+        if fields.get("appid") not in self.appids:
             raise PayNotificationError(f"appid {fields.get('appid')!r} is not ours")
         if fields.get("mch_id") != self.mch_id:
             raise PayNotificationError(f"mchid {fields.get('mch_id')!r} is not ours")
@@ -387,7 +391,7 @@ class PayV3API:
         if not isinstance(data, dict):
             await self._done(call, "unavailable", "response is not a JSON object")
             raise WeChatUnavailable(details={"path": path, "reason": "bad response"})
-        if data.get("appid", self.appid) != self.appid or data.get("mchid", self.mch_id) != self.mch_id:
+        if data.get("appid", self.appid) not in self.appids or data.get("mchid", self.mch_id) != self.mch_id:
             await self._done(call, "bad_signature", "response for another appid or mchid")
             raise PaySignatureError("response for another appid or mchid", call)
         return status, data, call

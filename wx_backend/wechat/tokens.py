@@ -100,17 +100,21 @@ class AccessTokens:
             {"$set": {"refresher": self._owner, "refreshing_until": now + LEASE}})
         return claimed.modified_count == 1
 
+    async def _fetch(self) -> tuple[str, int]:
+        """A new token from WeChat and its lifetime in seconds (a subclass caches another credential)."""
+        data = await self._http.json("GET", "/cgi-bin/token", params={
+            "grant_type": "client_credential", "appid": self.appid, "secret": self._secret,
+        })
+        return data["access_token"], int(data.get("expires_in", 7200))
+
     async def _fetch_and_store(self, generation: int) -> str:
         try:
-            data = await self._http.json("GET", "/cgi-bin/token", params={
-                "grant_type": "client_credential", "appid": self.appid, "secret": self._secret,
-            })
+            token, expires_in = await self._fetch()
         except BaseException:
             await self._coll.update_one({"_id": self.appid, "generation": generation, "refresher": self._owner},
                                         {"$set": {"refreshing_until": None}})
             raise
-        token = data["access_token"]
-        expires_at = utcnow() + timedelta(seconds=int(data.get("expires_in", 7200)))
+        expires_at = utcnow() + timedelta(seconds=expires_in)
         stored = await self._coll.update_one(
             {"_id": self.appid, "generation": generation, "refresher": self._owner},
             {"$set": {"token": token, "expires_at": expires_at, "generation": generation + 1,
