@@ -22,12 +22,10 @@ import unicodedata
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from wx_backend import db as dbmod
 from wx_backend.config import Config
 from wx_backend.errors import AppError
-from wx_backend.security import DataProtector
 from wx_backend.services.applications import SHANGHAI, ApplicationService, local_iso
-from wx_backend.services.catalog import default_dirs, load_catalog
+from wx_backend.services.registry import Services
 from wx_backend.validators import is_account_no, matches
 
 
@@ -100,18 +98,10 @@ class WorkOrders:
         ])
 
 
-def build(config: Config, client: Any) -> ApplicationService:
-    database = client[config.db_name]
-    catalog = load_catalog(*default_dirs(config.catalog_dir))
-    protector = DataProtector(config.data_key_bytes)
-    return ApplicationService(database, catalog, protector)
-
-
 async def run(args: argparse.Namespace) -> int:
-    config = Config.from_env()
-    client = dbmod.connect(config, fail_fast=False)
+    services = Services.connect(Config.from_env(), fail_fast=False)
     try:
-        orders = WorkOrders(build(config, client))
+        orders = WorkOrders(services.applications)
         service = orders.service
         if args.command == "list":
             until = args.until + timedelta(days=1) if args.until else None
@@ -148,7 +138,7 @@ async def run(args: argparse.Namespace) -> int:
                 print(f"  {item.get('field')}: {item.get('message')}", file=sys.stderr)
         return 1
     finally:
-        await client.close()
+        await services.close()
 
 
 def parser() -> argparse.ArgumentParser:

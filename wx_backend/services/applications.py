@@ -123,8 +123,7 @@ class ApplicationService:
     """The applications and their work orders (``app.applications``)."""
 
     def __init__(self, db: AsyncDatabase, catalog: Catalog, protector: DataProtector, *,
-                 accounts: Any = None, uploads: Any = None, sms: Any = None,
-                 outbox: Any = None, notifications: Any = None):
+                 accounts: Any, uploads: Any, sms: Any, outbox: Any, notifications: Any):
         self.db = db
         self.catalog = catalog
         self.protector = protector
@@ -138,17 +137,11 @@ class ApplicationService:
     # -- the one place messages leave -------------------------------------------------
     async def _enqueue_webhook(self, event: str, dedupe_key: str, body: dict[str, Any]) -> bool:
         """Queue an event for the marketing system's webhook (outbox kind ``webhook``)."""
-        if self.outbox is None:
-            log.warning("no outbox: webhook %s for %s not queued", event, dedupe_key)
-            return False
         return await self.outbox.enqueue("webhook", dedupe_key, {"event": event, "body": body})
 
     async def _notify(self, user_id: ObjectId, message: str, data: dict[str, Any], page: str | None,
                       dedupe_key: str) -> bool:
         """Queue a customer notification (a message key of the message catalogue)."""
-        if self.notifications is None:
-            log.warning("no notifications: %s for %s not queued", message, dedupe_key)
-            return False
         return await self.notifications.notify_user(user_id, message, data, page, dedupe_key)
 
     # -- submission ---------------------------------------------------------------------

@@ -235,11 +235,10 @@ def _bill_not_found() -> NotFound:
 
 
 class BillService:
-    def __init__(self, db: AsyncDatabase, accounts: AccountService, notifications: Any = None):
+    def __init__(self, db: AsyncDatabase, accounts: AccountService, notifications: Any):
         self.db = db
         self.accounts = accounts
-        # app.notifications (notify_user); None where nothing is to be sent (demo data, --no-notify)
-        self.notifications = notifications
+        self.notifications = notifications  # Notifications (notify_user); an import may pass notify=False
 
     # -- from the marketing system and the import script ---------------------------------
     async def upsert(self, account_no: str, period: str, fields: dict[str, Any], *,
@@ -313,8 +312,6 @@ class BillService:
 
     async def _announce(self, bill: dict[str, Any]) -> None:
         """Tell every subscriber bound to the account that the bill is out; once per bill and user."""
-        if self.notifications is None:
-            return
         account_no, period = bill["account_no"], bill["period"]
         data = {"account_no": account_no, "period": period, "amount_fen": bill["amount_fen"],
                 "due_date": bill["due_date"]}

@@ -116,7 +116,7 @@ def _sha256(data: bytes) -> str:
 
 class ContractService:
     def __init__(self, db: AsyncDatabase, seals: SealService, authority: AuthorityStore, pool: DocumentPool,
-                 uploads: UploadService, applications: Any, outbox: Any = None, notifications: Any = None,
+                 uploads: UploadService, applications: Any, outbox: Any, notifications: Any,
                  location: str = "网上国网", timestamping: Timestamping | None = None,
                  revocation: RevocationService | None = None):
         self.db = db
@@ -639,8 +639,7 @@ class ContractService:
 
     async def _send_signed(self, contract: dict[str, Any], signed: bytes) -> None:
         no = contract["_id"]
-        if self.outbox is not None:
-            await self.outbox.enqueue("webhook", f"contract.signed:{no}", {"event": "contract.signed", "body": {
+        await self.outbox.enqueue("webhook", f"contract.signed:{no}", {"event": "contract.signed", "body": {
                 "contract_no": no, "app_no": contract["app_no"], "account_no": contract["account_no"],
                 "status": "effective", "signed_at": contract["signed_at"].isoformat(),
                 "start_date": contract["start_date"], "end_date": contract["end_date"],
@@ -652,9 +651,8 @@ class ContractService:
 
     async def _notify_signed(self, contract: dict[str, Any]) -> None:
         no = contract["_id"]
-        if self.notifications is not None:
-            await self.notifications.notify_user(
-                contract["user_id"], "stage_changed",
-                {"app_no": contract["app_no"], "service_name": contract["title"], "stage": "合同已签字"},
-                f"pages/contract/sign?contract_no={no}", f"contract.signed.notice:{no}",
-            )
+        await self.notifications.notify_user(
+            contract["user_id"], "stage_changed",
+            {"app_no": contract["app_no"], "service_name": contract["title"], "stage": "合同已签字"},
+            f"pages/contract/sign?contract_no={no}", f"contract.signed.notice:{no}",
+        )

@@ -20,7 +20,7 @@ from ..db import utcnow
 from ..errors import Forbidden, NotFound, ValidationFailed
 from ..security import DataProtector
 from ..validators import matches
-from .signing import RequestVerifier, SignatureRejected
+from .request_signatures import RequestVerifier, SignatureRejected
 
 INDEXES = {"terminals": [IndexModel([("terminal_id", 1)], unique=True)]}
 
