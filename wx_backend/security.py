@@ -85,7 +85,7 @@ def mask_id(id_no: str) -> str:
 
 
 def request_signature(secret: str, method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
-    """The HMAC-SHA256 signature of a marketing-system or terminal request (DESIGN 5a).
+    """The HMAC-SHA256 signature of a marketing-system or terminal request (docs/internal-api.md).
 
     ``hex(HMAC(secret, METHOD\\nPATH\\nTIMESTAMP\\nNONCE\\n + hex(sha256(body))))``, lowercase.
     The same function signs the outgoing webhook, so both sides agree by construction.

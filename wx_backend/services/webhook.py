@@ -1,7 +1,7 @@
 """The outgoing webhook to the marketing system, sent from the outbox (kind ``webhook``).
 
 The body is the JSON ``{"event", "body"}``; headers ``X-Timestamp``, ``X-Nonce`` and
-``X-Signature`` are the same HMAC-SHA256 scheme as ``/internal/v1`` (DESIGN 5a), made by
+``X-Signature`` are the same HMAC-SHA256 scheme as ``/internal/v1`` (docs/internal-api.md), made by
 ``wx_backend.security.request_signature`` over the URL's path; ``X-Event-Id`` is the
 outbox dedupe key so the receiver can drop a repeat. 2xx is delivered; timeouts, refused
 connections and 5xx are retried; other answers are final (``failed``). With no
