@@ -1,7 +1,7 @@
 """Service-hall terminals (营业厅自助终端): registration and request authentication.
 
 A terminal signs each ``/api/v1/terminal/...`` request with its own secret, by the scheme of
-The scheme of docs/internal-api.md (``X-Timestamp``, ``X-Nonce``, ``X-Signature``) plus ``X-Terminal-Id``. The secret is
+docs/internal-api.md (``X-Timestamp``, ``X-Nonce``, ``X-Signature``) plus ``X-Terminal-Id``. The secret is
 shown once at registration and stored only encrypted (``DataProtector``); nonces are claimed
 in the scope ``terminal:<id>``, so terminals cannot replay each other's requests either.
 """
