@@ -356,6 +356,21 @@ def test_no_id_number_or_phone_is_stored_in_clear(stack):
                 assert value not in text, (collection, value)
 
 
+def test_applications_stored_with_the_former_field_name_still_read(stack):
+    """Personal data stored as ``sealed`` (before the field became ``encrypted``) is still
+    shown masked and still scrubbed from operator notes."""
+    token = stack.login()
+    out, body = submitted(stack, token, "personal_new")
+    app_no, id_no = out["app_no"], body["applicant"]["id_no"]
+    renamed = stack.db.applications.update_one({"app_no": app_no}, {"$rename": {"encrypted": "sealed"}})
+    assert renamed.modified_count == 1
+    view = stack.api("GET", f"/api/v1/applications/{app_no}", token=token).json()["application"]
+    assert view["applicant"]["id_no"] == id_no[:3] + "*" * (len(id_no) - 7) + id_no[-4:]
+    assert advance(stack, app_no, "accepted", note=f"核对身份证 {id_no}").status_code == 200
+    stored = stack.db.applications.find_one({"app_no": app_no})
+    assert id_no not in stored["history"][-1]["note"] and "encrypted" not in stored
+
+
 # -- numbers ---------------------------------------------------------------------------------------
 
 def test_thirty_concurrent_submissions_get_thirty_distinct_numbers(stack):

@@ -222,7 +222,7 @@ async def load_applications(services: Services) -> int:
     """A demo user bound to two demo accounts, with applications in several stages.
 
     Numbers in the 9xxxxx range of their day, never issued by the daily sequence in a demo run;
-    inserted only when absent (a local run's changes are kept). Personal data sealed as the
+    inserted only when absent (a local run's changes are kept). Personal data encrypted as the
     service does it.
     """
     db, catalog, service = services.db, services.catalog, services.applications
@@ -244,7 +244,7 @@ async def load_applications(services: Services) -> int:
     for app_no, code, account_no, applicant, form, target in DEMO_APPLICATIONS:
         if await db.applications.count_documents({"app_no": app_no}, limit=1):
             continue
-        parts, sealed = service.seal(code, {"applicant": applicant, "form": form})
+        parts, encrypted = service.encrypt_sensitive(code, {"applicant": applicant, "form": form})
         stype = catalog.get(code)
         path, stage = ["submitted"], "submitted"
         while stage != target:
@@ -255,7 +255,7 @@ async def load_applications(services: Services) -> int:
                     "source": "customer" if s == "submitted" else "marketing"} for s in path]
         await db.applications.insert_one({
             "app_no": app_no, "service": code, "account_no": account_no, "user_id": user["_id"],
-            "applicant": parts["applicant"], "form": parts["form"], "sealed": sealed, "attachments": {},
+            "applicant": parts["applicant"], "form": parts["form"], "encrypted": encrypted, "attachments": {},
             "stage": target, "status": status_of(stype.stage_index[target]), "history": history,
             "contract_no": None, "idempotency_key": f"app:{app_no}", "created_at": now, "updated_at": now,
         })

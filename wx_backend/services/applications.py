@@ -7,8 +7,9 @@ and the applicant's mobile is proven by an SMS code. It is stored as ONE documen
 updates of that document (filter on the current stage), since FerretDB has no transactions.
 
 Personal data (ID numbers, phones, bank accounts: the catalogue's ``sensitive_paths``) is
-kept only in ``sealed`` (AES-GCM ciphertext per path, the path bound as associated data);
-the ``applicant`` and ``form`` sub-documents hold the other values. Views mask it. Notes
+kept only in ``encrypted`` (AES-GCM ciphertext per path, the path bound as associated data;
+``sealed`` in documents stored before the field was renamed, still read); the ``applicant`` and
+``form`` sub-documents hold the other values. Views mask it. Notes
 written by operators are scrubbed of ID and mobile numbers before they are stored.
 
 Messages leave through the outbox (``_enqueue_webhook`` and ``_notify``): the customer is
@@ -234,7 +235,7 @@ class ApplicationService:
         contact = applicant.get("agent_mobile") if applicant.get("identity") == "agent" else applicant.get("mobile")
         await self.sms.verify(contact, "apply", sms_code, user["_id"])  # 400 sms_code_*
 
-        parts, sealed = self.seal(code, clean)
+        parts, encrypted = self.encrypt_sensitive(code, clean)
         now = utcnow()
         stage = self.catalog.stage(code, "submitted")
         doc: dict[str, Any] = {
@@ -243,7 +244,7 @@ class ApplicationService:
             "user_id": user["_id"],
             "applicant": parts["applicant"],
             "form": parts["form"],
-            "sealed": sealed,
+            "encrypted": encrypted,
             "attachments": files,
             "stage": "submitted",
             "status": status_of(stage),
@@ -273,18 +274,19 @@ class ApplicationService:
         await self._announce_created(doc)
         return {**doc, "created": True}
 
-    def seal(self, code: str, clean: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
-        """Split cleaned ``applicant``/``form`` values into what is stored in clear and ``sealed``
-        (the type's sensitive paths, AES-GCM encrypted; ``sealed[section][name]`` because field
+    def encrypt_sensitive(self, code: str, clean: Mapping[str, Any]
+                          ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
+        """Split cleaned ``applicant``/``form`` values into what is stored in clear and ``encrypted``
+        (the type's sensitive paths, AES-GCM encrypted; ``encrypted[section][name]`` because field
         names may not contain dots)."""
-        sealed: dict[str, dict[str, str]] = {}
+        encrypted: dict[str, dict[str, str]] = {}
         parts = {"applicant": dict(clean.get("applicant") or {}), "form": dict(clean.get("form") or {})}
         for path in self.catalog.sensitive_paths(code):
             section, _, name = path.partition(".")
             value = parts[section].pop(name, None)
             if value is not None:
-                sealed.setdefault(section, {})[name] = self.protector.encrypt(str(value), f"application:{path}")
-        return parts, sealed
+                encrypted.setdefault(section, {})[name] = self.protector.encrypt(str(value), f"application:{path}")
+        return parts, encrypted
 
     async def _next_seq(self, day: str) -> int:
         """The next daily sequence number: an atomic ``$inc`` of the counter ``app_no:YYYYMMDD``."""
@@ -352,7 +354,8 @@ class ApplicationService:
     def sensitive_values(self, doc: dict[str, Any]) -> dict[str, str]:
         """The decrypted personal data of an application, by path (for contracts, the webhook)."""
         return {f"{section}.{name}": self.protector.decrypt(value, f"application:{section}.{name}")
-                for section, values in (doc.get("sealed") or {}).items() for name, value in values.items()}
+                for section, values in (doc.get("encrypted") or doc.get("sealed") or {}).items()
+                for name, value in values.items()}  # "sealed": stored before the field was renamed
 
     def _masked_sections(self, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
         service = self.catalog.get(doc["service"])
@@ -607,7 +610,7 @@ class ApplicationService:
     # -- the marketing system's copy ----------------------------------------------------------
     def webhook_body(self, doc: dict[str, Any]) -> dict[str, Any]:
         """``application.created``: the application, personal data masked in ``applicant``/``form``
-        and given in full only inside ``sealed`` (ciphertext; see docs/applications.md)."""
+        and given in full only inside ``encrypted`` (ciphertext; see docs/applications.md)."""
         service = self.catalog.get(doc["service"])
         sections = self._masked_sections(doc)
         values = self.sensitive_values(doc)
@@ -618,7 +621,7 @@ class ApplicationService:
             "attachments": {kind: [{"file_id": f["file_id"], "content_type": f["content_type"], "sha256": f["sha256"]}
                                    for f in items] for kind, items in (doc.get("attachments") or {}).items()},
             "created_at": local_iso(doc["created_at"]),
-            "sealed": self.protector.encrypt(json.dumps(values, ensure_ascii=False), "webhook") if values else None,
+            "encrypted": self.protector.encrypt(json.dumps(values, ensure_ascii=False), "webhook") if values else None,
         }
 
     # -- operations (admin script) -----------------------------------------------------------------
