@@ -81,9 +81,9 @@ def validate_bill(account_no: Any, period: Any, fields: Any, customer_class: str
         errors.append({"field": field, "message": message})
 
     if not is_account_no(account_no):
-        bad("account_no", "户号应为 10 位数字")
+        bad("account_no", MESSAGES["account_no"])
     if not is_period(period):
-        bad("period", "账期应为 YYYY-MM")
+        bad("period", MESSAGES["period"])
     if not isinstance(fields, dict):
         raise ValidationFailed(details=[*errors, {"field": "body", "message": "应为 JSON 对象"}])
     for name in sorted(set(fields) - BILL_FIELDS):
@@ -100,7 +100,7 @@ def validate_bill(account_no: Any, period: Any, fields: Any, customer_class: str
     else:
         values["amount_fen"] = amount
     if not is_day(fields.get("due_date")):
-        bad("due_date", "应为日期 YYYY-MM-DD")
+        bad("due_date", MESSAGES["day"])
     else:
         values["due_date"] = fields["due_date"]
 

@@ -25,7 +25,7 @@ from zoneinfo import ZoneInfo
 
 from ..config import ConfigError
 from ..errors import NotFound
-from ..validators import has_control_characters, is_credit_code, is_mobile, is_resident_id, matches, parse_day
+from ..validators import MESSAGES, has_control_characters, is_credit_code, is_mobile, is_resident_id, matches, parse_day
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "catalog"
 COMMON_FILE = "_common.toml"
@@ -514,11 +514,11 @@ def _validate_value(service: ServiceType, decl: dict[str, Any], section: str, ra
         return raw, None
     if ftype == "id_number":
         if not is_resident_id(raw, ctx.today):
-            return None, f"{label}不是有效的居民身份证号码"
+            return None, label + MESSAGES["resident_id"]
         return raw.upper(), None
     if ftype == "credit_code":
         if not is_credit_code(raw):
-            return None, f"{label}不是有效的统一社会信用代码"
+            return None, label + MESSAGES["credit_code"]
         return raw.upper(), None
     if ftype == "mobile":
         if not is_mobile(raw):
@@ -538,11 +538,11 @@ def _validate_value(service: ServiceType, decl: dict[str, Any], section: str, ra
         fmt = option.get("format") if option else None
         if fmt == "id_number":
             if not is_resident_id(raw, ctx.today):
-                return None, f"{label}不是有效的居民身份证号码"
+                return None, label + MESSAGES["resident_id"]
             return raw, None
         if fmt == "credit_code":
             if not is_credit_code(raw):
-                return None, f"{label}不是有效的统一社会信用代码"
+                return None, label + MESSAGES["credit_code"]
             return raw, None
         pattern = option.get("pattern") if option else None
         if not re.fullmatch(pattern or _GENERIC_DOCUMENT.pattern, raw, re.ASCII):
