@@ -26,6 +26,7 @@ from zoneinfo import ZoneInfo
 from ..config import ConfigError
 from ..errors import NotFound
 from ..validators import MESSAGES, has_control_characters, is_credit_code, is_mobile, is_resident_id, matches, parse_day
+from .periods import add_months, period_of
 
 BUILTIN_DIR = Path(__file__).resolve().parent.parent / "catalog"
 COMMON_FILE = "_common.toml"
@@ -417,11 +418,6 @@ def _shanghai_today() -> date:
     return datetime.now(SHANGHAI).date()
 
 
-def _add_months(year: int, month: int, n: int) -> tuple[int, int]:
-    index = year * 12 + (month - 1) + n
-    return index // 12, index % 12 + 1
-
-
 def _field_label(service: ServiceType, ref: str) -> str:
     sec, _, name = ref.partition(".")
     decl = service.field(sec, name)
@@ -490,13 +486,13 @@ def _validate_value(service: ServiceType, decl: dict[str, Any], section: str, ra
         m = _MONTH.fullmatch(raw)
         if not m or not 1 <= int(m.group(2)) <= 12:
             return None, f"{label}须为月份（年-月）"
-        year, month = int(m.group(1)), int(m.group(2))
+        value = f"{int(m.group(1)):04d}-{int(m.group(2)):02d}"
         for key, earliest in (("min_months", True), ("max_months", False)):
             if key in decl:
-                y, mo = _add_months(ctx.today.year, ctx.today.month, decl[key])
-                if ((year, month) < (y, mo)) if earliest else ((year, month) > (y, mo)):
-                    return None, f"{label}不能{'早' if earliest else '晚'}于{y:04d}-{mo:02d}"
-        return f"{year:04d}-{month:02d}", None
+                limit = add_months(period_of(ctx.today), decl[key])
+                if (value < limit) if earliest else (value > limit):
+                    return None, f"{label}不能{'早' if earliest else '晚'}于{limit}"
+        return value, None
     if ftype == "select":
         for opt in decl["options"]:
             if raw == opt["value"] or (isinstance(opt["value"], int) and isinstance(raw, str)

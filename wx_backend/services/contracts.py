@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import calendar
 import hashlib
 import logging
 import secrets
@@ -35,6 +34,7 @@ from ..db import files, utcnow
 from ..documents import TEMPLATES, ContractTemplateError
 from ..errors import AppError, Conflict, NotFound, ValidationFailed
 from ..pdfjobs import DocumentPool, SealFailed
+from .periods import add_months_to_day
 from .revocation import RevocationService
 from .sealauthority import AuthorityStore
 from .seals import SIGNING_CLAIM_TTL, SealService
@@ -98,16 +98,10 @@ class ApplicationNotFound(NotFound):
     message = "未找到该申请"
 
 
-def add_months(day: date, months: int) -> date:
-    month0 = day.month - 1 + months
-    year, month = day.year + month0 // 12, month0 % 12 + 1
-    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
-
-
 def term_dates(start: date, months: int) -> tuple[date, date]:
     """A contract signed on ``start`` for ``months`` ends the day before the same date ``months`` later
     (signed 2021-02-23 for 12 months: ends 2022-02-22, as in the marketing system)."""
-    return start, add_months(start, months) - timedelta(days=1)
+    return start, add_months_to_day(start, months) - timedelta(days=1)
 
 
 def _sha256(data: bytes) -> str:
