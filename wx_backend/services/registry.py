@@ -82,8 +82,25 @@ from .users import UserService
 from .webhook import WebhookSender
 
 INDEX_MODULES: tuple[ModuleType, ...] = (
-    account_finder, accounts, applications, billing, contracts, invoices, official_account, outages, outbox,
-    payments, request_signatures, revocation, seals, sms, supply, terminals, uploads, usage, users,
+    account_finder,
+    accounts,
+    applications,
+    billing,
+    contracts,
+    invoices,
+    official_account,
+    outages,
+    outbox,
+    payments,
+    request_signatures,
+    revocation,
+    seals,
+    sms,
+    supply,
+    terminals,
+    uploads,
+    usage,
+    users,
 )
 
 
@@ -226,8 +243,7 @@ class Services:
     # -- payments and invoices -------------------------------------------------------------------
     @cached_property
     def payments(self) -> PaymentService:
-        return PaymentService(self.db, self.wechat.pay, self.accounts, self.config, self.outbox,
-                                       self.notifications)
+        return PaymentService(self.db, self.wechat.pay, self.accounts, self.config, self.outbox, self.notifications)
 
     @cached_property
     def terminals(self) -> TerminalService:
@@ -235,8 +251,15 @@ class Services:
 
     @cached_property
     def invoices(self) -> InvoiceService:
-        return InvoiceService(self.db, self.protector, self.outbox, self.notifications, self.accounts,
-                                       self.config.upload_max_bytes, bool(self.config.smtp_url))
+        return InvoiceService(
+            self.db,
+            self.protector,
+            self.outbox,
+            self.notifications,
+            self.accounts,
+            self.config.upload_max_bytes,
+            bool(self.config.smtp_url),
+        )
 
     # -- applications, seals, contracts ----------------------------------------------------------
     @cached_property
@@ -246,8 +269,14 @@ class Services:
     @cached_property
     def applications(self) -> ApplicationService:
         return ApplicationService(
-            self.db, self.catalog, self.protector, accounts=self.accounts, uploads=self.uploads, sms=self.sms,
-            outbox=self.outbox, notifications=self.notifications,
+            self.db,
+            self.catalog,
+            self.protector,
+            accounts=self.accounts,
+            uploads=self.uploads,
+            sms=self.sms,
+            outbox=self.outbox,
+            notifications=self.notifications,
         )
 
     @cached_property
@@ -260,13 +289,19 @@ class Services:
 
     @cached_property
     def seals(self) -> SealService:
-        return SealService(self.db, self.protector, self.sms, self.uploads, self.seal_authority,
-                                 self.documents)
+        return SealService(self.db, self.protector, self.sms, self.uploads, self.seal_authority, self.documents)
 
     @cached_property
     def contracts(self) -> ContractService:
         return ContractService(
-            self.db, self.seals, self.seal_authority, self.documents, self.uploads, applications=self.applications,
-            outbox=self.outbox, notifications=self.notifications,
-            timestamping=Timestamping.from_config(self.config), revocation=self.revocation,
+            self.db,
+            self.seals,
+            self.seal_authority,
+            self.documents,
+            self.uploads,
+            applications=self.applications,
+            outbox=self.outbox,
+            notifications=self.notifications,
+            timestamping=Timestamping.from_config(self.config),
+            revocation=self.revocation,
         )
