@@ -74,12 +74,12 @@ class WorkOrders:
             stype = self.catalog.get(doc["service"])
             stage = stype.stage_index.get(doc["stage"], {}).get("name", doc["stage"])
             rows.append([doc["app_no"], stype.name, doc.get("account_no") or "（新装）", stage,
-                         self.service.public(doc)["status_name"], short_time(doc["created_at"]),
+                         self.service.views.public(doc)["status_name"], short_time(doc["created_at"]),
                          short_time(doc["updated_at"])])
         return table(["申请编号", "业务", "户号", "环节", "状态", "提交时间", "更新时间"], rows)
 
     def show(self, doc: dict[str, Any]) -> str:
-        view = self.service.public(doc, detailed=True)
+        view = self.service.views.public(doc, detailed=True)
         stype = self.catalog.get(doc["service"])
         head = [["申请编号", view["app_no"]], ["业务", f"{view['service_name']}（{view['service']}）"],
                 ["户号", view["account_no"] or "（新装，无户号）"],
