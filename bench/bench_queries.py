@@ -38,7 +38,8 @@ from wx_backend.db import utcnow  # noqa: E402
 from wx_backend.embedded import database_uri  # noqa: E402
 from wx_backend.security import DataProtector  # noqa: E402
 from wx_backend.services.accounts import AccountService  # noqa: E402
-from wx_backend.services.billing import new_bill_doc, validate_bill  # noqa: E402
+from wx_backend.services.bill_figures import validate_bill  # noqa: E402
+from wx_backend.services.billing import new_bill_doc  # noqa: E402
 from wx_backend.services.keys import reading_id  # noqa: E402
 from wx_backend.services.periods import add_months, local_today, period_days, period_of  # noqa: E402
 from wx_backend.services.registry import ensure_indexes  # noqa: E402

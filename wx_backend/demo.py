@@ -21,7 +21,8 @@ from pymongo.errors import BulkWriteError
 from .db import files, utcnow
 from .security import DataProtector
 from .services.applications import status_of
-from .services.billing import new_bill_doc, validate_bill
+from .services.bill_figures import validate_bill
+from .services.billing import new_bill_doc
 from .services.keys import reading_id
 from .services.outages import OutageService
 from .services.periods import SHANGHAI, add_months, local_today, period_days, period_of

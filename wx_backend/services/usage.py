@@ -24,7 +24,7 @@ from ..db import utcnow
 from ..errors import NotFound, ValidationFailed
 from ..validators import MESSAGES, field_error, is_account_no, is_day, is_period
 from .accounts import AccountService
-from .billing import MAX_KWH, TOU_PERIODS
+from .bill_figures import MAX_KWH, TOU_PERIODS
 from .keys import read_bills, read_readings, reading_id
 from .periods import (
     add_months,
