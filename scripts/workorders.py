@@ -24,7 +24,9 @@ from typing import Any
 
 from wx_backend.config import Config
 from wx_backend.errors import AppError
-from wx_backend.services.applications import SHANGHAI, ApplicationService, local_iso
+from wx_backend.services.application_views import local_iso
+from wx_backend.services.applications import ApplicationService
+from wx_backend.services.periods import SHANGHAI
 from wx_backend.services.registry import Services
 from wx_backend.validators import is_account_no, matches
 
