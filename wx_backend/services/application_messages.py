@@ -29,7 +29,7 @@ class ApplicationMessages:
     async def _notify(
         self, user_id: ObjectId, message: str, data: dict[str, Any], page: str | None, dedupe_key: str
     ) -> bool:
-        """Queue a customer notification (a message key of the message catalogue)."""
+        """Queue a customer notification (a key of the message templates)."""
         return await self.notifications.notify_user(user_id, message, data, page, dedupe_key)
 
     async def created(self, doc: dict[str, Any]) -> None:
