@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from wx_backend.services.application_views import STATUSES
 from wx_backend.services.applications import MAX_PER_PAGE
 
 from . import spec
@@ -65,7 +66,8 @@ openapi = {
     "/api/v1/applications": {
         "get": spec.operation(
             "The user's applications (服务记录), newest first", tag="applications",
-            query={"status": spec.STRING, "page": {"type": "integer", "minimum": 1},
+            query={"status": {"type": "string", "enum": list(STATUSES)},
+                   "page": {"type": "integer", "minimum": 1, "maximum": 999_999},
                    "per_page": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE}},
             ok={200: spec.obj({"items": spec.array(spec.ref("Application")), "page": spec.INTEGER,
                                "per_page": spec.INTEGER, "total": spec.INTEGER})},

@@ -18,7 +18,15 @@ INTEGER: Schema = {"type": "integer"}
 BOOLEAN: Schema = {"type": "boolean"}
 DATETIME: Schema = {"type": "string", "format": "date-time"}
 FEN: Schema = {"type": "integer", "description": "amount in fen (分)"}
-ACCOUNT_NO: Schema = {"type": "string", "description": "户号: 10 digits", "examples": ["9000000001"]}
+ACCOUNT_NO: Schema = {"type": "string", "pattern": "^[0-9]{10}$", "description": "户号: 10 digits",
+                      "examples": ["9000000001"]}
+# a visible character at each end, no control characters in between
+_TEXT_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+
+
+def text(max_length: int, min_length: int = 1) -> Schema:
+    """Free text as ``validators.clean_text`` accepts it: not blank, no control characters."""
+    return {"type": "string", "minLength": min_length, "maxLength": max_length, "pattern": _TEXT_PATTERN}
 
 
 def ref(name: str) -> Schema:
