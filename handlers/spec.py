@@ -76,13 +76,15 @@ def operation(summary: str, *, tag: str, ok: dict[int, Any] | None = None,
               errors: dict[int, list[str]] | None = None, body: Schema | None = None,
               body_content: dict[str, Any] | None = None, body_required: bool = True,
               query: dict[str, Schema] | None = None, path: dict[str, Schema] | None = None,
-              headers: dict[str, Schema] | None = None, description: str | None = None) -> dict[str, Any]:
+              headers: dict[str, Schema] | None = None, description: str | None = None,
+              required_query: dict[str, Schema] | None = None) -> dict[str, Any]:
     """One operation object.
 
     ``ok`` maps success statuses to a JSON schema, to ``None`` (no body) or to a ready
     ``{"description", "content"}`` response. ``errors`` maps statuses to the error codes the
     operation can answer with. ``body`` is a JSON request body; ``body_content`` any other.
     ``path`` gives schemas of path parameters (default: a string); the assembler adds the rest.
+    ``query`` parameters are optional, ``required_query`` ones must be given.
     """
     responses: dict[str, Any] = {}
     for status, schema in (ok or {200: None}).items():
@@ -99,6 +101,8 @@ def operation(summary: str, *, tag: str, ok: dict[int, Any] | None = None,
     if description:
         op["description"] = description
     params = []
+    for name, schema in (required_query or {}).items():
+        params.append({"name": name, "in": "query", "required": True, "schema": schema})
     for name, schema in (query or {}).items():
         params.append({"name": name, "in": "query", "required": False, "schema": schema})
     for name, schema in (headers or {}).items():
