@@ -54,6 +54,7 @@ PRECONDITIONS = {
     ("PUT", "/internal/v1/invoices/{invoice_id}"), ("PUT", "/internal/v1/accounts/{account_no}/usage"),
     ("GET", "/api/v1/accounts/{account_no}/usage"), ("POST", "/internal/v1/outages"),
     ("PUT", "/internal/v1/outages/{outage_id}"), ("POST", "/api/v1/sms-codes"),
+    ("POST", "/internal/v1/accounts/{account_no}/supply-events"),
     # money is an integer in JSON: 100.0 is refused although JSON Schema counts it an integer
     ("POST", "/api/v1/payments"),
     # a default account when neither account_no nor region is given; a non-empty file
