@@ -17,7 +17,7 @@ test: deps
 
 lint: pydeps
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/ruff format --check . || true
+	$(VENV)/bin/ruff format --check .
 
 deps: sysdeps pydeps ferretdb
 

@@ -105,7 +105,7 @@ def round_trips(stack, token: str, path: str) -> int:
             await db.command("ping")
             commands.clear()
             user = await UserService(db, None, 0).authenticate(token)
-            await BillService(db, accounts).list_for(user, path.split("/")[4])
+            await BillService(db, accounts, None).list_for(user, path.split("/")[4])  # reads only: nothing to notify
             return list(commands)
         finally:
             await client.close()

@@ -32,11 +32,11 @@ from bench_queries import bench_accounts  # noqa: E402
 from conftest import TEST_DATA_KEY, Stack  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 
-from wx_backend import db as dbmod  # noqa: E402
 from wx_backend.embedded import database_uri  # noqa: E402
 from wx_backend.security import DataProtector  # noqa: E402
 from wx_backend.services.account_finder import METER_HOURLY, SEARCH_HOURLY  # noqa: E402
 from wx_backend.services.accounts import AccountService  # noqa: E402
+from wx_backend.services.registry import ensure_indexes  # noqa: E402
 
 CHUNK = 5000
 PER_USER = min(SEARCH_HOURLY, METER_HOURLY)
@@ -54,7 +54,7 @@ def accounts(count: int) -> list[dict]:
 async def load(uri: str, db_name: str, items: list[dict]) -> float:
     client = AsyncMongoClient(uri, tz_aware=True)
     db = client[db_name]
-    await dbmod.ensure_indexes(db)
+    await ensure_indexes(db)
     service = AccountService(db, DataProtector(base64.b64decode(TEST_DATA_KEY)))
     t0 = time.perf_counter()
     for i in range(0, len(items), CHUNK):

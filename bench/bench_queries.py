@@ -33,15 +33,16 @@ from conftest import TEST_DATA_KEY, Stack  # noqa: E402
 from pymongo import AsyncMongoClient  # noqa: E402
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError  # noqa: E402
 
-from wx_backend import db as dbmod  # noqa: E402
 from wx_backend import demo  # noqa: E402
 from wx_backend.db import utcnow  # noqa: E402
 from wx_backend.embedded import database_uri  # noqa: E402
 from wx_backend.security import DataProtector  # noqa: E402
 from wx_backend.services.accounts import AccountService  # noqa: E402
-from wx_backend.services.billing import new_bill_doc, validate_bill  # noqa: E402
+from wx_backend.services.bill_figures import validate_bill  # noqa: E402
+from wx_backend.services.billing import new_bill_doc  # noqa: E402
 from wx_backend.services.keys import reading_id  # noqa: E402
 from wx_backend.services.periods import add_months, local_today, period_days, period_of  # noqa: E402
+from wx_backend.services.registry import ensure_indexes  # noqa: E402
 
 CHUNK = 5000
 
@@ -65,7 +66,7 @@ def bench_accounts(count: int) -> list[dict]:
 async def load(uri: str, db_name: str, count: int, months: int, bound: int) -> dict[str, float]:
     client = AsyncMongoClient(uri, tz_aware=True)
     db = client[db_name]
-    await dbmod.ensure_indexes(db)
+    await ensure_indexes(db)
     accounts = bench_accounts(count)
     service = AccountService(db, DataProtector(__import__("base64").b64decode(TEST_DATA_KEY)))
     t0 = time.perf_counter()

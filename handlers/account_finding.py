@@ -6,6 +6,8 @@ This module's name sorts before ``accounts``, so ``/api/v1/accounts/proposals`` 
 
 from __future__ import annotations
 
+from wx_backend.services.account_finder import MAX_QUERY, MIN_QUERY
+
 from . import spec
 from .base import APIHandler, authenticated
 
@@ -69,7 +71,8 @@ openapi = {
             "模糊查询: at most 5 accounts of a region by a fragment of the holder name or address", tag="accounts",
             description="`q` is 2 to 50 characters. 10 searches an hour and 30 a day per user "
                         "(429 `too_many_requests` after); see docs/accounts.md.",
-            query={"region": spec.STRING, "q": spec.STRING}, ok={200: _CANDIDATES}, errors=_LIMITED),
+            required_query={"region": spec.text(50), "q": spec.text(MAX_QUERY, MIN_QUERY)}, ok={200: _CANDIDATES},
+            errors=_LIMITED),
     },
     "/api/v1/accounts/by-meter/{meter_no}": {
         "get": spec.operation(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from wx_backend.services.application_views import STATUSES
+from wx_backend.services.applications import MAX_PER_PAGE
+
 from . import spec
 from .base import APIHandler, InternalHandler, authenticated
 
@@ -20,7 +23,7 @@ class ApplicationsHandler(APIHandler):
         doc = await self.app.applications.submit(
             self.current_user, self.json_body(), idempotency_key=self.request.headers.get("Idempotency-Key"),
         )
-        view = self.app.applications.public(doc, detailed=True)
+        view = self.app.applications.views.public(doc, detailed=True)
         self.write_json({"app_no": doc["app_no"], "application": view}, status=201 if doc["created"] else 200)
 
 
@@ -28,14 +31,14 @@ class ApplicationHandler(APIHandler):
     @authenticated
     async def get(self, app_no: str) -> None:
         doc = await self.app.applications.get_owned(self.current_user, app_no)
-        self.write_json({"application": self.app.applications.public(doc, detailed=True)})
+        self.write_json({"application": self.app.applications.views.public(doc, detailed=True)})
 
 
 class ApplicationCancelHandler(APIHandler):
     @authenticated
     async def post(self, app_no: str) -> None:
         doc = await self.app.applications.cancel(self.current_user, app_no)
-        self.write_json({"application": self.app.applications.public(doc, detailed=True)})
+        self.write_json({"application": self.app.applications.views.public(doc, detailed=True)})
 
 
 class InternalStageHandler(InternalHandler):
@@ -63,8 +66,9 @@ openapi = {
     "/api/v1/applications": {
         "get": spec.operation(
             "The user's applications (服务记录), newest first", tag="applications",
-            query={"status": spec.STRING, "page": {"type": "integer", "minimum": 1},
-                   "per_page": {"type": "integer", "minimum": 1, "maximum": 100}},
+            query={"status": {"type": "string", "enum": list(STATUSES)},
+                   "page": {"type": "integer", "minimum": 1, "maximum": 999_999},
+                   "per_page": {"type": "integer", "minimum": 1, "maximum": MAX_PER_PAGE}},
             ok={200: spec.obj({"items": spec.array(spec.ref("Application")), "page": spec.INTEGER,
                                "per_page": spec.INTEGER, "total": spec.INTEGER})},
             errors={422: ["validation_failed"]}),

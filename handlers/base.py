@@ -203,7 +203,7 @@ class NotFoundHandler(BaseHandler):
 
 
 class InternalHandler(BaseHandler):
-    """``/internal/v1``: the marketing system, HMAC-signed (DESIGN 5a); every such handler subclasses this.
+    """``/internal/v1``: the marketing system, HMAC-signed (docs/internal-api.md); every such handler subclasses this.
 
     The signature is checked in ``prepare``, before any handler method runs: a request that is
     unsigned, wrongly signed, outside the 300 s window or replayed gets 401 and does nothing.

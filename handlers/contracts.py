@@ -3,14 +3,13 @@ verification; the marketing system's issue (``/internal/v1/applications/{app_no}
 
 from __future__ import annotations
 
-import tornado.httputil
-
 from wx_backend import timing
 from wx_backend.bodies import LARGE_BODY
-from wx_backend.errors import BadRequest, ValidationFailed
+from wx_backend.errors import BadRequest
 
 from . import spec
 from .base import APIHandler, InternalHandler, authenticated
+from .multipart import one_file
 
 
 def _pdf(handler: APIHandler, data: bytes, filename: str, sha256: str | None = None) -> None:
@@ -77,16 +76,7 @@ class ContractVerifyHandler(APIHandler):
     async def post(self) -> None:
         ctype = self.request.headers.get("Content-Type", "")
         if ctype.startswith("multipart/form-data"):
-            args: dict = {}
-            parts: dict = {}
-            try:
-                tornado.httputil.parse_body_arguments(ctype, self.request.body, args, parts)
-            except tornado.httputil.HTTPInputError as exc:
-                raise BadRequest("上传内容格式不正确", code="invalid_multipart") from exc
-            uploaded = parts.get("file") or []
-            if len(uploaded) != 1:
-                raise ValidationFailed(details=[{"field": "file", "message": "请上传一个 PDF 文件"}])
-            data = uploaded[0].body
+            data = one_file(ctype, self.request.body, "请上传一个 PDF 文件")[1].body
         elif ctype.split(";")[0].strip() == "application/pdf":
             data = self.request.body
         else:

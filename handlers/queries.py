@@ -152,7 +152,7 @@ openapi = {
             description="`account_no` needs the bearer token of a user who bound it; `region` needs none; "
                         "with neither, a logged-in user's default account is meant (docs/accounts.md). "
                         "The security of this operation is therefore optional.",
-            query={"account_no": spec.ACCOUNT_NO, "region": spec.STRING},
+            query={"account_no": spec.ACCOUNT_NO, "region": spec.text(50)},
             ok={200: spec.obj({"outages": spec.array(spec.ref("Outage"))})},
             errors={401: ["unauthorized", "invalid_token"], 404: _ACCOUNT_NOT_FOUND, 422: ["validation_failed"]})
         | {"security": [{}, {"bearerAuth": []}]},

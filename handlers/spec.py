@@ -18,7 +18,15 @@ INTEGER: Schema = {"type": "integer"}
 BOOLEAN: Schema = {"type": "boolean"}
 DATETIME: Schema = {"type": "string", "format": "date-time"}
 FEN: Schema = {"type": "integer", "description": "amount in fen (分)"}
-ACCOUNT_NO: Schema = {"type": "string", "description": "户号: 10 digits", "examples": ["9000000001"]}
+ACCOUNT_NO: Schema = {"type": "string", "pattern": "^[0-9]{10}$", "description": "户号: 10 digits",
+                      "examples": ["9000000001"]}
+# a visible character at each end, no control characters in between
+_TEXT_PATTERN = r"^[^\s\x00-\x1f\x7f-\x9f]([^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f])?$"
+
+
+def text(max_length: int, min_length: int = 1) -> Schema:
+    """Free text as ``validators.clean_text`` accepts it: not blank, no control characters."""
+    return {"type": "string", "minLength": min_length, "maxLength": max_length, "pattern": _TEXT_PATTERN}
 
 
 def ref(name: str) -> Schema:
@@ -68,13 +76,15 @@ def operation(summary: str, *, tag: str, ok: dict[int, Any] | None = None,
               errors: dict[int, list[str]] | None = None, body: Schema | None = None,
               body_content: dict[str, Any] | None = None, body_required: bool = True,
               query: dict[str, Schema] | None = None, path: dict[str, Schema] | None = None,
-              headers: dict[str, Schema] | None = None, description: str | None = None) -> dict[str, Any]:
+              headers: dict[str, Schema] | None = None, description: str | None = None,
+              required_query: dict[str, Schema] | None = None) -> dict[str, Any]:
     """One operation object.
 
     ``ok`` maps success statuses to a JSON schema, to ``None`` (no body) or to a ready
     ``{"description", "content"}`` response. ``errors`` maps statuses to the error codes the
     operation can answer with. ``body`` is a JSON request body; ``body_content`` any other.
     ``path`` gives schemas of path parameters (default: a string); the assembler adds the rest.
+    ``query`` parameters are optional, ``required_query`` ones must be given.
     """
     responses: dict[str, Any] = {}
     for status, schema in (ok or {200: None}).items():
@@ -91,6 +101,8 @@ def operation(summary: str, *, tag: str, ok: dict[int, Any] | None = None,
     if description:
         op["description"] = description
     params = []
+    for name, schema in (required_query or {}).items():
+        params.append({"name": name, "in": "query", "required": True, "schema": schema})
     for name, schema in (query or {}).items():
         params.append({"name": name, "in": "query", "required": False, "schema": schema})
     for name, schema in (headers or {}).items():

@@ -5,12 +5,13 @@ from __future__ import annotations
 import tornado.httputil
 import tornado.web
 
-from wx_backend.errors import BadRequest, ValidationFailed
+from wx_backend.errors import BadRequest
 from wx_backend.services.uploads import PayloadTooLarge
 from wx_backend.validators import matches
 
 from . import spec
 from .base import APIHandler, authenticated
+from .multipart import one_file
 
 # multipart boundaries, part headers and a ``kind`` field fit in this
 MULTIPART_OVERHEAD = 64 * 1024
@@ -55,19 +56,11 @@ class UploadsHandler(APIHandler):
         ctype = self.request.headers.get("Content-Type", "")
         if not ctype.startswith("multipart/form-data"):
             raise BadRequest("请以 multipart/form-data 上传文件", code="unsupported_media_type", status=415)
-        args: dict = {}
-        parts: dict = {}
-        try:
-            tornado.httputil.parse_body_arguments(ctype, b"".join(self._chunks), args, parts)
-        except tornado.httputil.HTTPInputError as exc:
-            raise BadRequest("上传内容格式不正确", code="invalid_multipart") from exc
-        self._chunks = []
-        uploaded = parts.get("file") or []
-        if len(uploaded) != 1:
-            raise ValidationFailed(details=[{"field": "file", "message": "请上传一个文件"}])
+        body, self._chunks = b"".join(self._chunks), []
+        args, uploaded = one_file(ctype, body, "请上传一个文件")
         kind = args.get("kind", [b""])[0].decode("utf-8", "replace").strip() or None
-        result = await self.app.uploads.store(self.current_user, uploaded[0].body,
-                                              filename=uploaded[0].filename, kind=kind)
+        result = await self.app.uploads.store(self.current_user, uploaded.body,
+                                              filename=uploaded.filename, kind=kind)
         self.write_json(result, status=201)
 
 

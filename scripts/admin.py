@@ -6,7 +6,7 @@ the way a refusal is reported, and the exit status.
         return run_admin(lambda: work(args))
 
     async def work(args) -> int:
-        async with standalone() as ctx:
+        async with services() as ctx:
             ...
 
 Exit status: what the work returns; 1 for a refusal by the service (``AppError``: code,
@@ -22,7 +22,7 @@ from contextlib import asynccontextmanager
 
 from wx_backend.config import Config, ConfigError
 from wx_backend.errors import AppError
-from wx_backend.payment_followup import Standalone
+from wx_backend.services.registry import Services
 
 
 def run_admin(work: Callable[[], Awaitable[int]], *, refused_status: int = 1) -> int:
@@ -43,9 +43,9 @@ async def _reporting(work: Callable[[], Awaitable[int]], refused_status: int) ->
 
 
 @asynccontextmanager
-async def standalone() -> AsyncIterator[Standalone]:
-    """The payment and terminal services with their database and WeChat clients, closed after."""
-    ctx = Standalone(Config.from_env(), fail_fast=False)
+async def services() -> AsyncIterator[Services]:
+    """The services (``services/registry.py``) on the configured database, closed after."""
+    ctx = Services.connect(Config.from_env(document_workers=0), fail_fast=False)
     try:
         yield ctx
     finally:

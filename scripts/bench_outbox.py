@@ -34,7 +34,7 @@ from pymongo import AsyncMongoClient, MongoClient
 from wx_backend.config import Config
 from wx_backend.embedded import ROOT, database_uri, free_port, wait_for_port
 from wx_backend.security import request_signature
-from wx_backend.services.notifications import Notifications, load_catalogue
+from wx_backend.services.notifications import Notifications, load_message_templates
 from wx_backend.services.outbox import FINAL, Outbox
 from wx_backend.wechat import WeChat
 
@@ -111,7 +111,7 @@ def populate(env: dict[str, str], api_url: str, sandbox_url: str, messages: int,
                                  timeout=10).json()
             assert resp["status"] == 200, resp
         plan["users"].append({"kind": kind, "mp_openid": mp_openid, "oa_openid": oa_openid})
-    catalogue = load_catalogue(config.messages_file or None)
+    catalogue = load_message_templates(config.messages_file or None)
     for i in range(messages):  # wx.requestSubscribeMessage: one acceptance per message to come
         user_plan = plan["users"][i % len(kinds)]
         if user_plan["kind"] == "subscriber":

@@ -22,8 +22,8 @@ from datetime import datetime
 from pathlib import Path
 
 from scripts.admin import run_admin
-from wx_backend.app import Application
 from wx_backend.config import Config
+from wx_backend.services.registry import Services
 
 
 def _moment(text: str) -> datetime:
@@ -46,9 +46,9 @@ def _print_report(report: dict, as_json: bool) -> None:
 
 async def run(args: argparse.Namespace) -> int:
     config = Config.from_env(document_workers=0)  # one job: no worker processes to start
-    app = Application(config, [], fail_fast=False)
+    services = Services.connect(config, fail_fast=False)
     try:
-        contracts = app.contracts
+        contracts = services.contracts
         if args.command == "issue":
             terms = args.terms_data
             doc, created = await contracts.issue(args.app_no, {
@@ -72,7 +72,7 @@ async def run(args: argparse.Namespace) -> int:
         _print_report(report, args.json)
         return 0 if report["ok"] else 1
     finally:
-        await app.shutdown()
+        await services.close()
 
 
 def main(argv: list[str] | None = None) -> int:

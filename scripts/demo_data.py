@@ -5,21 +5,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from wx_backend import db as dbmod
 from wx_backend import demo
 from wx_backend.config import Config
+from wx_backend.services.registry import Services
 
 
 async def main(accounts: int) -> None:
-    config = Config.from_env()
-    client = dbmod.connect(config, fail_fast=False)
+    services = Services.connect(Config.from_env(), fail_fast=False)
     try:
-        database = client[config.db_name]
-        await dbmod.ensure_indexes(database)
-        summary = await demo.load(database, config, accounts=accounts)
+        await services.ensure_indexes()
+        summary = await demo.load(services, accounts=accounts)
         print("demo data:", ", ".join(f"{k}={v}" for k, v in summary.items()))
     finally:
-        await client.close()
+        await services.close()
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ from wx_backend.imports import import_bills
 
 
 async def main(path: Path, notify: bool) -> int:
-    async with services(notify) as app:
+    async with services() as app:
         report = await import_bills(app.bills, path, notify=notify)
     print(report.summary())
     return 1 if report.rejected else 0

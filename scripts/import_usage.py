@@ -19,7 +19,7 @@ from wx_backend.imports import import_usage
 
 
 async def main(path: Path) -> int:
-    async with services(False) as app:
+    async with services() as app:
         report = await import_usage(app.usage, path)
     print(report.summary())
     return 1 if report.rejected else 0

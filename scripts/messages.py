@@ -15,11 +15,9 @@ import sys
 
 from bson import ObjectId
 
-from wx_backend import db as dbmod
 from wx_backend.config import Config, ConfigError
-from wx_backend.services.notifications import SHANGHAI, Notifications
-from wx_backend.services.outbox import Outbox
-from wx_backend.wechat import WeChat
+from wx_backend.services.notifications import SHANGHAI
+from wx_backend.services.registry import Services
 
 
 def _time(value) -> str:
@@ -32,10 +30,9 @@ async def run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
-    client = dbmod.connect(config, fail_fast=False)
+    services = Services.connect(config, fail_fast=False)
     try:
-        db = client[config.db_name]
-        outbox = Outbox(db)
+        outbox = services.outbox
         statuses = tuple(s.strip() for s in args.status.split(",") if s.strip()) if hasattr(args, "status") else ()
         if args.command == "list":
             docs = await outbox.find(statuses, args.limit)
@@ -54,7 +51,7 @@ async def run(args: argparse.Namespace) -> int:
             print(f"queued again: {count}")
             return 0 if count else 1
         elif args.command == "user":
-            notes = Notifications(db, outbox, WeChat(config, db), config)
+            notes = services.notifications
             user_id = await notes.find_user(args.ref)
             if user_id is None:
                 print("no such user", file=sys.stderr)
@@ -63,7 +60,7 @@ async def run(args: argparse.Namespace) -> int:
             print(json.dumps(links, ensure_ascii=False, indent=2, default=_time))
         return 0
     finally:
-        await client.close()
+        await services.close()
 
 
 def main() -> None:

@@ -16,7 +16,7 @@ import json
 import sys
 from datetime import timedelta
 
-from scripts.admin import run_admin, standalone
+from scripts.admin import run_admin, services
 from wx_backend.services.invoices import pending_invoices
 from wx_backend.services.notifications import SHANGHAI
 from wx_backend.services.supply import stuck_reconnections
@@ -28,7 +28,7 @@ def _time(value) -> str:
 
 async def run(args: argparse.Namespace) -> int:
     older = timedelta(minutes=args.older_than)
-    async with standalone() as ctx:
+    async with services() as ctx:
         if args.command == "invoices":
             rows = [{"invoice_id": d["_id"], "out_trade_no": d["out_trade_no"], "account_no": d["account_no"],
                      "amount_fen": d["amount_fen"], "attempt": d["attempt"], "requested_at": _time(d["requested_at"])}

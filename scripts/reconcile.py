@@ -16,11 +16,11 @@ import json
 import sys
 from datetime import date
 
-from scripts.admin import run_admin, standalone
+from scripts.admin import run_admin, services
 
 
 async def run(day: date, as_json: bool) -> int:
-    async with standalone() as ctx:
+    async with services() as ctx:
         report = await ctx.payments.reconcile(day)
     if as_json:
         print(json.dumps(report, ensure_ascii=False, default=str, indent=2))

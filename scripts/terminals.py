@@ -11,11 +11,11 @@ from __future__ import annotations
 import argparse
 import sys
 
-from scripts.admin import run_admin, standalone
+from scripts.admin import run_admin, services
 
 
 async def run(args: argparse.Namespace) -> int:
-    async with standalone() as ctx:
+    async with services() as ctx:
         terminals = ctx.terminals
         if args.command == "register":
             terminal_id, secret = await terminals.register(args.name, args.id)

@@ -22,12 +22,12 @@ import unicodedata
 from datetime import datetime, time, timedelta
 from typing import Any
 
-from wx_backend import db as dbmod
 from wx_backend.config import Config
 from wx_backend.errors import AppError
-from wx_backend.security import DataProtector
-from wx_backend.services.applications import SHANGHAI, ApplicationService, local_iso
-from wx_backend.services.catalog import default_dirs, load_catalog
+from wx_backend.services.application_views import local_iso
+from wx_backend.services.applications import ApplicationService
+from wx_backend.services.periods import SHANGHAI
+from wx_backend.services.registry import Services
 from wx_backend.validators import is_account_no, matches
 
 
@@ -76,12 +76,12 @@ class WorkOrders:
             stype = self.catalog.get(doc["service"])
             stage = stype.stage_index.get(doc["stage"], {}).get("name", doc["stage"])
             rows.append([doc["app_no"], stype.name, doc.get("account_no") or "（新装）", stage,
-                         self.service.public(doc)["status_name"], short_time(doc["created_at"]),
+                         self.service.views.public(doc)["status_name"], short_time(doc["created_at"]),
                          short_time(doc["updated_at"])])
         return table(["申请编号", "业务", "户号", "环节", "状态", "提交时间", "更新时间"], rows)
 
     def show(self, doc: dict[str, Any]) -> str:
-        view = self.service.public(doc, detailed=True)
+        view = self.service.views.public(doc, detailed=True)
         stype = self.catalog.get(doc["service"])
         head = [["申请编号", view["app_no"]], ["业务", f"{view['service_name']}（{view['service']}）"],
                 ["户号", view["account_no"] or "（新装，无户号）"],
@@ -100,18 +100,10 @@ class WorkOrders:
         ])
 
 
-def build(config: Config, client: Any) -> ApplicationService:
-    database = client[config.db_name]
-    catalog = load_catalog(*default_dirs(config.catalog_dir))
-    protector = DataProtector(config.data_key_bytes)
-    return ApplicationService(database, catalog, protector)
-
-
 async def run(args: argparse.Namespace) -> int:
-    config = Config.from_env()
-    client = dbmod.connect(config, fail_fast=False)
+    services = Services.connect(Config.from_env(), fail_fast=False)
     try:
-        orders = WorkOrders(build(config, client))
+        orders = WorkOrders(services.applications)
         service = orders.service
         if args.command == "list":
             until = args.until + timedelta(days=1) if args.until else None
@@ -148,7 +140,7 @@ async def run(args: argparse.Namespace) -> int:
                 print(f"  {item.get('field')}: {item.get('message')}", file=sys.stderr)
         return 1
     finally:
-        await client.close()
+        await services.close()
 
 
 def parser() -> argparse.ArgumentParser:

@@ -203,7 +203,7 @@ class Stack:
 
     def signed_headers(self, method: str, path: str, body: bytes = b"", *, secret: str | None = None,
                        timestamp: int | str | None = None, nonce: str | None = None) -> dict[str, str]:
-        """The X-Timestamp / X-Nonce / X-Signature headers the marketing system sends (DESIGN 5a)."""
+        """The X-Timestamp / X-Nonce / X-Signature headers the marketing system sends (docs/internal-api.md)."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
         nonce = nonce or uuid.uuid4().hex
         secret = self.env["WX_INTERNAL_SECRET"] if secret is None else secret

@@ -27,6 +27,7 @@ from payments_support import (
     register_terminal,
     replied_success,
 )
+from waits import port_open, wait_until
 
 from wx_backend.embedded import free_port
 
@@ -134,13 +135,19 @@ def chaos(stack, n: int, seed: int = 7, customers: int = 10, workers: int = 12, 
 
             thread = threading.Thread(target=victim)
             thread.start()
-            time.sleep(0.6)  # it is polling WeChat (password_then_pay) when the process dies
+
+            def polling() -> bool:  # B has asked WeChat about the victim's order (password_then_pay)
+                order = stack.db.payments.find_one({"terminal_trade_no": victim_body["terminal_trade_no"]})
+                return bool(order) and stack.db.payment_events.count_documents(
+                    {"out_trade_no": order["out_trade_no"], "operation": "orderquery"}) > 0
+
+            wait_until(polling, timeout=20)  # it is polling WeChat when the process dies
             proc_b["p"].stop(signal.SIGKILL)
             count("killed_process")
             thread.join()
             if victim_outcome == ["lost"]:
                 count("victim_answer_lost")
-            time.sleep(0.5)
+            wait_until(lambda: not port_open(port_b))  # the port is free again
             proc_b["p"] = stack.start_app(port_b)  # restarted on the same port
             count("restarted_process")
         for f in futures:

@@ -7,7 +7,6 @@ import re
 import secrets
 import subprocess
 import sys
-import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -173,6 +172,3 @@ def expire(stack, out_trade_no: str) -> None:
     stack.db.payments.update_one({"out_trade_no": out_trade_no},
                                  {"$set": {"expires_at": past, "next_check_at": past}})
 
-
-def sleep(seconds: float) -> None:
-    time.sleep(seconds)

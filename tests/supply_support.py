@@ -26,9 +26,9 @@ from cryptography.x509.oid import NameOID
 
 from wx_backend.embedded import free_port
 from wx_backend.security import request_signature
-from wx_backend.services.notifications import load_catalogue
+from wx_backend.services.notifications import load_message_templates
 
-CATALOGUE = load_catalogue()
+CATALOGUE = load_message_templates()
 
 
 def self_signed(folder: Path) -> tuple[Path, Path]:

@@ -22,7 +22,7 @@ from test_contract_documents import CERT_TRUSTED, SIG_VALID, _pdfsig, _pdftext, 
 from test_official_account import follow, ids, wait_until
 from test_seals import _scanned_seal_jpeg
 
-from wx_backend.services.notifications import load_catalogue
+from wx_backend.services.notifications import load_message_templates
 
 CUSTOMER = "郏县惠源纺织有限公司"
 
@@ -76,7 +76,7 @@ def journey(stack, tmp_path_factory):
         assert advance(stack, app_no, stage).status_code == 200
     issued = issue_contract(stack, app_no)
     contract_no = issued["contract_no"]
-    template_id = load_catalogue()["contract_ready"].official_account.template_id
+    template_id = load_message_templates()["contract_ready"].official_account.template_id
     ready = wait_until(lambda: [m for m in stack.sandbox_call(
         "GET", "/sandbox/oa/messages", params={"touser": oa_openid}).json()["messages"]
         if m.get("template_id") == template_id], timeout=20)

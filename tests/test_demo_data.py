@@ -25,7 +25,7 @@ def test_demo_data_twice_changes_nothing(stack):
     assert "applications_created=0" in second
     demo = [a for a in stack.db.applications.find({"app_no": {"$regex": "^20260226900"}})]
     assert sorted(a["stage"] for a in demo) == ["archived", "contract_signing", "submitted", "survey"]
-    assert all("id_no" not in a["applicant"] and a["sealed"]["applicant"]["id_no"].startswith("v1:") for a in demo)
+    assert all("id_no" not in a["applicant"] and a["encrypted"]["applicant"]["id_no"].startswith("v1:") for a in demo)
     # the demo user sees them in 服务记录
     token = stack.login("o_demo_user")
     listed = stack.api("GET", "/api/v1/applications", token=token).json()

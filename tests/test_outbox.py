@@ -13,13 +13,14 @@ from test_official_account import follow, ids, wait_until
 
 from scripts.bench_outbox import WebhookReceiver, scenario
 from wx_backend.config import Config
-from wx_backend.db import ensure_indexes, utcnow
-from wx_backend.services.notifications import Notifications, load_catalogue, next_shanghai_midnight
+from wx_backend.db import utcnow
+from wx_backend.services.notifications import Notifications, load_message_templates, next_shanghai_midnight
 from wx_backend.services.outbox import Outbox
+from wx_backend.services.registry import ensure_indexes
 from wx_backend.wechat import WeChat
 
 CONTRACT = {"app_no": "20260226000123", "service_name": "企业新装", "contract_no": "HT2026000123"}
-CATALOGUE = load_catalogue()
+CATALOGUE = load_message_templates()
 
 
 def with_services(stack, fn):

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 from conftest import bind_account, put_account
 from query_support import flat_bill, put_bill
 from test_outages import names, publish, window
+from waits import outbox_idle, wait_until
 
 
 def follower(stack) -> tuple[str, str, object]:
@@ -17,24 +17,23 @@ def follower(stack) -> tuple[str, str, object]:
     token = stack.login(openid, unionid)
     resp = stack.sandbox_call("POST", "/sandbox/oa/follow", json={"openid": oa_openid, "unionid": unionid})
     assert resp.status_code == 200, resp.text
-    deadline = time.monotonic() + 10
-    while not (stack.db.users.find_one({"mp_openid": openid}) or {}).get("oa_openid"):
-        assert time.monotonic() < deadline, "follow not linked"
-        time.sleep(0.05)
-    return token, oa_openid, stack.db.users.find_one({"mp_openid": openid})["_id"]
+    user = wait_until(lambda: (u := stack.db.users.find_one({"mp_openid": openid})) and u.get("oa_openid") and u,
+                      10, what="the follow linked")
+    return token, oa_openid, user["_id"]
 
 
 def oa_messages(stack, touser: str, count: int, timeout: float = 15) -> list[dict]:
-    """The template messages received, once at least ``count`` arrived (then a little longer, to
-    catch any extra one)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        messages = stack.sandbox_call("GET", "/sandbox/oa/messages", params={"touser": touser}).json()["messages"]
-        if len(messages) >= count or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
-    time.sleep(1.0)
-    return stack.sandbox_call("GET", "/sandbox/oa/messages", params={"touser": touser}).json()["messages"]
+    """The template messages received, once at least ``count`` arrived and the outbox has nothing
+    left to send to that user (so an extra one would be among them)."""
+
+    def received() -> list[dict]:
+        return stack.sandbox_call("GET", "/sandbox/oa/messages", params={"touser": touser}).json()["messages"]
+
+    wait_until(lambda: len(received()) >= count, timeout, step=0.1, what=f"{count} message(s) to {touser}")
+    user = stack.db.users.find_one({"oa_openid": touser})
+    if user is not None:
+        outbox_idle(stack.db, {"user_id": user["_id"]})
+    return received()
 
 
 def test_bill_issued_is_sent_once_per_bill(stack):

@@ -33,10 +33,41 @@ schemathesis.serializer.alias("application/pdf", "application/octet-stream")
 schemathesis.serializer.alias("application/ocsp-request", "application/octet-stream")
 
 schema = schemathesis.openapi.from_dict(document())
+# unknown query parameters are ignored by design, as by most HTTP APIs: not generated
+schema.config.generation.update(allow_extra_parameters=False)
 
-# valid-by-schema data is often refused by business rules the schema cannot state (a wrong
-# SMS code, an account not bound); the stateful checks need sequences of calls, not single ones
-EXCLUDED = [positive_data_acceptance, use_after_free, ensure_resource_availability]
+# the stateful checks need sequences of calls, not single ones
+EXCLUDED = [use_after_free, ensure_resource_availability]
+# Operations with preconditions: valid-by-schema data may still be refused by rules the schema
+# cannot state (a wrong SMS code, a form field another field's value makes required, a body
+# that must be a real PDF or image). Every other operation must accept what the document calls
+# valid (positive_data_acceptance).
+PRECONDITIONS = {
+    # a WeChat credential, an SMS code or a signature only the real party has
+    ("POST", "/api/v1/session"), ("POST", "/api/v1/me/phone"), ("POST", "/api/v1/accounts"),
+    ("POST", "/api/v1/seals"), ("POST", "/wechat/pay/notify/v3"),
+    # a body that must be a real document: a signed PDF, a DER OCSP request
+    ("POST", "/api/v1/contracts/verify"), ("POST", "/pki/ocsp"), ("GET", "/pki/ocsp/{request}"),
+    # fields another field's value makes required or forbidden (the catalog's forms, an invoice
+    # title's kind, an outcome's kind, a reading's day or month, an outage's regions or feeders)
+    ("POST", "/api/v1/applications"), ("POST", "/api/v1/invoice-titles"),
+    ("PUT", "/internal/v1/invoices/{invoice_id}"), ("PUT", "/internal/v1/accounts/{account_no}/usage"),
+    ("GET", "/api/v1/accounts/{account_no}/usage"), ("POST", "/internal/v1/outages"),
+    ("PUT", "/internal/v1/outages/{outage_id}"), ("POST", "/api/v1/sms-codes"),
+    ("POST", "/internal/v1/accounts/{account_no}/supply-events"),
+    # money is an integer in JSON: 100.0 is refused although JSON Schema counts it an integer
+    ("POST", "/api/v1/payments"),
+    # a default account when neither account_no nor region is given; a non-empty file
+    ("GET", "/api/v1/outages"), ("POST", "/api/v1/uploads"),
+}
+# Documented more loosely than the service checks (free-text fields without the service's
+# length and blank rules; times outside the years 2000 to 2099): to be tightened like
+# spec.text, then removed from here.
+LOOSE_SCHEMAS = {
+    ("PUT", "/internal/v1/accounts/{account_no}"),
+    ("POST", "/internal/v1/applications/{app_no}/stage"),
+    ("PUT", "/internal/v1/accounts/{account_no}/balance-estimate"),
+}
 
 CALLS = {"count": 0}
 
@@ -95,4 +126,6 @@ def test_operation(case, stack, fuzz_user):
         pytest.fail(f"{case.method} {case.path}: {response.status_code} {response.text[:300]}\n"
                     + "\n".join(lines[first:first + 40]))
     # only the credentials count as explicit: the no-auth probe must go without them
-    case.validate_response(response, excluded_checks=EXCLUDED, headers=auth_headers)
+    unchecked = PRECONDITIONS | LOOSE_SCHEMAS
+    excluded = EXCLUDED + ([positive_data_acceptance] if (case.method, case.path) in unchecked else [])
+    case.validate_response(response, excluded_checks=excluded, headers=auth_headers)

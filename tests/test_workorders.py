@@ -6,9 +6,12 @@ import subprocess
 import sys
 
 from application_support import advance, shanghai_today, submitted
+from supply_support import follower, hall, oa_messages, wait_for
 
 from scripts.workorders import table, width
 from wx_backend.embedded import ROOT
+
+__all__ = ["hall"]
 
 
 def run(stack, *args: str) -> subprocess.CompletedProcess:
@@ -74,3 +77,26 @@ def test_list_search_show_and_advance(stack):
     # personal data masked
     assert body["applicant"]["mobile"] not in text and body["applicant"]["mobile"][-4:] in text
     assert run(stack, "show", "20000101000001").returncode == 1
+
+
+def test_advance_tells_the_customer_and_the_marketing_system(hall):
+    """As the help says: the customer gets the stage's template message and the change goes to
+    the marketing system's webhook, as when the marketing system advances it."""
+    stack, _, hooks = hall
+    cust = follower(stack)
+    app_no = submitted(stack, cust["token"], "capacity_increase")[0]["app_no"]
+
+    res = run(stack, "advance", app_no, "accepted", "--operator", "王工", "--note", "资料齐全")
+    assert res.returncode == 0, res.stderr
+
+    def told() -> list[dict]:
+        return [m for m in oa_messages(stack, cust["oa_openid"], "stage_changed")
+                if app_no in (m.get("miniprogram") or {}).get("pagepath", "")]
+
+    sent = wait_for(told)
+    assert len(sent) == 1, sent
+    event = wait_for(lambda: [e for e in hooks.of("application.stage_changed") if e["body"]["app_no"] == app_no])
+    assert len(event) == 1
+    assert event[0]["body"] | {"at": None} == {
+        "app_no": app_no, "service": "capacity_increase", "stage": "accepted", "stage_name": "受理",
+        "operator": "王工", "note": "资料齐全", "source": "admin", "at": None, "contract_no": None}

@@ -167,7 +167,7 @@ SETTINGS: dict[str, Setting] = {
     ),
     "messages_file": Setting(
         "WX_MESSAGES_FILE", "",
-        "message catalogue (TOML: template ids and keywords); empty = templates/messages/catalogue.toml",
+        "message templates (TOML: template ids and keywords); empty = templates/messages/catalogue.toml",
     ),
     "outbox_concurrency": Setting(
         "WX_OUTBOX_CONCURRENCY", 8, "messages one worker process sends at the same time", parse=int,
@@ -277,7 +277,7 @@ SETTINGS: dict[str, Setting] = {
     "log_level": Setting("WX_LOG_LEVEL", "INFO", "logging level"),
     "catalog_dir": Setting(
         "WX_CATALOG_DIR", "",
-        "extra catalogue folder: its TOML files add business types or replace built-in ones by code",
+        "extra catalog folder: its TOML files add business types or replace built-in ones by code",
     ),
     "seal_dir": Setting(
         "WX_SEAL_DIR", "",

@@ -1,7 +1,8 @@
-"""The MongoDB client, the indexes every module declares, and GridFS.
+"""The MongoDB client, index creation, and GridFS.
 
-Each module under ``wx_backend.services`` and ``wx_backend.wechat`` may declare
-``INDEXES = {"collection": [IndexModel(...), ...]}``; start-up creates them all, idempotently.
+A service module that owns collections declares ``INDEXES = {"collection": [IndexModel(...), ...]}``;
+the service registry (``services/registry.py``) hands them all to ``ensure_indexes`` at start-up,
+which creates them idempotently.
 The embedded FerretDB keeps MongoDB's single-document promises but has no multi-document
 transactions and no TTL indexes: every rule here relies on single-document atomic updates and
 unique indexes, and expiry is a field that readers check (docs/storage.md).
@@ -9,9 +10,7 @@ unique indexes, and expiry is a field that readers check (docs/storage.md).
 
 from __future__ import annotations
 
-import importlib
 import logging
-import pkgutil
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from typing import Any
@@ -24,8 +23,6 @@ from pymongo.asynchronous.database import AsyncDatabase
 from .config import Config
 
 log = logging.getLogger(__name__)
-
-INDEX_PACKAGES = ("wx_backend.services", "wx_backend.wechat")
 
 
 def utcnow() -> datetime:
@@ -55,19 +52,8 @@ def connect(config: Config, fail_fast: bool = True) -> AsyncMongoClient:
     return AsyncMongoClient(config.mongodb_uri, **options)
 
 
-def declared_indexes() -> dict[str, list]:
-    wanted: dict[str, list] = {}
-    for package_name in INDEX_PACKAGES:
-        package = importlib.import_module(package_name)
-        for info in pkgutil.iter_modules(package.__path__):
-            module = importlib.import_module(f"{package_name}.{info.name}")
-            for collection, models in getattr(module, "INDEXES", {}).items():
-                wanted.setdefault(collection, []).extend(models)
-    return wanted
-
-
-async def ensure_indexes(db: AsyncDatabase) -> None:
-    wanted = declared_indexes()
+async def ensure_indexes(db: AsyncDatabase, wanted: dict[str, list]) -> None:
+    """Create the ``wanted`` indexes (``{"collection": [IndexModel, ...]}``), idempotently."""
     for collection, models in wanted.items():
         # one at a time: FerretDB 1.24 drops the connection when a multi-index
         # createIndexes names only indexes that already exist

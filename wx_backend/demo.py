@@ -18,16 +18,15 @@ from pymongo import ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import BulkWriteError
 
-from .config import Config
 from .db import files, utcnow
 from .security import DataProtector
-from .services.accounts import AccountService
-from .services.applications import ApplicationService, status_of
-from .services.billing import new_bill_doc, validate_bill
-from .services.catalog import default_dirs, load_catalog
+from .services.applications import status_of
+from .services.bill_figures import validate_bill
+from .services.billing import new_bill_doc
 from .services.keys import reading_id
 from .services.outages import OutageService
 from .services.periods import SHANGHAI, add_months, local_today, period_days, period_of
+from .services.registry import Services
 from .services.usage import check_entry
 
 DEMO_ACCOUNTS = 300
@@ -166,8 +165,7 @@ async def _load_bills_and_usage(db: AsyncDatabase, accounts: list[dict[str, Any]
     return summary
 
 
-async def _load_outages(db: AsyncDatabase, accounts: AccountService) -> int:
-    service = OutageService(db, accounts)  # no notifications from demo data
+async def _load_outages(db: AsyncDatabase, service: OutageService) -> int:
     start = (utcnow().astimezone(SHANGHAI) + timedelta(days=2)).replace(hour=8, minute=0, second=0, microsecond=0)
     created = 0
     for i, region in enumerate(REGIONS):
@@ -179,23 +177,23 @@ async def _load_outages(db: AsyncDatabase, accounts: AccountService) -> int:
                   "end": (begin + timedelta(hours=9)).isoformat(), "reason": "线路计划检修",
                   "area": f"{region}部分区域，具体以现场公告为准"}
         fields.update({"regions": [region]} if i % 2 == 0 else {"feeders": [f"{region}1号线"]})
-        await service.publish(fields)
+        await service.publish(fields, notify=False)  # no notifications from demo data
         created += 1
     return created
 
 
-async def load(db: AsyncDatabase, config: Config, accounts: int = DEMO_ACCOUNTS) -> dict[str, int]:
+async def load(services: Services, accounts: int = DEMO_ACCOUNTS) -> dict[str, int]:
     """Upsert the demo data through the services' rules; running it twice changes nothing."""
+    db = services.db
     all_accounts = demo_accounts(accounts)
-    accounts = AccountService(db, DataProtector(config.data_key_bytes))
     # bulk, only the missing ones: what a local run changed (balances, bindings) stays
-    created = await accounts.insert_new([(a["account_no"], {k: v for k, v in a.items() if k != "account_no"})
+    created = await services.accounts.insert_new([(a["account_no"], {k: v for k, v in a.items() if k != "account_no"})
                                          for a in all_accounts])
     summary = {"accounts_created": created}
     summary.update(await _load_bills_and_usage(db, all_accounts))
-    summary["outages_created"] = await _load_outages(db, accounts)
-    summary["applications_created"] = await load_applications(db, config)
-    summary["verified_phones_created"] = await load_verified_phone(db, config)
+    summary["outages_created"] = await _load_outages(db, services.outages)
+    summary["applications_created"] = await load_applications(services)
+    summary["verified_phones_created"] = await load_verified_phone(db, services.protector)
     summary.update(await load_prepaid_and_invoice(db))
     return summary
 
@@ -221,16 +219,14 @@ DEMO_APPLICATIONS = [
 ]
 
 
-async def load_applications(db: AsyncDatabase, config: Config) -> int:
+async def load_applications(services: Services) -> int:
     """A demo user bound to two demo accounts, with applications in several stages.
 
     Numbers in the 9xxxxx range of their day, never issued by the daily sequence in a demo run;
-    inserted only when absent (a local run's changes are kept). Personal data sealed as the
+    inserted only when absent (a local run's changes are kept). Personal data encrypted as the
     service does it.
     """
-    protector = DataProtector(config.data_key_bytes)
-    catalog = load_catalog(*default_dirs(config.catalog_dir))
-    service = ApplicationService(db, catalog, protector)
+    db, catalog, service = services.db, services.catalog, services.applications
     now = utcnow()
     user = await db.users.find_one_and_update(
         {"mp_openid": DEMO_OPENID}, {"$setOnInsert": {"created_at": now}}, upsert=True,
@@ -249,7 +245,7 @@ async def load_applications(db: AsyncDatabase, config: Config) -> int:
     for app_no, code, account_no, applicant, form, target in DEMO_APPLICATIONS:
         if await db.applications.count_documents({"app_no": app_no}, limit=1):
             continue
-        parts, sealed = service.seal(code, {"applicant": applicant, "form": form})
+        parts, encrypted = service.encrypt_sensitive(code, {"applicant": applicant, "form": form})
         stype = catalog.get(code)
         path, stage = ["submitted"], "submitted"
         while stage != target:
@@ -260,7 +256,7 @@ async def load_applications(db: AsyncDatabase, config: Config) -> int:
                     "source": "customer" if s == "submitted" else "marketing"} for s in path]
         await db.applications.insert_one({
             "app_no": app_no, "service": code, "account_no": account_no, "user_id": user["_id"],
-            "applicant": parts["applicant"], "form": parts["form"], "sealed": sealed, "attachments": {},
+            "applicant": parts["applicant"], "form": parts["form"], "encrypted": encrypted, "attachments": {},
             "stage": target, "status": status_of(stype.stage_index[target]), "history": history,
             "contract_no": None, "idempotency_key": f"app:{app_no}", "created_at": now, "updated_at": now,
         })
@@ -268,9 +264,8 @@ async def load_applications(db: AsyncDatabase, config: Config) -> int:
     return created
 
 
-async def load_verified_phone(db: AsyncDatabase, config: Config) -> int:
+async def load_verified_phone(db: AsyncDatabase, protector: DataProtector) -> int:
     """The demo user's verified mobile, stored as ``PhoneService.verify`` stores it; kept if present."""
-    protector = DataProtector(config.data_key_bytes)
     user = await db.users.find_one({"mp_openid": DEMO_OPENID})
     if user is None or await db.verified_phones.count_documents({"_id": user["_id"]}, limit=1):
         return 0

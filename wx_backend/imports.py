@@ -21,7 +21,7 @@ from typing import Any, TextIO
 from .errors import AppError
 from .services.billing import BillService
 from .services.usage import UsageService, check_entry
-from .validators import is_account_no, matches
+from .validators import MESSAGES, is_account_no, matches
 
 BATCH = 500
 
@@ -224,7 +224,7 @@ async def import_usage(usage: UsageService, path: Path, *, stream: TextIO | None
         account_no = row.pop("account_no", None)
         account_no = str(account_no) if isinstance(account_no, int) else account_no
         if not is_account_no(account_no):
-            report.reject(where, "account_no: 户号应为 10 位数字")
+            report.reject(where, f"account_no: {MESSAGES['account_no']}")
             continue
         entry = usage_from_csv(row) if csv_file else row
         _, errors = check_entry(entry, "row")

@@ -15,9 +15,9 @@ import logging
 
 from pymongo.errors import PyMongoError
 
-from . import db as dbmod
 from . import logs
 from .config import Config, ConfigError
+from .services.registry import Services
 from .signals import run_until_stopped
 
 log = logging.getLogger(__name__)
@@ -38,43 +38,15 @@ async def run_forever(payments, interval: float) -> None:
         await asyncio.sleep(interval)
 
 
-class Standalone:
-    """The payment services outside the web process (the follow-up, admin scripts)."""
-
-    def __init__(self, config: Config, fail_fast: bool = True):
-        from .security import DataProtector
-        from .services.accounts import AccountService
-        from .services.notifications import Notifications
-        from .services.outbox import Outbox
-        from .services.payments import PaymentService
-        from .services.signing import RequestVerifier
-        from .services.terminals import TerminalService
-        from .wechat import WeChat
-
-        self.config = config
-        self.client = dbmod.connect(config, fail_fast)
-        self.db = self.client[config.db_name]
-        self.wechat = WeChat(config, self.db)
-        protector = DataProtector(config.data_key_bytes)
-        outbox = Outbox(self.db)
-        self.payments = PaymentService(self.db, self.wechat.pay, AccountService(self.db, protector), config,
-                                       outbox, Notifications(self.db, outbox, self.wechat, config))
-        self.wechat.pay.on_call = self.payments.record_call
-        self.terminals = TerminalService(self.db, protector, RequestVerifier(self.db))
-
-    async def close(self) -> None:
-        await self.client.close()
-
-
 async def main() -> None:
     try:
         config = Config.from_env()
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
     logs.setup(config.log_level)
-    ctx = Standalone(config)
-    await run_until_stopped(run_forever(ctx.payments, config.pay_followup_interval))
-    await ctx.close()
+    services = Services.connect(config)
+    await run_until_stopped(run_forever(services.payments, config.pay_followup_interval))
+    await services.close()
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import os
+import re
 import secrets
 
 from cryptography.hazmat.primitives import hashes
@@ -61,6 +62,11 @@ class DataProtector:
         return hmac.new(self._mac_key, f"{field}:{value}".encode(), hashlib.sha256).hexdigest()
 
 
+# numbers that look like a resident ID or a mobile, not part of a longer number
+_ID_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
+_MOBILE_LIKE = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
+
+
 def mask_phone(phone: str) -> str:
     """``18201322796`` -> ``182****2796``."""
     if len(phone) < 7:
@@ -84,8 +90,16 @@ def mask_id(id_no: str) -> str:
     return id_no[:3] + "*" * (len(id_no) - 7) + id_no[-4:]
 
 
+def scrub(text: str, known: list[str] | tuple[str, ...] = ()) -> str:
+    """Mask ID numbers and mobiles in free text (operator notes) before it is stored."""
+    for value in sorted({v for v in known if v and len(v) >= 6}, key=len, reverse=True):
+        text = text.replace(value, mask_id(value))
+    text = _ID_LIKE.sub(lambda m: mask_id(m.group(0)), text)
+    return _MOBILE_LIKE.sub(lambda m: mask_phone(m.group(0)), text)
+
+
 def request_signature(secret: str, method: str, path: str, timestamp: str, nonce: str, body: bytes) -> str:
-    """The HMAC-SHA256 signature of a marketing-system or terminal request (DESIGN 5a).
+    """The HMAC-SHA256 signature of a marketing-system or terminal request (docs/internal-api.md).
 
     ``hex(HMAC(secret, METHOD\\nPATH\\nTIMESTAMP\\nNONCE\\n + hex(sha256(body))))``, lowercase.
     The same function signs the outgoing webhook, so both sides agree by construction.

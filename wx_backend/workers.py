@@ -15,23 +15,18 @@ import os
 import secrets
 from typing import Any
 
-from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import PyMongoError
 
 from . import cleanup, logs
-from . import db as dbmod
 from .config import Config, ConfigError
 from .db import utcnow
-from .security import DataProtector
-from .services.accounts import AccountService
-from .services.invoices import InvoiceService
 from .services.mail import MailSender
 from .services.notifications import Notifications, Outcome, attempt, backoff
 from .services.outbox import Outbox
+from .services.registry import Services
 from .services.supply import SupplyService
 from .services.webhook import WebhookSender
 from .signals import run_until_stopped
-from .wechat import WeChat
 
 log = logging.getLogger(__name__)
 
@@ -141,15 +136,10 @@ class Worker:
             await asyncio.sleep(self.interval)
 
 
-def build(config: Config, db: AsyncDatabase, wechat: WeChat) -> Worker:
-    outbox = Outbox(db)
-    notifications = Notifications(db, outbox, wechat, config)
-    protector = DataProtector(config.data_key_bytes)
-    accounts = AccountService(db, protector)
-    invoices = InvoiceService(db, protector, outbox, notifications, accounts, config.upload_max_bytes,
-                              bool(config.smtp_url))
-    sender = OutboxWorker(config, outbox, notifications, WebhookSender(config), MailSender(config, invoices))
-    return Worker(sender, SupplyService(db, accounts, notifications, outbox, config), config.supply_interval)
+def build(services: Services) -> Worker:
+    sender = OutboxWorker(services.config, services.outbox, services.notifications, services.webhook,
+                          services.mail)
+    return Worker(sender, services.supply, services.config.supply_interval)
 
 
 async def main() -> None:
@@ -158,18 +148,17 @@ async def main() -> None:
     except ConfigError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
     logs.setup(config.log_level)
-    client = dbmod.connect(config)
-    db = client[config.db_name]
+    services = Services.connect(config)
     while True:
         try:
-            await dbmod.ensure_indexes(db)  # the dedupe keys rely on them
+            await services.ensure_indexes()  # the dedupe keys rely on them
             break
         except PyMongoError as exc:
             log.warning("database not ready (%s); retrying", type(exc).__name__)
             await asyncio.sleep(1)
-    worker = build(config, db, WeChat(config, db))
-    await run_until_stopped(asyncio.gather(worker.run(), cleanup.run_forever(db, config.cleanup_interval)))
-    await client.close()
+    worker = build(services)
+    await run_until_stopped(asyncio.gather(worker.run(), cleanup.run_forever(services.db, config.cleanup_interval)))
+    await services.close()
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.utils import WeChatSigner
 
-from ..services.notifications import load_catalogue
+from ..services.notifications import load_message_templates
 from .base import JSONAPIHandler, SandboxHandler
 from .state import SandboxError, SandboxState
 
@@ -53,7 +53,7 @@ def oa_state(state: SandboxState) -> OfficialAccountState:
     if oa is None:
         config = state.config
         oa = OfficialAccountState(
-            templates=load_catalogue(config.messages_file or None).template_keys("official_account"),
+            templates=load_message_templates(config.messages_file or None).template_keys("official_account"),
             quota=config.sandbox_template_quota,
         )
         state.extra["oa"] = oa

@@ -11,7 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..services.notifications import SUBSCRIBE_LIMITS, load_catalogue
+from ..services.notifications import SUBSCRIBE_LIMITS, load_message_templates
 from .base import JSONAPIHandler, SandboxHandler
 from .state import SandboxError, SandboxState
 
@@ -26,7 +26,8 @@ class SubscribeState:
 def mp_state(state: SandboxState) -> SubscribeState:
     mp = state.extra.get("mp")
     if mp is None:
-        mp = SubscribeState(templates=load_catalogue(state.config.messages_file or None).template_keys("subscribe"))
+        templates = load_message_templates(state.config.messages_file or None)
+        mp = SubscribeState(templates=templates.template_keys("subscribe"))
         state.extra["mp"] = mp
     return mp
 

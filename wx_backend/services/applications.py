@@ -7,42 +7,37 @@ and the applicant's mobile is proven by an SMS code. It is stored as ONE documen
 updates of that document (filter on the current stage), since FerretDB has no transactions.
 
 Personal data (ID numbers, phones, bank accounts: the catalogue's ``sensitive_paths``) is
-kept only in ``sealed`` (AES-GCM ciphertext per path, the path bound as associated data);
-the ``applicant`` and ``form`` sub-documents hold the other values. Views mask it. Notes
-written by operators are scrubbed of ID and mobile numbers before they are stored.
-
-Messages leave through the outbox (``_enqueue_webhook`` and ``_notify``): the customer is
-notified of every stage change, the marketing system receives new applications, the
-customer's cancellations and stage changes made here (admin script) as webhook events. Each
-message has a dedupe key naming the change, so repeating a change (or retrying after a
-crash between the update and the enqueue) queues nothing twice. See docs/applications.md.
+kept only in ``encrypted`` (AES-GCM ciphertext per path, the path bound as associated data;
+``sealed`` in documents stored before the field was renamed, still read); the ``applicant`` and
+``form`` sub-documents hold the other values. Views (``application_views``) mask it; operator
+notes are scrubbed of ID and mobile numbers (``security.scrub``). Messages leave through the
+outbox (``application_messages``). See docs/applications.md.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
-from zoneinfo import ZoneInfo
 
-from bson import ObjectId
 from pymongo import DESCENDING, IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 from pymongo.errors import DuplicateKeyError
 
 from ..db import utcnow
 from ..errors import AppError, Conflict, Forbidden, NotFound, ValidationFailed
-from ..security import DataProtector, mask_id, mask_name, mask_phone
+from ..security import DataProtector, scrub
 from ..validators import field_error, has_control_characters, is_sms_code, matches
+from .application_messages import ApplicationMessages
+from .application_views import STATUSES, ApplicationViews
 from .catalog import Catalog
 from .idempotency import Idempotency, KeyReused, fingerprint
+from .periods import SHANGHAI
 
 log = logging.getLogger(__name__)
 
-SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 INDEXES = {
     "applications": [
@@ -55,23 +50,8 @@ INDEXES = {
     ],
 }
 
-# status: what the customer's 服务记录 filters on, derived from the stage
-STATUSES = {
-    "pending": "待受理",
-    "processing": "办理中",
-    "action_required": "待您处理",
-    "completed": "已办结",
-    "cancelled": "已撤销",
-    "rejected": "不予受理",
-}
-CONTRACT_STAGE = "contract_signing"
 SOURCES = ("marketing", "admin", "customer", "system")
 MAX_PER_PAGE = 50
-
-# numbers that look like a resident ID or a mobile, not part of a longer number
-_ID_LIKE = re.compile(r"(?<![0-9A-Za-z])[0-9]{17}[0-9Xx](?![0-9A-Za-z])")
-_MOBILE_LIKE = re.compile(r"(?<![0-9])1[3-9][0-9]{9}(?![0-9])")
-
 
 class ApplicationNotFound(NotFound):
     code = "application_not_found"
@@ -93,21 +73,6 @@ class InvalidStageTransition(Conflict):
     message = "工单不能从当前环节转到该环节"
 
 
-def local_iso(value: datetime | None) -> str | None:
-    """A stored UTC time as an Asia/Shanghai ISO string (``2026-02-26T09:30:00+08:00``)."""
-    if value is None:
-        return None
-    return value.astimezone(SHANGHAI).isoformat(timespec="seconds")
-
-
-def scrub(text: str, known: list[str] | tuple[str, ...] = ()) -> str:
-    """Mask ID numbers and mobiles in free text (operator notes) before it is stored."""
-    for value in sorted({v for v in known if v and len(v) >= 6}, key=len, reverse=True):
-        text = text.replace(value, mask_id(value))
-    text = _ID_LIKE.sub(lambda m: mask_id(m.group(0)), text)
-    return _MOBILE_LIKE.sub(lambda m: mask_phone(m.group(0)), text)
-
-
 def status_of(stage: dict[str, Any]) -> str:
     code = stage["code"]
     if code in ("submitted", "cancelled", "rejected"):
@@ -123,8 +88,7 @@ class ApplicationService:
     """The applications and their work orders (``app.applications``)."""
 
     def __init__(self, db: AsyncDatabase, catalog: Catalog, protector: DataProtector, *,
-                 accounts: Any = None, uploads: Any = None, sms: Any = None,
-                 outbox: Any = None, notifications: Any = None):
+                 accounts: Any, uploads: Any, sms: Any, outbox: Any, notifications: Any):
         self.db = db
         self.catalog = catalog
         self.protector = protector
@@ -134,22 +98,8 @@ class ApplicationService:
         self.outbox = outbox
         self.notifications = notifications
         self.idempotency = Idempotency(db)
-
-    # -- the one place messages leave -------------------------------------------------
-    async def _enqueue_webhook(self, event: str, dedupe_key: str, body: dict[str, Any]) -> bool:
-        """Queue an event for the marketing system's webhook (outbox kind ``webhook``)."""
-        if self.outbox is None:
-            log.warning("no outbox: webhook %s for %s not queued", event, dedupe_key)
-            return False
-        return await self.outbox.enqueue("webhook", dedupe_key, {"event": event, "body": body})
-
-    async def _notify(self, user_id: ObjectId, message: str, data: dict[str, Any], page: str | None,
-                      dedupe_key: str) -> bool:
-        """Queue a customer notification (a message key of the message catalogue)."""
-        if self.notifications is None:
-            log.warning("no notifications: %s for %s not queued", message, dedupe_key)
-            return False
-        return await self.notifications.notify_user(user_id, message, data, page, dedupe_key)
+        self.views = ApplicationViews(catalog, protector)
+        self.messages = ApplicationMessages(catalog, self.views, outbox, notifications)
 
     # -- submission ---------------------------------------------------------------------
     async def submit(self, user: dict[str, Any], body: Any, idempotency_key: str | None = None) -> dict[str, Any]:
@@ -184,7 +134,7 @@ class ApplicationService:
 
         earlier = await self.idempotency.claim(idem, print_, earlier_submission)
         if earlier is not None:
-            await self._announce_created(earlier)  # in case the first try died before queuing
+            await self.messages.created(earlier)  # in case the first try died before queuing
             return {**earlier, "created": False}
         try:
             return await self._submit(user, body, code, service, idem, print_)
@@ -241,7 +191,7 @@ class ApplicationService:
         contact = applicant.get("agent_mobile") if applicant.get("identity") == "agent" else applicant.get("mobile")
         await self.sms.verify(contact, "apply", sms_code, user["_id"])  # 400 sms_code_*
 
-        parts, sealed = self.seal(code, clean)
+        parts, encrypted = self.encrypt_sensitive(code, clean)
         now = utcnow()
         stage = self.catalog.stage(code, "submitted")
         doc: dict[str, Any] = {
@@ -250,7 +200,7 @@ class ApplicationService:
             "user_id": user["_id"],
             "applicant": parts["applicant"],
             "form": parts["form"],
-            "sealed": sealed,
+            "encrypted": encrypted,
             "attachments": files,
             "stage": "submitted",
             "status": status_of(stage),
@@ -277,21 +227,22 @@ class ApplicationService:
                     return {**earlier, "created": False}
             raise AppError("申请编号分配失败，请稍后重试", code="app_no_unavailable", status=503) from None
         log.info("application %s (%s) submitted", doc["app_no"], code)
-        await self._announce_created(doc)
+        await self.messages.created(doc)
         return {**doc, "created": True}
 
-    def seal(self, code: str, clean: Mapping[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
-        """Split cleaned ``applicant``/``form`` values into what is stored in clear and ``sealed``
-        (the type's sensitive paths, AES-GCM encrypted; ``sealed[section][name]`` because field
+    def encrypt_sensitive(self, code: str, clean: Mapping[str, Any]
+                          ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
+        """Split cleaned ``applicant``/``form`` values into what is stored in clear and ``encrypted``
+        (the type's sensitive paths, AES-GCM encrypted; ``encrypted[section][name]`` because field
         names may not contain dots)."""
-        sealed: dict[str, dict[str, str]] = {}
+        encrypted: dict[str, dict[str, str]] = {}
         parts = {"applicant": dict(clean.get("applicant") or {}), "form": dict(clean.get("form") or {})}
         for path in self.catalog.sensitive_paths(code):
             section, _, name = path.partition(".")
             value = parts[section].pop(name, None)
             if value is not None:
-                sealed.setdefault(section, {})[name] = self.protector.encrypt(str(value), f"application:{path}")
-        return parts, sealed
+                encrypted.setdefault(section, {})[name] = self.protector.encrypt(str(value), f"application:{path}")
+        return parts, encrypted
 
     async def _next_seq(self, day: str) -> int:
         """The next daily sequence number: an atomic ``$inc`` of the counter ``app_no:YYYYMMDD``."""
@@ -305,15 +256,6 @@ class ApplicationService:
             except DuplicateKeyError:
                 continue  # two first numbers of the day raced on the upsert: the counter exists now
         raise AppError("申请编号分配失败，请稍后重试", code="app_no_unavailable", status=503)
-
-    async def _announce_created(self, doc: dict[str, Any]) -> None:
-        app_no = doc["app_no"]
-        service = self.catalog.get(doc["service"])
-        await self._enqueue_webhook("application.created", f"app:{app_no}:created", self.webhook_body(doc))
-        await self._notify(doc["user_id"], "application_received",
-                           {"app_no": app_no, "service_name": service.name,
-                            "submitted_at": local_iso(doc["created_at"])[:16].replace("T", " ")},
-                           f"pages/applications/detail?app_no={app_no}", f"app:{app_no}:received")
 
     # -- reading ----------------------------------------------------------------------------
     async def list_for_user(self, user: dict[str, Any], status: str | None = None, page: Any = 1,
@@ -335,7 +277,7 @@ class ApplicationService:
         total = await self.db.applications.count_documents(query)
         cursor = self.db.applications.find(query).sort([("created_at", DESCENDING), ("app_no", DESCENDING)]) \
             .skip((page_n - 1) * per_n).limit(per_n)
-        items = [self.public(doc) async for doc in cursor]
+        items = [self.views.public(doc) async for doc in cursor]
         return {"items": items, "page": page_n, "per_page": per_n, "total": total}
 
     async def get_owned(self, user: dict[str, Any], app_no: Any) -> dict[str, Any]:
@@ -355,116 +297,6 @@ class ApplicationService:
         if doc is None:
             raise ApplicationNotFound()
         return doc
-
-    def sensitive_values(self, doc: dict[str, Any]) -> dict[str, str]:
-        """The decrypted personal data of an application, by path (for contracts, the webhook)."""
-        return {f"{section}.{name}": self.protector.decrypt(value, f"application:{section}.{name}")
-                for section, values in (doc.get("sealed") or {}).items() for name, value in values.items()}
-
-    def _masked_sections(self, doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
-        service = self.catalog.get(doc["service"])
-        values = self.sensitive_values(doc)
-        out: dict[str, dict[str, Any]] = {}
-        for section in ("applicant", "form"):
-            stored = doc.get(section) or {}
-            shown: dict[str, Any] = {}
-            declared = [d["name"] for d in service.sections[section]]
-            for name in declared + [k for k in stored if k not in declared]:
-                path = f"{section}.{name}"
-                if path in values:
-                    decl = service.field(section, name) or {}
-                    shown[name] = mask_phone(values[path]) if decl.get("type") == "mobile" else mask_id(values[path])
-                elif name in stored:
-                    value = stored[name]
-                    shown[name] = mask_name(value) if name in ("name", "agent_name") and isinstance(value, str) \
-                        else value
-            out[section] = shown
-        return out
-
-    def public(self, doc: dict[str, Any], detailed: bool = False) -> dict[str, Any]:
-        """The customer's view: sensitive values masked, times in Asia/Shanghai, what to do next."""
-        service = self.catalog.get(doc["service"])
-        stage = service.stage_index.get(doc["stage"]) or {"code": doc["stage"], "name": doc["stage"]}
-        view: dict[str, Any] = {
-            "app_no": doc["app_no"],
-            "service": doc["service"],
-            "service_name": service.name,
-            "account_no": doc.get("account_no"),
-            "stage": doc["stage"],
-            "stage_name": stage["name"],
-            "status": doc["status"],
-            "status_name": STATUSES.get(doc["status"], doc["status"]),
-            "contract_no": doc.get("contract_no"),
-            "created_at": local_iso(doc["created_at"]),
-            "updated_at": local_iso(doc["updated_at"]),
-            "next_action": self._next_action(doc, service, stage),
-            "can_cancel": "cancelled" in stage.get("next", []),
-        }
-        if detailed:
-            sections = self._masked_sections(doc)
-            labels = {f"{sec}.{d['name']}": d["label"] for sec in ("applicant", "form")
-                      for d in service.sections[sec]}
-            view["applicant"] = sections["applicant"]
-            view["form"] = sections["form"]
-            view["fields"] = [{"path": f"{sec}.{name}", "label": labels.get(f"{sec}.{name}", name), "value": value}
-                              for sec in ("applicant", "form") for name, value in sections[sec].items()]
-            att_labels = {a["kind"]: a["label"] for a in service.attachments}
-            view["attachments"] = [{"kind": kind, "label": att_labels.get(kind, kind),
-                                    "files": [{"file_id": f["file_id"], "content_type": f["content_type"],
-                                               "size": f["size"]} for f in items]}
-                                   for kind, items in (doc.get("attachments") or {}).items()]
-            view["timeline"] = [{
-                "stage": h["stage"],
-                "stage_name": (service.stage_index.get(h["stage"]) or {}).get("name", h["stage"]),
-                "at": local_iso(h["at"]),
-                "note": h.get("note", ""),
-            } for h in doc.get("history", [])]
-            view["stages"] = self._progress(doc, service)
-        return view
-
-    def _next_action(self, doc: dict[str, Any], service: Any, stage: dict[str, Any]) -> dict[str, Any]:
-        """What the customer must do now (``required``) or is waiting for."""
-        code = stage["code"]
-        app_no = doc["app_no"]
-        if stage.get("customer_action"):
-            page = f"pages/applications/detail?app_no={app_no}&action=sign" if code == CONTRACT_STAGE \
-                else f"pages/applications/detail?app_no={app_no}"
-            if code == CONTRACT_STAGE and doc.get("contract_no"):
-                page = f"pages/contract/sign?contract_no={doc['contract_no']}"
-            return {"required": True, "text": stage.get("action") or f"请办理{stage['name']}", "page": page}
-        if code == "submitted":
-            return {"required": False, "text": "等待供电公司受理；受理前您可以撤销申请"}
-        if code == "cancelled":
-            return {"required": False, "text": "申请已撤销"}
-        if code == "rejected":
-            return {"required": False, "text": "申请未予受理，详情请查看办理记录或咨询95598"}
-        if stage.get("final"):
-            return {"required": False, "text": "业务已办结"}
-        following = [service.stage_index[n]["name"] for n in stage.get("next", []) if n in service.stage_index]
-        text = f"供电公司正在办理“{stage['name']}”，无需您操作"
-        if following:
-            text += f"；下一步：{following[0]}"
-        return {"required": False, "text": text}
-
-    def _progress(self, doc: dict[str, Any], service: Any) -> list[dict[str, Any]]:
-        """The main path of the work order (first declared transitions) marked done/current/pending."""
-        reached = {h["stage"]: h["at"] for h in doc.get("history", [])}
-        path, code = ["submitted"], "submitted"
-        while True:
-            nxt = [n for n in service.stage_index[code]["next"] if n not in ("cancelled", "rejected")]
-            if not nxt or nxt[0] in path:
-                break
-            code = nxt[0]
-            path.append(code)
-        if doc["stage"] not in path:
-            path.append(doc["stage"])  # cancelled, rejected, or a side branch
-        out = []
-        current_index = path.index(doc["stage"])
-        for i, code in enumerate(path):
-            state = "done" if i < current_index else "current" if i == current_index else "pending"
-            out.append({"stage": code, "name": service.stage_index[code]["name"], "state": state,
-                        "at": local_iso(reached.get(code))})
-        return out
 
     # -- the customer's cancellation -------------------------------------------------------
     async def cancel(self, user: dict[str, Any], app_no: Any) -> dict[str, Any]:
@@ -491,9 +323,7 @@ class ApplicationService:
             if current["stage"] == "cancelled":
                 return current
             raise CannotCancel()
-        await self._enqueue_webhook("application.cancelled", f"app:{app_no}:cancelled",
-                                    {"app_no": app_no, "service": updated["service"], "stage": "cancelled",
-                                     "at": local_iso(now), "source": "customer"})
+        await self.messages.cancelled(updated, now)
         return updated
 
     # -- work-order stages ------------------------------------------------------------------
@@ -535,7 +365,7 @@ class ApplicationService:
                     ) or doc
                 # a repeat: re-queue with the same dedupe keys, which queues nothing already queued
                 # (and repairs a crash between the update and the enqueue)
-                await self._announce_stage(doc, source)
+                await self.messages.stage_changed(doc, source)
                 return doc
             allowed = self.catalog.next_stages(doc["service"], doc["stage"])
             if to_stage not in allowed:
@@ -548,7 +378,7 @@ class ApplicationService:
             stage = self.catalog.stage(doc["service"], to_stage)
             now = utcnow()
             entry = {"stage": to_stage, "at": now, "operator": scrub(operator),
-                     "note": scrub(note.strip(), list(self.sensitive_values(doc).values())), "source": source}
+                     "note": scrub(note.strip(), list(self.views.sensitive_values(doc).values())), "source": source}
             update: dict[str, Any] = {"stage": to_stage, "status": status_of(stage), "updated_at": now}
             if contract_no:
                 update["contract_no"] = contract_no
@@ -559,7 +389,7 @@ class ApplicationService:
             )
             if updated is not None:
                 log.info("application %s: %s -> %s by %s (%s)", app_no, doc["stage"], to_stage, operator, source)
-                await self._announce_stage(updated, source)
+                await self.messages.stage_changed(updated, source)
                 return updated
             # another change won the race: look again from the stage it left
         raise Conflict("工单正在被其他操作修改，请稍后重试", code="stage_conflict")
@@ -583,50 +413,6 @@ class ApplicationService:
             return_document=ReturnDocument.AFTER,
         )
         return updated or await self.get(app_no)
-
-    async def _announce_stage(self, doc: dict[str, Any], source: str) -> None:
-        app_no, stage_code = doc["app_no"], doc["stage"]
-        if stage_code == "submitted":
-            return
-        service = self.catalog.get(doc["service"])
-        stage = service.stage_index[stage_code]
-        entry = next((h for h in reversed(doc.get("history", [])) if h["stage"] == stage_code), None)
-        if stage_code == CONTRACT_STAGE:
-            contract_no = doc.get("contract_no")
-            page = (f"pages/contract/sign?contract_no={contract_no}" if contract_no
-                    else f"pages/applications/detail?app_no={app_no}&action=sign")
-            await self._notify(doc["user_id"], "contract_ready",
-                               {"app_no": app_no, "service_name": service.name, "stage": stage["name"],
-                                "contract_no": contract_no or "待生成", "action": stage.get("action", "")},
-                               page, f"stage:{app_no}:{stage_code}")
-        elif stage_code != "cancelled" or (entry or {}).get("source") != "customer":
-            await self._notify(doc["user_id"], "stage_changed",
-                               {"app_no": app_no, "service_name": service.name, "stage": stage["name"],
-                                "note": (entry or {}).get("note", "")},
-                               f"pages/applications/detail?app_no={app_no}", f"stage:{app_no}:{stage_code}")
-        if entry is not None and entry.get("source") not in ("marketing", "customer"):
-            await self._enqueue_webhook("application.stage_changed", f"stage:{app_no}:{stage_code}:webhook", {
-                "app_no": app_no, "service": doc["service"], "stage": stage_code, "stage_name": stage["name"],
-                "operator": entry["operator"], "note": entry.get("note", ""), "source": entry["source"],
-                "at": local_iso(entry["at"]), "contract_no": doc.get("contract_no"),
-            })
-
-    # -- the marketing system's copy ----------------------------------------------------------
-    def webhook_body(self, doc: dict[str, Any]) -> dict[str, Any]:
-        """``application.created``: the application, personal data masked in ``applicant``/``form``
-        and given in full only inside ``sealed`` (ciphertext; see docs/applications.md)."""
-        service = self.catalog.get(doc["service"])
-        sections = self._masked_sections(doc)
-        values = self.sensitive_values(doc)
-        return {
-            "app_no": doc["app_no"], "service": doc["service"], "service_name": service.name,
-            "account_no": doc.get("account_no"), "stage": doc["stage"],
-            "applicant": sections["applicant"], "form": sections["form"],
-            "attachments": {kind: [{"file_id": f["file_id"], "content_type": f["content_type"], "sha256": f["sha256"]}
-                                   for f in items] for kind, items in (doc.get("attachments") or {}).items()},
-            "created_at": local_iso(doc["created_at"]),
-            "sealed": self.protector.encrypt(json.dumps(values, ensure_ascii=False), "webhook") if values else None,
-        }
 
     # -- operations (admin script) -----------------------------------------------------------------
     async def search(self, *, service: str | None = None, stage: str | None = None, account_no: str | None = None,

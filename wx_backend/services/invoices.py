@@ -7,7 +7,7 @@ issued invoice (or refusal), the customer's list and PDF, and sending it by e-ma
 - ``invoices``: ``_id`` = ``FP`` + the payment's ``out_trade_no``, so a payment has at most one
   (a unique insert decides). ``requested`` -> ``issued`` or ``refused``; a refused invoice may
   be requested again (``attempt`` counts the requests). Each request queues the webhook
-  ``invoice.requested`` (the title sealed, opened only in the signed request); the issued or
+  ``invoice.requested`` (the title encrypted, opened only in the signed request); the issued or
   refused invoice queues the customer's message.
 - The PDF lives in GridFS (``files``, purpose ``invoice``), read only by the payment's owner.
 - E-mail is queued in the outbox (kind ``email``, ``services/mail.py`` sends it), at most once
@@ -232,12 +232,12 @@ class InvoiceService:
 
     async def _announce_request(self, doc: dict[str, Any]) -> None:
         """``invoice.requested`` to the marketing system, once per request (attempt)."""
-        sealed = self.protector.encrypt(json.dumps(doc["title"], ensure_ascii=False), "webhook")
+        encrypted = self.protector.encrypt(json.dumps(doc["title"], ensure_ascii=False), "webhook")
         await self.outbox.enqueue("webhook", f"webhook:invoice.requested:{doc['_id']}:{doc['attempt']}", {
             "event": "invoice.requested",
             "body": {"invoice_id": doc["_id"], "out_trade_no": doc["out_trade_no"], "account_no": doc["account_no"],
                      "amount_fen": doc["amount_fen"], "paid_at": doc.get("paid_at"), "attempt": doc["attempt"],
-                     "title_kind": doc["title"]["kind"], "sealed": sealed},
+                     "title_kind": doc["title"]["kind"], "encrypted": encrypted},
         })
 
     # -- from the marketing system --------------------------------------------------------------

@@ -1,11 +1,12 @@
-"""Customer notifications: the message catalogue, queuing, and the delivery channels.
+"""Customer notifications: the message templates, queuing, and the delivery channels.
 
 A notification is queued in the outbox (``notify_user``) and sent by a worker
 (``deliver``): a template message with a mini-program link to the user's official-account
 openid while they follow; otherwise a mini-program subscribe message (WeChat refuses it
 with 43101 unless the user accepted that template); otherwise it is recorded
 ``undeliverable``. What each message says, and through which templates, is data: the
-catalogue ``templates/messages/catalogue.toml`` (or ``WX_MESSAGES_FILE``).
+message templates in ``templates/messages/catalogue.toml`` (or ``WX_MESSAGES_FILE``), not to
+be confused with the catalog of business types (``services/catalog``).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from .outbox import Outbox
 log = logging.getLogger(__name__)
 
 ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_CATALOGUE = ROOT / "templates" / "messages" / "catalogue.toml"
+DEFAULT_MESSAGES_FILE = ROOT / "templates" / "messages" / "catalogue.toml"
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 # WeChat's answers that mean "this channel will never reach this user": try the next one
@@ -62,7 +63,7 @@ class Message:
 
 
 @dataclass
-class Catalogue:
+class MessageTemplates:
     messages: dict[str, Message] = field(default_factory=dict)
 
     def __getitem__(self, key: str) -> Message:
@@ -81,12 +82,12 @@ class Catalogue:
         return found
 
 
-def load_catalogue(path: str | Path | None = None) -> Catalogue:
-    """Read the catalogue; a missing field or template is an error naming the message."""
-    path = Path(path) if path else DEFAULT_CATALOGUE
+def load_message_templates(path: str | Path | None = None) -> MessageTemplates:
+    """Read the message templates; a missing field or template is an error naming the message."""
+    path = Path(path) if path else DEFAULT_MESSAGES_FILE
     with open(path, "rb") as fh:
         raw = tomllib.load(fh)
-    catalogue = Catalogue()
+    book = MessageTemplates()
     for key, entry in raw.items():
         templates = {}
         for channel in ("official_account", "subscribe"):
@@ -99,11 +100,11 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
             templates[channel] = Template(spec["template_id"], dict(spec["data"]))
         if not any(templates.values()):
             raise ValueError(f"{path}: [{key}] has no official_account or subscribe template")
-        catalogue.messages[key] = Message(
+        book.messages[key] = Message(
             key=key, description=entry.get("description", ""), fields=tuple(entry.get("fields", ())),
             page=entry.get("page", ""), **templates,
         )
-    return catalogue
+    return book
 
 
 def _values(data: dict[str, Any]) -> dict[str, Any]:
@@ -162,19 +163,19 @@ class Notifications:
         self.wechat = wechat
         self.mp_appid = config.mp_appid
         self.public_base = config.public_base
-        self.catalogue = load_catalogue(config.messages_file or None)
+        self.templates = load_message_templates(config.messages_file or None)
 
     async def notify_user(self, user_id: ObjectId | str, message: str, data: dict[str, Any],
                           page: str | None, dedupe_key: str) -> bool:
-        """Queue ``message`` (a catalogue key) for a user; ``False`` if ``dedupe_key`` was queued before.
+        """Queue ``message`` (a key of the message templates) for a user; ``False`` if ``dedupe_key`` was queued before.
 
-        ``data`` must hold the message's ``fields`` (see the catalogue); ``page`` overrides the
-        catalogue's mini-program page. Call it right after the business change it reports,
+        ``data`` must hold the message's ``fields`` (see the templates file); ``page`` overrides the
+        message's mini-program page. Call it right after the business change it reports,
         with a key naming that change, e.g. ``f"stage:{app_no}:{stage}"``.
         """
-        if message not in self.catalogue:
+        if message not in self.templates:
             raise ValidationFailed(details=[{"field": "message", "message": f"未知的消息类型 {message}"}])
-        entry = self.catalogue[message]
+        entry = self.templates[message]
         missing = [name for name in entry.fields if data.get(name) in (None, "")]
         if missing:
             raise ValidationFailed(details=[{"field": f"data.{name}", "message": "缺少消息内容"} for name in missing])
@@ -216,7 +217,7 @@ class Notifications:
     async def deliver(self, doc: dict[str, Any]) -> Outcome:
         """One try at delivering an outbox ``notify`` message, channel by channel."""
         payload = doc["payload"]
-        entry = self.catalogue.messages.get(payload.get("message"))
+        entry = self.templates.messages.get(payload.get("message"))
         if entry is None:
             return Outcome("failed", [attempt("none", "unknown_message")])
         user = await self.db.users.find_one({"_id": payload["user_id"]})

@@ -92,10 +92,10 @@ def outage_view(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 class OutageService:
-    def __init__(self, db: AsyncDatabase, accounts: AccountService, notifications: Any = None):
+    def __init__(self, db: AsyncDatabase, accounts: AccountService, notifications: Any):
         self.db = db
         self.accounts = accounts
-        self.notifications = notifications  # app.notifications (notify_user), or None
+        self.notifications = notifications  # Notifications (notify_user)
 
     # -- from the marketing system ------------------------------------------------------
     def _validate(self, fields: Any, *, partial: bool) -> dict[str, Any]:
@@ -151,9 +151,10 @@ class OutageService:
         if end - start > MAX_WINDOW:
             raise ValidationFailed(details=[{"field": "end", "message": "停电时长不能超过 30 天"}])
 
-    async def publish(self, fields: Any) -> tuple[dict[str, Any], bool]:
+    async def publish(self, fields: Any, *, notify: bool = True) -> tuple[dict[str, Any], bool]:
         """Publish an outage: ``(outage, created)``. Sent again with the same ``ref``, the first
-        one is returned unchanged (and its notifications completed, if a crash cut them short)."""
+        one is returned unchanged (and its notifications completed, if a crash cut them short).
+        ``notify=False`` (the demo data): no message to the affected subscribers."""
         values = self._validate(fields, partial=False)
         self._check_window(values["start"], values["end"])
         now = utcnow()
@@ -170,7 +171,8 @@ class OutageService:
             if doc is None:
                 raise
             created = False
-        await self._announce(doc)
+        if notify:
+            await self._announce(doc)
         return doc, created
 
     async def update(self, outage_id: str, fields: Any) -> dict[str, Any]:
@@ -246,7 +248,7 @@ class OutageService:
 
     async def _announce(self, doc: dict[str, Any]) -> None:
         """One message per subscriber of an affected account, for this version of the outage."""
-        if self.notifications is None or doc["end"] <= utcnow():
+        if doc["end"] <= utcnow():
             return
         event = doc["history"][-1]["event"] if doc.get("history") else "published"
         message = MESSAGES[event]

@@ -139,7 +139,7 @@ def check_amount(value: Any, maximum: int, field: str = "amount_fen") -> list[di
 
 class PaymentService:
     def __init__(self, db: AsyncDatabase, pay: PayAPI, accounts: AccountService, config: Config,
-                 outbox: Any = None, notifications: Any = None):
+                 outbox: Any, notifications: Any):
         self.db = db
         self.pay = pay
         self.accounts = accounts
@@ -687,8 +687,6 @@ class PaymentService:
     async def _announce(self, order: dict[str, Any], credit: dict[str, Any]) -> bool:
         """The receipt to the customer and ``payment.credited`` to the marketing system, each
         queued once (outbox dedupe keys). The only place that talks to the outbox."""
-        if self.outbox is None or self.notifications is None:
-            return False
         otn = order["out_trade_no"]
         paid_at = credit["paid_at"].astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M")
         data = {"account_no": order["account_no"], "amount_fen": order["amount_fen"], "paid_at": paid_at}
@@ -717,8 +715,6 @@ class PaymentService:
             {"state": {"$in": ["owed", "applied"]}, "created_at": {"$lte": now - timedelta(seconds=1)}}
         ).limit(limit).to_list(None)
         for credit in credits:
-            if credit["state"] == "applied" and self.outbox is None:
-                continue  # nothing to queue into yet
             try:
                 await self.credit(credit["_id"])
                 counts["credits"] += 1

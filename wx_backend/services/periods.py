@@ -10,9 +10,18 @@ from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 def add_months(period: str, months: int) -> str:
+    """The period ``months`` after (or before, when negative) ``period``."""
     year, month = int(period[:4]), int(period[5:7])
     index = year * 12 + month - 1 + months
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
+
+
+def add_months_to_day(day: date, months: int) -> date:
+    """The same day of the month ``months`` later, or that month's last day when it is shorter
+    (2024-01-31 plus one month: 2024-02-29)."""
+    later = add_months(f"{day.year:04d}-{day.month:02d}", months)
+    year, month = int(later[:4]), int(later[5:7])
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
 
 
 def months_between(first: str, last: str) -> int:

@@ -1,7 +1,7 @@
 """Service-hall terminals (营业厅自助终端): registration and request authentication.
 
 A terminal signs each ``/api/v1/terminal/...`` request with its own secret, by the scheme of
-DESIGN 5a (``X-Timestamp``, ``X-Nonce``, ``X-Signature``) plus ``X-Terminal-Id``. The secret is
+docs/internal-api.md (``X-Timestamp``, ``X-Nonce``, ``X-Signature``) plus ``X-Terminal-Id``. The secret is
 shown once at registration and stored only encrypted (``DataProtector``); nonces are claimed
 in the scope ``terminal:<id>``, so terminals cannot replay each other's requests either.
 """
@@ -20,7 +20,7 @@ from ..db import utcnow
 from ..errors import Forbidden, NotFound, ValidationFailed
 from ..security import DataProtector
 from ..validators import matches
-from .signing import RequestVerifier, SignatureRejected
+from .request_signatures import RequestVerifier, SignatureRejected
 
 INDEXES = {"terminals": [IndexModel([("terminal_id", 1)], unique=True)]}
 

@@ -22,9 +22,9 @@ from pymongo.asynchronous.database import AsyncDatabase
 
 from ..db import utcnow
 from ..errors import NotFound, ValidationFailed
-from ..validators import is_account_no, is_day, is_period
+from ..validators import MESSAGES, field_error, is_account_no, is_day, is_period
 from .accounts import AccountService
-from .billing import MAX_KWH, TOU_PERIODS
+from .bill_figures import MAX_KWH, TOU_PERIODS
 from .keys import read_bills, read_readings, reading_id
 from .periods import (
     add_months,
@@ -65,11 +65,11 @@ def check_entry(entry: Any, where: str = "entry") -> tuple[dict[str, Any] | None
         errors.append({"field": where, "message": "date（日电量）与 month（月电量）须且只须给出一个"})
     elif "date" in entry:
         if not is_day(entry["date"]):
-            errors.append({"field": f"{where}.date", "message": "日期应为 YYYY-MM-DD"})
+            errors.append(field_error(f"{where}.date", "day"))
         values.update(kind="day", key=entry["date"])
     else:
         if not is_period(entry["month"]):
-            errors.append({"field": f"{where}.month", "message": "月份应为 YYYY-MM"})
+            errors.append(field_error(f"{where}.month", "period"))
         values.update(kind="month", key=entry["month"])
     high = MAX_DAY_KWH if values.get("kind") == "day" else MAX_KWH
     kwh = entry.get("kwh")
@@ -140,9 +140,9 @@ class UsageService:
         first = first or (add_months(last, -11) if is_period(last) else None)
         errors = []
         if not is_period(first):
-            errors.append({"field": "from", "message": "起始月份应为 YYYY-MM"})
+            errors.append({"field": "from", "message": "起始" + MESSAGES["period"]})
         if not is_period(last):
-            errors.append({"field": "to", "message": "结束月份应为 YYYY-MM"})
+            errors.append({"field": "to", "message": "结束" + MESSAGES["period"]})
         if not errors:
             span = months_between(first, last)
             if span < 1:
@@ -216,7 +216,7 @@ class UsageService:
         """Daily kWh of one month: every calendar day, null where no reading arrived."""
         await self.accounts.get_owned(user, account_no)
         if not is_period(month):
-            raise ValidationFailed(details=[{"field": "month", "message": "月份应为 YYYY-MM"}])
+            raise ValidationFailed(details=[field_error("month", "period")])
         days = period_days(month)
         by_day = await read_readings(self.db, account_no, "day", days, {"key": 1, "kwh": 1, "tou": 1})
         docs = list(by_day.values())

@@ -1,7 +1,7 @@
 """The outgoing webhook to the marketing system, sent from the outbox (kind ``webhook``).
 
 The body is the JSON ``{"event", "body"}``; headers ``X-Timestamp``, ``X-Nonce`` and
-``X-Signature`` are the same HMAC-SHA256 scheme as ``/internal/v1`` (DESIGN 5a), made by
+``X-Signature`` are the same HMAC-SHA256 scheme as ``/internal/v1`` (docs/internal-api.md), made by
 ``wx_backend.security.request_signature`` over the URL's path; ``X-Event-Id`` is the
 outbox dedupe key so the receiver can drop a repeat. 2xx is delivered; timeouts, refused
 connections and 5xx are retried; other answers are final (``failed``). With no
@@ -32,12 +32,12 @@ class WebhookSender:
 
     def opened(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body as the marketing system receives it: personal data the outbox keeps only
-        encrypted (``sealed``) is opened into ``personal`` at the last moment, for the signed
-        request to the utility's own system."""
-        if not isinstance(body.get("sealed"), str):
-            return {k: v for k, v in body.items() if k != "sealed"}
-        opened = {k: v for k, v in body.items() if k != "sealed"}
-        opened["personal"] = json.loads(self.protector.decrypt(body["sealed"], "webhook"))
+        encrypted (``encrypted``; ``sealed`` in messages queued before the key was renamed) is opened
+        into ``personal`` at the last moment, for the signed request to the utility's own system."""
+        opened = {k: v for k, v in body.items() if k not in ("encrypted", "sealed")}
+        ciphertext = body.get("encrypted") or body.get("sealed")
+        if isinstance(ciphertext, str):
+            opened["personal"] = json.loads(self.protector.decrypt(ciphertext, "webhook"))
         return opened
 
     def signed_request(self, event: str, body: dict[str, Any], event_id: str) -> HTTPRequest:

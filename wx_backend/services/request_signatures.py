@@ -1,6 +1,6 @@
 """Signed requests: the marketing system (``/internal/v1``) and, later, service-hall terminals.
 
-The scheme is DESIGN 5a: ``X-Timestamp`` (unix seconds), ``X-Nonce`` (8 to 64 characters,
+The scheme (docs/internal-api.md): ``X-Timestamp`` (unix seconds), ``X-Nonce`` (8 to 64 characters,
 never reused), ``X-Signature`` = lowercase hex HMAC-SHA256 over the method, the path, the
 timestamp, the nonce and the SHA-256 of the body (``security.request_signature``).
 
