@@ -1,0 +1,29 @@
+"""The service registry is the one list of index declarations: a module that owns collections
+and declares ``INDEXES`` but is missing from ``INDEX_MODULES`` would run without its indexes."""
+
+import importlib
+import pkgutil
+
+import wx_backend
+from wx_backend.services import registry
+
+
+def test_every_module_declaring_indexes_is_in_the_registry():
+    declaring = set()
+    for info in pkgutil.walk_packages(wx_backend.__path__, "wx_backend."):
+        if ".sandbox" in info.name:
+            continue
+        module = importlib.import_module(info.name)
+        if isinstance(getattr(module, "INDEXES", None), dict):
+            declaring.add(info.name)
+    listed = {module.__name__ for module in registry.INDEX_MODULES}
+    assert declaring, "no module declares INDEXES: the walk found nothing"
+    assert declaring == listed
+
+
+def test_indexes_are_collected_from_every_listed_module():
+    wanted = registry.indexes()
+    for module in registry.INDEX_MODULES:
+        for collection in module.INDEXES:
+            assert collection in wanted
+    assert "web_sessions" in wanted
