@@ -23,13 +23,12 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.utils import WeChatSigner
 
-from ..services.notifications import load_catalogue
 from .base import JSONAPIHandler, SandboxHandler
 from .state import SandboxError, SandboxState
+from .templates import TEMPLATE_MESSAGE_TEMPLATES, check_data
 
 log = logging.getLogger(__name__)
 
-KEYWORD_LIMIT = 20
 RECEIPT_DELAY = 0.1  # seconds between accepting a template message and pushing its receipt
 GH_ID = "gh_sandbox00001"
 
@@ -39,7 +38,7 @@ class OfficialAccountState:
     followers: dict[str, dict[str, Any]] = field(default_factory=dict)  # openid -> {unionid, subscribe, ...}
     messages: list[dict[str, Any]] = field(default_factory=list)
     client_msg_ids: dict[tuple[str, str], int] = field(default_factory=dict)
-    templates: dict[str, set[str]] = field(default_factory=dict)  # template_id -> keywords
+    templates: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(TEMPLATE_MESSAGE_TEMPLATES))
     quota: int = 100000
     day: date | None = None
     sent_today: int = 0
@@ -52,10 +51,7 @@ def oa_state(state: SandboxState) -> OfficialAccountState:
     oa = state.extra.get("oa")
     if oa is None:
         config = state.config
-        oa = OfficialAccountState(
-            templates=load_catalogue(config.messages_file or None).template_keys("official_account"),
-            quota=config.sandbox_template_quota,
-        )
+        oa = OfficialAccountState(quota=config.sandbox_template_quota)
         state.extra["oa"] = oa
     return oa
 
@@ -146,12 +142,9 @@ class TemplateSendHandler(JSONAPIHandler):
         if template_id not in oa.templates:
             raise SandboxError(40037, "invalid template_id")
         data = body.get("data")
-        if not isinstance(data, dict):
-            raise SandboxError(47003, "argument invalid! data")
-        for keyword in sorted(oa.templates[template_id]):
-            value = (data.get(keyword) or {}).get("value") if isinstance(data.get(keyword), dict) else None
-            if not isinstance(value, str) or not value or len(value) > KEYWORD_LIMIT:
-                raise SandboxError(47003, f"argument invalid! data.{keyword}.value")
+        refused = check_data(oa.templates[template_id], data)
+        if refused:
+            raise SandboxError(47003, f"argument invalid! {refused} rule not matched")
         miniprogram = body.get("miniprogram")
         if miniprogram is not None:
             if not isinstance(miniprogram, dict) or miniprogram.get("appid") != state.config.mp_appid:

@@ -11,22 +11,22 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..services.notifications import SUBSCRIBE_LIMITS, load_catalogue
 from .base import JSONAPIHandler, SandboxHandler
 from .state import SandboxError, SandboxState
+from .templates import SUBSCRIBE_TEMPLATES, check_data
 
 
 @dataclass
 class SubscribeState:
     consents: Counter = field(default_factory=Counter)  # (openid, template_id) -> sends left
     messages: list[dict[str, Any]] = field(default_factory=list)
-    templates: dict[str, set[str]] = field(default_factory=dict)
+    templates: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(SUBSCRIBE_TEMPLATES))
 
 
 def mp_state(state: SandboxState) -> SubscribeState:
     mp = state.extra.get("mp")
     if mp is None:
-        mp = SubscribeState(templates=load_catalogue(state.config.messages_file or None).template_keys("subscribe"))
+        mp = SubscribeState()
         state.extra["mp"] = mp
     return mp
 
@@ -52,13 +52,9 @@ class SubscribeSendHandler(JSONAPIHandler):
         if mp.consents[(touser, template_id)] <= 0:
             raise SandboxError(43101, "user refuse to accept the msg")
         data = body.get("data")
-        if not isinstance(data, dict):
-            raise SandboxError(47003, "argument invalid! data")
-        for keyword in sorted(mp.templates[template_id]):
-            value = data.get(keyword, {}).get("value") if isinstance(data.get(keyword), dict) else None
-            limit = SUBSCRIBE_LIMITS.get(keyword.rstrip("0123456789"), 20)
-            if not isinstance(value, str) or not value or len(value) > limit:
-                raise SandboxError(47003, f"argument invalid! data.{keyword}.value")
+        refused = check_data(mp.templates[template_id], data)
+        if refused:
+            raise SandboxError(47003, f"argument invalid! {refused} rule not matched")
         mp.consents[(touser, template_id)] -= 1
         mp.messages.append({"touser": touser, "template_id": template_id, "page": body.get("page"),
                             "data": {k: v.get("value") for k, v in data.items() if isinstance(v, dict)},

@@ -26,6 +26,7 @@ from ..config import Config
 from ..db import utcnow
 from ..errors import ValidationFailed, WeChatUnavailable
 from ..wechat import WeChat, WeChatAPIError
+from .keywords import RULES, fit, keyword_type
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -39,9 +40,6 @@ CHANNEL_FINAL = {40003, 43004, 43101}
 # transient: try again later (-1 arrives as WeChatUnavailable)
 TRANSIENT = {-1, 45011}
 QUOTA = 45009
-TEMPLATE_KEYWORD_LIMIT = 20
-SUBSCRIBE_LIMITS = {"thing": 20, "phrase": 5, "character_string": 32, "number": 32, "letter": 32,
-                    "car_number": 8, "name": 10}
 
 
 @dataclass(frozen=True)
@@ -70,15 +68,6 @@ class Catalogue:
     def __contains__(self, key: str) -> bool:
         return key in self.messages
 
-    def template_keys(self, channel: str) -> dict[str, set[str]]:
-        """``{template_id: keywords}`` of one channel (``official_account`` or ``subscribe``)."""
-        found: dict[str, set[str]] = {}
-        for message in self.messages.values():
-            template = getattr(message, channel)
-            if template:
-                found.setdefault(template.template_id, set()).update(template.data)
-        return found
-
 
 def load_catalogue(path: str | Path | None = None) -> Catalogue:
     """Read the catalogue; a missing field or template is an error naming the message."""
@@ -95,6 +84,9 @@ def load_catalogue(path: str | Path | None = None) -> Catalogue:
                 continue
             if not spec.get("template_id") or not isinstance(spec.get("data"), dict):
                 raise ValueError(f"{path}: [{key}.{channel}] needs template_id and data")
+            unknown = [name for name in spec["data"] if keyword_type(name) not in RULES]
+            if unknown:  # the name declares the type: thing2, character_string1, time3 ...
+                raise ValueError(f"{path}: [{key}.{channel}] keywords of no WeChat type: {unknown}")
             templates[channel] = Template(spec["template_id"], dict(spec["data"]))
         if not any(templates.values()):
             raise ValueError(f"{path}: [{key}] has no official_account or subscribe template")
@@ -114,23 +106,11 @@ def _values(data: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def render(template: Template, data: dict[str, Any], channel: str) -> dict[str, str]:
-    """The keyword values of ``template`` for ``data``, cut to WeChat's length limits."""
+    """The keyword values of ``template`` for ``data``, as WeChat accepts them by keyword type
+    (``services/keywords.py``); ``ValueError`` if one cannot be (the channel is then skipped)."""
     values = _values(data)
-    out = {}
-    for keyword, fmt in template.data.items():
-        text = fmt.format_map(values)
-        if channel == "official_account":
-            limit = TEMPLATE_KEYWORD_LIMIT
-        else:
-            kind = keyword.rstrip("0123456789")
-            limit = SUBSCRIBE_LIMITS.get(kind, 20)
-        out[keyword] = _cut(text, limit)
-    return out
+    return {keyword: fit(keyword, fmt.format_map(values)) for keyword, fmt in template.data.items()}
 
 
 def next_shanghai_midnight(now: datetime | None = None) -> datetime:
