@@ -23,6 +23,7 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.utils import WeChatSigner
 
+from .account_faults import token_appid
 from .base import JSONAPIHandler, SandboxHandler
 from .state import SandboxError, SandboxState
 from .templates import TEMPLATE_MESSAGE_TEMPLATES, check_data
@@ -108,7 +109,7 @@ class UserInfoHandler(JSONAPIHandler):
 
     async def get(self) -> None:
         await self.begin()
-        if self.state.check_token(self.get_argument("access_token", "")) != self.state.config.oa_appid:
+        if token_appid(self.state, self.get_argument("access_token", "")) != self.state.config.oa_appid:
             raise SandboxError(40001, "invalid credential, access_token is invalid or not latest")
         openid = self.get_argument("openid", "")
         follower = oa_state(self.state).followers.get(openid)
@@ -131,7 +132,7 @@ class TemplateSendHandler(JSONAPIHandler):
     async def post(self) -> None:
         fault = await self.begin()
         state, oa = self.state, oa_state(self.state)
-        if state.check_token(self.get_argument("access_token", "")) != state.config.oa_appid:
+        if token_appid(state, self.get_argument("access_token", "")) != state.config.oa_appid:
             raise SandboxError(40001, "invalid credential, access_token is invalid or not latest")
         body = self.json_body()
         touser, template_id = body.get("touser"), body.get("template_id")

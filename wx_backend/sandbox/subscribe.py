@@ -11,6 +11,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from .account_faults import token_appid
 from .base import JSONAPIHandler, SandboxHandler
 from .state import SandboxError, SandboxState
 from .templates import SUBSCRIBE_TEMPLATES, check_data
@@ -41,7 +42,7 @@ class SubscribeSendHandler(JSONAPIHandler):
     async def post(self) -> None:
         await self.begin()
         state, mp = self.state, mp_state(self.state)
-        if state.check_token(self.get_argument("access_token", "")) != state.config.mp_appid:
+        if token_appid(state, self.get_argument("access_token", "")) != state.config.mp_appid:
             raise SandboxError(40001, "invalid credential, access_token is invalid or not latest")
         body = self.json_body()
         touser, template_id = body.get("touser"), body.get("template_id")
