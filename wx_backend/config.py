@@ -174,6 +174,11 @@ SETTINGS: dict[str, Setting] = {
     ),
     "outbox_poll": Setting("WX_OUTBOX_POLL", 1.0, "seconds an idle worker waits before looking again",
                            parse=float),
+    "outbox_account_pause": Setting(
+        "WX_OUTBOX_ACCOUNT_PAUSE", 60.0,
+        "seconds a channel pauses after an account-level WeChat fault (doubles per failed probe, at most 30 min)",
+        parse=float,
+    ),
     "sandbox_template_quota": Setting(
         "WX_SANDBOX_TEMPLATE_QUOTA", 100000, "sandbox only: template messages per day before 45009", parse=int,
     ),

@@ -26,6 +26,7 @@ from ..config import Config
 from ..db import utcnow
 from ..errors import ValidationFailed, WeChatUnavailable
 from ..wechat import WeChat, WeChatAPIError
+from ..wechat.account_faults import alert_line, is_account_fault
 from .keywords import RULES, fit, keyword_type
 from .outbox import Outbox
 
@@ -40,6 +41,8 @@ CHANNEL_FINAL = {40003, 43004, 43101}
 # transient: try again later (-1 arrives as WeChatUnavailable)
 TRANSIENT = {-1, 45011}
 QUOTA = 45009
+CHANNEL_APPS = {"official_account": "official account (template messages)",
+                "subscribe": "mini-program (subscribe messages)"}
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,7 @@ class Notifications:
         self.outbox = outbox
         self.wechat = wechat
         self.mp_appid = config.mp_appid
+        self.account_pause = config.outbox_account_pause
         self.catalogue = load_catalogue(config.messages_file or None)
 
     async def notify_user(self, user_id: ObjectId | str, message: str, data: dict[str, Any],
@@ -215,10 +219,12 @@ class Notifications:
             channels.append(("subscribe", entry.subscribe, user["mp_openid"]))
         for channel, template, openid in channels:
             pause_key = f"{channel}:{template.template_id}"
-            until = await self.outbox.paused_until(pause_key)
-            if until:
-                attempts.append(attempt(channel, "paused", until=until))
-                return Outcome("retry", attempts, {"channels_done": sorted(done)}, retry_at=until, count_try=False)
+            for key in (channel, pause_key):  # the whole channel (account fault), the template (quota)
+                until = await self.outbox.paused_until(key)
+                if until:
+                    attempts.append(attempt(channel, "paused", until=until))
+                    return Outcome("retry", attempts, {"channels_done": sorted(done), "paused_on": key},
+                                   retry_at=until, count_try=False)
             try:
                 values = render(template, data, channel)
             except (KeyError, ValueError) as exc:
@@ -244,6 +250,8 @@ class Notifications:
                 if exc.errcode in TRANSIENT:
                     attempts.append(attempt(channel, "retry", errcode=exc.errcode))
                     return Outcome("retry", attempts, {"channels_done": sorted(done)})
+                if is_account_fault(exc.errcode):
+                    return await self._account_fault(channel, exc.errcode, attempts, done)
                 if exc.errcode == QUOTA:
                     until = next_shanghai_midnight()
                     await self.outbox.pause(pause_key, until)
@@ -259,10 +267,26 @@ class Notifications:
                                                    {"$set": {"oa_unsubscribed": True}})
                 continue
             attempts.append(attempt(channel, "sent", **({"msgid": fields["msgid"]} if "msgid" in fields else {})))
+            if await self.outbox.clear_pause(channel):
+                log.warning("WECHAT ACCOUNT FAULT cleared: %s messages are sent again", channel)
             return Outcome("sent", attempts, {**fields, "channels_done": sorted(done)})
         if not attempts:
             attempts.append(attempt("none", "no_channel"))
         return Outcome("undeliverable", attempts, {"channels_done": sorted(done)})
+
+    async def _account_fault(self, channel: str, errcode: int, attempts: list[dict[str, Any]],
+                             done: set[str]) -> Outcome:
+        """The app's WeChat account needs the operator: the channel waits, the message is kept."""
+        until, strikes = await self.outbox.pause_channel(channel, errcode, self.account_pause)
+        if strikes > 1:  # a probe after the pause: still broken, the alert stands
+            log.info("%s still refused by WeChat (%s); paused until %s", channel, errcode, until)
+        elif strikes == 1:
+            log.error(alert_line(CHANNEL_APPS[channel], errcode,
+                                 f"{channel} messages paused until {until:%Y-%m-%d %H:%M:%S} UTC, then tried again; "
+                                 f"after fixing it resume at once: python -m scripts.messages resume {channel}"))
+        attempts.append(attempt(channel, "account_fault", errcode=errcode, until=until))
+        return Outcome("retry", attempts, {"channels_done": sorted(done), "paused_on": channel},
+                       retry_at=until, count_try=False)
 
 
 def _reason(exc: WeChatUnavailable) -> str:

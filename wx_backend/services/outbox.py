@@ -28,6 +28,7 @@ from ..db import utcnow
 log = logging.getLogger(__name__)
 
 CLAIM_WINDOW = 20  # due messages looked at per claim
+MAX_ACCOUNT_PAUSE = 1800.0  # seconds: the longest a channel waits between probes of a faulty account
 FINAL = ("sent", "undeliverable", "failed", "skipped")
 KINDS = ("notify", "webhook", "email")
 
@@ -128,7 +129,7 @@ class Outbox:
         })
         return result.modified_count == 1
 
-    # -- pauses (45009: a template's daily quota is spent) ------------------------------
+    # -- pauses (45009: a template's daily quota is spent; account faults: a whole channel) --
     async def paused_until(self, key: str) -> datetime | None:
         doc = await self.db.outbox_pauses.find_one({"_id": key})
         if doc and doc["until"] > utcnow():
@@ -138,6 +139,51 @@ class Outbox:
     async def pause(self, key: str, until: datetime) -> None:
         await self.db.outbox_pauses.update_one({"_id": key}, {"$set": {"until": until, "at": utcnow()}},
                                                upsert=True)
+
+    # -- account pauses (the operator must fix the WeChat account) -------------------------
+    async def pause_channel(self, channel: str, errcode: int, base: float) -> tuple[datetime, int]:
+        """Pause a whole channel after an account-level fault: ``(until, strikes)``, ``strikes``
+        counting this sender's pause (1 = the fault is new) or 0 if another sender paused it.
+
+        The first pause lasts ``base`` seconds; each failed probe after one ran out doubles it
+        (at most ``MAX_ACCOUNT_PAUSE``). Concurrent senders meeting the same fault share one pause.
+        """
+        now = utcnow()
+        doc = await self.db.outbox_pauses.find_one({"_id": channel})
+        if doc and doc["until"] > now:
+            return doc["until"], 0
+        strikes = (doc or {}).get("strikes", 0) + 1
+        until = now + timedelta(seconds=min(base * 2 ** (strikes - 1), MAX_ACCOUNT_PAUSE))
+        fields = {"until": until, "at": now, "errcode": errcode, "strikes": strikes,
+                  "since": (doc or {}).get("since") or now}
+        try:
+            if doc:
+                changed = await self.db.outbox_pauses.update_one({"_id": channel, "until": doc["until"]},
+                                                                 {"$set": fields})
+                if changed.modified_count:
+                    return until, strikes
+            else:
+                await self.db.outbox_pauses.insert_one({"_id": channel, **fields})
+                return until, strikes
+        except DuplicateKeyError:
+            pass
+        current = await self.db.outbox_pauses.find_one({"_id": channel})  # another sender paused it first
+        return (current or fields)["until"], 0
+
+    async def clear_pause(self, channel: str) -> dict[str, Any] | None:
+        """After a send on ``channel`` went through: its account pause, if it had one, ends."""
+        return await self.db.outbox_pauses.find_one_and_delete({"_id": channel})
+
+    async def resume(self, channels: tuple[str, ...]) -> int:
+        """The operator fixed the account: lift the pauses and send the waiting messages now."""
+        await self.db.outbox_pauses.delete_many({"_id": {"$in": list(channels)}})
+        now = utcnow()
+        result = await self.coll.update_many({"status": "queued", "paused_on": {"$in": list(channels)}},
+                                             {"$set": {"next_try_at": now, "updated_at": now}})
+        return result.modified_count
+
+    async def pauses(self) -> list[dict[str, Any]]:
+        return await self.db.outbox_pauses.find({"until": {"$gt": utcnow()}}).to_list(None)
 
     # -- delivery receipts (TEMPLATESENDJOBFINISH) ----------------------------------------
     async def record_receipt(self, msgid: int, status: str) -> None:
