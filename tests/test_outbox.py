@@ -26,7 +26,12 @@ CATALOGUE = load_catalogue()
 def stack(workdir, mongodb_uri):
     """The outbox tests' own backend, worker, sandbox and database: no other test's messages
     queue ahead of theirs, and "nothing was sent" is counted once their worker is idle."""
-    s = Stack(workdir / "stack-outbox", mongodb_uri, extra_env={"WX_OUTBOX_ACCOUNT_PAUSE": "1"})
+    s = Stack(workdir / "stack-outbox", mongodb_uri, extra_env={
+        "WX_OUTBOX_ACCOUNT_PAUSE": "1",
+        # WeChat forgets a client_msg_id after 10 minutes; here after 1 s, so a retry after a lost
+        # answer comes "later" than that and only the delivery receipt can prevent a second send
+        "WX_SANDBOX_CLIENT_MSG_ID_TTL": "1",
+    })
     s.workdir.mkdir()
     s.start()
     yield s
@@ -389,3 +394,20 @@ def test_operator_resumes_a_paused_channel_at_once(stack):
         assert doc["status"] == "sent" and doc["channel"] == "subscribe"
     finally:
         stack.db.outbox_pauses.delete_many({"_id": "subscribe"})
+
+
+def test_retry_after_a_lost_answer_checks_the_receipt_and_sends_once(stack):
+    mp_openid, oa_openid, unionid = ids("lost")
+    stack.login(mp_openid, unionid)
+    follow(stack, oa_openid, unionid)
+    assert wait_until(lambda: stack.db.users.find_one({"mp_openid": mp_openid, "oa_openid": oa_openid}))
+    # WeChat sends the message and pushes its TEMPLATESENDJOBFINISH, but our call times out
+    stack.fault("template_send", "lost_answer")
+    doc = final(stack, notify(stack, mp_openid), timeout=30)
+    assert doc["status"] == "sent" and doc["channel"] == "official_account"
+    assert [a["result"] for a in doc["attempts"]] == ["unavailable", "receipt"]
+    wait_idle(stack)
+    [received] = oa_messages(stack, oa_openid)
+    assert doc["msgid"] == received["msgid"]
+    assert wait_until(lambda: (stack.db.outbox.find_one({"_id": doc["_id"]}).get("delivery") or {})
+                      .get("status") == "success")

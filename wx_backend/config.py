@@ -213,6 +213,19 @@ SETTINGS: dict[str, Setting] = {
         "sandbox only: milliseconds every WeChat and SMS endpoint waits before answering (see /sandbox/latency)",
         parse=float,
     ),
+    "sandbox_token_grace": Setting(
+        "WX_SANDBOX_TOKEN_GRACE", 300.0,
+        "sandbox only: seconds a replaced access token keeps working (WeChat: about 5 minutes)", parse=float,
+    ),
+    "sandbox_client_msg_id_ttl": Setting(
+        "WX_SANDBOX_CLIENT_MSG_ID_TTL", 600.0,
+        "sandbox only: seconds a template message's client_msg_id is remembered (WeChat: 10 minutes)", parse=float,
+    ),
+    "sandbox_push_timeout": Setting(
+        "WX_SANDBOX_PUSH_TIMEOUT", 5.0,
+        "sandbox only: seconds the sandbox waits for the official-account callback's answer before pushing "
+        "again (WeChat: 5 s, three tries)", parse=float,
+    ),
     "sms_provider": Setting(
         "WX_SMS_PROVIDER", "disabled",
         "SMS provider for verification codes: disabled (refuses to send), or sandbox (dev/test only)",

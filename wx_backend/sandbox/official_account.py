@@ -38,7 +38,7 @@ GH_ID = "gh_sandbox00001"
 class OfficialAccountState:
     followers: dict[str, dict[str, Any]] = field(default_factory=dict)  # openid -> {unionid, subscribe, ...}
     messages: list[dict[str, Any]] = field(default_factory=list)
-    client_msg_ids: dict[tuple[str, str], int] = field(default_factory=dict)
+    client_msg_ids: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)  # -> msgid, when
     templates: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(TEMPLATE_MESSAGE_TEMPLATES))
     quota: int = 100000
     day: date | None = None
@@ -153,9 +153,10 @@ class TemplateSendHandler(JSONAPIHandler):
             if not isinstance(miniprogram.get("pagepath"), str) or not miniprogram["pagepath"]:
                 raise SandboxError(47003, "argument invalid! miniprogram.pagepath")
         client_msg_id = body.get("client_msg_id")
-        if isinstance(client_msg_id, str) and (touser, client_msg_id) in oa.client_msg_ids:
-            oa.repeats += 1
-            self.write_json({"errcode": 0, "errmsg": "ok", "msgid": oa.client_msg_ids[(touser, client_msg_id)]})
+        remembered = oa.client_msg_ids.get((touser, client_msg_id)) if isinstance(client_msg_id, str) else None
+        if remembered and time.time() - remembered[1] < state.config.sandbox_client_msg_id_ttl:
+            oa.repeats += 1  # WeChat remembers a client_msg_id for 10 minutes, then sends anew
+            self.write_json({"errcode": 0, "errmsg": "ok", "msgid": remembered[0]})
             return
         today = date.today()
         if oa.day != today:
@@ -166,17 +167,19 @@ class TemplateSendHandler(JSONAPIHandler):
         oa.next_msgid += 1
         msgid = oa.next_msgid
         if isinstance(client_msg_id, str):
-            oa.client_msg_ids[(touser, client_msg_id)] = msgid
+            oa.client_msg_ids[(touser, client_msg_id)] = (msgid, time.time())
         oa.messages.append({
             "msgid": msgid, "touser": touser, "template_id": template_id,
             "data": {k: v.get("value") for k, v in data.items() if isinstance(v, dict)},
             "miniprogram": miniprogram, "url": body.get("url"), "client_msg_id": client_msg_id,
             "at": time.time(),
         })
-        self.write_json({"errcode": 0, "errmsg": "ok", "msgid": msgid})
         asyncio.get_running_loop().call_later(RECEIPT_DELAY, lambda: asyncio.ensure_future(
             push(state, event_xml(touser, int(time.time()), "TEMPLATESENDJOBFINISH",
                                   MsgID=str(msgid), Status="success"))))
+        if fault == "lost_answer":  # sent, but the answer never reaches the caller in time
+            await asyncio.sleep(state.timeout_delay)
+        self.write_json({"errcode": 0, "errmsg": "ok", "msgid": msgid})
 
 
 class FollowHandler(SandboxHandler):

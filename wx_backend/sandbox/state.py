@@ -13,10 +13,9 @@ from typing import Any
 
 from ..config import Config
 
-TOKEN_GRACE = 300.0  # seconds a replaced access token keeps working
 KNOWN_FAULTS = {
     "timeout", "system_error", "bad_signature", "duplicate_notify", "quota", "bank_error",
-    "unsubscribed", "late_notify", "drop_notify", "frequency_limited",
+    "unsubscribed", "late_notify", "drop_notify", "frequency_limited", "lost_answer",
 }
 
 
@@ -90,7 +89,7 @@ class SandboxState:
         now = time.time()
         for issued in self.tokens.values():
             if issued.appid == appid and issued.retired_at is None:
-                issued.retired_at = now + TOKEN_GRACE
+                issued.retired_at = now + self.config.sandbox_token_grace
         token = secrets.token_urlsafe(96)[:128]
         self.tokens[token] = IssuedToken(appid=appid, expires_at=now + ttl)
         return token, ttl

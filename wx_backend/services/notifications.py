@@ -225,12 +225,21 @@ class Notifications:
                     attempts.append(attempt(channel, "paused", until=until))
                     return Outcome("retry", attempts, {"channels_done": sorted(done), "paused_on": key},
                                    retry_at=until, count_try=False)
+            uncertain = (doc.get("uncertain") or {}).get(channel)
+            if uncertain and channel == "official_account":  # an earlier answer was lost: was it sent?
+                receipt = await self.outbox.unclaimed_receipt(openid, uncertain, doc["_id"])
+                if receipt:
+                    attempts.append(attempt(channel, "receipt", msgid=receipt["_id"]))
+                    return Outcome("sent", attempts, {"channel": channel, "template_id": template.template_id,
+                                                      "msgid": receipt["_id"], "touser": openid,
+                                                      "channels_done": sorted(done)})
             try:
                 values = render(template, data, channel)
             except (KeyError, ValueError) as exc:
                 attempts.append(attempt(channel, "bad_data", detail=str(exc)))
                 done.add(channel)
                 continue
+            started = utcnow()
             try:
                 if channel == "official_account":
                     msgid = await self.wechat.official_account.send_template(
@@ -245,7 +254,10 @@ class Notifications:
                     fields = {"channel": channel, "template_id": template.template_id, "touser": openid}
             except WeChatUnavailable as exc:
                 attempts.append(attempt(channel, "unavailable", detail=_reason(exc)))
-                return Outcome("retry", attempts, {"channels_done": sorted(done)})
+                fields = {"channels_done": sorted(done)}
+                if not uncertain:  # WeChat may have sent it: the retry looks for its receipt first
+                    fields[f"uncertain.{channel}"] = started
+                return Outcome("retry", attempts, fields)
             except WeChatAPIError as exc:
                 if exc.errcode in TRANSIENT:
                     attempts.append(attempt(channel, "retry", errcode=exc.errcode))

@@ -145,7 +145,7 @@ class OfficialAccountService:
         if event == "templatesendjobfinish":
             msgid = _int(fields.get("MsgID"))
             if msgid:
-                await self.outbox.record_receipt(msgid, fields.get("Status", ""))
+                await self.outbox.record_receipt(msgid, fields.get("Status", ""), openid)
             return None
         if event == "click":
             text = self.replies.get("menu", {}).get(fields.get("EventKey", ""))

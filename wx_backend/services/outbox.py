@@ -39,6 +39,7 @@ INDEXES = {
         IndexModel([("msgid", ASCENDING)]),
         IndexModel([("user_id", ASCENDING)]),
     ],
+    "template_receipts": [IndexModel([("openid", ASCENDING), ("at", ASCENDING)])],
 }
 
 
@@ -186,14 +187,15 @@ class Outbox:
         return await self.db.outbox_pauses.find({"until": {"$gt": utcnow()}}).to_list(None)
 
     # -- delivery receipts (TEMPLATESENDJOBFINISH) ----------------------------------------
-    async def record_receipt(self, msgid: int, status: str) -> None:
+    async def record_receipt(self, msgid: int, status: str, openid: str | None = None) -> None:
         """Store WeChat's delivery status for ``msgid``, and on its message once that is recorded sent.
 
         The message is written only once it is ``sent``: the worker never writes it again after
         that, and the update names ``status: sent``, so the receipt never races the worker's own writes.
         """
         receipt = {"status": status, "at": utcnow()}
-        await self.db.template_receipts.update_one({"_id": msgid}, {"$set": receipt}, upsert=True)
+        await self.db.template_receipts.update_one({"_id": msgid}, {"$set": {**receipt, "openid": openid}},
+                                                   upsert=True)
         sent = await self.db.template_msgids.find_one({"_id": msgid})
         if sent:
             await self.coll.update_one({"_id": sent["outbox_id"], "status": "sent"}, {"$set": {"delivery": receipt}})
@@ -205,6 +207,24 @@ class Outbox:
         if doc:
             await self.coll.update_one({"_id": outbox_id, "status": "sent"},
                                        {"$set": {"delivery": {"status": doc["status"], "at": doc["at"]}}})
+
+    async def unclaimed_receipt(self, openid: str, since: datetime, outbox_id: Any) -> dict[str, Any] | None:
+        """A receipt for ``openid`` since ``since`` that no message owns yet, now ``outbox_id``'s.
+
+        After a send whose answer was lost, WeChat's TEMPLATESENDJOBFINISH is the proof it went
+        out: it names the user and the msgid, not our message, so the oldest receipt no message
+        has claimed is taken, under the unique msgid, by one message only.
+        """
+        async for receipt in self.db.template_receipts.find({"openid": openid, "at": {"$gte": since}}) \
+                .sort("at", ASCENDING).limit(20):
+            if await self.coll.find_one({"msgid": receipt["_id"]}, {"_id": 1}):
+                continue  # a message that knew its msgid
+            try:
+                await self.db.template_msgids.insert_one({"_id": receipt["_id"], "outbox_id": outbox_id})
+            except DuplicateKeyError:
+                continue
+            return receipt
+        return None
 
     # -- operations (scripts/messages.py) ----------------------------------------------
     async def find(self, statuses: tuple[str, ...] = ("undeliverable", "failed"),
