@@ -73,8 +73,29 @@ def event_xml(openid: str, create_time: int, event: str, **extra: str) -> str:
     return "<xml>" + "".join(parts) + "</xml>"
 
 
+PUSH_TRIES = 3  # WeChat: no answer within 5 s, the connection is dropped and the push sent again
+
+
 async def push(state: SandboxState, xml: str) -> tuple[int, str]:
-    """POST a push to the backend's callback as WeChat would; ``(status, body)`` of its answer."""
+    """POST a push to the backend's callback as WeChat would; ``(status, body)`` of the answer heard.
+
+    As WeChat does, a push that gets no answer within ``WX_SANDBOX_PUSH_TIMEOUT`` (5 s), or no
+    connection, is sent again, three tries in all, each freshly signed. The fault
+    ``oa_push``/``lost_answer`` makes the sandbox miss one answer (it came too late), so the
+    backend sees the same push twice. ``state.extra["oa_push_tries"]`` counts the tries.
+    """
+    status, answer = 599, "no answer"
+    for _ in range(PUSH_TRIES):
+        state.extra["oa_push_tries"] = state.extra.get("oa_push_tries", 0) + 1
+        status, answer = await _push_once(state, xml)
+        if state.take_fault("oa_push") == "lost_answer":
+            status, answer = 599, "answer too late"
+        if status != 599:
+            break
+    return status, answer
+
+
+async def _push_once(state: SandboxState, xml: str) -> tuple[int, str]:
     config = state.config
     timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**9))
     query = {"signature": _sign(config.oa_token, timestamp, nonce), "timestamp": timestamp, "nonce": nonce}
@@ -88,10 +109,13 @@ async def push(state: SandboxState, xml: str) -> tuple[int, str]:
     url = config.sandbox_callback_base.rstrip("/") + "/wechat/official-account?" + urlencode(query)
     try:
         resp = await AsyncHTTPClient().fetch(HTTPRequest(
-            url, method="POST", body=body.encode(), headers={"Content-Type": "text/xml"}, request_timeout=5.0,
+            url, method="POST", body=body.encode(), headers={"Content-Type": "text/xml"},
+            connect_timeout=config.sandbox_push_timeout, request_timeout=config.sandbox_push_timeout,
         ))
         return resp.code, resp.body.decode(errors="replace")
     except HTTPClientError as exc:
+        if exc.code == 599:
+            return 599, "timeout"
         return exc.code, (exc.response.body.decode(errors="replace") if exc.response else str(exc))
     except OSError as exc:
         return 599, type(exc).__name__
@@ -195,8 +219,10 @@ class FollowHandler(SandboxHandler):
         previous = oa.followers.get(openid, {})
         oa.followers[openid] = {"unionid": unionid or previous.get("unionid"), "subscribe": True,
                                 "subscribe_time": int(time.time())}
+        tries = self.state.extra.get("oa_push_tries", 0)
         status, answer = await push(self.state, event_xml(openid, _event_time(oa, openid), "subscribe"))
-        self.write_json({"status": status, "body": answer})
+        self.write_json({"status": status, "body": answer,
+                         "tries": self.state.extra.get("oa_push_tries", 0) - tries})
 
 
 class UnfollowHandler(SandboxHandler):
