@@ -31,6 +31,7 @@ def stack(workdir, mongodb_uri):
         # WeChat forgets a client_msg_id after 10 minutes; here after 1 s, so a retry after a lost
         # answer comes "later" than that and only the delivery receipt can prevent a second send
         "WX_SANDBOX_CLIENT_MSG_ID_TTL": "1",
+        "WX_MP_TOKEN": "mptesttoken",  # the mini-program's message push: subscribe-message receipts
     })
     s.workdir.mkdir()
     s.start()
@@ -411,3 +412,31 @@ def test_retry_after_a_lost_answer_checks_the_receipt_and_sends_once(stack):
     assert doc["msgid"] == received["msgid"]
     assert wait_until(lambda: (stack.db.outbox.find_one({"_id": doc["_id"]}).get("delivery") or {})
                       .get("status") == "success")
+
+
+def test_subscribe_retry_after_a_lost_answer_spends_no_second_consent(stack):
+    mp_openid, _, unionid = ids("sublost")
+    stack.login(mp_openid, unionid)
+    accept(stack, mp_openid)  # one consent: one message
+    # WeChat delivers it (and pushes subscribe_msg_sent_event), but our call times out
+    stack.fault("subscribe_send", "lost_answer")
+    doc = final(stack, notify(stack, mp_openid), timeout=30)
+    assert doc["status"] == "sent" and doc["channel"] == "subscribe"
+    assert [a["result"] for a in doc["attempts"]] == ["unavailable", "receipt"]
+    [received] = mp_messages(stack, mp_openid)
+    assert doc["msgid"] == received["msgid"]
+
+
+def test_mini_program_push_needs_the_token_signature(stack):
+    from test_official_account import signed_query
+
+    body = {"FromUserName": "o_forged", "Event": "subscribe_msg_sent_event",
+            "List": {"TemplateId": "t", "MsgID": "1", "ErrorCode": "0", "ErrorStatus": "success"}}
+    forged = stack.api("POST", "/wechat/mini-program", params=signed_query("wrong-token"), json=body)
+    assert forged.status_code == 403
+    bad = stack.api("POST", "/wechat/mini-program", params=signed_query(stack.env["WX_MP_TOKEN"]), data=b"[1")
+    assert bad.status_code == 400
+    assert stack.db.subscribe_receipts.count_documents({"openid": "o_forged"}) == 0
+    good = stack.api("POST", "/wechat/mini-program", params=signed_query(stack.env["WX_MP_TOKEN"]), json=body)
+    assert good.status_code == 200 and good.text == "success"
+    assert stack.db.subscribe_receipts.count_documents({"openid": "o_forged", "errcode": 0}) == 1

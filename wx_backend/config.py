@@ -95,6 +95,11 @@ SETTINGS: dict[str, Setting] = {
         "WX_OA_TOKEN", None, "official-account server Token (callback signature)",
         dev_default="oadevtoken", secret=True,
     ),
+    "mp_token": Setting(
+        "WX_MP_TOKEN", "",
+        "mini-program message-push Token (JSON, plain mode): receives subscribe-message delivery results; "
+        "empty = not configured", dev_default="mpdevtoken", secret=True,
+    ),
     "oa_aes_key": Setting(
         "WX_OA_AES_KEY", "", "official-account EncodingAESKey (43 characters); empty for plain mode",
         secret=True,

@@ -226,8 +226,12 @@ class Notifications:
                     return Outcome("retry", attempts, {"channels_done": sorted(done), "paused_on": key},
                                    retry_at=until, count_try=False)
             uncertain = (doc.get("uncertain") or {}).get(channel)
-            if uncertain and channel == "official_account":  # an earlier answer was lost: was it sent?
-                receipt = await self.outbox.unclaimed_receipt(openid, uncertain, doc["_id"])
+            if uncertain:  # an earlier answer was lost: did WeChat send it? its receipt says so
+                if channel == "official_account":
+                    receipt = await self.outbox.unclaimed_receipt(openid, uncertain, doc["_id"])
+                else:  # no second consent spent on a message that went out
+                    receipt = await self.outbox.unclaimed_subscribe_receipt(openid, template.template_id, uncertain,
+                                                                            doc["_id"])
                 if receipt:
                     attempts.append(attempt(channel, "receipt", msgid=receipt["_id"]))
                     return Outcome("sent", attempts, {"channel": channel, "template_id": template.template_id,
@@ -250,8 +254,10 @@ class Notifications:
                     fields: dict[str, Any] = {"channel": channel, "template_id": template.template_id,
                                               "msgid": msgid, "touser": openid}
                 else:
-                    await self.wechat.miniprogram.send_subscribe(openid, template.template_id, values, page)
+                    result = await self.wechat.miniprogram.send_subscribe(openid, template.template_id, values, page)
                     fields = {"channel": channel, "template_id": template.template_id, "touser": openid}
+                    if result.get("msgid"):
+                        fields["msgid"] = int(result["msgid"])
             except WeChatUnavailable as exc:
                 attempts.append(attempt(channel, "unavailable", detail=_reason(exc)))
                 fields = {"channels_done": sorted(done)}

@@ -40,6 +40,7 @@ INDEXES = {
         IndexModel([("user_id", ASCENDING)]),
     ],
     "template_receipts": [IndexModel([("openid", ASCENDING), ("at", ASCENDING)])],
+    "subscribe_receipts": [IndexModel([("openid", ASCENDING), ("template_id", ASCENDING), ("at", ASCENDING)])],
 }
 
 
@@ -224,6 +225,32 @@ class Outbox:
             except DuplicateKeyError:
                 continue
             return receipt
+        return None
+
+    async def record_subscribe_receipt(self, msgid: int, openid: str, template_id: str, errcode: int,
+                                       status: str) -> None:
+        """WeChat's subscribe_msg_sent_event for one message (``errcode`` 0: delivered)."""
+        await self.db.subscribe_receipts.update_one(
+            {"_id": msgid},
+            {"$set": {"openid": openid, "template_id": template_id, "errcode": errcode, "status": status},
+             "$setOnInsert": {"at": utcnow()}}, upsert=True)
+
+    async def unclaimed_subscribe_receipt(self, openid: str, template_id: str, since: datetime,
+                                          outbox_id: Any) -> dict[str, Any] | None:
+        """A delivered subscribe message to ``openid`` of ``template_id`` since ``since`` that no
+        message owns yet, now ``outbox_id``'s (taken by one conditional update)."""
+        for _ in range(20):
+            receipt = await self.db.subscribe_receipts.find_one(
+                {"openid": openid, "template_id": template_id, "errcode": 0, "at": {"$gte": since},
+                 "outbox_id": None}, sort=[("at", ASCENDING)])
+            if receipt is None:
+                return None
+            owner = await self.coll.find_one({"msgid": receipt["_id"], "channel": "subscribe"}, {"_id": 1})
+            claimed = await self.db.subscribe_receipts.find_one_and_update(
+                {"_id": receipt["_id"], "outbox_id": None},
+                {"$set": {"outbox_id": owner["_id"] if owner else outbox_id}})
+            if claimed and not owner:
+                return claimed
         return None
 
     # -- operations (scripts/messages.py) ----------------------------------------------
