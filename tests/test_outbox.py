@@ -330,8 +330,8 @@ def account_fault(stack, appid_env: str, errcode: int | None) -> None:
 
 @pytest.mark.parametrize(("channel", "errcode"), [
     ("official_account", 48001), ("official_account", 61004), ("official_account", 40125),
-    ("official_account", 40001), ("subscribe", 40164), ("subscribe", 40243), ("subscribe", 48001),
-    ("subscribe", 40013),
+    ("official_account", 40001), ("official_account", 89503), ("subscribe", 40164), ("subscribe", 40243),
+    ("subscribe", 48001), ("subscribe", 40013),
 ])
 def test_account_fault_pauses_the_channel_and_keeps_the_message(stack, channel, errcode):
     mp_openid, oa_openid, unionid = ids(f"acct{errcode}")

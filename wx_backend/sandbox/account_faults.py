@@ -11,6 +11,7 @@ errcode  WeChat's meaning                                 answered by
 40125    invalid appsecret (reset in the MP console)      the token endpoint
 40013    invalid appid                                    the token endpoint
 40243    AppSecret frozen                                 the token endpoint
+89503    calls from this IP need the admin's confirmation  the token endpoint
 48001    API unauthorized (permission withdrawn)          every API call with an access token
 40001    every token refused (another party resets it)    every API call with an access token
 =======  ===============================================  =====================================
@@ -33,8 +34,9 @@ MESSAGES = {
     40243: "AppSecret已被冻结，请登录小程序平台解冻后再次调用",
     48001: "api unauthorized",
     40001: "invalid credential, access_token is invalid or not latest",
+    89503: "此次调用需要管理员确认，请耐心等候",
 }
-TOKEN_ENDPOINT = {40164, 61004, 40125, 40013, 40243}
+TOKEN_ENDPOINT = {40164, 61004, 40125, 40013, 40243, 89503}
 API_CALLS = {40164, 61004, 48001, 40001}
 
 

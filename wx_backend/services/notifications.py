@@ -39,7 +39,7 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 # WeChat's answers that mean "this channel will never reach this user": try the next one
 CHANNEL_FINAL = {40003, 43004, 43101}
 # transient: try again later (-1 arrives as WeChatUnavailable)
-TRANSIENT = {-1, 45011}
+TRANSIENT = {-1, 45011, 43108}  # 43108: concurrent sends to one user
 QUOTA = 45009
 CHANNEL_APPS = {"official_account": "official account (template messages)",
                 "subscribe": "mini-program (subscribe messages)"}

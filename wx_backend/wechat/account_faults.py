@@ -17,6 +17,11 @@ ACCOUNT_FAULTS: dict[int, str] = {
     40164: "server IP not in the API IP whitelist: add it in the MP console (开发 > 基本配置)",
     61004: "server IP not registered: add it to the IP whitelist in the MP console",
     48001: "API unauthorized: the account lacks the permission (template/subscribe message, login)",
+    43107: "subscribe-message ability banned for the mini-program: see the notice in the MP console",
+    89501: "the administrator has not yet confirmed calls from this server IP: confirm it in WeChat",
+    89503: "calls from this server IP need the administrator's confirmation: confirm it in WeChat",
+    89506: "the administrator refused this server IP twice in 24 hours: add it to the IP whitelist",
+    89507: "the administrator refused this server IP within the hour: add it to the IP whitelist",
 }
 
 
