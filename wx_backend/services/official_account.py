@@ -33,6 +33,7 @@ from ..config import Config
 from ..db import utcnow
 from ..errors import AppError, BadRequest, Forbidden, WeChatUnavailable
 from ..wechat import WeChat, WeChatAPIError
+from ..wechat.account_faults import alert_line, is_account_fault
 from ..wechat.callback import CallbackCrypto, CallbackRejected
 from .outbox import Outbox
 
@@ -209,7 +210,11 @@ class OfficialAccountService:
                 await asyncio.sleep(delay)
                 delay *= 2
             except WeChatAPIError as exc:
-                log.warning("user info refused: %s", exc.errcode)
+                if is_account_fault(exc.errcode):
+                    log.error(alert_line("official account", exc.errcode,
+                                         "new followers are linked at their next login instead"))
+                else:
+                    log.warning("user info refused: %s", exc.errcode)
                 return
         unionid = info.get("unionid")
         if not unionid:
