@@ -117,6 +117,8 @@ class BaseHandler(tornado.web.RequestHandler):
             code, message = _HTTP_CODES.get(status_code, ("internal_error", "系统繁忙，请稍后再试"))
             body = {"code": code, "message": message}
         self.set_status(status_code)
+        if status_code == 429 and isinstance(body.get("details"), dict) and body["details"].get("retry_after"):
+            self.set_header("Retry-After", str(int(body["details"]["retry_after"])))
         if status_code == 405:
             self.set_header("Allow", ", ".join(m.upper() for m in implemented_methods(type(self))))
         if not self._headers.get("X-Request-Id"):

@@ -162,7 +162,8 @@ class ApplicationsPage(PageHandler):
 class ApplicationPage(PageHandler):
     async def get(self, app_no: str) -> None:
         doc = await self.app.applications.get_owned(self.current_user, app_no)
-        self.render_page("application.html", title="办电进度", app=self.app.applications.views.public(doc, detailed=True))
+        view = self.app.applications.views.public(doc, detailed=True)
+        self.render_page("application.html", title="办电进度", app=view)
 
 
 class ContractsPage(PageHandler):

@@ -41,7 +41,7 @@ openapi = {
             body=spec.obj({"code": {"type": "string", "description": "the code of the getPhoneNumber button"}}),
             ok={200: spec.obj({"phone": _PHONE})},
             errors={422: ["validation_failed", "phone_code_invalid", "phone_not_supported"],
-                    502: ["wechat_phone_failed"], 503: ["wechat_unavailable"]}),
+                    429: ["too_many_requests"], 502: ["wechat_phone_failed"], 503: ["wechat_unavailable"]}),
         "delete": spec.operation("Forget the verified mobile", tag="accounts", ok={204: None}),
     },
 }

@@ -4,6 +4,9 @@
   resend ID | --all [--status ...]                  queue again (one message, or every one listed)
   user REF                                          a user's links: openids, unionid, follow state,
                                                     bound accounts (REF = user id, openid or unionid)
+  pauses                                            channels and templates paused now, and why
+  resume official_account|subscribe|--all           the WeChat account is fixed: lift the channel's
+                                                    pause and send its waiting messages now
 """
 
 from __future__ import annotations
@@ -18,6 +21,8 @@ from bson import ObjectId
 from wx_backend.config import Config, ConfigError
 from wx_backend.services.notifications import SHANGHAI
 from wx_backend.services.registry import Services
+
+CHANNELS = ("official_account", "subscribe")
 
 
 def _time(value) -> str:
@@ -50,6 +55,16 @@ async def run(args: argparse.Namespace) -> int:
             count = await outbox.requeue(None if args.all else ObjectId(args.id), statuses)
             print(f"queued again: {count}")
             return 0 if count else 1
+        elif args.command == "pauses":
+            for pause in await outbox.pauses():
+                print(f"{pause['_id']}  until={_time(pause['until'])}  errcode={pause.get('errcode', 45009)}  "
+                      f"since={_time(pause.get('since') or pause.get('at'))}")
+        elif args.command == "resume":
+            channels = CHANNELS if args.all else tuple(c for c in (args.channel,) if c in CHANNELS)
+            if not channels:
+                print(f"give a channel ({' or '.join(CHANNELS)}) or --all", file=sys.stderr)
+                return 2
+            print(f"resumed {', '.join(channels)}: {await outbox.resume(channels)} message(s) sent now")
         elif args.command == "user":
             notes = services.notifications
             user_id = await notes.find_user(args.ref)
@@ -73,6 +88,10 @@ def main() -> None:
     p_resend.add_argument("id", nargs="?")
     p_resend.add_argument("--all", action="store_true")
     p_resend.add_argument("--status", default="undeliverable,failed")
+    sub.add_parser("pauses", help="paused channels and templates")
+    p_resume = sub.add_parser("resume", help="lift an account-fault pause once the account is fixed")
+    p_resume.add_argument("channel", nargs="?")
+    p_resume.add_argument("--all", action="store_true")
     p_user = sub.add_parser("user", help="a user's WeChat links and bound accounts")
     p_user.add_argument("ref")
     sys.exit(asyncio.run(run(parser.parse_args())))

@@ -79,3 +79,42 @@ def test_wrong_secret_is_an_api_error(stack):
         return None
 
     assert run(stack, scenario) == 40013
+
+
+def test_another_process_refreshing_costs_ours_one_refresh(stack):
+    from test_official_account import follow, ids
+
+    from wx_backend.wechat.official_account import OfficialAccountAPI
+
+    _, oa_openid, unionid = ids("grace")
+    follow(stack, oa_openid, unionid)
+    stack.db.wx_tokens.delete_many({})
+    appid = stack.env["WX_OA_APPID"]
+
+    def refresh_elsewhere(grace):
+        resp = stack.sandbox_call("POST", "/sandbox/tokens/expire", json={"appid": appid, "refresh": True,
+                                                                         "grace": grace})
+        assert resp.status_code == 200, resp.text
+
+    async def scenario(db):
+        http = WeChatHTTP(stack.sandbox_url, 2)
+        api = OfficialAccountAPI(http, AccessTokens(db, http, appid, stack.env["WX_OA_SECRET"]))
+        await api.user_info(oa_openid)
+        counts = []
+        # within WeChat's grace period the replaced token still works: no refresh of ours
+        refresh_elsewhere(60)
+        before = token_calls(stack)
+        await api.user_info(oa_openid)
+        counts.append(token_calls(stack) - before)
+        # past it (grace 0): ours is refused with 40001 once, refreshed once, and the call succeeds
+        refresh_elsewhere(0)
+        before = token_calls(stack)
+        info = await api.user_info(oa_openid)
+        counts.append(token_calls(stack) - before)
+        await api.user_info(oa_openid)
+        counts.append(token_calls(stack) - before)
+        return info, counts
+
+    info, counts = run(stack, scenario)
+    assert info["openid"] == oa_openid and info["subscribe"] == 1
+    assert counts == [0, 1, 1]

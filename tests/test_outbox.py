@@ -23,6 +23,31 @@ CONTRACT = {"app_no": "20260226000123", "service_name": "企业新装", "contrac
 CATALOGUE = load_message_templates()
 
 
+@pytest.fixture(scope="module")
+def stack(workdir, mongodb_uri):
+    """The outbox tests' own backend, worker, sandbox and database: no other test's messages
+    queue ahead of theirs, and "nothing was sent" is counted once their worker is idle."""
+    s = Stack(workdir / "stack-outbox", mongodb_uri, extra_env={
+        "WX_OUTBOX_ACCOUNT_PAUSE": "1",
+        # WeChat forgets a client_msg_id after 10 minutes; here after 1 s, so a retry after a lost
+        # answer comes "later" than that and only the delivery receipt can prevent a second send
+        "WX_SANDBOX_CLIENT_MSG_ID_TTL": "1",
+        "WX_MP_TOKEN": "mptesttoken",  # the mini-program's message push: subscribe-message receipts
+    })
+    s.workdir.mkdir()
+    s.start()
+    yield s
+    s.stop()
+
+
+def wait_idle(stack, timeout: float = 20.0) -> None:
+    """Until the stack's worker holds no message and none is due: whatever it would do is done."""
+    def idle():
+        return stack.db.outbox.count_documents({"$or": [
+            {"status": "sending"}, {"status": "queued", "next_try_at": {"$lte": utcnow()}}]}) == 0
+    assert wait_until(idle, timeout), list(stack.db.outbox.find({"status": {"$in": ["sending", "queued"]}}))
+
+
 def with_services(stack, fn):
     """Run ``fn(notifications, outbox, db)`` in this process against the stack's database."""
     async def main():
@@ -185,6 +210,7 @@ def test_quota_pauses_the_template_until_midnight_in_shanghai(stack):
         second = notify(stack, mp_openid, "outage", {**data, "reason": "故障抢修"})
         doc2 = wait_until(lambda: (d := stack.db.outbox.find_one({"dedupe_key": second})) and d["attempts"] and d)
         assert doc2["status"] == "queued" and doc2["attempts"][0]["result"] == "paused"
+        wait_idle(stack)  # whatever the worker would do about either message is done: count now
         assert stack.sandbox_call("GET", "/sandbox/stats").json().get("template_send", 0) == calls
         assert oa_messages(stack, oa_openid) == []
     finally:
@@ -292,3 +318,127 @@ def test_webhook_opens_sealed_personal_data_only_in_the_signed_request(stack):
     h = request.headers
     assert h["X-Signature"] == request_signature(config.internal_secret, "POST", "/hook", h["X-Timestamp"],
                                                  h["X-Nonce"], request.body)
+
+
+# -- account-level faults: the operator's problem, never the customer's message ------------------
+def account_fault(stack, appid_env: str, errcode: int | None) -> None:
+    if errcode is None:
+        stack.sandbox_call("DELETE", "/sandbox/account-faults").raise_for_status()
+        return
+    resp = stack.sandbox_call("POST", "/sandbox/account-faults", json={"appid": stack.env[appid_env],
+                                                                      "errcode": errcode})
+    assert resp.status_code == 200, resp.text
+
+
+@pytest.mark.parametrize(("channel", "errcode"), [
+    ("official_account", 48001), ("official_account", 61004), ("official_account", 40125),
+    ("official_account", 40001), ("official_account", 89503), ("subscribe", 40164), ("subscribe", 40243),
+    ("subscribe", 48001), ("subscribe", 40013),
+])
+def test_account_fault_pauses_the_channel_and_keeps_the_message(stack, channel, errcode):
+    mp_openid, oa_openid, unionid = ids(f"acct{errcode}")
+    stack.login(mp_openid, unionid)
+    if channel == "official_account":
+        follow(stack, oa_openid, unionid)
+        assert wait_until(lambda: stack.db.users.find_one({"mp_openid": mp_openid, "oa_openid": oa_openid}))
+        appid_env = "WX_OA_APPID"
+    else:
+        accept(stack, mp_openid)
+        appid_env = "WX_MP_APPID"
+    account_fault(stack, appid_env, errcode)
+    try:
+        key = notify(stack, mp_openid)
+        doc = wait_until(lambda: (d := stack.db.outbox.find_one({"dedupe_key": key})) and d["attempts"] and d)
+        assert doc["attempts"][0]["result"] == "account_fault" and doc["attempts"][0]["errcode"] == errcode
+        assert doc["paused_on"] == channel
+        wait_idle(stack)
+        doc = stack.db.outbox.find_one({"dedupe_key": key})
+        assert doc["status"] == "queued", "the customer's message is kept, never undeliverable"
+        assert {a["result"] for a in doc["attempts"]} <= {"account_fault", "paused"}
+        assert doc["tries"] == 0
+        alerts = [line for line in stack.logs().splitlines()
+                  if "WECHAT ACCOUNT FAULT" in line and f"errcode {errcode}" in line and f"resume {channel}" in line]
+        assert len(alerts) == 1, alerts
+        assert f"python -m scripts.messages resume {channel}" in alerts[0]
+        assert stack.db.outbox_pauses.find_one({"_id": channel})["errcode"] == errcode
+    finally:
+        account_fault(stack, appid_env, None)
+    # fixed: the next probe sends it, through the same channel, once
+    doc = final(stack, key)
+    assert doc["status"] == "sent" and doc["channel"] == channel
+    received = oa_messages(stack, oa_openid) if channel == "official_account" else mp_messages(stack, mp_openid)
+    assert len(received) == 1
+    assert stack.db.outbox_pauses.find_one({"_id": channel}) is None
+
+
+def test_operator_resumes_a_paused_channel_at_once(stack):
+    import subprocess
+    import sys
+
+    from wx_backend.embedded import ROOT
+
+    mp_openid, _, unionid = ids("resume")
+    stack.login(mp_openid, unionid)
+    accept(stack, mp_openid)
+    # a long pause: only the operator's resume gets the message out quickly
+    stack.db.outbox_pauses.insert_one({"_id": "subscribe", "until": utcnow() + timedelta(hours=1), "errcode": 48001,
+                                       "strikes": 1, "at": utcnow(), "since": utcnow()})
+    try:
+        key = notify(stack, mp_openid)
+        doc = wait_until(lambda: (d := stack.db.outbox.find_one({"dedupe_key": key})) and d["attempts"] and d)
+        assert doc["status"] == "queued" and doc["attempts"][0]["result"] == "paused"
+        out = subprocess.run([sys.executable, "-m", "scripts.messages", "pauses"], env=stack.env, cwd=ROOT,
+                             capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "subscribe" in out.stdout and "errcode=48001" in out.stdout
+        out = subprocess.run([sys.executable, "-m", "scripts.messages", "resume", "subscribe"], env=stack.env,
+                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0 and "1 message(s) sent now" in out.stdout, out.stdout + out.stderr
+        doc = final(stack, key)
+        assert doc["status"] == "sent" and doc["channel"] == "subscribe"
+    finally:
+        stack.db.outbox_pauses.delete_many({"_id": "subscribe"})
+
+
+def test_retry_after_a_lost_answer_checks_the_receipt_and_sends_once(stack):
+    mp_openid, oa_openid, unionid = ids("lost")
+    stack.login(mp_openid, unionid)
+    follow(stack, oa_openid, unionid)
+    assert wait_until(lambda: stack.db.users.find_one({"mp_openid": mp_openid, "oa_openid": oa_openid}))
+    # WeChat sends the message and pushes its TEMPLATESENDJOBFINISH, but our call times out
+    stack.fault("template_send", "lost_answer")
+    doc = final(stack, notify(stack, mp_openid), timeout=30)
+    assert doc["status"] == "sent" and doc["channel"] == "official_account"
+    assert [a["result"] for a in doc["attempts"]] == ["unavailable", "receipt"]
+    wait_idle(stack)
+    [received] = oa_messages(stack, oa_openid)
+    assert doc["msgid"] == received["msgid"]
+    assert wait_until(lambda: (stack.db.outbox.find_one({"_id": doc["_id"]}).get("delivery") or {})
+                      .get("status") == "success")
+
+
+def test_subscribe_retry_after_a_lost_answer_spends_no_second_consent(stack):
+    mp_openid, _, unionid = ids("sublost")
+    stack.login(mp_openid, unionid)
+    accept(stack, mp_openid)  # one consent: one message
+    # WeChat delivers it (and pushes subscribe_msg_sent_event), but our call times out
+    stack.fault("subscribe_send", "lost_answer")
+    doc = final(stack, notify(stack, mp_openid), timeout=30)
+    assert doc["status"] == "sent" and doc["channel"] == "subscribe"
+    assert [a["result"] for a in doc["attempts"]] == ["unavailable", "receipt"]
+    [received] = mp_messages(stack, mp_openid)
+    assert doc["msgid"] == received["msgid"]
+
+
+def test_mini_program_push_needs_the_token_signature(stack):
+    from test_official_account import signed_query
+
+    body = {"FromUserName": "o_forged", "Event": "subscribe_msg_sent_event",
+            "List": {"TemplateId": "t", "MsgID": "1", "ErrorCode": "0", "ErrorStatus": "success"}}
+    forged = stack.api("POST", "/wechat/mini-program", params=signed_query("wrong-token"), json=body)
+    assert forged.status_code == 403
+    bad = stack.api("POST", "/wechat/mini-program", params=signed_query(stack.env["WX_MP_TOKEN"]), data=b"[1")
+    assert bad.status_code == 400
+    assert stack.db.subscribe_receipts.count_documents({"openid": "o_forged"}) == 0
+    good = stack.api("POST", "/wechat/mini-program", params=signed_query(stack.env["WX_MP_TOKEN"]), json=body)
+    assert good.status_code == 200 and good.text == "success"
+    assert stack.db.subscribe_receipts.count_documents({"openid": "o_forged", "errcode": 0}) == 1

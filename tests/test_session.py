@@ -116,3 +116,45 @@ def test_request_id_is_echoed_only_from_trusted_proxy(stack):
     resp = stack.api("GET", "/healthz", headers={"X-Request-Id": "bad id with spaces"})
     assert resp.headers["X-Request-Id"] != "bad id with spaces"
     assert "abcdef0123456789" in stack.logs()
+
+
+# -- WeChat's login errors: the customer's, the quota's and the operator's ---------------------
+def test_minute_quota_is_429_with_retry_after(stack):
+    # WeChat counts code2session calls per user per minute (100): the sandbox's quota is spent
+    for _ in range(100):
+        direct = stack.sandbox_call("GET", "/sns/jscode2session", params={
+            "appid": stack.env["WX_MP_APPID"], "secret": stack.env["WX_MP_SECRET"],
+            "js_code": stack.login_code("o_quota_login"), "grant_type": "authorization_code"})
+        assert "openid" in direct.json(), direct.text
+    resp = stack.api("POST", "/api/v1/session", json={"code": stack.login_code("o_quota_login")})
+    assert resp.status_code == 429, resp.text
+    assert error_of(resp)["code"] == "wechat_login_rate_limited"
+    assert resp.headers["Retry-After"] == "60"
+    assert stack.db.users.count_documents({"mp_openid": "o_quota_login"}) == 0
+
+
+def test_high_risk_user_is_403_with_wechats_reason(stack):
+    stack.sandbox_call("POST", "/sandbox/mp/high-risk", json={"openid": "o_high_risk"}).raise_for_status()
+    try:
+        resp = stack.api("POST", "/api/v1/session", json={"code": stack.login_code("o_high_risk")})
+    finally:
+        stack.sandbox_call("DELETE", "/sandbox/mp/high-risk")
+    assert resp.status_code == 403, resp.text
+    err = error_of(resp)
+    assert err["code"] == "wechat_high_risk_user" and "高风险" in err["message"]
+    assert stack.db.users.count_documents({"mp_openid": "o_high_risk"}) == 0
+
+
+def test_bad_app_credentials_are_503_and_alert_the_operator(stack):
+    for errcode in (40125, 40013):
+        stack.sandbox_call("POST", "/sandbox/account-faults", json={
+            "appid": stack.env["WX_MP_APPID"], "errcode": errcode}).raise_for_status()
+        try:
+            resp = stack.api("POST", "/api/v1/session", json={"code": stack.login_code(f"o_secret_{errcode}")})
+        finally:
+            stack.sandbox_call("DELETE", "/sandbox/account-faults")
+        assert resp.status_code == 503, resp.text
+        assert error_of(resp)["code"] == "wechat_login_unavailable"
+        line = f"WECHAT ACCOUNT FAULT mini-program: errcode {errcode}"
+        assert any(line in log_line for log_line in stack.logs().splitlines()), "one alert line for the operator"
+    assert stack.api("POST", "/api/v1/session", json={"code": stack.login_code("o_secret_fixed")}).status_code == 200

@@ -106,6 +106,11 @@ SETTINGS: dict[str, Setting] = {
         "WX_OA_TOKEN", None, "official-account server Token (callback signature)",
         dev_default="oadevtoken", secret=True,
     ),
+    "mp_token": Setting(
+        "WX_MP_TOKEN", "",
+        "mini-program message-push Token (JSON, plain mode): receives subscribe-message delivery results; "
+        "empty = not configured", dev_default="mpdevtoken", secret=True,
+    ),
     "oa_aes_key": Setting(
         "WX_OA_AES_KEY", "", "official-account EncodingAESKey (43 characters); empty for plain mode",
         secret=True,
@@ -185,6 +190,11 @@ SETTINGS: dict[str, Setting] = {
     ),
     "outbox_poll": Setting("WX_OUTBOX_POLL", 1.0, "seconds an idle worker waits before looking again",
                            parse=float),
+    "outbox_account_pause": Setting(
+        "WX_OUTBOX_ACCOUNT_PAUSE", 60.0,
+        "seconds a channel pauses after an account-level WeChat fault (doubles per failed probe, at most 30 min)",
+        parse=float,
+    ),
     "sandbox_template_quota": Setting(
         "WX_SANDBOX_TEMPLATE_QUOTA", 100000, "sandbox only: template messages per day before 45009", parse=int,
     ),
@@ -218,6 +228,19 @@ SETTINGS: dict[str, Setting] = {
         "WX_SANDBOX_LATENCY_MS", 0.0,
         "sandbox only: milliseconds every WeChat and SMS endpoint waits before answering (see /sandbox/latency)",
         parse=float,
+    ),
+    "sandbox_token_grace": Setting(
+        "WX_SANDBOX_TOKEN_GRACE", 300.0,
+        "sandbox only: seconds a replaced access token keeps working (WeChat: about 5 minutes)", parse=float,
+    ),
+    "sandbox_client_msg_id_ttl": Setting(
+        "WX_SANDBOX_CLIENT_MSG_ID_TTL", 600.0,
+        "sandbox only: seconds a template message's client_msg_id is remembered (WeChat: 10 minutes)", parse=float,
+    ),
+    "sandbox_push_timeout": Setting(
+        "WX_SANDBOX_PUSH_TIMEOUT", 5.0,
+        "sandbox only: seconds the sandbox waits for the official-account callback's answer before pushing "
+        "again (WeChat: 5 s, three tries)", parse=float,
     ),
     "sms_provider": Setting(
         "WX_SMS_PROVIDER", "disabled",

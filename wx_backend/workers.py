@@ -109,7 +109,8 @@ class OutboxWorker:
             log.warning("outbox %s: claim lost before recording %s", doc["_id"], outcome.status)
         else:
             log.info("outbox %s %s -> %s", doc["kind"], doc["dedupe_key"], outcome.status)
-            if outcome.status == "sent" and outcome.fields.get("msgid"):
+            fields = outcome.fields
+            if outcome.status == "sent" and fields.get("msgid") and fields.get("channel") == "official_account":
                 await self.outbox.sent_template(outcome.fields["msgid"], doc["_id"])
 
 

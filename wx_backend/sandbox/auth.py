@@ -6,11 +6,18 @@ import secrets
 import time
 from collections import deque
 
-from .base import JSONAPIHandler
+from .account_faults import check_token_endpoint, faults
+from .base import JSONAPIHandler, SandboxHandler
 from .state import SandboxError
 
 CODE_LIFETIME = 300.0
 LOGIN_RATE = 100  # calls per minute per user before 45011
+SECRET_FAULTS = {40125, 40013, 40243}  # account faults code2session answers (it takes the secret)
+
+
+def high_risk(state) -> set[str]:
+    """Openids WeChat's security checks flag as high-risk: their login answers 40226."""
+    return state.extra.setdefault("high_risk_openids", set())
 
 
 class TokenHandler(JSONAPIHandler):
@@ -25,6 +32,7 @@ class TokenHandler(JSONAPIHandler):
             raise SandboxError(40013, "invalid appid")
         if self.get_argument("secret", "") != self.state.apps[appid]:
             raise SandboxError(40125, "invalid appsecret")
+        check_token_endpoint(self.state, appid)
         token, ttl = self.state.issue_token(appid)
         self.write_json({"access_token": token, "expires_in": ttl})
 
@@ -40,6 +48,8 @@ class Code2SessionHandler(JSONAPIHandler):
             raise SandboxError(40013, "invalid appid")
         if self.get_argument("secret", "") != state.config.mp_secret:
             raise SandboxError(40125, "invalid appsecret")
+        if faults(state).get(appid) in SECRET_FAULTS:
+            check_token_endpoint(state, appid)
         if self.get_argument("grant_type", "") != "authorization_code":
             raise SandboxError(40002, "invalid grant_type")
         code = state.login_codes.get(self.get_argument("js_code", ""))
@@ -55,13 +65,32 @@ class Code2SessionHandler(JSONAPIHandler):
             raise SandboxError(45011, "api minute-quota reach limit mustslower retry next minute")
         calls.append(now)
         code.used = True
+        if code.openid in high_risk(state):
+            raise SandboxError(40226, "high risk user, login refused")
         body = {"openid": code.openid, "session_key": secrets.token_urlsafe(16)}
         if code.unionid:
             body["unionid"] = code.unionid
         self.write_json(body)
 
 
+class HighRiskHandler(SandboxHandler):
+    """``POST /sandbox/mp/high-risk {"openid"}``: WeChat flags the user; ``DELETE`` clears every flag."""
+
+    async def post(self) -> None:
+        openid = self.json_body().get("openid")
+        if not isinstance(openid, str) or not openid:
+            self.write_json({"error": "openid is required"}, status=400)
+            return
+        high_risk(self.state).add(openid)
+        self.write_json({"openid": openid, "high_risk": True})
+
+    async def delete(self) -> None:
+        high_risk(self.state).clear()
+        self.write_json({"cleared": True})
+
+
 routes = [
     (r"/cgi-bin/token", TokenHandler),
     (r"/sns/jscode2session", Code2SessionHandler),
+    (r"/sandbox/mp/high-risk", HighRiskHandler),
 ]

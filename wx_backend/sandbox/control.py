@@ -61,9 +61,24 @@ class StatsHandler(SandboxHandler):
 
 
 class ExpireTokensHandler(SandboxHandler):
+    """No body: every issued token is expired (42001). ``{"appid", "refresh": true, "grace": s}``:
+    another process fetches a new token for ``appid``; the current ones stop working after
+    ``grace`` seconds (default ``WX_SANDBOX_TOKEN_GRACE``), then answer 40001."""
+
     async def post(self) -> None:
-        self.state.expire_tokens()
-        self.write_json({"expired": True})
+        body = self.json_body() if self.request.body else {}
+        if not body.get("refresh"):
+            self.state.expire_tokens()
+            self.write_json({"expired": True})
+            return
+        appid, grace = body.get("appid"), body.get("grace")
+        if appid not in self.state.apps or not (grace is None or (isinstance(grace, int | float)
+                                                                   and not isinstance(grace, bool) and grace >= 0)):
+            self.write_json({"error": "appid of a known app; grace a number of seconds"}, status=400)
+            return
+        self.state.issue_token(appid, grace=grace)
+        self.write_json({"refreshed": appid, "grace": self.state.config.sandbox_token_grace if grace is None
+                         else grace})
 
 
 class LatencyHandler(SandboxHandler):

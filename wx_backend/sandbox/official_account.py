@@ -23,13 +23,13 @@ from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.utils import WeChatSigner
 
-from ..services.notifications import load_message_templates
+from .account_faults import token_appid
 from .base import JSONAPIHandler, SandboxHandler
 from .state import SandboxError, SandboxState
+from .templates import TEMPLATE_MESSAGE_TEMPLATES, check_data
 
 log = logging.getLogger(__name__)
 
-KEYWORD_LIMIT = 20
 RECEIPT_DELAY = 0.1  # seconds between accepting a template message and pushing its receipt
 GH_ID = "gh_sandbox00001"
 
@@ -38,8 +38,8 @@ GH_ID = "gh_sandbox00001"
 class OfficialAccountState:
     followers: dict[str, dict[str, Any]] = field(default_factory=dict)  # openid -> {unionid, subscribe, ...}
     messages: list[dict[str, Any]] = field(default_factory=list)
-    client_msg_ids: dict[tuple[str, str], int] = field(default_factory=dict)
-    templates: dict[str, set[str]] = field(default_factory=dict)  # template_id -> keywords
+    client_msg_ids: dict[tuple[str, str], tuple[int, float]] = field(default_factory=dict)  # -> msgid, when
+    templates: dict[str, tuple[str, ...]] = field(default_factory=lambda: dict(TEMPLATE_MESSAGE_TEMPLATES))
     quota: int = 100000
     day: date | None = None
     sent_today: int = 0
@@ -52,10 +52,7 @@ def oa_state(state: SandboxState) -> OfficialAccountState:
     oa = state.extra.get("oa")
     if oa is None:
         config = state.config
-        oa = OfficialAccountState(
-            templates=load_message_templates(config.messages_file or None).template_keys("official_account"),
-            quota=config.sandbox_template_quota,
-        )
+        oa = OfficialAccountState(quota=config.sandbox_template_quota)
         state.extra["oa"] = oa
     return oa
 
@@ -76,8 +73,29 @@ def event_xml(openid: str, create_time: int, event: str, **extra: str) -> str:
     return "<xml>" + "".join(parts) + "</xml>"
 
 
+PUSH_TRIES = 3  # WeChat: no answer within 5 s, the connection is dropped and the push sent again
+
+
 async def push(state: SandboxState, xml: str) -> tuple[int, str]:
-    """POST a push to the backend's callback as WeChat would; ``(status, body)`` of its answer."""
+    """POST a push to the backend's callback as WeChat would; ``(status, body)`` of the answer heard.
+
+    As WeChat does, a push that gets no answer within ``WX_SANDBOX_PUSH_TIMEOUT`` (5 s), or no
+    connection, is sent again, three tries in all, each freshly signed. The fault
+    ``oa_push``/``lost_answer`` makes the sandbox miss one answer (it came too late), so the
+    backend sees the same push twice. ``state.extra["oa_push_tries"]`` counts the tries.
+    """
+    status, answer = 599, "no answer"
+    for _ in range(PUSH_TRIES):
+        state.extra["oa_push_tries"] = state.extra.get("oa_push_tries", 0) + 1
+        status, answer = await _push_once(state, xml)
+        if state.take_fault("oa_push") == "lost_answer":
+            status, answer = 599, "answer too late"
+        if status != 599:
+            break
+    return status, answer
+
+
+async def _push_once(state: SandboxState, xml: str) -> tuple[int, str]:
     config = state.config
     timestamp, nonce = str(int(time.time())), str(secrets.randbelow(10**9))
     query = {"signature": _sign(config.oa_token, timestamp, nonce), "timestamp": timestamp, "nonce": nonce}
@@ -91,10 +109,13 @@ async def push(state: SandboxState, xml: str) -> tuple[int, str]:
     url = config.sandbox_callback_base.rstrip("/") + "/wechat/official-account?" + urlencode(query)
     try:
         resp = await AsyncHTTPClient().fetch(HTTPRequest(
-            url, method="POST", body=body.encode(), headers={"Content-Type": "text/xml"}, request_timeout=5.0,
+            url, method="POST", body=body.encode(), headers={"Content-Type": "text/xml"},
+            connect_timeout=config.sandbox_push_timeout, request_timeout=config.sandbox_push_timeout,
         ))
         return resp.code, resp.body.decode(errors="replace")
     except HTTPClientError as exc:
+        if exc.code == 599:
+            return 599, "timeout"
         return exc.code, (exc.response.body.decode(errors="replace") if exc.response else str(exc))
     except OSError as exc:
         return 599, type(exc).__name__
@@ -112,7 +133,7 @@ class UserInfoHandler(JSONAPIHandler):
 
     async def get(self) -> None:
         await self.begin()
-        if self.state.check_token(self.get_argument("access_token", "")) != self.state.config.oa_appid:
+        if token_appid(self.state, self.get_argument("access_token", "")) != self.state.config.oa_appid:
             raise SandboxError(40001, "invalid credential, access_token is invalid or not latest")
         openid = self.get_argument("openid", "")
         follower = oa_state(self.state).followers.get(openid)
@@ -135,7 +156,7 @@ class TemplateSendHandler(JSONAPIHandler):
     async def post(self) -> None:
         fault = await self.begin()
         state, oa = self.state, oa_state(self.state)
-        if state.check_token(self.get_argument("access_token", "")) != state.config.oa_appid:
+        if token_appid(state, self.get_argument("access_token", "")) != state.config.oa_appid:
             raise SandboxError(40001, "invalid credential, access_token is invalid or not latest")
         body = self.json_body()
         touser, template_id = body.get("touser"), body.get("template_id")
@@ -146,12 +167,9 @@ class TemplateSendHandler(JSONAPIHandler):
         if template_id not in oa.templates:
             raise SandboxError(40037, "invalid template_id")
         data = body.get("data")
-        if not isinstance(data, dict):
-            raise SandboxError(47003, "argument invalid! data")
-        for keyword in sorted(oa.templates[template_id]):
-            value = (data.get(keyword) or {}).get("value") if isinstance(data.get(keyword), dict) else None
-            if not isinstance(value, str) or not value or len(value) > KEYWORD_LIMIT:
-                raise SandboxError(47003, f"argument invalid! data.{keyword}.value")
+        refused = check_data(oa.templates[template_id], data)
+        if refused:
+            raise SandboxError(47003, f"argument invalid! {refused} rule not matched")
         miniprogram = body.get("miniprogram")
         if miniprogram is not None:
             if not isinstance(miniprogram, dict) or miniprogram.get("appid") != state.config.mp_appid:
@@ -159,9 +177,10 @@ class TemplateSendHandler(JSONAPIHandler):
             if not isinstance(miniprogram.get("pagepath"), str) or not miniprogram["pagepath"]:
                 raise SandboxError(47003, "argument invalid! miniprogram.pagepath")
         client_msg_id = body.get("client_msg_id")
-        if isinstance(client_msg_id, str) and (touser, client_msg_id) in oa.client_msg_ids:
-            oa.repeats += 1
-            self.write_json({"errcode": 0, "errmsg": "ok", "msgid": oa.client_msg_ids[(touser, client_msg_id)]})
+        remembered = oa.client_msg_ids.get((touser, client_msg_id)) if isinstance(client_msg_id, str) else None
+        if remembered and time.time() - remembered[1] < state.config.sandbox_client_msg_id_ttl:
+            oa.repeats += 1  # WeChat remembers a client_msg_id for 10 minutes, then sends anew
+            self.write_json({"errcode": 0, "errmsg": "ok", "msgid": remembered[0]})
             return
         today = date.today()
         if oa.day != today:
@@ -172,17 +191,19 @@ class TemplateSendHandler(JSONAPIHandler):
         oa.next_msgid += 1
         msgid = oa.next_msgid
         if isinstance(client_msg_id, str):
-            oa.client_msg_ids[(touser, client_msg_id)] = msgid
+            oa.client_msg_ids[(touser, client_msg_id)] = (msgid, time.time())
         oa.messages.append({
             "msgid": msgid, "touser": touser, "template_id": template_id,
             "data": {k: v.get("value") for k, v in data.items() if isinstance(v, dict)},
             "miniprogram": miniprogram, "url": body.get("url"), "client_msg_id": client_msg_id,
             "at": time.time(),
         })
-        self.write_json({"errcode": 0, "errmsg": "ok", "msgid": msgid})
         asyncio.get_running_loop().call_later(RECEIPT_DELAY, lambda: asyncio.ensure_future(
             push(state, event_xml(touser, int(time.time()), "TEMPLATESENDJOBFINISH",
                                   MsgID=str(msgid), Status="success"))))
+        if fault == "lost_answer":  # sent, but the answer never reaches the caller in time
+            await asyncio.sleep(state.timeout_delay)
+        self.write_json({"errcode": 0, "errmsg": "ok", "msgid": msgid})
 
 
 class FollowHandler(SandboxHandler):
@@ -198,8 +219,10 @@ class FollowHandler(SandboxHandler):
         previous = oa.followers.get(openid, {})
         oa.followers[openid] = {"unionid": unionid or previous.get("unionid"), "subscribe": True,
                                 "subscribe_time": int(time.time())}
+        tries = self.state.extra.get("oa_push_tries", 0)
         status, answer = await push(self.state, event_xml(openid, _event_time(oa, openid), "subscribe"))
-        self.write_json({"status": status, "body": answer})
+        self.write_json({"status": status, "body": answer,
+                         "tries": self.state.extra.get("oa_push_tries", 0) - tries})
 
 
 class UnfollowHandler(SandboxHandler):

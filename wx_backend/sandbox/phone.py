@@ -14,6 +14,7 @@ import secrets
 import time
 from dataclasses import dataclass
 
+from .account_faults import token_appid
 from .base import JSONAPIHandler, SandboxHandler
 from .state import SandboxError, SandboxState
 
@@ -64,12 +65,12 @@ class GetUserPhoneNumberHandler(JSONAPIHandler):
 
     async def post(self) -> None:
         await self.begin()
-        token_appid = self.state.check_token(self.get_argument("access_token", ""))
+        caller = token_appid(self.state, self.get_argument("access_token", ""))
         code = self.json_body().get("code")
         issued = phone_codes(self.state).get(code) if isinstance(code, str) else None
         if issued is None or issued.used or time.time() - issued.issued_at > CODE_LIFETIME:
             raise SandboxError(40029, "invalid code")
-        if issued.appid != token_appid:
+        if issued.appid != caller:
             raise SandboxError(40013, "invalid appid")
         issued.used = True
         prefix = "" if issued.country_code == "86" else f"+{issued.country_code}"

@@ -13,10 +13,9 @@ from typing import Any
 
 from ..config import Config
 
-TOKEN_GRACE = 300.0  # seconds a replaced access token keeps working
 KNOWN_FAULTS = {
     "timeout", "system_error", "bad_signature", "duplicate_notify", "quota", "bank_error",
-    "unsubscribed", "late_notify", "drop_notify", "frequency_limited",
+    "unsubscribed", "late_notify", "drop_notify", "frequency_limited", "lost_answer",
 }
 
 
@@ -86,11 +85,13 @@ class SandboxState:
         return [{"fault": fault, "match": match} for fault, match in self.faults.get(endpoint, ())]
 
     # -- access tokens --------------------------------------------------------
-    def issue_token(self, appid: str, ttl: int = 7200) -> tuple[str, int]:
+    def issue_token(self, appid: str, ttl: int = 7200, grace: float | None = None) -> tuple[str, int]:
+        """A new token; the app's earlier ones keep working ``grace`` seconds (``WX_SANDBOX_TOKEN_GRACE``)."""
         now = time.time()
+        grace = self.config.sandbox_token_grace if grace is None else grace
         for issued in self.tokens.values():
-            if issued.appid == appid and issued.retired_at is None:
-                issued.retired_at = now + TOKEN_GRACE
+            if issued.appid == appid and (issued.retired_at is None or issued.retired_at > now + grace):
+                issued.retired_at = now + grace
         token = secrets.token_urlsafe(96)[:128]
         self.tokens[token] = IssuedToken(appid=appid, expires_at=now + ttl)
         return token, ttl

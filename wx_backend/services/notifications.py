@@ -28,6 +28,8 @@ from ..db import utcnow
 from ..errors import ValidationFailed, WeChatUnavailable
 from ..pages import page_url
 from ..wechat import WeChat, WeChatAPIError
+from ..wechat.account_faults import alert_line, is_account_fault
+from .keywords import RULES, fit, keyword_type
 from .outbox import Outbox
 
 log = logging.getLogger(__name__)
@@ -39,11 +41,10 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 # WeChat's answers that mean "this channel will never reach this user": try the next one
 CHANNEL_FINAL = {40003, 43004, 43101}
 # transient: try again later (-1 arrives as WeChatUnavailable)
-TRANSIENT = {-1, 45011}
+TRANSIENT = {-1, 45011, 43108}  # 43108: concurrent sends to one user
 QUOTA = 45009
-TEMPLATE_KEYWORD_LIMIT = 20
-SUBSCRIBE_LIMITS = {"thing": 20, "phrase": 5, "character_string": 32, "number": 32, "letter": 32,
-                    "car_number": 8, "name": 10}
+CHANNEL_APPS = {"official_account": "official account (template messages)",
+                "subscribe": "mini-program (subscribe messages)"}
 
 
 @dataclass(frozen=True)
@@ -72,15 +73,6 @@ class MessageTemplates:
     def __contains__(self, key: str) -> bool:
         return key in self.messages
 
-    def template_keys(self, channel: str) -> dict[str, set[str]]:
-        """``{template_id: keywords}`` of one channel (``official_account`` or ``subscribe``)."""
-        found: dict[str, set[str]] = {}
-        for message in self.messages.values():
-            template = getattr(message, channel)
-            if template:
-                found.setdefault(template.template_id, set()).update(template.data)
-        return found
-
 
 def load_message_templates(path: str | Path | None = None) -> MessageTemplates:
     """Read the message templates; a missing field or template is an error naming the message."""
@@ -97,6 +89,9 @@ def load_message_templates(path: str | Path | None = None) -> MessageTemplates:
                 continue
             if not spec.get("template_id") or not isinstance(spec.get("data"), dict):
                 raise ValueError(f"{path}: [{key}.{channel}] needs template_id and data")
+            unknown = [name for name in spec["data"] if keyword_type(name) not in RULES]
+            if unknown:  # the name declares the type: thing2, character_string1, time3 ...
+                raise ValueError(f"{path}: [{key}.{channel}] keywords of no WeChat type: {unknown}")
             templates[channel] = Template(spec["template_id"], dict(spec["data"]))
         if not any(templates.values()):
             raise ValueError(f"{path}: [{key}] has no official_account or subscribe template")
@@ -116,23 +111,11 @@ def _values(data: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def render(template: Template, data: dict[str, Any], channel: str) -> dict[str, str]:
-    """The keyword values of ``template`` for ``data``, cut to WeChat's length limits."""
+    """The keyword values of ``template`` for ``data``, as WeChat accepts them by keyword type
+    (``services/keywords.py``); ``ValueError`` if one cannot be (the channel is then skipped)."""
     values = _values(data)
-    out = {}
-    for keyword, fmt in template.data.items():
-        text = fmt.format_map(values)
-        if channel == "official_account":
-            limit = TEMPLATE_KEYWORD_LIMIT
-        else:
-            kind = keyword.rstrip("0123456789")
-            limit = SUBSCRIBE_LIMITS.get(kind, 20)
-        out[keyword] = _cut(text, limit)
-    return out
+    return {keyword: fit(keyword, fmt.format_map(values)) for keyword, fmt in template.data.items()}
 
 
 def next_shanghai_midnight(now: datetime | None = None) -> datetime:
@@ -163,6 +146,7 @@ class Notifications:
         self.wechat = wechat
         self.mp_appid = config.mp_appid
         self.public_base = config.public_base
+        self.account_pause = config.outbox_account_pause
         self.templates = load_message_templates(config.messages_file or None)
 
     async def notify_user(self, user_id: ObjectId | str, message: str, data: dict[str, Any],
@@ -238,16 +222,31 @@ class Notifications:
             channels.append(("subscribe", entry.subscribe, user["mp_openid"]))
         for channel, template, openid in channels:
             pause_key = f"{channel}:{template.template_id}"
-            until = await self.outbox.paused_until(pause_key)
-            if until:
-                attempts.append(attempt(channel, "paused", until=until))
-                return Outcome("retry", attempts, {"channels_done": sorted(done)}, retry_at=until, count_try=False)
+            for key in (channel, pause_key):  # the whole channel (account fault), the template (quota)
+                until = await self.outbox.paused_until(key)
+                if until:
+                    attempts.append(attempt(channel, "paused", until=until))
+                    return Outcome("retry", attempts, {"channels_done": sorted(done), "paused_on": key},
+                                   retry_at=until, count_try=False)
+            uncertain = (doc.get("uncertain") or {}).get(channel)
+            if uncertain:  # an earlier answer was lost: did WeChat send it? its receipt says so
+                if channel == "official_account":
+                    receipt = await self.outbox.unclaimed_receipt(openid, uncertain, doc["_id"])
+                else:  # no second consent spent on a message that went out
+                    receipt = await self.outbox.unclaimed_subscribe_receipt(openid, template.template_id, uncertain,
+                                                                            doc["_id"])
+                if receipt:
+                    attempts.append(attempt(channel, "receipt", msgid=receipt["_id"]))
+                    return Outcome("sent", attempts, {"channel": channel, "template_id": template.template_id,
+                                                      "msgid": receipt["_id"], "touser": openid,
+                                                      "channels_done": sorted(done)})
             try:
                 values = render(template, data, channel)
             except (KeyError, ValueError) as exc:
                 attempts.append(attempt(channel, "bad_data", detail=str(exc)))
                 done.add(channel)
                 continue
+            started = utcnow()
             try:
                 if channel == "official_account":
                     msgid = await self.wechat.official_account.send_template(
@@ -259,15 +258,22 @@ class Notifications:
                     fields: dict[str, Any] = {"channel": channel, "template_id": template.template_id,
                                               "msgid": msgid, "touser": openid}
                 else:
-                    await self.wechat.miniprogram.send_subscribe(openid, template.template_id, values, page)
+                    result = await self.wechat.miniprogram.send_subscribe(openid, template.template_id, values, page)
                     fields = {"channel": channel, "template_id": template.template_id, "touser": openid}
+                    if result.get("msgid"):
+                        fields["msgid"] = int(result["msgid"])
             except WeChatUnavailable as exc:
                 attempts.append(attempt(channel, "unavailable", detail=_reason(exc)))
-                return Outcome("retry", attempts, {"channels_done": sorted(done)})
+                fields = {"channels_done": sorted(done)}
+                if not uncertain:  # WeChat may have sent it: the retry looks for its receipt first
+                    fields[f"uncertain.{channel}"] = started
+                return Outcome("retry", attempts, fields)
             except WeChatAPIError as exc:
                 if exc.errcode in TRANSIENT:
                     attempts.append(attempt(channel, "retry", errcode=exc.errcode))
                     return Outcome("retry", attempts, {"channels_done": sorted(done)})
+                if is_account_fault(exc.errcode):
+                    return await self._account_fault(channel, exc.errcode, attempts, done)
                 if exc.errcode == QUOTA:
                     until = next_shanghai_midnight()
                     await self.outbox.pause(pause_key, until)
@@ -283,10 +289,26 @@ class Notifications:
                                                    {"$set": {"oa_unsubscribed": True}})
                 continue
             attempts.append(attempt(channel, "sent", **({"msgid": fields["msgid"]} if "msgid" in fields else {})))
+            if await self.outbox.clear_pause(channel):
+                log.warning("WECHAT ACCOUNT FAULT cleared: %s messages are sent again", channel)
             return Outcome("sent", attempts, {**fields, "channels_done": sorted(done)})
         if not attempts:
             attempts.append(attempt("none", "no_channel"))
         return Outcome("undeliverable", attempts, {"channels_done": sorted(done)})
+
+    async def _account_fault(self, channel: str, errcode: int, attempts: list[dict[str, Any]],
+                             done: set[str]) -> Outcome:
+        """The app's WeChat account needs the operator: the channel waits, the message is kept."""
+        until, strikes = await self.outbox.pause_channel(channel, errcode, self.account_pause)
+        if strikes > 1:  # a probe after the pause: still broken, the alert stands
+            log.info("%s still refused by WeChat (%s); paused until %s", channel, errcode, until)
+        elif strikes == 1:
+            log.error(alert_line(CHANNEL_APPS[channel], errcode,
+                                 f"{channel} messages paused until {until:%Y-%m-%d %H:%M:%S} UTC, then tried again; "
+                                 f"after fixing it resume at once: python -m scripts.messages resume {channel}"))
+        attempts.append(attempt(channel, "account_fault", errcode=errcode, until=until))
+        return Outcome("retry", attempts, {"channels_done": sorted(done), "paused_on": channel},
+                       retry_at=until, count_try=False)
 
 
 def _reason(exc: WeChatUnavailable) -> str:

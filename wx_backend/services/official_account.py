@@ -33,6 +33,7 @@ from ..config import Config
 from ..db import utcnow
 from ..errors import AppError, BadRequest, Forbidden, WeChatUnavailable
 from ..wechat import WeChat, WeChatAPIError
+from ..wechat.account_faults import alert_line, is_account_fault
 from ..wechat.callback import CallbackCrypto, CallbackRejected
 from .outbox import Outbox
 
@@ -107,18 +108,19 @@ class OfficialAccountService:
             raise CallbackMalformed(details={"reason": "fields"}) from exc
         if not fields.get("FromUserName") or not fields.get("MsgType"):
             raise CallbackMalformed(details={"reason": "fields"})
-        if not await self._first_time(fields):
-            return CallbackReply("success", "text/plain; charset=UTF-8")
-        reply = await self._dispatch(message, fields)
+        key = _push_key(fields)
+        if await self._first_time(key, fields):
+            reply = await self._dispatch(message, fields)
+            if reply is not None:  # kept for WeChat's retry of this push, should our answer be late
+                await self.db.oa_events.update_one({"_id": key}, {"$set": {"reply": reply}})
+        else:  # WeChat's retry (it heard no answer in 5 s): the same reply, nothing done twice
+            seen = await self.db.oa_events.find_one({"_id": key}, {"reply": 1})
+            reply = (seen or {}).get("reply")
         if reply is None:
             return CallbackReply("success", "text/plain; charset=UTF-8")
         return CallbackReply(self.crypto.seal(reply, query.get("nonce") or None))
 
-    async def _first_time(self, fields: dict[str, str]) -> bool:
-        if fields.get("MsgId"):
-            key = f"msg:{fields['MsgId']}"
-        else:
-            key = f"event:{fields['FromUserName']}:{fields.get('CreateTime', '')}:{fields.get('Event', '')}"
+    async def _first_time(self, key: str, fields: dict[str, str]) -> bool:
         try:
             await self.db.oa_events.insert_one({
                 "_id": key, "openid": fields["FromUserName"], "type": fields.get("MsgType"),
@@ -145,7 +147,7 @@ class OfficialAccountService:
         if event == "templatesendjobfinish":
             msgid = _int(fields.get("MsgID"))
             if msgid:
-                await self.outbox.record_receipt(msgid, fields.get("Status", ""))
+                await self.outbox.record_receipt(msgid, fields.get("Status", ""), openid)
             return None
         if event == "click":
             text = self.replies.get("menu", {}).get(fields.get("EventKey", ""))
@@ -208,7 +210,11 @@ class OfficialAccountService:
                 await asyncio.sleep(delay)
                 delay *= 2
             except WeChatAPIError as exc:
-                log.warning("user info refused: %s", exc.errcode)
+                if is_account_fault(exc.errcode):
+                    log.error(alert_line("official account", exc.errcode,
+                                         "new followers are linked at their next login instead"))
+                else:
+                    log.warning("user info refused: %s", exc.errcode)
                 return
         unionid = info.get("unionid")
         if not unionid:
@@ -235,6 +241,13 @@ async def link_follower_on_login(db: AsyncDatabase, user: dict[str, Any]) -> dic
     await db.users.update_one({"_id": user["_id"]}, {"$set": update})
     await db.oa_followers.update_one({"_id": follower["_id"]}, {"$set": {"linked": True}})
     return {**user, **update}
+
+
+def _push_key(fields: dict[str, str]) -> str:
+    """What makes a push unique: its MsgId (messages), else FromUserName + CreateTime (+ Event)."""
+    if fields.get("MsgId"):
+        return f"msg:{fields['MsgId']}"
+    return f"event:{fields['FromUserName']}:{fields.get('CreateTime', '')}:{fields.get('Event', '')}"
 
 
 def _int(value: str | None) -> int:

@@ -28,6 +28,7 @@ from ..db import utcnow
 log = logging.getLogger(__name__)
 
 CLAIM_WINDOW = 20  # due messages looked at per claim
+MAX_ACCOUNT_PAUSE = 1800.0  # seconds: the longest a channel waits between probes of a faulty account
 FINAL = ("sent", "undeliverable", "failed", "skipped")
 KINDS = ("notify", "webhook", "email")
 
@@ -38,6 +39,8 @@ INDEXES = {
         IndexModel([("msgid", ASCENDING)]),
         IndexModel([("user_id", ASCENDING)]),
     ],
+    "template_receipts": [IndexModel([("openid", ASCENDING), ("at", ASCENDING)])],
+    "subscribe_receipts": [IndexModel([("openid", ASCENDING), ("template_id", ASCENDING), ("at", ASCENDING)])],
 }
 
 
@@ -128,7 +131,7 @@ class Outbox:
         })
         return result.modified_count == 1
 
-    # -- pauses (45009: a template's daily quota is spent) ------------------------------
+    # -- pauses (45009: a template's daily quota is spent; account faults: a whole channel) --
     async def paused_until(self, key: str) -> datetime | None:
         doc = await self.db.outbox_pauses.find_one({"_id": key})
         if doc and doc["until"] > utcnow():
@@ -139,15 +142,61 @@ class Outbox:
         await self.db.outbox_pauses.update_one({"_id": key}, {"$set": {"until": until, "at": utcnow()}},
                                                upsert=True)
 
+    # -- account pauses (the operator must fix the WeChat account) -------------------------
+    async def pause_channel(self, channel: str, errcode: int, base: float) -> tuple[datetime, int]:
+        """Pause a whole channel after an account-level fault: ``(until, strikes)``, ``strikes``
+        counting this sender's pause (1 = the fault is new) or 0 if another sender paused it.
+
+        The first pause lasts ``base`` seconds; each failed probe after one ran out doubles it
+        (at most ``MAX_ACCOUNT_PAUSE``). Concurrent senders meeting the same fault share one pause.
+        """
+        now = utcnow()
+        doc = await self.db.outbox_pauses.find_one({"_id": channel})
+        if doc and doc["until"] > now:
+            return doc["until"], 0
+        strikes = (doc or {}).get("strikes", 0) + 1
+        until = now + timedelta(seconds=min(base * 2 ** (strikes - 1), MAX_ACCOUNT_PAUSE))
+        fields = {"until": until, "at": now, "errcode": errcode, "strikes": strikes,
+                  "since": (doc or {}).get("since") or now}
+        try:
+            if doc:
+                changed = await self.db.outbox_pauses.update_one({"_id": channel, "until": doc["until"]},
+                                                                 {"$set": fields})
+                if changed.modified_count:
+                    return until, strikes
+            else:
+                await self.db.outbox_pauses.insert_one({"_id": channel, **fields})
+                return until, strikes
+        except DuplicateKeyError:
+            pass
+        current = await self.db.outbox_pauses.find_one({"_id": channel})  # another sender paused it first
+        return (current or fields)["until"], 0
+
+    async def clear_pause(self, channel: str) -> dict[str, Any] | None:
+        """After a send on ``channel`` went through: its account pause, if it had one, ends."""
+        return await self.db.outbox_pauses.find_one_and_delete({"_id": channel})
+
+    async def resume(self, channels: tuple[str, ...]) -> int:
+        """The operator fixed the account: lift the pauses and send the waiting messages now."""
+        await self.db.outbox_pauses.delete_many({"_id": {"$in": list(channels)}})
+        now = utcnow()
+        result = await self.coll.update_many({"status": "queued", "paused_on": {"$in": list(channels)}},
+                                             {"$set": {"next_try_at": now, "updated_at": now}})
+        return result.modified_count
+
+    async def pauses(self) -> list[dict[str, Any]]:
+        return await self.db.outbox_pauses.find({"until": {"$gt": utcnow()}}).to_list(None)
+
     # -- delivery receipts (TEMPLATESENDJOBFINISH) ----------------------------------------
-    async def record_receipt(self, msgid: int, status: str) -> None:
+    async def record_receipt(self, msgid: int, status: str, openid: str | None = None) -> None:
         """Store WeChat's delivery status for ``msgid``, and on its message once that is recorded sent.
 
         The message is written only once it is ``sent``: the worker never writes it again after
         that, and the update names ``status: sent``, so the receipt never races the worker's own writes.
         """
         receipt = {"status": status, "at": utcnow()}
-        await self.db.template_receipts.update_one({"_id": msgid}, {"$set": receipt}, upsert=True)
+        await self.db.template_receipts.update_one({"_id": msgid}, {"$set": {**receipt, "openid": openid}},
+                                                   upsert=True)
         sent = await self.db.template_msgids.find_one({"_id": msgid})
         if sent:
             await self.coll.update_one({"_id": sent["outbox_id"], "status": "sent"}, {"$set": {"delivery": receipt}})
@@ -159,6 +208,50 @@ class Outbox:
         if doc:
             await self.coll.update_one({"_id": outbox_id, "status": "sent"},
                                        {"$set": {"delivery": {"status": doc["status"], "at": doc["at"]}}})
+
+    async def unclaimed_receipt(self, openid: str, since: datetime, outbox_id: Any) -> dict[str, Any] | None:
+        """A receipt for ``openid`` since ``since`` that no message owns yet, now ``outbox_id``'s.
+
+        After a send whose answer was lost, WeChat's TEMPLATESENDJOBFINISH is the proof it went
+        out: it names the user and the msgid, not our message, so the oldest receipt no message
+        has claimed is taken, under the unique msgid, by one message only.
+        """
+        async for receipt in self.db.template_receipts.find({"openid": openid, "at": {"$gte": since}}) \
+                .sort("at", ASCENDING).limit(20):
+            if await self.coll.find_one({"msgid": receipt["_id"]}, {"_id": 1}):
+                continue  # a message that knew its msgid
+            try:
+                await self.db.template_msgids.insert_one({"_id": receipt["_id"], "outbox_id": outbox_id})
+            except DuplicateKeyError:
+                continue
+            return receipt
+        return None
+
+    async def record_subscribe_receipt(self, msgid: int, openid: str, template_id: str, errcode: int,
+                                       status: str) -> None:
+        """WeChat's subscribe_msg_sent_event for one message (``errcode`` 0: delivered)."""
+        await self.db.subscribe_receipts.update_one(
+            {"_id": msgid},
+            {"$set": {"openid": openid, "template_id": template_id, "errcode": errcode, "status": status},
+             "$setOnInsert": {"at": utcnow()}}, upsert=True)
+
+    async def unclaimed_subscribe_receipt(self, openid: str, template_id: str, since: datetime,
+                                          outbox_id: Any) -> dict[str, Any] | None:
+        """A delivered subscribe message to ``openid`` of ``template_id`` since ``since`` that no
+        message owns yet, now ``outbox_id``'s (taken by one conditional update)."""
+        for _ in range(20):
+            receipt = await self.db.subscribe_receipts.find_one(
+                {"openid": openid, "template_id": template_id, "errcode": 0, "at": {"$gte": since},
+                 "outbox_id": None}, sort=[("at", ASCENDING)])
+            if receipt is None:
+                return None
+            owner = await self.coll.find_one({"msgid": receipt["_id"], "channel": "subscribe"}, {"_id": 1})
+            claimed = await self.db.subscribe_receipts.find_one_and_update(
+                {"_id": receipt["_id"], "outbox_id": None},
+                {"$set": {"outbox_id": owner["_id"] if owner else outbox_id}})
+            if claimed and not owner:
+                return claimed
+        return None
 
     # -- operations (scripts/messages.py) ----------------------------------------------
     async def find(self, statuses: tuple[str, ...] = ("undeliverable", "failed"),

@@ -15,9 +15,10 @@ from typing import Any
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ..db import utcnow
-from ..errors import AppError, ValidationFailed
+from ..errors import AppError, TooManyRequests, ValidationFailed
 from ..security import DataProtector, mask_phone
 from ..wechat import WeChat, WeChatAPIError
+from ..wechat.account_faults import alert_line, is_account_fault
 from .sms import is_mobile
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,10 @@ class PhoneService:
         except WeChatAPIError as exc:
             if exc.errcode == INVALID_CODE:
                 raise PhoneCodeInvalid() from exc
+            if exc.errcode == 45011:
+                raise TooManyRequests(details={"retry_after": 60}) from exc
+            if is_account_fault(exc.errcode) and exc.errcode != 40013:  # 40013 here: a code of another app
+                log.error(alert_line("mini-program", exc.errcode, "phone numbers cannot be verified until it is fixed"))
             log.warning("getuserphonenumber refused: %s", exc.errcode)  # 40013: our appid; a configuration fault
             raise PhoneCheckFailed(details={"errcode": exc.errcode}) from exc
         watermark = info.get("watermark") or {}

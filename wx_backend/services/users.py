@@ -16,9 +16,10 @@ from pymongo import IndexModel, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
 
 from ..db import utcnow
-from ..errors import AppError, Unauthorized, WeChatUnavailable
+from ..errors import AppError, Forbidden, TooManyRequests, Unauthorized, Unavailable, WeChatUnavailable
 from ..security import new_token, token_hash
 from ..wechat import WeChat, WeChatAPIError
+from ..wechat.account_faults import alert_line, is_account_fault
 from .official_account import link_follower_on_login
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,24 @@ class LoginFailed(AppError):
     message = "微信登录失败，请重新进入小程序"
 
 
+class LoginRateLimited(TooManyRequests):
+    code = "wechat_login_rate_limited"
+    message = "登录过于频繁，请一分钟后再试"
+
+
+class HighRiskUser(Forbidden):
+    code = "wechat_high_risk_user"
+    message = "微信判定当前账号为高风险等级用户，已拦截小程序登录，请稍后再试或联系客服"
+
+
+class LoginUnavailable(Unavailable):
+    code = "wechat_login_unavailable"
+    message = "登录服务暂时不可用，请稍后再试"
+
+
+LOGIN_RETRY_AFTER = 60  # 45011 is WeChat's per-minute quota
+
+
 class UserService:
     def __init__(self, db: AsyncDatabase, wechat: WeChat, session_ttl: int):
         self.db = db
@@ -56,7 +75,15 @@ class UserService:
         try:
             session = await self.wechat.miniprogram.code2session(js_code)
         except WeChatAPIError as exc:
-            # 40029 invalid code, 40163 code used, 45011 too fast, 40226 blocked user
+            if exc.errcode == 45011:  # the minute's quota: the customer may try again shortly
+                raise LoginRateLimited(details={"retry_after": LOGIN_RETRY_AFTER}) from exc
+            if exc.errcode == 40226:  # WeChat's security checks block this user
+                log.info("code2session refused: 40226 high-risk user")
+                raise HighRiskUser(details={"errcode": exc.errcode}) from exc
+            if is_account_fault(exc.errcode):
+                log.error(alert_line("mini-program", exc.errcode, "customers cannot log in until it is fixed"))
+                raise LoginUnavailable(details={"errcode": exc.errcode}) from exc
+            # 40029 invalid code, 40163 code used: the mini-program logs in again with a new code
             log.info("code2session refused: %s", exc.errcode)
             raise LoginFailed(details={"errcode": exc.errcode}) from exc
         except WeChatUnavailable:
