@@ -33,8 +33,8 @@ from wechatpayv3.core import Core as SDKCore
 from wx_backend.errors import WeChatUnavailable
 from wx_backend.wechat.pay import PayBillNotFound, PayNotificationError, PayReturnError, PaySignatureError
 from wx_backend.wechat.pay_keys import load_private_key, public_pem
-from wx_backend.wechat.pay_v3 import (
-    PayV3API,
+from wx_backend.wechat.pay_v3 import PayV3API
+from wx_backend.wechat.pay_v3_sign import (
     aead_decrypt,
     aead_encrypt,
     authorization,
