@@ -40,6 +40,18 @@ class PayNotifyHandler(BaseHandler):
         self.finish(PayAPI.notification_reply(ok, message))
 
 
+class RefundNotifyHandler(BaseHandler):
+    """``POST /wechat/pay/refund-notify``: WeChat Pay v2's refund notification (``req_info``
+    encrypted with the API key's MD5), answered in WeChat's XML."""
+
+    max_body_bytes = NOTIFY_MAX_BODY
+
+    async def post(self) -> None:
+        ok, message = await self.app.payments.handle_refund_notification(self.request.body)
+        self.set_header("Content-Type", "text/xml; charset=UTF-8")
+        self.finish(PayAPI.notification_reply(ok, message))
+
+
 class PayNotifyV3Handler(BaseHandler):
     """``POST /wechat/pay/notify/v3``: WeChat Pay v3's notification (signed headers, encrypted
     resource). Accepted: 204 without a body. Refused: 400 with the error body, and WeChat,
@@ -78,6 +90,7 @@ default_handlers = [
     (r"/api/v1/terminal/payments", TerminalPaymentsHandler),
     (r"/wechat/pay/notify", PayNotifyHandler),
     (r"/wechat/pay/notify/v3", PayNotifyV3Handler),
+    (r"/wechat/pay/refund-notify", RefundNotifyHandler),
 ]
 
 _PAYMENT = spec.obj({"payment": spec.ref("Payment")})
@@ -122,6 +135,17 @@ openapi = {
             description="Always answered 200 in WeChat's XML: `<xml><return_code>SUCCESS</return_code>...` once "
                         "the order is recorded, `FAIL` with a message when the signature, appid, mch_id, "
                         "order or amount do not check out (nothing changes then).",
+            body_content={"text/xml": {"schema": {"type": "string"}}}, body_required=False,
+            ok={200: {"description": "WeChat's XML answer",
+                      "content": {"text/xml": {"schema": {"type": "string"}}}}}),
+    },
+    "/wechat/pay/refund-notify": {
+        "post": spec.operation(
+            "WeChat Pay's refund notification (XML; req_info AES-256-ECB with the MD5 of the API key)", tag="wechat",
+            description="`req_info` must decrypt with our key (that is its authentication) and name a refund of "
+                        "ours with its amount; then SUCCESS books the refund (balance, bills), REFUNDCLOSE gives "
+                        "the amount back, CHANGE is left to the operator. Always answered 200 in WeChat's XML: "
+                        "SUCCESS once recorded (a repeat too), FAIL otherwise (nothing changes, WeChat retries).",
             body_content={"text/xml": {"schema": {"type": "string"}}}, body_required=False,
             ok={200: {"description": "WeChat's XML answer",
                       "content": {"text/xml": {"schema": {"type": "string"}}}}}),

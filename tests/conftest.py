@@ -64,6 +64,7 @@ def base_env(db_name: str, mongodb_uri: str, sandbox_port: int, app_port: int) -
         "WX_SANDBOX_NOTIFY_SCALE": "0.01",
         "WX_SANDBOX_PASSWORD_DELAY": "1",
         "WX_SANDBOX_USERPAYING_TIMEOUT": "6",
+        "WX_SANDBOX_REFUND_DELAY": "0.5",
         "WX_MP_APPID": "wxmptest00000001",
         "WX_MP_SECRET": "mp-test-secret",
         "WX_OA_APPID": "wxoatest00000001",

@@ -262,15 +262,16 @@ def test_refund_limits_and_idempotency(stack):
     assert first.ok and first["refund_fee"] == "300" and first["refund_id"]
     again = run(lambda: api.refund(no, r1, 1000, 300))
     assert again.ok and again["refund_id"] == first["refund_id"]
-    assert run(lambda: api.refund(no, r1, 1000, 301))["err_code"] == "INVALID_REQUEST"
+    assert run(lambda: api.refund(no, r1, 1000, 301))["err_code"] == "REFUND_FEE_MISMATCH"
     assert run(lambda: api.refund(no, trade_no("R"), 999, 100))["err_code"] == "INVALID_REQUEST"
     over = run(lambda: api.refund(no, trade_no("R"), 1000, 701))
     assert over["err_code"] == "INVALID_REQUEST"
     r2 = trade_no("R")
     assert run(lambda: api.refund(no, r2, 1000, 700)).ok
     assert run(lambda: api.refund(no, trade_no("R"), 1000, 1))["err_code"] == "INVALID_REQUEST"
-    query = run(lambda: api.refundquery(r1))
+    query = wait_for(lambda: (q := run(lambda: api.refundquery(r1)))["refund_status_0"] != "PROCESSING" and q)
     assert query.ok and query["refund_count"] == "1" and query["refund_status_0"] == "SUCCESS"
+    assert query["refund_success_time_0"]
     assert query["refund_fee_0"] == "300" and query["out_trade_no"] == no
     assert run(lambda: api.refundquery(trade_no("R")))["err_code"] == "REFUNDNOTEXIST"
     assert run(lambda: api.orderquery(no))["trade_state"] == "REFUND"

@@ -326,7 +326,8 @@ def test_gateway_against_the_sandbox_order_query_close_refund_bill(stack):
     assert refund.ok and refund["refund_id"] and refund["refund_fee"] == "100"
     too_much = run(lambda: api.refund(otn, f"R{uuid.uuid4().hex[:12]}", 321, 300))
     assert (too_much.ok, too_much["err_code"]) == (False, "INVALID_REQUEST")
-    status = run(lambda: api.refundquery(refund_no))
+    # accepted is not refunded: PROCESSING, then SUCCESS once WeChat has moved the money
+    status = wait_for(lambda: (q := run(lambda: api.refundquery(refund_no)))["refund_status_0"] != "PROCESSING" and q)
     assert (status["refund_status_0"], status["refund_fee_0"]) == ("SUCCESS", "100")
     today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
     text = run(lambda: api.downloadbill(today))

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import Stack
-from pay_support import gateway, run, trade_no
+from pay_support import gateway, run, trade_no, wait_for
 from pay_v3_support import gateway_v3
 from payments_chaos import chaos, duplicate_storm
 from payments_support import (
@@ -109,6 +109,7 @@ def test_refund_partial_then_rest_debits_once_and_reopens_bills(stack):
     no = cust["account_no"]
     first = run_script(stack, "scripts.refund", otn, "--amount-fen", "2000", "--refund-no", f"R{otn[-10:]}a")
     assert first.returncode == 0, first.stderr
+    booked(stack, f"R{otn[-10:]}a")  # WeChat said SUCCESS (notification or refundquery)
     again = run_script(stack, "scripts.refund", otn, "--amount-fen", "2000", "--refund-no", f"R{otn[-10:]}a")
     assert again.returncode == 0, again.stderr  # the same number: no second refund
     assert balance(stack, no) == 8000
@@ -116,6 +117,7 @@ def test_refund_partial_then_rest_debits_once_and_reopens_bills(stack):
     assert (b[AGO_8]["paid_fen"], b[AGO_7]["paid_fen"]) == (3000, 4000)  # out of the balance part
     second = run_script(stack, "scripts.refund", otn, "--amount-fen", "5000", "--refund-no", f"R{otn[-10:]}b")
     assert second.returncode == 0, second.stderr
+    booked(stack, f"R{otn[-10:]}b")
     assert balance(stack, no) == 3000
     b = bills(stack, no)  # 1000 of the left-over, then 4000 back out of the newest bill
     assert (b[AGO_7]["paid_fen"], b[AGO_7]["status"]) == (0, "unpaid")
@@ -126,6 +128,11 @@ def test_refund_partial_then_rest_debits_once_and_reopens_bills(stack):
     assert order["refunded_fen"] == 7000
     view = stack.sandbox_call("GET", "/sandbox/pay/orders", params={"out_trade_no": otn}).json()
     assert view["refunded_fee"] == 7000 and len(view["refunds"]) == 2
+
+
+def booked(stack, refund_no: str) -> dict:
+    return wait_for(lambda: (r := stack.db.payment_refunds.find_one({"_id": refund_no}))
+                    and r["state"] == "succeeded" and r.get("booked_at") and r)
 
 
 def test_reconcile_agrees_then_lists_every_difference(stack, workdir):

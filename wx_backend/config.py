@@ -203,6 +203,11 @@ SETTINGS: dict[str, Setting] = {
         "sandbox only: seconds after which an unpaid payment-code order is revoked automatically",
         parse=float,
     ),
+    "sandbox_refund_delay": Setting(
+        "WX_SANDBOX_REFUND_DELAY", 5.0,
+        "sandbox only: seconds from a refund's acceptance to its outcome (SUCCESS, or REFUNDCLOSE / CHANGE on request)",
+        parse=float,
+    ),
     "sandbox_latency_ms": Setting(
         "WX_SANDBOX_LATENCY_MS", 0.0,
         "sandbox only: milliseconds every WeChat and SMS endpoint waits before answering (see /sandbox/latency)",

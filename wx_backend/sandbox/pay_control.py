@@ -89,7 +89,29 @@ class SummaryHandler(PayControlHandler):
         })
 
 
+class AgeHandler(PayControlHandler):
+    """``{"out_trade_no", "days"}``: the order was made and paid that many days earlier (its refunds
+    too), so a test meets what only old orders meet (TRADE_OVERDUE after a year)."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        order = self.pay.find(str(body.get("out_trade_no", "")))
+        days = body.get("days")
+        if order is None:
+            return self.fail(404, "no such order")
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= 3650:
+            return self.fail(400, "days must be an integer from 1 to 3650")
+        shift = days * 86400
+        order.created_at -= shift
+        order.paid_at = order.paid_at - shift if order.paid_at is not None else None
+        for refund in order.refunds:
+            refund.created_at -= shift
+            refund.settle_at -= shift
+        self.write_json(order.view())
+
+
 routes = [
+    (r"/sandbox/pay/age", AgeHandler),
     (r"/sandbox/pay/confirm", ConfirmHandler),
     (r"/sandbox/pay/auth-code", AuthCodeHandler),
     (r"/sandbox/pay/orders", OrdersHandler),

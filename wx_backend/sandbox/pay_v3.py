@@ -59,6 +59,7 @@ V3_ERRORS = {
     "PARAM_ERROR": (400, "PARAM_ERROR"), "LACK_PARAMS": (400, "PARAM_ERROR"),
     "INVALID_REQUEST": (400, "INVALID_REQUEST"), "OUT_TRADE_NO_USED": (400, "OUT_TRADE_NO_USED"),
 }
+V3_REFUND_STATUS = {"REFUNDCLOSE": "CLOSED", "CHANGE": "ABNORMAL"}  # PROCESSING and SUCCESS alike
 TRADE_STATE_DESC = {
     "SUCCESS": "支付成功", "REFUND": "转入退款", "NOTPAY": "未支付", "CLOSED": "已关闭", "REVOKED": "已撤销",
     "USERPAYING": "用户支付中", "PAYERROR": "支付失败",
@@ -150,8 +151,10 @@ def refund_object(order: Order, refund: v2.Refund) -> dict[str, Any]:
     return {
         "refund_id": refund.refund_id, "out_refund_no": refund.out_refund_no,
         "transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no, "channel": "ORIGINAL",
-        "user_received_account": "支付用户零钱", "success_time": rfc3339(refund.created_at),
-        "create_time": rfc3339(refund.created_at), "status": refund.status, "funds_account": "AVAILABLE",
+        "user_received_account": "支付用户零钱",
+        "success_time": rfc3339(refund.finished_at) if refund.status == "SUCCESS" and refund.finished_at else None,
+        "create_time": rfc3339(refund.created_at), "status": V3_REFUND_STATUS.get(refund.status, refund.status),
+        "funds_account": "AVAILABLE",
         "amount": {"total": order.total_fee, "refund": refund.refund_fee, "payer_total": order.total_fee,
                    "payer_refund": refund.refund_fee, "settlement_total": order.total_fee,
                    "settlement_refund": refund.refund_fee, "discount_refund": 0, "currency": "CNY"},

@@ -17,6 +17,8 @@ TOKEN_GRACE = 300.0  # seconds a replaced access token keeps working
 KNOWN_FAULTS = {
     "timeout", "system_error", "bad_signature", "duplicate_notify", "quota", "bank_error",
     "unsubscribed", "late_notify", "drop_notify", "frequency_limited",
+    # WeChat Pay refunds (sandbox/pay/refunds.py)
+    "notenough", "user_account_abnormal", "biz_retry", "refund_close", "refund_change",
 }
 
 

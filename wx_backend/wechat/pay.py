@@ -23,6 +23,8 @@ so the payments service can keep an audit trail of everything said to WeChat.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import inspect
 import logging
@@ -35,6 +37,8 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 from tornado.httpclient import HTTPClientError
@@ -225,11 +229,13 @@ class PayAPI:
                                 secure=True)
 
     async def refund(self, out_trade_no: str, out_refund_no: str, total_fee: int, refund_fee: int,
-                     reason: str | None = None) -> PayResult:
-        """Refund part or all of a paid order; the same ``out_refund_no`` refunds only once."""
+                     reason: str | None = None, notify_url: str | None = None) -> PayResult:
+        """Ask for a refund of part or all of a paid order; the same ``out_refund_no`` refunds only
+        once. SUCCESS means accepted: the outcome comes from ``refundquery`` or the refund
+        notification sent to ``notify_url``."""
         return await self._call("refund", "/secapi/pay/refund", {
             "out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "total_fee": _fen(total_fee),
-            "refund_fee": _fen(refund_fee), "refund_desc": reason,
+            "refund_fee": _fen(refund_fee), "refund_desc": reason, "notify_url": notify_url,
         }, secure=True)
 
     async def refundquery(self, out_refund_no: str) -> PayResult:
@@ -293,6 +299,33 @@ class PayAPI:
             raise PayNotificationError(f"appid {fields.get('appid')!r} is not ours")
         if fields.get("mch_id") != self.mch_id:
             raise PayNotificationError(f"mch_id {fields.get('mch_id')!r} is not ours")
+        return fields
+
+    def parse_refund_notification(self, xml_bytes: bytes | str) -> dict[str, str]:
+        """A refund notification's decrypted fields (``refund_status`` SUCCESS, REFUNDCLOSE or
+        CHANGE, ``out_refund_no``, ``refund_fee`` ...). It carries no ``sign``: ``req_info`` is
+        AES-256-ECB (PKCS#7) with the lowercase hex MD5 of the API key as key, so only WeChat can
+        have written it. ``PayNotificationError`` for anything else, another merchant included."""
+        try:
+            outer = parse_pay_xml(xml_bytes)
+        except ValueError as exc:
+            raise PayNotificationError(str(exc)) from exc
+        if outer.get("return_code") != "SUCCESS":
+            raise PayNotificationError(f"return_code {outer.get('return_code')!r}")
+        if outer.get("mch_id") != self.mch_id:
+            raise PayNotificationError(f"mch_id {outer.get('mch_id')!r} is not ours")
+        key = hashlib.md5(self._key.encode()).hexdigest().lower().encode()  # noqa: S324  (WeChat's scheme)
+        try:
+            data = base64.b64decode(outer.get("req_info", ""), validate=True)
+            decryptor = Cipher(algorithms.AES(key), modes.ECB()).decryptor()  # noqa: S305  (WeChat's scheme)
+            unpadder = sym_padding.PKCS7(128).unpadder()
+            plain = unpadder.update(decryptor.update(data) + decryptor.finalize()) + unpadder.finalize()
+            root = SafeET.fromstring(plain, forbid_dtd=True)
+        except (ValueError, SafeET.ParseError, DefusedXmlException, UnicodeError) as exc:
+            raise PayNotificationError("req_info does not decrypt with our key") from exc
+        fields = {child.tag: (child.text or "").strip() for child in root}
+        if not fields.get("out_refund_no") or fields.get("refund_status") not in ("SUCCESS", "REFUNDCLOSE", "CHANGE"):
+            raise PayNotificationError("req_info lacks out_refund_no or a known refund_status")
         return fields
 
     @staticmethod

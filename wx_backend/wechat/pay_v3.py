@@ -74,6 +74,7 @@ V3_TO_V2 = {
     "ORDER_REVERSED": "ORDERREVERSED", "RESOURCE_NOT_EXISTS": "REFUNDNOTEXIST",
 }
 REFUSED = {"SIGN_ERROR", "NO_AUTH", "MCH_NOT_EXISTS", "APPID_MCHID_NOT_MATCH"}  # the call itself
+V3_REFUND_STATUS = {"CLOSED": "REFUNDCLOSE", "ABNORMAL": "CHANGE"}  # v3 refund status -> v2's
 RECALL = {"SYSTEMERROR", "BANKERROR", "USERPAYING"}  # reverse: call again
 
 
@@ -193,8 +194,9 @@ class PayV3API:
         return result
 
     async def refund(self, out_trade_no: str, out_refund_no: str, total_fee: int, refund_fee: int,
-                     reason: str | None = None) -> PayResult:
-        """Refund part or all of a paid order; the same ``out_refund_no`` refunds only once."""
+                     reason: str | None = None, notify_url: str | None = None) -> PayResult:
+        """Ask for a refund (``PROCESSING``: the outcome comes from ``refundquery``); the same
+        ``out_refund_no`` refunds only once. v3's refund notifications are not subscribed to."""
         payload = {"out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "reason": reason,
                    "amount": {"refund": _fen(refund_fee), "total": _fen(total_fee), "currency": "CNY"}}
         status, data, call = await self._call("refund", "POST", "/v3/refund/domestic/refunds", payload)
@@ -403,4 +405,4 @@ def _refund_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     return {"out_trade_no": data.get("out_trade_no"), "transaction_id": data.get("transaction_id"),
             "out_refund_no": data.get("out_refund_no"), "refund_id": data.get("refund_id"),
             "refund_fee": amount.get("refund"), "total_fee": amount.get("total"),
-            "refund_status": data.get("status")}
+            "refund_status": V3_REFUND_STATUS.get(data.get("status"), data.get("status"))}

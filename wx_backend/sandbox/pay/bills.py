@@ -57,12 +57,12 @@ def bill(pay: PayState, day, bill_type: str = "ALL") -> str | None:
     cfg = pay.config
 
     def row(at: float, order: Order, status: str, settled: int, refund_no: str, refund_id: str,
-            refund: int, fee: int) -> list[str]:
+            refund: int, fee: int, refund_status: str = "") -> list[str]:
         return [
             datetime.fromtimestamp(at, SHANGHAI).strftime("%Y-%m-%d %H:%M:%S"), order.appid, cfg.mch_id,
             "0", "", order.transaction_id, order.out_trade_no, order.openid, order.trade_type, status,
             "OTHERS", "CNY", yuan(settled), "0.00", refund_id, refund_no, yuan(refund), "0.00",
-            "ORIGINAL" if refund else "", "SUCCESS" if refund else "", order.body, order.attach,
+            "ORIGINAL" if refund else "", refund_status or ("SUCCESS" if refund else ""), order.body, order.attach,
             yuan(fee), "0.60%", yuan(settled), yuan(refund), "",
         ]
 
@@ -82,7 +82,7 @@ def bill(pay: PayState, day, bill_type: str = "ALL") -> str | None:
             for r in order.refunds:
                 if start <= r.created_at < end:
                     rows.append((r.created_at, row(r.created_at, order, "REFUND", 0, r.out_refund_no,
-                                                   r.refund_id, r.refund_fee, 0)))
+                                                   r.refund_id, r.refund_fee, 0, r.status)))
                     totals["refund"] += r.refund_fee
                     totals["applied"] += r.refund_fee
     if not rows:

@@ -131,7 +131,12 @@ class Refund:
     refund_fee: int
     reason: str
     created_at: float
-    status: str = "SUCCESS"  # refunds complete at once in the sandbox
+    settle_at: float = 0.0  # when it ends: WX_SANDBOX_REFUND_DELAY after it was accepted
+    outcome: str = "SUCCESS"  # how it ends: SUCCESS | REFUNDCLOSE | CHANGE
+    status: str = "PROCESSING"  # until settle_at, then the outcome
+    finished_at: float | None = None
+    notify_url: str = ""
+    notifications: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass
@@ -169,7 +174,8 @@ class Order:
 
     @property
     def refunded(self) -> int:
-        return sum(r.refund_fee for r in self.refunds)
+        """What the refunds take or may still take (a closed one gave its amount back)."""
+        return sum(r.refund_fee for r in self.refunds if r.status != "REFUNDCLOSE")
 
     @property
     def was_paid(self) -> bool:
@@ -185,7 +191,9 @@ class Order:
             "time_end": wechat_time(self.paid_at) if self.paid_at else None,
             "revoked_by": self.revoked_by or None,
             "refunds": [{"out_refund_no": r.out_refund_no, "refund_id": r.refund_id,
-                         "refund_fee": r.refund_fee, "status": r.status} for r in self.refunds],
+                         "refund_fee": r.refund_fee, "status": r.status,
+                         "notifications": list(r.notifications)} for r in self.refunds],
+            "sign_type": self.sign_type,
             "refunded_fee": self.refunded,
             "notify_url": self.notify_url or None, "notify_status": self.notify_status or None, "api": self.api,
             "notifications": list(self.notifications),
@@ -200,6 +208,7 @@ class PayState:
     notify_scale: float = 1.0
     password_delay: float = 3.0
     userpaying_timeout: float = 45.0
+    refund_delay: float = 5.0
     orders: dict[str, Order] = field(default_factory=dict)
     by_transaction: dict[str, str] = field(default_factory=dict)
     by_prepay: dict[str, str] = field(default_factory=dict)
@@ -215,7 +224,7 @@ class PayState:
             pay = state.extra["pay"] = cls(
                 config=cfg, notify_scale=cfg.sandbox_notify_scale,
                 password_delay=cfg.sandbox_password_delay,
-                userpaying_timeout=cfg.sandbox_userpaying_timeout,
+                userpaying_timeout=cfg.sandbox_userpaying_timeout, refund_delay=cfg.sandbox_refund_delay,
             )
         return pay
 
@@ -228,16 +237,31 @@ class PayState:
         return self.config.pay_key
 
     def settle(self, order: Order, now: float | None = None) -> Order:
-        """Move a payment-code order waiting for a password on to where time has taken it."""
+        """Move an order on to where time has taken it: a payment-code order waiting for a
+        password, refunds past their moment."""
+        now = time.time() if now is None else now
+        for refund in order.refunds:
+            self.settle_refund(refund, now)
         if order.state != "USERPAYING":
             return order
-        now = time.time() if now is None else now
         deadline = order.created_at + self.userpaying_timeout
         if order.pay_at is not None and order.pay_at <= now and order.pay_at < deadline:
             self.mark_paid(order, order.pay_at)
         elif now >= deadline:
             order.state, order.revoked_at, order.revoked_by = "REVOKED", deadline, "timeout"
         return order
+
+    @staticmethod
+    def settle_refund(refund: Refund, now: float | None = None) -> None:
+        now = time.time() if now is None else now
+        if refund.status == "PROCESSING" and now >= refund.settle_at:
+            refund.status, refund.finished_at = refund.outcome, refund.settle_at
+
+    def spawn(self, coro: Any) -> None:
+        """Run a background task (notifications), kept until it ends."""
+        task = asyncio.get_running_loop().create_task(coro)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def find(self, out_trade_no: str = "", transaction_id: str = "") -> Order | None:
         if transaction_id:

@@ -36,7 +36,8 @@ INDEXES = {
     ],
     "payment_events": [IndexModel([("out_trade_no", 1), ("at", 1)])],
     "payment_credits": [IndexModel([("state", 1), ("created_at", 1)])],
-    "payment_refunds": [IndexModel([("out_trade_no", 1)]), IndexModel([("created_at", 1)])],
+    "payment_refunds": [IndexModel([("out_trade_no", 1)]), IndexModel([("created_at", 1)]),
+                        IndexModel([("state", 1), ("next_check_at", 1)])],
     "terminal_trades": [IndexModel([("created_at", 1)])],
 }
 

@@ -190,8 +190,9 @@ class Crediting:
 
     # -- the follow-up --------------------------------------------------------------------------
     async def followup_once(self, limit: int = 200) -> dict[str, int]:
-        """One pass over unfinished work: credits not done, orders not final and due a look."""
-        counts = {"credits": 0, "orders": 0}
+        """One pass over unfinished work: credits not done, orders not final and due a look, refunds
+        not finished (``refunds_followup``)."""
+        counts = {"credits": 0, "orders": 0, "refunds": 0}
         now = utcnow()
         credits = await self.db.payment_credits.find(
             {"state": {"$in": ["owed", "applied"]}, "created_at": {"$lte": now - timedelta(seconds=1)}}
@@ -212,5 +213,6 @@ class Crediting:
                 counts["orders"] += 1
             except (PyMongoError, AppError) as exc:
                 log.warning("follow-up order %s: %s", order["out_trade_no"], type(exc).__name__)
+        counts["refunds"] = await self.refunds_followup(limit)
         return counts
 
