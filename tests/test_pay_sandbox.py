@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import re
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from pay_support import NotifyReceiver, auth_code, gateway, in_an_hour, order_view, run, trade_no, wait_for
+from pay_support import (
+    NotifyReceiver,
+    auth_code,
+    bill_clock,
+    bills_ready,
+    gateway,
+    in_an_hour,
+    order_view,
+    run,
+    trade_no,
+    wait_for,
+)
 
-from wx_backend.wechat.pay import PayBillNotFound, PaySignatureError, parse_pay_xml
+from wx_backend.wechat.pay import PayBillNotFound, PayBillNotReady, PayReturnError, PaySignatureError, parse_pay_xml
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -324,7 +335,11 @@ def test_downloadbill_format_and_totals(stack):
     run(lambda: api.micropay(reversed_no, 99, "电费", auth_code(stack, "pay"), "10.0.0.8"))
     run(lambda: api.reverse(reversed_no))
     today = datetime.now(SHANGHAI).date()
+    with bill_clock(stack, bills_ready(today)):
+        _check_bill(stack, api, today, paid_no, refund_no, micro, reversed_no)
 
+
+def _check_bill(stack, api, today, paid_no, refund_no, micro, reversed_no):
     text = run(lambda: api.downloadbill(today))
     header, rows, totals = _parse_bill(text)
     assert header[:3] == ["交易时间", "公众账号ID", "商户号"] and len(header) == 27 and header[-1] == "费率备注"
@@ -354,7 +369,33 @@ def test_downloadbill_format_and_totals(stack):
     refunds_only = _parse_bill(run(lambda: api.downloadbill(today, "REFUND")))[1]
     assert all(r["交易状态"] == "REFUND" for r in refunds_only) and refunds_only
 
-    with pytest.raises(PayBillNotFound) as err:
-        run(lambda: api.downloadbill(datetime(2001, 1, 1).date()))
+    with pytest.raises(PayBillNotFound) as err:  # a day of the last three months without trades
+        run(lambda: api.downloadbill(today - timedelta(days=60)))
     assert err.value.call.outcome == "no_bill"
     assert parse_pay_xml(err.value.call.response_raw)["return_msg"] == "No Bill Exist"
+
+
+def test_downloadbill_follows_wechats_schedule_and_keeps_commas_in_cells(stack):
+    """A day's bill is built from 09:00 the next day (ready at 10:00), kept three months; cells
+    hold commas as they are (商品名称 here), each cell starting with a backtick."""
+    api = gateway(stack)
+    no = trade_no("C")
+    run(lambda: api.micropay(no, 1234, "电费,2026年11月,含逗号", auth_code(stack, "pay"), "10.0.0.8"))
+    today = datetime.now(SHANGHAI).date()
+    with pytest.raises(PayReturnError) as early:  # today's bill does not exist yet
+        run(lambda: api.downloadbill(today))
+    assert early.value.return_msg == "invalid bill_date"
+    with bill_clock(stack, bills_ready(today) - timedelta(minutes=40)):  # 09:25 the next day
+        with pytest.raises(PayBillNotReady) as err:
+            run(lambda: api.downloadbill(today))
+        assert err.value.call.outcome == "bill_creating"
+    with bill_clock(stack, bills_ready(today)):
+        text = run(lambda: api.downloadbill(today))
+    with bill_clock(stack, bills_ready(today) + timedelta(days=91)):
+        with pytest.raises(PayReturnError) as late:  # kept three months
+            run(lambda: api.downloadbill(today))
+        assert late.value.return_msg == "invalid bill_date"
+    row = next(line for line in text.split("\r\n") if no in line)
+    assert "`电费,2026年11月,含逗号," in row
+    cells = row[1:].split(",`")
+    assert len(cells) == 27 and cells[6] == no and cells[20] == "电费,2026年11月,含逗号" and cells[24] == "12.34"

@@ -115,6 +115,11 @@ SETTINGS: dict[str, Setting] = {
         "WX_PAY_API", "v2", "WeChat Pay API the merchant uses: v2 (XML, API key) or v3 (JSON, RSA, APIv3 key)",
         parse=lambda v: _choice(v, ("v2", "v3")),
     ),
+    "pay_sign_type": Setting(
+        "WX_PAY_SIGN_TYPE", "MD5",
+        "WeChat Pay v2 signature algorithm, as set for the merchant: MD5 or HMAC-SHA256 (requests, paySign)",
+        parse=lambda v: _choice(v, ("md5", "hmac-sha256")).upper(),
+    ),
     "pay_apiv3_key": Setting(
         "WX_PAY_APIV3_KEY", "", "WeChat Pay APIv3 key (32 characters; decrypts v3 notifications); v3 only",
         dev_default="devapiv3key0123456789abcdefghijk", secret=True,
@@ -233,6 +238,11 @@ SETTINGS: dict[str, Setting] = {
     ),
     "pay_query_delay": Setting(
         "WX_PAY_QUERY_DELAY", 5.0, "seconds to wait after a payment-code SYSTEMERROR or timeout before querying",
+        parse=float,
+    ),
+    "pay_bill_retry": Setting(
+        "WX_PAY_BILL_RETRY", 120.0,
+        "seconds between downloadbill tries while WeChat answers Bill Creating (5 tries; scripts.reconcile)",
         parse=float,
     ),
     "pay_followup_interval": Setting(

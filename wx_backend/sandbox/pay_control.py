@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from .base import SandboxHandler
 from .pay import BEHAVIOURS, PayState
@@ -110,8 +111,31 @@ class AgeHandler(PayControlHandler):
         self.write_json(order.view())
 
 
+class ClockHandler(PayControlHandler):
+    """The bill clock: ``{"now": "2026-12-01T10:05:00+08:00"}`` makes bills be served as at that
+    moment (the offset from real time is kept); ``DELETE`` puts it back to real time."""
+
+    async def get(self) -> None:
+        self.write_json({"offset_seconds": self.pay.clock_offset})
+
+    async def post(self) -> None:
+        try:
+            now = datetime.fromisoformat(str(self.json_body().get("now", "")))
+        except ValueError:
+            return self.fail(400, "now must be an ISO 8601 time with its offset")
+        if now.tzinfo is None:
+            return self.fail(400, "now must carry its UTC offset")
+        self.pay.clock_offset = now.timestamp() - time.time()
+        self.write_json({"offset_seconds": self.pay.clock_offset})
+
+    async def delete(self) -> None:
+        self.pay.clock_offset = 0.0
+        self.write_json({"offset_seconds": 0.0})
+
+
 routes = [
     (r"/sandbox/pay/age", AgeHandler),
+    (r"/sandbox/pay/clock", ClockHandler),
     (r"/sandbox/pay/confirm", ConfirmHandler),
     (r"/sandbox/pay/auth-code", AuthCodeHandler),
     (r"/sandbox/pay/orders", OrdersHandler),

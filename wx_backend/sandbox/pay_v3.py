@@ -48,6 +48,7 @@ from .pay import (
     UnifiedOrderHandler,
     bill,
 )
+from .pay.bills import bill_refusal
 
 SKEW = 300
 # v2 business codes as v3 answers them: (HTTP status, code)
@@ -378,7 +379,13 @@ class TradeBillV3Handler(V3Handler):
 
     def handle(self, req, fault):
         self.transient(fault)
-        text = bill(self.pay, datetime.strptime(req["bill_date"], "%Y-%m-%d").date(), req["bill_type"])
+        day = datetime.strptime(req["bill_date"], "%Y-%m-%d").date()
+        refusal = bill_refusal(day, time.time() + self.pay.clock_offset)
+        if refusal == "Bill Creating":
+            raise V3Error(400, "STATEMENT_CREATING", "账单生成中，请稍后再试")
+        if refusal:
+            raise V3Error(400, "PARAM_ERROR", "bill_date只能是三个月内、今天之前的日期")
+        text = bill(self.pay, day, req["bill_type"])
         if text is None:
             raise V3Error(400, "NO_STATEMENT_EXIST", "该日没有账单")
         token = secrets.token_urlsafe(16)

@@ -105,6 +105,18 @@ class PayBillNotFound(AppError):
         self.call = call
 
 
+class PayBillNotReady(AppError):
+    """``downloadbill``: WeChat is still building that day's bill (``Bill Creating``)."""
+
+    status = 503
+    code = "wechat_pay_bill_creating"
+    message = "微信支付正在生成该日账单"
+
+    def __init__(self, bill_date: date, call: PayCall | None = None):
+        super().__init__(details={"bill_date": bill_date.isoformat()})
+        self.call = call
+
+
 @dataclass
 class PayCall:
     """One call to WeChat Pay, for the caller's audit log (``asdict`` stores it as is)."""
@@ -259,6 +271,9 @@ class PayAPI:
             if msg == "No Bill Exist":
                 await self._fail(call, "no_bill", msg)
                 raise PayBillNotFound(bill_date, call)
+            if msg == "Bill Creating":
+                await self._fail(call, "bill_creating", msg)
+                raise PayBillNotReady(bill_date, call)
             await self._fail(call, "return_fail", msg)
             raise PayReturnError(msg or "downloadbill failed", call)
         call.outcome = "ok"
@@ -292,7 +307,7 @@ class PayAPI:
             raise PayNotificationError(str(exc)) from exc
         if fields.get("return_code") != "SUCCESS":
             raise PayNotificationError(f"return_code {fields.get('return_code')!r}")
-        sign_type = fields.get("sign_type") or "MD5"
+        sign_type = fields.get("sign_type") or self.sign_type  # the merchant's, when not named
         if not check_sign(fields, self._key, sign_type):
             raise PaySignatureError("notification signature does not verify")
         if fields.get("appid") != self.appid:

@@ -46,6 +46,7 @@ from .http import WeChatHTTP
 from .pay import (
     SHANGHAI,
     PayBillNotFound,
+    PayBillNotReady,
     PayCall,
     PayNotificationError,
     PayResult,
@@ -221,6 +222,9 @@ class PayV3API:
         if status == 400 and data.get("code") == "NO_STATEMENT_EXIST":
             await self._done(call, "no_bill", data.get("message"))
             raise PayBillNotFound(bill_date, call)
+        if status == 400 and data.get("code") == "STATEMENT_CREATING":
+            await self._done(call, "bill_creating", data.get("message"))
+            raise PayBillNotReady(bill_date, call)
         if status != 200:
             refused = await self._refuse_or_fail(call, status, data)
             raise PayReturnError(f"{refused['err_code']}: {refused['err_code_des']}", call)

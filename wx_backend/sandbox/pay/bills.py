@@ -1,9 +1,16 @@
-"""WeChat Pay v2 bills: ``/pay/downloadbill`` and the bill text of one day."""
+"""WeChat Pay v2 bills: ``/pay/downloadbill`` and the bill text of one day.
+
+Served on WeChat's schedule, by the sandbox's bill clock (real time plus ``PayState.clock_offset``,
+set with ``/sandbox/pay/clock``): a day's bill is built from 09:00 Beijing time the next day and
+ready at 10:00 ("Bill Creating" until then), kept three months; today, a future day or an older
+one is ``invalid bill_date``; a day without trades is "No Bill Exist".
+"""
 
 from __future__ import annotations
 
 import gzip
-from datetime import datetime, timedelta
+import time
+from datetime import date, datetime, timedelta
 
 from .endpoints import PayHandler
 from .model import BILL_COLUMNS, BILL_TOTAL_COLUMNS, FEE_RATE_PER_MILLE, SHANGHAI, Order, PayState, yuan
@@ -29,6 +36,10 @@ class DownloadBillHandler(PayHandler):
         except ValueError:
             self.post_fail("invalid bill_date")
             return None
+        refusal = bill_refusal(day, time.time() + self.pay.clock_offset)
+        if refusal:
+            self.post_fail(refusal)
+            return None
         text = bill(self.pay, day, bill_type)
         if text is None:
             self.post_fail("No Bill Exist")
@@ -41,6 +52,19 @@ class DownloadBillHandler(PayHandler):
             self.set_header("Content-Type", "text/plain; charset=UTF-8")
             self.finish(data)
         return None
+
+
+BILL_READY_HOUR = 10  # Beijing time, the next day (built from 09:00)
+BILL_KEPT_DAYS = 90
+
+
+def bill_refusal(day: date, now: float) -> str | None:
+    """WeChat's ``return_msg`` when the bill of ``day`` cannot be had at ``now``, else ``None``."""
+    today = datetime.fromtimestamp(now, SHANGHAI).date()
+    if day >= today or (today - day).days > BILL_KEPT_DAYS:
+        return "invalid bill_date"
+    ready = datetime(day.year, day.month, day.day, BILL_READY_HOUR, tzinfo=SHANGHAI) + timedelta(days=1)
+    return "Bill Creating" if now < ready.timestamp() else None
 
 
 def bill(pay: PayState, day, bill_type: str = "ALL") -> str | None:
@@ -89,7 +113,7 @@ def bill(pay: PayState, day, bill_type: str = "ALL") -> str | None:
         return None
     rows.sort(key=lambda item: item[0])
     lines = [BILL_COLUMNS]
-    lines += [",".join("`" + value.replace(",", "，") for value in cells) for _, cells in rows]
+    lines += [",".join("`" + value for value in cells) for _, cells in rows]  # commas stay, as WeChat's
     lines.append(BILL_TOTAL_COLUMNS)
     lines.append(",".join("`" + v for v in (
         str(len(rows)), yuan(totals["settled"]), yuan(totals["refund"]), "0.00", yuan(totals["fee"]),

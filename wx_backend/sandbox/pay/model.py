@@ -209,6 +209,7 @@ class PayState:
     password_delay: float = 3.0
     userpaying_timeout: float = 45.0
     refund_delay: float = 5.0
+    clock_offset: float = 0.0  # seconds added to the real time where the bill schedule is concerned
     orders: dict[str, Order] = field(default_factory=dict)
     by_transaction: dict[str, str] = field(default_factory=dict)
     by_prepay: dict[str, str] = field(default_factory=dict)
