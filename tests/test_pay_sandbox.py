@@ -162,11 +162,31 @@ def test_micropay_pay_then_reverse_refunds_it(stack):
     # the same order with another code is already paid
     other = run(lambda: api.micropay(no, 2500, "电费", auth_code(stack, "pay"), "10.0.0.8"))
     assert other["err_code"] == "ORDERPAID"
-    reversed_ = run(lambda: api.reverse(no))
+    too_soon = run(lambda: api.reverse(no))  # WeChat: no reverse within 15 s of the order
+    assert (too_soon["err_code"], too_soon["recall"]) == ("SYSTEMERROR", "Y")
+    assert run(lambda: api.orderquery(no))["trade_state"] == "SUCCESS"
+    reversed_ = reverse_when_allowed(api, no)
     assert reversed_.ok and reversed_["recall"] == "N"
     assert run(lambda: api.orderquery(no))["trade_state"] == "REVOKED"
     assert run(lambda: api.reverse(no)).ok  # reversing again changes nothing
     assert order_view(stack, no)["revoked_by"] == "reverse"
+
+
+def reverse_when_allowed(api, no: str):
+    """Reverse once WeChat allows it (15 s after the order, 3 s in tests)."""
+    return wait_for(lambda: (r := run(lambda: api.reverse(no))).get("recall") != "Y" and r, timeout=20, step=0.25)
+
+
+def test_micropay_card_not_supported_and_buyer_mismatch(stack):
+    api = gateway(stack)
+    no = trade_no("M")
+    card = run(lambda: api.micropay(no, 500, "电费", auth_code(stack, "card_not_supported"), "10.0.0.8"))
+    assert card["err_code"] == "NOTSUPORTCARD"
+    assert run(lambda: api.orderquery(no))["trade_state"] == "PAYERROR"
+    waiting = trade_no("M")
+    run(lambda: api.micropay(waiting, 500, "电费", auth_code(stack, "password_timeout", "o_first"), "10.0.0.8"))
+    other = run(lambda: api.micropay(waiting, 500, "电费", auth_code(stack, "pay", "o_second"), "10.0.0.8"))
+    assert other["err_code"] == "BUYER_MISMATCH"
 
 
 def test_micropay_password_then_pay_blocks_reverse_until_paid(stack):
@@ -192,8 +212,8 @@ def test_micropay_password_timeout_is_revoked_automatically(stack):
     time.sleep(1.5)
     assert run(lambda: api.orderquery(no))["trade_state"] == "USERPAYING"  # never paid
     query = wait_for(lambda: (q := run(lambda: api.orderquery(no)))["trade_state"] == "REVOKED" and q,
-                     timeout=10, step=0.25)
-    assert time.monotonic() - started >= 5.5  # WX_SANDBOX_USERPAYING_TIMEOUT=6 in tests
+                     timeout=20, step=0.25)
+    assert time.monotonic() - started >= 8.5  # 45 s x WX_SANDBOX_TIME_SCALE=0.2 in tests
     assert "transaction_id" not in query
     assert order_view(stack, no)["revoked_by"] == "timeout"
     assert run(lambda: api.reverse(no)).ok
@@ -205,7 +225,7 @@ def test_micropay_insufficient_and_expired_and_invalid_codes(stack):
     poor = run(lambda: api.micropay(no, 500, "电费", auth_code(stack, "insufficient"), "10.0.0.8"))
     assert poor["err_code"] == "NOTENOUGH"
     assert run(lambda: api.orderquery(no))["trade_state"] == "PAYERROR"
-    assert run(lambda: api.reverse(no)).ok
+    assert reverse_when_allowed(api, no).ok
     assert run(lambda: api.orderquery(no))["trade_state"] == "REVOKED"
 
     no = trade_no("M")
@@ -333,7 +353,7 @@ def test_downloadbill_format_and_totals(stack):
     run(lambda: api.micropay(micro, 7, "电费", auth_code(stack, "pay"), "10.0.0.8"))
     reversed_no = trade_no("M")
     run(lambda: api.micropay(reversed_no, 99, "电费", auth_code(stack, "pay"), "10.0.0.8"))
-    run(lambda: api.reverse(reversed_no))
+    reverse_when_allowed(api, reversed_no)
     today = datetime.now(SHANGHAI).date()
     with bill_clock(stack, bills_ready(today)):
         _check_bill(stack, api, today, paid_no, refund_no, micro, reversed_no)

@@ -234,6 +234,10 @@ class MicropayHandler(PayHandler):
 
     def _again(self, order: Order, code: str, total_fee: int) -> dict[str, Any]:
         """The same out_trade_no again: a retry with the same code sees the order as it is now."""
+        payer = self.pay.auth_codes.get(code)
+        if order.trade_type == "MICROPAY" and order.state in ("USERPAYING", "PAYERROR") and payer is not None \
+                and payer.openid != order.openid:
+            raise PayFail("BUYER_MISMATCH", "支付帐号错误，暂不支持同一笔订单更换支付方")
         if order.trade_type != "MICROPAY" or order.auth_code != code or order.total_fee != total_fee:
             if order.state == "SUCCESS":
                 raise PayFail("ORDERPAID", "订单已支付")
@@ -278,6 +282,8 @@ class MicropayHandler(PayHandler):
             order.pay_at = now + pay.password_delay
         elif code.behaviour == "insufficient":
             order.state, order.error = "PAYERROR", ("NOTENOUGH", "余额不足，请用户更换银行卡支付")
+        elif code.behaviour == "card_not_supported":
+            order.state, order.error = "PAYERROR", ("NOTSUPORTCARD", "不支持卡类型，请用户更换卡种或绑卡支付")
         return self._outcome(order)
 
 
@@ -339,6 +345,8 @@ class ReverseHandler(PayHandler):
             raise PayFail("REVERSE_EXPIRE", "订单已超过撤销期限(7天)")
         if order.state == "USERPAYING":
             raise PayFail("USERPAYING", "正在支付中不能发起撤销")
+        if now - order.created_at < self.pay.reverse_after:  # WeChat: not within 15 s of the order
+            raise PayFail("SYSTEMERROR", "请在下单15秒后再撤销订单")
         if order.refunds:
             raise PayFail("TRADE_STATE_ERROR", "订单已发生退款，不能撤销")
         if order.state != "REVOKED":

@@ -45,7 +45,9 @@ DROPPED_ATTEMPTS = 3  # drop_notify: this many first attempts are never sent
 PREPAY_LIFETIME = 7200
 REVERSE_WINDOW = 7 * 24 * 3600
 MAX_REFUNDS = 50
-BEHAVIOURS = ("pay", "password_then_pay", "password_timeout", "insufficient", "expired")
+USERPAYING_LIMIT = 45.0  # WeChat revokes a payment-code order still waiting for the password (× WX_SANDBOX_TIME_SCALE)
+REVERSE_AFTER = 15.0  # and refuses a reverse sooner after the order
+BEHAVIOURS = ("pay", "password_then_pay", "password_timeout", "insufficient", "card_not_supported", "expired")
 BILL_COLUMNS = (
     "交易时间,公众账号ID,商户号,特约商户号,设备号,微信订单号,商户订单号,用户标识,交易类型,交易状态,付款银行,"
     "货币种类,应结订单金额,代金券金额,微信退款单号,商户退款单号,退款金额,充值券退款金额,退款类型,退款状态,商品名称,"
@@ -207,7 +209,8 @@ class PayState:
     config: Config
     notify_scale: float = 1.0
     password_delay: float = 3.0
-    userpaying_timeout: float = 45.0
+    userpaying_timeout: float = USERPAYING_LIMIT
+    reverse_after: float = REVERSE_AFTER
     refund_delay: float = 5.0
     clock_offset: float = 0.0  # seconds added to the real time where the bill schedule is concerned
     orders: dict[str, Order] = field(default_factory=dict)
@@ -225,7 +228,8 @@ class PayState:
             pay = state.extra["pay"] = cls(
                 config=cfg, notify_scale=cfg.sandbox_notify_scale,
                 password_delay=cfg.sandbox_password_delay,
-                userpaying_timeout=cfg.sandbox_userpaying_timeout, refund_delay=cfg.sandbox_refund_delay,
+                userpaying_timeout=USERPAYING_LIMIT * cfg.sandbox_time_scale,
+                reverse_after=REVERSE_AFTER * cfg.sandbox_time_scale, refund_delay=cfg.sandbox_refund_delay,
             )
         return pay
 

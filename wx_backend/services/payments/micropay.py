@@ -1,4 +1,15 @@
-"""Payment code at the service-hall terminals (``micropay``): charge, poll, reverse."""
+"""Payment code at the service-hall terminals (``micropay``): charge, poll, reverse.
+
+WeChat's fixed times rule the flow: an order still waiting for the customer's password is
+revoked by WeChat itself about ``USERPAYING_LIMIT`` (45 s) after it was made, and a reverse
+sooner than ``REVERSE_AFTER`` (15 s) after the order is refused. So the terminal request polls
+for ``WX_PAY_POLL_WINDOW`` seconds (15 to 45, checked at start), then reverses, and while
+WeChat answers "still paying" (``recall=Y``) it keeps querying and reversing until WeChat has
+revoked the order. The cashier's answer is paid, failed or reversed within ``terminal_bound``
+(45 s + 2 x ``WX_WECHAT_TIMEOUT`` + 5 s after the scan); only when WeChat cannot be reached at
+all may it be "pending", and the follow-up finishes the order. ``WX_PAY_TIME_SCALE`` (tests
+only) shrinks WeChat's times in proportion, as ``WX_SANDBOX_TIME_SCALE`` does in the sandbox.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +21,7 @@ from typing import Any
 
 from pymongo.errors import DuplicateKeyError
 
+from ...config import Config, ConfigError
 from ...db import utcnow
 from ...errors import Conflict, NotFound, ValidationFailed, WeChatUnavailable
 from ...validators import field_error, is_account_no, is_payment_code, matches
@@ -29,6 +41,27 @@ from .common import (
 
 log = logging.getLogger(__package__)
 
+USERPAYING_LIMIT = 45.0  # seconds: WeChat revokes a payment-code order still waiting for the password
+REVERSE_AFTER = 15.0  # seconds: WeChat refuses a reverse sooner after the order
+DECLINED = ("NOTENOUGH", "NOTSUPORTCARD")  # the payer's means refused: the order is PAYERROR, no money moved
+
+
+def check_timing(config: Config) -> None:
+    """Start-up check: the poll window must let a reverse be legal (≥ 15 s) and end before WeChat
+    revokes the order itself (≤ 45 s), in WeChat's seconds (``WX_PAY_TIME_SCALE``)."""
+    scale = config.pay_time_scale
+    if scale <= 0 or (scale != 1 and config.env == "prod"):
+        raise ConfigError("WX_PAY_TIME_SCALE is for tests only: leave it at 1 in production")
+    window = config.pay_poll_window / scale
+    if not REVERSE_AFTER <= window <= USERPAYING_LIMIT:
+        raise ConfigError(f"WX_PAY_POLL_WINDOW must be {REVERSE_AFTER:.0f} to {USERPAYING_LIMIT:.0f} s: WeChat "
+                          f"refuses a reverse within 15 s of the order and revokes it by itself after 45 s "
+                          f"(now {window:g} s)")
+
+
+def terminal_bound(config: Config) -> float:
+    """Seconds after the scan by which the terminal has its final answer (WeChat reachable)."""
+    return (USERPAYING_LIMIT + 5) * config.pay_time_scale + 2 * config.wechat_timeout
 
 
 class Micropay:
@@ -72,7 +105,7 @@ class Micropay:
             "terminal_id": terminal_id, "terminal_trade_no": trade_no, "amount_fen": amount_fen,
             "status": "created", "body": f"{BODY}-{account_no}", "client_ip": client_ip or "127.0.0.1",
             "created_at": now, "updated_at": now,
-            "expires_at": now + timedelta(seconds=self.config.pay_poll_window + self.config.wechat_timeout),
+            "expires_at": now + timedelta(seconds=terminal_bound(self.config)),
             "next_check_at": now + timedelta(seconds=self._micropay_lease()),
         }
         try:
@@ -87,7 +120,7 @@ class Micropay:
         """How long a terminal request may be polling its order (``next_check_at`` is set that far
         ahead); after that the follow-up claims it. Every write on the order is conditional on its
         status, so a request that outlives it changes nothing a newer decision made."""
-        return (self.config.pay_poll_window + self.config.wechat_timeout) * 1.5 + 5 + REVERSE_TRIES * 0.5
+        return terminal_bound(self.config) * 1.5 + 5
 
     async def _terminal_outcome(self, out_trade_no: str, wait: bool = False) -> dict[str, Any]:
         deadline = time.monotonic() + (self._micropay_lease() if wait else 0)
@@ -111,6 +144,7 @@ class Micropay:
         return answer
 
     async def _run_micropay(self, order: dict[str, Any], auth_code: str) -> None:
+        started = time.monotonic()  # WeChat's clock for the order starts about now
         await self._set_status(order, "pending", ("created",))
         try:
             result: PayResult | None = await self.pay.micropay(
@@ -120,18 +154,17 @@ class Micropay:
             return
         except WeChatUnavailable:
             result = None  # outcome unknown (timeout, unreadable or forged answer): ask
-        # the window starts when micropay has answered (or timed out): at most timeout + window
+        # the window starts when micropay has answered (or timed out)
         deadline = time.monotonic() + self.config.pay_poll_window
         if result is not None and result.ok:
             await self._mark_paid(order, result)
             return
         err = result.get("err_code") if result is not None else None
         if result is not None and err not in ("USERPAYING", "SYSTEMERROR", "BANKERROR"):
-            if err == "NOTENOUGH":  # the order exists at WeChat as PAYERROR: revoke it
-                await self._reverse(order, final_status="failed", reason=FAIL_REASONS[err])
-            else:
-                reason = FAIL_REASONS.get(err) or f"支付失败：{result.get('err_code_des') or err}"
-                await self._set_status(order, "failed", OPEN, reason=reason, err_code=err)
+            # NOTENOUGH, NOTSUPORTCARD, AUTHCODEEXPIRE, BUYER_MISMATCH...: nothing was charged; as
+            # WeChat advises, the cashier asks for another means (no reverse of a PAYERROR order)
+            reason = FAIL_REASONS.get(err) or f"支付失败：{result.get('err_code_des') or err}"
+            await self._set_status(order, "failed", OPEN, reason=reason, err_code=err)
             return
         if err != "USERPAYING":
             await asyncio.sleep(min(self.config.pay_query_delay, max(0.0, deadline - time.monotonic())))
@@ -141,12 +174,31 @@ class Micropay:
             if time.monotonic() >= deadline:
                 break
             await asyncio.sleep(min(self.config.pay_poll_interval, max(0.05, deadline - time.monotonic())))
-        await self._query_micropay(order, final=True)
+        await self._end_unpaid(order, started)
+
+    async def _end_unpaid(self, order: dict[str, Any], started: float) -> None:
+        """The window is over and the order is not paid: reverse it (never within 15 s of the
+        order), and while WeChat says the customer is still paying, query and reverse again
+        until WeChat settles it either way or revokes it by itself (45 s)."""
+        scale = self.config.pay_time_scale
+        reverse_from = started + REVERSE_AFTER * scale
+        give_up = started + terminal_bound(self.config) - self.config.wechat_timeout
+        while True:
+            await asyncio.sleep(max(0.0, reverse_from - time.monotonic()))
+            if await self._reverse_once(order, "reversed", REVERSED_REASON):
+                return
+            if await self._query_micropay(order, final=False):
+                return
+            if time.monotonic() >= give_up:
+                log.warning("payment %s still unsettled at WeChat after %.0f s; the follow-up continues",
+                            order["out_trade_no"], time.monotonic() - started)
+                return
+            await asyncio.sleep(self.config.pay_poll_interval)
 
     async def _query_micropay(self, order: dict[str, Any], final: bool) -> bool:
         """One look at a payment-code order; ``True`` once it is settled either way.
 
-        With ``final`` (the poll window is over) anything short of paid is reversed.
+        With ``final`` (the follow-up, long after the order) anything short of paid is reversed.
         """
         try:
             result = await self.pay.orderquery(order["out_trade_no"])
@@ -159,10 +211,10 @@ class Micropay:
         if state in ("REVOKED", "CLOSED"):
             await self._set_status(order, "reversed", OPEN, reason=REVERSED_REASON)
             return True
-        if state == "PAYERROR":
-            await self._reverse(order, final_status="failed",
-                                reason=FAIL_REASONS["PAYERROR"] if not result.get("trade_state_desc")
-                                else f"支付失败：{result['trade_state_desc']}")
+        if state == "PAYERROR":  # nothing was charged
+            await self._set_status(order, "failed", OPEN,
+                                   reason=FAIL_REASONS["PAYERROR"] if not result.get("trade_state_desc")
+                                   else f"支付失败：{result['trade_state_desc']}")
             return True
         if final:
             await self._reverse(order, final_status="reversed", reason=REVERSED_REASON)
@@ -172,22 +224,25 @@ class Micropay:
     async def _reverse(self, order: dict[str, Any], final_status: str, reason: str) -> bool:
         """Revoke a payment-code order, calling again while WeChat says ``recall=Y``."""
         for attempt in range(REVERSE_TRIES):
-            try:
-                result = await self.pay.reverse(order["out_trade_no"])
-            except (WeChatUnavailable, PayReturnError):
-                result = None
-            if result is not None:
-                if result.ok:
-                    await self._set_status(order, final_status, (*OPEN, "paid"), reason=reason)
-                    return True
-                err = result.get("err_code")
-                if err == "ORDERNOTEXIST":  # never created: nothing was charged
-                    await self._set_status(order, "failed", OPEN, reason=FAIL_REASONS["ORDERNOTEXIST"])
-                    return True
-                if result.get("recall") != "Y":
-                    # REVERSE_EXPIRE, TRADE_STATE_ERROR, ...: let the order's state speak
-                    log.warning("reverse %s refused: %s", order["out_trade_no"], err)
-                    return False
+            if await self._reverse_once(order, final_status, reason):
+                return True
             await asyncio.sleep(min(1.0, 0.2 * (attempt + 1)))
         return False
 
+    async def _reverse_once(self, order: dict[str, Any], final_status: str, reason: str) -> bool:
+        """One reverse; ``True`` when the order is settled by it."""
+        try:
+            result = await self.pay.reverse(order["out_trade_no"])
+        except (WeChatUnavailable, PayReturnError):
+            return False
+        if result.ok:
+            await self._set_status(order, final_status, (*OPEN, "paid"), reason=reason)
+            return True
+        err = result.get("err_code")
+        if err == "ORDERNOTEXIST":  # never created: nothing was charged
+            await self._set_status(order, "failed", OPEN, reason=FAIL_REASONS["ORDERNOTEXIST"])
+            return True
+        if result.get("recall") != "Y":
+            # REVERSE_EXPIRE, TRADE_STATE_ERROR, ...: let the order's state speak
+            log.warning("reverse %s refused: %s", order["out_trade_no"], err)
+        return False
