@@ -37,8 +37,9 @@ log = logging.getLogger(__package__)
 class Orders:
     # -- JSAPI (mini-program) -------------------------------------------------------------------
     async def create_jsapi(self, user: dict[str, Any], account_no: Any, amount_fen: Any,
-                           client_ip: str) -> dict[str, Any]:
-        """A mini-program payment: ``{"out_trade_no", "pay_params"}`` for ``wx.requestPayment``."""
+                           client_ip: str, *, openid: str | None = None) -> dict[str, Any]:
+        """A mini-program payment: ``{"out_trade_no", "pay_params"}`` for ``wx.requestPayment``.
+        The payer is ``openid`` (default: the user's mini-program openid); the order keeps it."""
         errors = check_amount(amount_fen, self.config.pay_max_fen)
         if not is_account_no(account_no):
             errors.insert(0, field_error("account_no", "account_no"))
@@ -49,7 +50,7 @@ class Orders:
         expires_at = now + timedelta(seconds=max(300, self.config.pay_order_ttl))
         order = {
             "out_trade_no": new_trade_no(), "channel": "jsapi", "account_no": account_no, "user_id": user["_id"],
-            "openid": user["mp_openid"], "amount_fen": amount_fen, "status": "created",
+            "openid": openid or user["mp_openid"], "amount_fen": amount_fen, "status": "created",
             "body": f"{BODY}-{account_no}", "client_ip": client_ip or "127.0.0.1",
             "notify_url": f"{self.config.public_base.rstrip('/')}{self.pay.notify_path}",
             "time_expire": expires_at.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S"),
