@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import secrets
 
+from conftest import Stack
 from pay_support import wait_for
 from payments_support import (
     AGO_7,
@@ -182,3 +183,32 @@ def test_a_forged_or_unknown_refund_notification_changes_nothing(stack):
     assert "SUCCESS" in note(stack.env["WX_PAY_API_KEY"])  # a late word on a finished refund: answered, no change
     assert refund_doc(stack, refund_no)["state"] == "change"
     assert balance(stack, cust["account_no"]) == 1500
+
+
+def test_an_accepted_refund_waits_as_long_as_wechat_takes(workdir, mongodb_uri):
+    """WeChat takes its time (a bank card: days): the refund stays accepted, the follow-up's
+    refundquery sees PROCESSING, nothing is booked; WeChat's SUCCESS then books it once."""
+    (workdir / "slow-refunds").mkdir()
+    own = Stack(workdir / "slow-refunds", mongodb_uri, extra_env={"WX_SANDBOX_REFUND_DELAY": "86400"}).start()
+    try:
+        cust, otn = paid(own, 4000)
+        refund_no = f"R{secrets.token_hex(6)}"
+        out = refund_script(own, otn, 1500, refund_no)
+        assert out.returncode == 0 and "accepted" in out.stdout, out.stdout + out.stderr
+        # the follow-up asks WeChat (every second in tests) and hears PROCESSING
+        wait_for(lambda: len(list(own.db.payment_events.find({"kind": "call", "operation": "refundquery"}))) >= 2)
+        assert refund_doc(own, refund_no)["state"] == "accepted"
+        assert balance(own, cust["account_no"]) == 4000
+        assert own.db.payments.find_one({"out_trade_no": otn}).get("refunded_fen", 0) == 0
+        resp = own.sandbox_call(
+            "POST", "/sandbox/pay/refund-outcome", json={"out_refund_no": refund_no, "status": "SUCCESS"}
+        )
+        assert resp.status_code == 200, resp.text
+        wait_refund(own, refund_no, ("succeeded",), booked=True)
+        assert balance(own, cust["account_no"]) == 2500
+        again = own.sandbox_call(
+            "POST", "/sandbox/pay/refund-outcome", json={"out_refund_no": refund_no, "status": "CHANGE"}
+        )
+        assert again.status_code == 409
+    finally:
+        own.stop()

@@ -111,6 +111,29 @@ class AgeHandler(PayControlHandler):
         self.write_json(order.view())
 
 
+class RefundOutcomeHandler(PayControlHandler):
+    """WeChat finishes a refund now: ``{"out_refund_no", "status"}`` with SUCCESS, REFUNDCLOSE or
+    CHANGE ends a PROCESSING refund (its notification follows, when it has a ``notify_url``)."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        status = body.get("status")
+        if status not in ("SUCCESS", "REFUNDCLOSE", "CHANGE"):
+            return self.fail(400, "status must be SUCCESS, REFUNDCLOSE or CHANGE")
+        pay = self.pay
+        found = next(((o, r) for o in pay.orders.values() for r in o.refunds
+                      if r.out_refund_no == body.get("out_refund_no")), None)
+        if found is None:
+            return self.fail(404, "no such refund")
+        order, refund = found
+        pay.settle_refund(refund)
+        if refund.status != "PROCESSING":
+            return self.fail(409, f"refund is {refund.status}")
+        refund.outcome, refund.settle_at = status, time.time()
+        pay.settle_refund(refund)
+        self.write_json(order.view())
+
+
 class ClockHandler(PayControlHandler):
     """The bill clock: ``{"now": "2026-12-01T10:05:00+08:00"}`` makes bills be served as at that
     moment (the offset from real time is kept); ``DELETE`` puts it back to real time."""
@@ -136,6 +159,7 @@ class ClockHandler(PayControlHandler):
 routes = [
     (r"/sandbox/pay/age", AgeHandler),
     (r"/sandbox/pay/clock", ClockHandler),
+    (r"/sandbox/pay/refund-outcome", RefundOutcomeHandler),
     (r"/sandbox/pay/confirm", ConfirmHandler),
     (r"/sandbox/pay/auth-code", AuthCodeHandler),
     (r"/sandbox/pay/orders", OrdersHandler),
