@@ -52,6 +52,20 @@ class RefundNotifyHandler(BaseHandler):
         self.finish(PayAPI.notification_reply(ok, message))
 
 
+class RefundNotifyV3Handler(BaseHandler):
+    """``POST /wechat/pay/refund-notify/v3``: WeChat Pay v3's refund notification; answered like
+    the v3 payment notification (204, or 400 so that WeChat sends it again)."""
+
+    max_body_bytes = NOTIFY_MAX_BODY
+
+    async def post(self) -> None:
+        ok, message = await self.app.payments.handle_refund_notification(self.request.body, self.request.headers)
+        if not ok:
+            raise AppError(message, code="wechat_pay_notification_refused", status=400)
+        self.set_status(204)
+        self.finish()
+
+
 class PayNotifyV3Handler(BaseHandler):
     """``POST /wechat/pay/notify/v3``: WeChat Pay v3's notification (signed headers, encrypted
     resource). Accepted: 204 without a body. Refused: 400 with the error body, and WeChat,
@@ -91,6 +105,7 @@ default_handlers = [
     (r"/wechat/pay/notify", PayNotifyHandler),
     (r"/wechat/pay/notify/v3", PayNotifyV3Handler),
     (r"/wechat/pay/refund-notify", RefundNotifyHandler),
+    (r"/wechat/pay/refund-notify/v3", RefundNotifyV3Handler),
 ]
 
 _PAYMENT = spec.obj({"payment": spec.ref("Payment")})
@@ -149,6 +164,15 @@ openapi = {
             body_content={"text/xml": {"schema": {"type": "string"}}}, body_required=False,
             ok={200: {"description": "WeChat's XML answer",
                       "content": {"text/xml": {"schema": {"type": "string"}}}}}),
+    },
+    "/wechat/pay/refund-notify/v3": {
+        "post": spec.operation(
+            "WeChat Pay API v3's refund notification (REFUND.SUCCESS / CLOSED / ABNORMAL)", tag="wechat",
+            description="Signature and AES-256-GCM resource checked as for the v3 payment notification; then the "
+                        "refund is applied as from the v2 notification. 204 once recorded (a repeat too); 400 "
+                        "otherwise, when nothing changes and WeChat sends it again.",
+            body_content={"application/json": {"schema": {"type": "object"}}}, body_required=False,
+            ok={204: None}, errors={400: ["wechat_pay_notification_refused"]}),
     },
     "/wechat/pay/notify/v3": {
         "post": spec.operation(

@@ -57,6 +57,15 @@ def refund_script(stack, otn: str, amount: int, refund_no: str):
 
 
 def test_a_refund_is_booked_when_wechat_notifies_success_not_when_it_accepts(stack):
+    booked_on_success(stack)
+
+
+def test_a_v3_refund_is_booked_from_its_notification_too(stack_v3):
+    """v3: PROCESSING at first, then REFUND.SUCCESS (signed, AES-256-GCM) or the refund query."""
+    booked_on_success(stack_v3)
+
+
+def booked_on_success(stack) -> None:
     cust, otn = paid(stack, 10000, (3000, 4000))  # 3000 left as balance
     no = cust["account_no"]
     refund_no = f"R{secrets.token_hex(6)}"
@@ -66,8 +75,10 @@ def test_a_refund_is_booked_when_wechat_notifies_success_not_when_it_accepts(sta
     done = wait_refund(stack, refund_no, ("succeeded",), booked=True)
     assert done["accepted_at"] <= done["finished_at"]
     # WeChat's notification decided it: recorded, answered SUCCESS
-    notes = list(stack.db.payment_events.find({"refund_no": refund_no, "kind": "refund_notification"}))
-    assert notes and notes[0]["outcome"] == "accepted" and notes[0]["fields"]["refund_status"] == "SUCCESS"
+    notes = wait_for(
+        lambda: list(stack.db.payment_events.find({"refund_no": refund_no, "kind": "refund_notification"}))
+    )
+    assert notes[0]["outcome"] == "accepted" and notes[0]["fields"]["refund_status"] == "SUCCESS"
     view = stack.sandbox_call("GET", "/sandbox/pay/orders", params={"out_trade_no": otn}).json()
     assert view["refunds"][0]["status"] == "SUCCESS"
     assert wait_for(lambda: view_notified(stack, otn), timeout=30)

@@ -339,6 +339,7 @@ class RefundV3Handler(V3Handler, RefundHandler):
             "transaction_id": str(body.get("transaction_id") or ""),
             "out_refund_no": str(body.get("out_refund_no") or ""), "total_fee": self.amount(body, "total"),
             "refund_fee": self.amount(body, "refund"), "refund_desc": str(body.get("reason") or ""),
+            "notify_url": str(body.get("notify_url") or ""), "notify_api": "v3",
         }.items() if v != ""}
 
     def to_v3(self, result, req):

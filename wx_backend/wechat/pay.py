@@ -190,6 +190,7 @@ class PayAPI:
     """WeChat Pay v2 for one merchant (``mch_id``) and one app (``appid``, the mini-program)."""
 
     notify_path = "/wechat/pay/notify"  # where this API's payment notifications are received
+    refund_notify_path = "/wechat/pay/refund-notify"  # and its refund notifications
 
     def __init__(self, http: WeChatHTTP, *, appid: str, mch_id: str, key: str, sign_type: str = "MD5",
                  cert: str | None = None, cert_key: str | None = None,
@@ -316,7 +317,7 @@ class PayAPI:
             raise PayNotificationError(f"mch_id {fields.get('mch_id')!r} is not ours")
         return fields
 
-    def parse_refund_notification(self, xml_bytes: bytes | str) -> dict[str, str]:
+    def parse_refund_notification(self, xml_bytes: bytes | str, headers: Any = None) -> dict[str, str]:
         """A refund notification's decrypted fields (``refund_status`` SUCCESS, REFUNDCLOSE or
         CHANGE, ``out_refund_no``, ``refund_fee`` ...). It carries no ``sign``: ``req_info`` is
         AES-256-ECB (PKCS#7) with the lowercase hex MD5 of the API key as key, so only WeChat can

@@ -121,6 +121,7 @@ class PayV3API:
     """WeChat Pay v3 for one merchant (``mchid``) and one app (``appid``, the mini-program)."""
 
     notify_path = NOTIFY_PATH
+    refund_notify_path = "/wechat/pay/refund-notify/v3"
 
     def __init__(self, http: WeChatHTTP, *, appid: str, mch_id: str, apiv3_key: str, serial_no: str,
                  private_key: rsa.RSAPrivateKey, wechatpay_public_key: rsa.RSAPublicKey, wechatpay_key_id: str,
@@ -196,9 +197,10 @@ class PayV3API:
 
     async def refund(self, out_trade_no: str, out_refund_no: str, total_fee: int, refund_fee: int,
                      reason: str | None = None, notify_url: str | None = None) -> PayResult:
-        """Ask for a refund (``PROCESSING``: the outcome comes from ``refundquery``); the same
-        ``out_refund_no`` refunds only once. v3's refund notifications are not subscribed to."""
+        """Ask for a refund (``PROCESSING``: the outcome comes from ``refundquery`` or the
+        notification to ``notify_url``); the same ``out_refund_no`` refunds only once."""
         payload = {"out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "reason": reason,
+                   "notify_url": notify_url,
                    "amount": {"refund": _fen(refund_fee), "total": _fen(total_fee), "currency": "CNY"}}
         status, data, call = await self._call("refund", "POST", "/v3/refund/domestic/refunds", payload)
         return await self._result(call, status, data, _refund_fields)
@@ -295,6 +297,31 @@ class PayV3API:
         fields["result_code"] = "SUCCESS" if fields.get("trade_state") == "SUCCESS" else "FAIL"
         fields["notification_id"] = str(envelope.get("id", ""))
         fields["event_type"] = str(envelope.get("event_type", ""))
+        return fields
+
+    def parse_refund_notification(self, body: bytes | str, headers: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A v3 refund notification (``REFUND.SUCCESS`` / ``.CLOSED`` / ``.ABNORMAL``), checked and
+        decrypted like a payment's, in v2's terms: ``refund_status`` SUCCESS, REFUNDCLOSE or CHANGE,
+        ``refund_fee`` in fen. ``PaySignatureError`` or ``PayNotificationError`` otherwise."""
+        raw = body.encode() if isinstance(body, str) else body
+        problem = self.check_signature(headers or {}, raw)
+        if problem:
+            raise PaySignatureError(f"refund notification {problem}")
+        try:
+            resource = json.loads(raw)["resource"]
+            refund = json.loads(aead_decrypt(self._apiv3_key, resource["nonce"], resource.get("associated_data") or "",
+                                             resource["ciphertext"]))
+            fields = {k: str(v) for k, v in _refund_fields(refund).items() if v is not None}
+        except InvalidTag as exc:
+            raise PaySignatureError("refund notification resource does not decrypt") from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PayNotificationError(f"malformed refund notification: {type(exc).__name__}") from exc
+        if refund.get("mchid") != self.mch_id:
+            raise PayNotificationError(f"mchid {refund.get('mchid')!r} is not ours")
+        status = str(refund.get("refund_status") or "")  # the notification's name for "status"
+        fields["refund_status"] = V3_REFUND_STATUS.get(status, status)
+        if refund.get("success_time"):
+            fields["success_time"] = str(refund["success_time"])
         return fields
 
     def check_signature(self, headers: Mapping[str, str], body: bytes, now: float | None = None) -> str | None:

@@ -139,6 +139,7 @@ class Refund:
     finished_at: float | None = None
     notify_url: str = ""
     notifications: list[dict[str, Any]] = field(default_factory=list)
+    api: str = "v2"  # the API it was asked with: its notification speaks the same (v3: pay_v3_refunds)
 
 
 @dataclass

@@ -86,27 +86,45 @@ async def notify_refund(pay: PayState, order: Order, refund: Refund) -> None:
         if refund.status != "PROCESSING":
             break
         await asyncio.sleep(min(0.2, max(0.01, refund.settle_at - time.time())))
+    notifier = REFUND_NOTIFIERS.get(refund.api, V2RefundNotifier)
     for attempt, delay in enumerate([0.0, *NOTIFY_SCHEDULE], start=1):
         await asyncio.sleep(delay * pay.notify_scale)
-        body = to_xml({"return_code": "SUCCESS", "appid": order.appid, "mch_id": pay.config.mch_id,
-                       "nonce_str": secrets.token_hex(16),
-                       "req_info": encrypt_req_info(pay.key, refund_fields(order, refund))})
+        body, headers = notifier.request(pay, order, refund)
         record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "outcome": "pending"}
         refund.notifications.append(record)
         try:
             resp = await AsyncHTTPClient().fetch(HTTPRequest(
-                refund.notify_url, method="POST", body=body.encode(), headers={"Content-Type": "text/xml"},
+                refund.notify_url, method="POST", body=body, headers=headers,
                 connect_timeout=NOTIFY_REPLY_TIMEOUT, request_timeout=NOTIFY_REPLY_TIMEOUT), raise_error=False)
         except (OSError, HTTPClientError) as exc:
             record.update(outcome="error", reason=type(exc).__name__)
             continue
-        try:
-            ok = resp.code == 200 and parse_xml(resp.body or b"").get("return_code") == "SUCCESS"
-        except ValueError:
-            ok = False
+        ok = notifier.accepted(resp.code, resp.body or b"")
         record.update(status=resp.code, outcome="SUCCESS" if ok else "FAIL")
         if ok:
             return
+
+
+class V2RefundNotifier:
+    """v2: ``<xml>`` with ``req_info``; ``return_code=SUCCESS`` in the answer stops the retries."""
+
+    @staticmethod
+    def request(pay: PayState, order: Order, refund: Refund) -> tuple[bytes, dict[str, str]]:
+        body = to_xml({"return_code": "SUCCESS", "appid": order.appid, "mch_id": pay.config.mch_id,
+                       "nonce_str": secrets.token_hex(16),
+                       "req_info": encrypt_req_info(pay.key, refund_fields(order, refund))})
+        return body.encode(), {"Content-Type": "text/xml"}
+
+    @staticmethod
+    def accepted(code: int, body: bytes) -> bool:
+        try:
+            return code == 200 and parse_xml(body).get("return_code") == "SUCCESS"
+        except ValueError:
+            return False
+
+
+# refund notification formats of the other APIs, by ``Refund.api`` (pay_v3_refunds adds "v3")
+REFUND_NOTIFIERS: dict[str, Any] = {}
 
 
 class RefundHandler(PayHandler):
@@ -145,7 +163,7 @@ class RefundHandler(PayHandler):
                             refund_id="5030" + "".join(secrets.choice("0123456789") for _ in range(24)),
                             refund_fee=refund_fee, reason=req.get("refund_desc", ""), created_at=now,
                             settle_at=now + self.pay.refund_delay, outcome=OUTCOMES.get(fault or "", "SUCCESS"),
-                            notify_url=req.get("notify_url", ""))
+                            notify_url=req.get("notify_url", ""), api=req.get("notify_api") or "v2")
             order.refunds.append(refund)
             if refund.notify_url:
                 self.pay.spawn(notify_refund(self.pay, order, refund))

@@ -35,13 +35,12 @@ from pymongo.errors import PyMongoError
 from ...db import utcnow
 from ...errors import AppError, Conflict, NotFound, ValidationFailed, WeChatUnavailable
 from ...validators import field_error, matches
-from ...wechat.pay import PayNotificationError, PayReturnError
+from ...wechat.pay import PayNotificationError, PayReturnError, PaySignatureError
 from ..billing import bill_status
 from .common import BILL_WRITE_TRIES, check_amount
 
 log = logging.getLogger(__package__)
 
-REFUND_NOTIFY_PATH = "/wechat/pay/refund-notify"
 RETRY_NOW = ("SYSTEMERROR", "BIZERR_NEED_RETRY")  # asked again at once, then by the follow-up
 RETRY_LATER = ("NOTENOUGH", "FREQUENCY_LIMITED")  # not final: the follow-up asks again later
 REFUSED = {  # final refusals, as the operator reads them
@@ -98,7 +97,7 @@ class Refunds:
     async def _request_refund(self, order: dict[str, Any], refund: dict[str, Any]) -> dict[str, Any]:
         """``/secapi/pay/refund`` for a ``requested`` refund; raises for a final refusal."""
         refund_no, amount = refund["_id"], refund["amount_fen"]
-        notify_url = f"{self.config.public_base.rstrip('/')}{REFUND_NOTIFY_PATH}"
+        notify_url = f"{self.config.public_base.rstrip('/')}{self.pay.refund_notify_path}"
         result = None
         for attempt in range(3):
             try:
@@ -168,11 +167,15 @@ class Refunds:
             await self._book_refund(refund)
         return True
 
-    async def handle_refund_notification(self, raw: bytes) -> tuple[bool, str]:
-        """A refund notification (v2 XML, ``req_info`` encrypted with the API key's MD5):
-        ``(ok, message)`` for the answer. A repeat answers SUCCESS and changes nothing."""
+    async def handle_refund_notification(self, raw: bytes, headers: Any = None) -> tuple[bool, str]:
+        """A refund notification (v2 XML, ``req_info`` encrypted with the API key's MD5; or v3 JSON
+        with its signature ``headers``): ``(ok, message)`` for the answer. A repeat answers
+        SUCCESS and changes nothing."""
         try:
-            fields = self.pay.parse_refund_notification(raw)
+            fields = self.pay.parse_refund_notification(raw, headers)
+        except PaySignatureError:
+            log.warning("refund notification with a bad signature refused")
+            return False, "签名错误"
         except PayNotificationError as exc:
             log.warning("refund notification refused: %s", exc.reason)
             return False, "通知无效"
