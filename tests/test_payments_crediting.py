@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import Stack
-from pay_support import gateway, run, trade_no, wait_for
+from pay_support import bill_clock, gateway, run, trade_no, wait_for
 from pay_v3_support import gateway_v3
 from payments_chaos import chaos, duplicate_storm
 from payments_support import (
@@ -176,6 +176,14 @@ def test_reconcile_agrees_then_lists_every_difference(stack, workdir):
         clean = run_script(own, "scripts.reconcile", "--date", day.isoformat())
         assert clean.returncode == 0, clean.stdout + clean.stderr
         assert "0 differences" in clean.stdout
+        # at 09:30 the next day WeChat is still building the bill: asked again, then refused
+        next_day = day + timedelta(days=1)
+        creating_at = datetime(next_day.year, next_day.month, next_day.day, 9, 30, tzinfo=ZoneInfo("Asia/Shanghai"))
+        with bill_clock(own, creating_at):
+            creating = run_script(own, "scripts.reconcile", "--date", day.isoformat(), env={"WX_PAY_BILL_RETRY": "0.2"})
+        assert creating.returncode == 2 and "bill_creating" in creating.stderr
+        assert own.db.payment_events.count_documents(
+            {"kind": "call", "operation": "downloadbill", "outcome": "bill_creating"}) == 5
 
         # now break the books: a payment WeChat has but we do not (with commas in its 商品名称),
         # an amount and a status
