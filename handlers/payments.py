@@ -40,6 +40,32 @@ class PayNotifyHandler(BaseHandler):
         self.finish(PayAPI.notification_reply(ok, message))
 
 
+class RefundNotifyHandler(BaseHandler):
+    """``POST /wechat/pay/refund-notify``: WeChat Pay v2's refund notification (``req_info``
+    encrypted with the API key's MD5), answered in WeChat's XML."""
+
+    max_body_bytes = NOTIFY_MAX_BODY
+
+    async def post(self) -> None:
+        ok, message = await self.app.payments.handle_refund_notification(self.request.body)
+        self.set_header("Content-Type", "text/xml; charset=UTF-8")
+        self.finish(PayAPI.notification_reply(ok, message))
+
+
+class RefundNotifyV3Handler(BaseHandler):
+    """``POST /wechat/pay/refund-notify/v3``: WeChat Pay v3's refund notification; answered like
+    the v3 payment notification (204, or 400 so that WeChat sends it again)."""
+
+    max_body_bytes = NOTIFY_MAX_BODY
+
+    async def post(self) -> None:
+        ok, message = await self.app.payments.handle_refund_notification(self.request.body, self.request.headers)
+        if not ok:
+            raise AppError(message, code="wechat_pay_notification_refused", status=400)
+        self.set_status(204)
+        self.finish()
+
+
 class PayNotifyV3Handler(BaseHandler):
     """``POST /wechat/pay/notify/v3``: WeChat Pay v3's notification (signed headers, encrypted
     resource). Accepted: 204 without a body. Refused: 400 with the error body, and WeChat,
@@ -78,6 +104,8 @@ default_handlers = [
     (r"/api/v1/terminal/payments", TerminalPaymentsHandler),
     (r"/wechat/pay/notify", PayNotifyHandler),
     (r"/wechat/pay/notify/v3", PayNotifyV3Handler),
+    (r"/wechat/pay/refund-notify", RefundNotifyHandler),
+    (r"/wechat/pay/refund-notify/v3", RefundNotifyV3Handler),
 ]
 
 _PAYMENT = spec.obj({"payment": spec.ref("Payment")})
@@ -125,6 +153,26 @@ openapi = {
             body_content={"text/xml": {"schema": {"type": "string"}}}, body_required=False,
             ok={200: {"description": "WeChat's XML answer",
                       "content": {"text/xml": {"schema": {"type": "string"}}}}}),
+    },
+    "/wechat/pay/refund-notify": {
+        "post": spec.operation(
+            "WeChat Pay's refund notification (XML; req_info AES-256-ECB with the MD5 of the API key)", tag="wechat",
+            description="`req_info` must decrypt with our key (that is its authentication) and name a refund of "
+                        "ours with its amount; then SUCCESS books the refund (balance, bills), REFUNDCLOSE gives "
+                        "the amount back, CHANGE is left to the operator. Always answered 200 in WeChat's XML: "
+                        "SUCCESS once recorded (a repeat too), FAIL otherwise (nothing changes, WeChat retries).",
+            body_content={"text/xml": {"schema": {"type": "string"}}}, body_required=False,
+            ok={200: {"description": "WeChat's XML answer",
+                      "content": {"text/xml": {"schema": {"type": "string"}}}}}),
+    },
+    "/wechat/pay/refund-notify/v3": {
+        "post": spec.operation(
+            "WeChat Pay API v3's refund notification (REFUND.SUCCESS / CLOSED / ABNORMAL)", tag="wechat",
+            description="Signature and AES-256-GCM resource checked as for the v3 payment notification; then the "
+                        "refund is applied as from the v2 notification. 204 once recorded (a repeat too); 400 "
+                        "otherwise, when nothing changes and WeChat sends it again.",
+            body_content={"application/json": {"schema": {"type": "object"}}}, body_required=False,
+            ok={204: None}, errors={400: ["wechat_pay_notification_refused"]}),
     },
     "/wechat/pay/notify/v3": {
         "post": spec.operation(

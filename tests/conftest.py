@@ -63,7 +63,9 @@ def base_env(db_name: str, mongodb_uri: str, sandbox_port: int, app_port: int) -
         "WX_SANDBOX_TIMEOUT_DELAY": "4",
         "WX_SANDBOX_NOTIFY_SCALE": "0.01",
         "WX_SANDBOX_PASSWORD_DELAY": "1",
-        "WX_SANDBOX_USERPAYING_TIMEOUT": "6",
+        "WX_SANDBOX_TIME_SCALE": "0.2",  # WeChat's 45 s and 15 s payment-code times as 9 s and 3 s
+        "WX_PAY_TIME_SCALE": "0.2",
+        "WX_SANDBOX_REFUND_DELAY": "0.5",
         "WX_MP_APPID": "wxmptest00000001",
         "WX_MP_SECRET": "mp-test-secret",
         "WX_OA_APPID": "wxoatest00000001",

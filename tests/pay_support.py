@@ -6,7 +6,8 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -99,3 +100,23 @@ class NotifyReceiver:
     def __exit__(self, *exc) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+BEIJING_TZ = "Asia/Shanghai"
+
+
+@contextmanager
+def bill_clock(stack, at: datetime) -> Iterator[None]:
+    """The sandbox serves bills as at ``at`` (an aware time) inside the block."""
+    stack.sandbox_call("POST", "/sandbox/pay/clock", json={"now": at.isoformat()}).raise_for_status()
+    try:
+        yield
+    finally:
+        stack.sandbox_call("DELETE", "/sandbox/pay/clock").raise_for_status()
+
+
+def bills_ready(day) -> datetime:
+    """10:05 Beijing time the day after ``day``: WeChat's bill of ``day`` can be fetched."""
+    from zoneinfo import ZoneInfo
+
+    return datetime(day.year, day.month, day.day, 10, 5, tzinfo=ZoneInfo(BEIJING_TZ)) + timedelta(days=1)

@@ -6,13 +6,24 @@ from __future__ import annotations
 import re
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from pay_support import NotifyReceiver, auth_code, gateway, in_an_hour, order_view, run, trade_no, wait_for
+from pay_support import (
+    NotifyReceiver,
+    auth_code,
+    bill_clock,
+    bills_ready,
+    gateway,
+    in_an_hour,
+    order_view,
+    run,
+    trade_no,
+    wait_for,
+)
 
-from wx_backend.wechat.pay import PayBillNotFound, PaySignatureError, parse_pay_xml
+from wx_backend.wechat.pay import PayBillNotFound, PayBillNotReady, PayReturnError, PaySignatureError, parse_pay_xml
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -163,11 +174,31 @@ def test_micropay_pay_then_reverse_refunds_it(stack):
     # the same order with another code is already paid
     other = run(lambda: api.micropay(no, 2500, "电费", auth_code(stack, "pay"), "10.0.0.8"))
     assert other["err_code"] == "ORDERPAID"
-    reversed_ = run(lambda: api.reverse(no))
+    too_soon = run(lambda: api.reverse(no))  # WeChat: no reverse within 15 s of the order
+    assert (too_soon["err_code"], too_soon["recall"]) == ("SYSTEMERROR", "Y")
+    assert run(lambda: api.orderquery(no))["trade_state"] == "SUCCESS"
+    reversed_ = reverse_when_allowed(api, no)
     assert reversed_.ok and reversed_["recall"] == "N"
     assert run(lambda: api.orderquery(no))["trade_state"] == "REVOKED"
     assert run(lambda: api.reverse(no)).ok  # reversing again changes nothing
     assert order_view(stack, no)["revoked_by"] == "reverse"
+
+
+def reverse_when_allowed(api, no: str):
+    """Reverse once WeChat allows it (15 s after the order, 3 s in tests)."""
+    return wait_for(lambda: (r := run(lambda: api.reverse(no))).get("recall") != "Y" and r, timeout=20, step=0.25)
+
+
+def test_micropay_card_not_supported_and_buyer_mismatch(stack):
+    api = gateway(stack)
+    no = trade_no("M")
+    card = run(lambda: api.micropay(no, 500, "电费", auth_code(stack, "card_not_supported"), "10.0.0.8"))
+    assert card["err_code"] == "NOTSUPORTCARD"
+    assert run(lambda: api.orderquery(no))["trade_state"] == "PAYERROR"
+    waiting = trade_no("M")
+    run(lambda: api.micropay(waiting, 500, "电费", auth_code(stack, "password_timeout", "o_first"), "10.0.0.8"))
+    other = run(lambda: api.micropay(waiting, 500, "电费", auth_code(stack, "pay", "o_second"), "10.0.0.8"))
+    assert other["err_code"] == "BUYER_MISMATCH"
 
 
 def test_micropay_password_then_pay_blocks_reverse_until_paid(stack):
@@ -192,8 +223,8 @@ def test_micropay_password_timeout_is_revoked_automatically(stack):
     assert result["err_code"] == "USERPAYING"
     assert run(lambda: api.orderquery(no))["trade_state"] == "USERPAYING"  # never paid
     query = wait_for(lambda: (q := run(lambda: api.orderquery(no)))["trade_state"] == "REVOKED" and q,
-                     timeout=10, step=0.25)
-    assert time.monotonic() - started >= 5.5  # WX_SANDBOX_USERPAYING_TIMEOUT=6 in tests
+                     timeout=20, step=0.25)
+    assert time.monotonic() - started >= 8.5  # 45 s x WX_SANDBOX_TIME_SCALE=0.2 in tests
     assert "transaction_id" not in query
     assert order_view(stack, no)["revoked_by"] == "timeout"
     assert run(lambda: api.reverse(no)).ok
@@ -205,7 +236,7 @@ def test_micropay_insufficient_and_expired_and_invalid_codes(stack):
     poor = run(lambda: api.micropay(no, 500, "电费", auth_code(stack, "insufficient"), "10.0.0.8"))
     assert poor["err_code"] == "NOTENOUGH"
     assert run(lambda: api.orderquery(no))["trade_state"] == "PAYERROR"
-    assert run(lambda: api.reverse(no)).ok
+    assert reverse_when_allowed(api, no).ok
     assert run(lambda: api.orderquery(no))["trade_state"] == "REVOKED"
 
     no = trade_no("M")
@@ -273,15 +304,16 @@ def test_refund_limits_and_idempotency(stack):
     assert first.ok and first["refund_fee"] == "300" and first["refund_id"]
     again = run(lambda: api.refund(no, r1, 1000, 300))
     assert again.ok and again["refund_id"] == first["refund_id"]
-    assert run(lambda: api.refund(no, r1, 1000, 301))["err_code"] == "INVALID_REQUEST"
+    assert run(lambda: api.refund(no, r1, 1000, 301))["err_code"] == "REFUND_FEE_MISMATCH"
     assert run(lambda: api.refund(no, trade_no("R"), 999, 100))["err_code"] == "INVALID_REQUEST"
     over = run(lambda: api.refund(no, trade_no("R"), 1000, 701))
     assert over["err_code"] == "INVALID_REQUEST"
     r2 = trade_no("R")
     assert run(lambda: api.refund(no, r2, 1000, 700)).ok
     assert run(lambda: api.refund(no, trade_no("R"), 1000, 1))["err_code"] == "INVALID_REQUEST"
-    query = run(lambda: api.refundquery(r1))
+    query = wait_for(lambda: (q := run(lambda: api.refundquery(r1)))["refund_status_0"] != "PROCESSING" and q)
     assert query.ok and query["refund_count"] == "1" and query["refund_status_0"] == "SUCCESS"
+    assert query["refund_success_time_0"]
     assert query["refund_fee_0"] == "300" and query["out_trade_no"] == no
     assert run(lambda: api.refundquery(trade_no("R")))["err_code"] == "REFUNDNOTEXIST"
     assert run(lambda: api.orderquery(no))["trade_state"] == "REFUND"
@@ -332,9 +364,13 @@ def test_downloadbill_format_and_totals(stack):
     run(lambda: api.micropay(micro, 7, "电费", auth_code(stack, "pay"), "10.0.0.8"))
     reversed_no = trade_no("M")
     run(lambda: api.micropay(reversed_no, 99, "电费", auth_code(stack, "pay"), "10.0.0.8"))
-    run(lambda: api.reverse(reversed_no))
+    reverse_when_allowed(api, reversed_no)
     today = datetime.now(SHANGHAI).date()
+    with bill_clock(stack, bills_ready(today)):
+        _check_bill(stack, api, today, paid_no, refund_no, micro, reversed_no)
 
+
+def _check_bill(stack, api, today, paid_no, refund_no, micro, reversed_no):
     text = run(lambda: api.downloadbill(today))
     header, rows, totals = _parse_bill(text)
     assert header[:3] == ["交易时间", "公众账号ID", "商户号"] and len(header) == 27 and header[-1] == "费率备注"
@@ -364,7 +400,33 @@ def test_downloadbill_format_and_totals(stack):
     refunds_only = _parse_bill(run(lambda: api.downloadbill(today, "REFUND")))[1]
     assert all(r["交易状态"] == "REFUND" for r in refunds_only) and refunds_only
 
-    with pytest.raises(PayBillNotFound) as err:
-        run(lambda: api.downloadbill(datetime(2001, 1, 1).date()))
+    with pytest.raises(PayBillNotFound) as err:  # a day of the last three months without trades
+        run(lambda: api.downloadbill(today - timedelta(days=60)))
     assert err.value.call.outcome == "no_bill"
     assert parse_pay_xml(err.value.call.response_raw)["return_msg"] == "No Bill Exist"
+
+
+def test_downloadbill_follows_wechats_schedule_and_keeps_commas_in_cells(stack):
+    """A day's bill is built from 09:00 the next day (ready at 10:00), kept three months; cells
+    hold commas as they are (商品名称 here), each cell starting with a backtick."""
+    api = gateway(stack)
+    no = trade_no("C")
+    run(lambda: api.micropay(no, 1234, "电费,2026年11月,含逗号", auth_code(stack, "pay"), "10.0.0.8"))
+    today = datetime.now(SHANGHAI).date()
+    with pytest.raises(PayReturnError) as early:  # today's bill does not exist yet
+        run(lambda: api.downloadbill(today))
+    assert early.value.return_msg == "invalid bill_date"
+    with bill_clock(stack, bills_ready(today) - timedelta(minutes=40)):  # 09:25 the next day
+        with pytest.raises(PayBillNotReady) as err:
+            run(lambda: api.downloadbill(today))
+        assert err.value.call.outcome == "bill_creating"
+    with bill_clock(stack, bills_ready(today)):
+        text = run(lambda: api.downloadbill(today))
+    with bill_clock(stack, bills_ready(today) + timedelta(days=91)):
+        with pytest.raises(PayReturnError) as late:  # kept three months
+            run(lambda: api.downloadbill(today))
+        assert late.value.return_msg == "invalid bill_date"
+    row = next(line for line in text.split("\r\n") if no in line)
+    assert "`电费,2026年11月,含逗号," in row
+    cells = row[1:].split(",`")
+    assert len(cells) == 27 and cells[6] == no and cells[20] == "电费,2026年11月,含逗号" and cells[24] == "12.34"

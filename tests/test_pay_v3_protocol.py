@@ -17,7 +17,7 @@ import base64
 import json
 import time
 import uuid
-from datetime import date, datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
@@ -25,16 +25,32 @@ import pytest
 import requests
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pay_support import NotifyReceiver, auth_code, in_an_hour, order_view, run, trade_no, wait_for
+from pay_support import (
+    NotifyReceiver,
+    auth_code,
+    bill_clock,
+    bills_ready,
+    in_an_hour,
+    order_view,
+    run,
+    trade_no,
+    wait_for,
+)
 from pay_v3_support import gateway_v3
 from wechatpayv3 import utils as sdk
 from wechatpayv3.core import Core as SDKCore
 
 from wx_backend.errors import WeChatUnavailable
-from wx_backend.wechat.pay import PayBillNotFound, PayNotificationError, PayReturnError, PaySignatureError
+from wx_backend.wechat.pay import (
+    PayBillNotFound,
+    PayBillNotReady,
+    PayNotificationError,
+    PayReturnError,
+    PaySignatureError,
+)
 from wx_backend.wechat.pay_keys import load_private_key, public_pem
-from wx_backend.wechat.pay_v3 import (
-    PayV3API,
+from wx_backend.wechat.pay_v3 import PayV3API
+from wx_backend.wechat.pay_v3_sign import (
     aead_decrypt,
     aead_encrypt,
     authorization,
@@ -326,13 +342,20 @@ def test_gateway_against_the_sandbox_order_query_close_refund_bill(stack):
     assert refund.ok and refund["refund_id"] and refund["refund_fee"] == "100"
     too_much = run(lambda: api.refund(otn, f"R{uuid.uuid4().hex[:12]}", 321, 300))
     assert (too_much.ok, too_much["err_code"]) == (False, "INVALID_REQUEST")
-    status = run(lambda: api.refundquery(refund_no))
+    # accepted is not refunded: PROCESSING, then SUCCESS once WeChat has moved the money
+    status = wait_for(lambda: (q := run(lambda: api.refundquery(refund_no)))["refund_status_0"] != "PROCESSING" and q)
     assert (status["refund_status_0"], status["refund_fee_0"]) == ("SUCCESS", "100")
     today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
-    text = run(lambda: api.downloadbill(today))
+    with pytest.raises(PayReturnError) as early:  # WeChat builds it the next day
+        run(lambda: api.downloadbill(today))
+    assert early.value.return_msg.startswith("PARAM_ERROR")
+    with bill_clock(stack, bills_ready(today) - timedelta(minutes=40)), pytest.raises(PayBillNotReady):
+        run(lambda: api.downloadbill(today))
+    with bill_clock(stack, bills_ready(today)):
+        text = run(lambda: api.downloadbill(today))
     assert otn in text and refund_no in text
     with pytest.raises(PayBillNotFound):
-        run(lambda: api.downloadbill(date(2020, 1, 1)))
+        run(lambda: api.downloadbill(today - timedelta(days=60)))
 
 
 def test_gateway_distrusts_altered_answers_and_reads_refusals(stack):

@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import Stack
-from pay_support import gateway, run, trade_no
+from pay_support import bill_clock, gateway, run, trade_no, wait_for
 from pay_v3_support import gateway_v3
 from payments_chaos import chaos, duplicate_storm
 from payments_support import (
@@ -109,6 +109,7 @@ def test_refund_partial_then_rest_debits_once_and_reopens_bills(stack):
     no = cust["account_no"]
     first = run_script(stack, "scripts.refund", otn, "--amount-fen", "2000", "--refund-no", f"R{otn[-10:]}a")
     assert first.returncode == 0, first.stderr
+    booked(stack, f"R{otn[-10:]}a")  # WeChat said SUCCESS (notification or refundquery)
     again = run_script(stack, "scripts.refund", otn, "--amount-fen", "2000", "--refund-no", f"R{otn[-10:]}a")
     assert again.returncode == 0, again.stderr  # the same number: no second refund
     assert balance(stack, no) == 8000
@@ -116,6 +117,7 @@ def test_refund_partial_then_rest_debits_once_and_reopens_bills(stack):
     assert (b[AGO_8]["paid_fen"], b[AGO_7]["paid_fen"]) == (3000, 4000)  # out of the balance part
     second = run_script(stack, "scripts.refund", otn, "--amount-fen", "5000", "--refund-no", f"R{otn[-10:]}b")
     assert second.returncode == 0, second.stderr
+    booked(stack, f"R{otn[-10:]}b")
     assert balance(stack, no) == 3000
     b = bills(stack, no)  # 1000 of the left-over, then 4000 back out of the newest bill
     assert (b[AGO_7]["paid_fen"], b[AGO_7]["status"]) == (0, "unpaid")
@@ -126,6 +128,23 @@ def test_refund_partial_then_rest_debits_once_and_reopens_bills(stack):
     assert order["refunded_fen"] == 7000
     view = stack.sandbox_call("GET", "/sandbox/pay/orders", params={"out_trade_no": otn}).json()
     assert view["refunded_fee"] == 7000 and len(view["refunds"]) == 2
+
+
+def age_everything(stack, days: int) -> None:
+    """Every order and refund of the stack happened ``days`` earlier, at WeChat and here."""
+    shift = timedelta(days=days)
+    for view in stack.sandbox_call("GET", "/sandbox/pay/orders").json()["orders"]:
+        stack.sandbox_call("POST", "/sandbox/pay/age",
+                           json={"out_trade_no": view["out_trade_no"], "days": days}).raise_for_status()
+    for doc in stack.db.payments.find({"paid_at": {"$ne": None}}):
+        stack.db.payments.update_one({"_id": doc["_id"]}, {"$set": {"paid_at": doc["paid_at"] - shift}})
+    for doc in stack.db.payment_refunds.find({"accepted_at": {"$ne": None}}):
+        stack.db.payment_refunds.update_one({"_id": doc["_id"]}, {"$set": {"accepted_at": doc["accepted_at"] - shift}})
+
+
+def booked(stack, refund_no: str) -> dict:
+    return wait_for(lambda: (r := stack.db.payment_refunds.find_one({"_id": refund_no}))
+                    and r["state"] == "succeeded" and r.get("booked_at") and r)
 
 
 def test_reconcile_agrees_then_lists_every_difference(stack, workdir):
@@ -146,22 +165,51 @@ def test_reconcile_agrees_then_lists_every_difference(stack, workdir):
         for otn in paid:
             wait_status(own, otn)
         assert run_script(own, "scripts.refund", paid[0], "--amount-fen", "111", "--refund-no", "RR1").returncode == 0
-        today = datetime.now(ZoneInfo("Asia/Shanghai")).date().isoformat()
-        clean = run_script(own, "scripts.reconcile", "--date", today)
+        booked(own, "RR1")
+        today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+        # WeChat builds a day's bill the next morning: today is refused, with a clear message
+        early = run_script(own, "scripts.reconcile", "--date", today.isoformat())
+        assert early.returncode == 2 and "bill_not_available" in early.stderr and "10:00" in early.stderr
+        # so the day is moved two days back, at WeChat and here alike
+        day = today - timedelta(days=2)
+        age_everything(own, days=2)
+        clean = run_script(own, "scripts.reconcile", "--date", day.isoformat())
         assert clean.returncode == 0, clean.stdout + clean.stderr
         assert "0 differences" in clean.stdout
+        # at 09:30 the next day WeChat is still building the bill: asked again, then refused
+        next_day = day + timedelta(days=1)
+        creating_at = datetime(next_day.year, next_day.month, next_day.day, 9, 30, tzinfo=ZoneInfo("Asia/Shanghai"))
+        with bill_clock(own, creating_at):
+            creating = run_script(own, "scripts.reconcile", "--date", day.isoformat(), env={"WX_PAY_BILL_RETRY": "0.2"})
+        assert creating.returncode == 2 and "bill_creating" in creating.stderr
+        assert own.db.payment_events.count_documents(
+            {"kind": "call", "operation": "downloadbill", "outcome": "bill_creating"}) == 5
 
-        # now break the books: a payment WeChat has but we do not, an amount and a missing row
+        # now break the books: a payment WeChat has but we do not (with commas in its 商品名称),
+        # an amount and a status
         api = gateway_v3(own) if api_of(own) == "v3" else gateway(own)
         stray = trade_no("X")
-        run(lambda: api.micropay(stray, 500, "stray", auth_code(own, "pay"), "127.0.0.1"))
+        run(lambda: api.micropay(stray, 500, "电费,含,逗号", auth_code(own, "pay"), "127.0.0.1"))
+        own.sandbox_call("POST", "/sandbox/pay/age", json={"out_trade_no": stray, "days": 2}).raise_for_status()
         own.db.payments.update_one({"out_trade_no": paid[1]}, {"$set": {"amount_fen": 2000}})
         own.db.payments.update_one({"out_trade_no": paid[2]}, {"$set": {"status": "reversed"}})
-        bad = run_script(own, "scripts.reconcile", "--date", today, "--json")
+        bad = run_script(own, "scripts.reconcile", "--date", day.isoformat(), "--json")
         assert bad.returncode == 1, bad.stderr
-        kinds = {(d["kind"], d.get("out_trade_no")) for d in json.loads(bad.stdout)["differences"]}
+        differences = json.loads(bad.stdout)["differences"]
+        kinds = {(d["kind"], d.get("out_trade_no")) for d in differences}
         assert kinds == {("missing_ours", stray), ("amount_mismatch", paid[1]), ("status_mismatch", paid[2])}
-        empty = run_script(own, "scripts.reconcile", "--date", "2020-01-01")
-        assert empty.returncode == 0 and "0 differences" in empty.stdout
+        assert next(d for d in differences if d["kind"] == "missing_ours")["wechat"]["amount_fen"] == 500
+
+        # "No Bill Exist" is WeChat's "no trade that day": fine for an empty day, a difference otherwise
+        empty = run_script(own, "scripts.reconcile", "--date", (today - timedelta(days=20)).isoformat())
+        assert empty.returncode == 0 and "0 differences" in empty.stdout and "No Bill Exist" in empty.stdout
+        lone = today - timedelta(days=3)
+        moved = datetime(lone.year, lone.month, lone.day, 12, tzinfo=ZoneInfo("Asia/Shanghai"))
+        own.db.payments.update_one({"out_trade_no": paid[0]}, {"$set": {"paid_at": moved}})
+        none = run_script(own, "scripts.reconcile", "--date", lone.isoformat(), "--json")
+        assert none.returncode == 1, none.stderr
+        assert [d["kind"] for d in json.loads(none.stdout)["differences"]] == ["no_bill"]
+        old = run_script(own, "scripts.reconcile", "--date", "2020-01-01")
+        assert old.returncode == 2 and "bill_expired" in old.stderr
     finally:
         own.stop()

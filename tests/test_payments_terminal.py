@@ -65,15 +65,23 @@ def test_password_timeout_is_reversed_after_the_window(stack, terminal):
     assert answer["status"] == "reversed" and answer["reason"]
     reverses = calls(stack, answer["out_trade_no"], "reverse")
     assert reverses  # USERPAYING answers recall=Y until WeChat revokes it, then success
+    first = min(c["at"] for c in reverses)
+    created = order(stack, answer["out_trade_no"])["created_at"]
+    assert (first - created).total_seconds() >= 15 * 0.2  # never within WeChat's 15 s (scaled)
     assert order_view(stack, answer["out_trade_no"])["state"] == "REVOKED"
     assert order(stack, answer["out_trade_no"])["status"] == "reversed"
     assert balance(stack, account_no) == 0
 
 
-def test_insufficient_funds_fails_with_a_reason(stack, terminal):
-    account_no, answer = pay(stack, terminal, "insufficient")
-    assert answer == {**answer, "status": "failed", "reason": "余额不足，请更换付款方式"}
-    assert order_view(stack, answer["out_trade_no"])["state"] == "REVOKED"
+@pytest.mark.parametrize(("behaviour", "reason"), [("insufficient", "余额不足，请更换付款方式"),
+                                                   ("card_not_supported", "不支持该银行卡，请更换付款方式")])
+def test_a_declined_payer_fails_at_once_with_a_reason(stack, terminal, behaviour, reason):
+    """NOTENOUGH / NOTSUPORTCARD: nothing was charged; the cashier hears it at once (no reverse,
+    which WeChat would refuse within 15 s of the order anyway)."""
+    account_no, answer = pay(stack, terminal, behaviour)
+    assert answer == {**answer, "status": "failed", "reason": reason}
+    assert order_view(stack, answer["out_trade_no"])["state"] == "PAYERROR"
+    assert not calls(stack, answer["out_trade_no"], "reverse")
     assert balance(stack, account_no) == 0
 
 

@@ -131,6 +131,11 @@ SETTINGS: dict[str, Setting] = {
         "WX_PAY_API", "v2", "WeChat Pay API the merchant uses: v2 (XML, API key) or v3 (JSON, RSA, APIv3 key)",
         parse=lambda v: _choice(v, ("v2", "v3")),
     ),
+    "pay_sign_type": Setting(
+        "WX_PAY_SIGN_TYPE", "MD5",
+        "WeChat Pay v2 signature algorithm, as set for the merchant: MD5 or HMAC-SHA256 (requests, paySign)",
+        parse=lambda v: _choice(v, ("md5", "hmac-sha256")).upper(),
+    ),
     "pay_apiv3_key": Setting(
         "WX_PAY_APIV3_KEY", "", "WeChat Pay APIv3 key (32 characters; decrypts v3 notifications); v3 only",
         dev_default="devapiv3key0123456789abcdefghijk", secret=True,
@@ -219,9 +224,15 @@ SETTINGS: dict[str, Setting] = {
         "sandbox only: seconds a payment-code customer takes to enter the password (password_then_pay)",
         parse=float,
     ),
-    "sandbox_userpaying_timeout": Setting(
-        "WX_SANDBOX_USERPAYING_TIMEOUT", 45.0,
-        "sandbox only: seconds after which an unpaid payment-code order is revoked automatically",
+    "sandbox_time_scale": Setting(
+        "WX_SANDBOX_TIME_SCALE", 1.0,
+        "sandbox only: factor on WeChat Pay's fixed payment-code times (an unpaid order revoked after 45 s, no "
+        "reverse within 15 s); tests shrink them in proportion, with the same WX_PAY_TIME_SCALE",
+        parse=float,
+    ),
+    "sandbox_refund_delay": Setting(
+        "WX_SANDBOX_REFUND_DELAY", 5.0,
+        "sandbox only: seconds from a refund's acceptance to its outcome (SUCCESS, or REFUNDCLOSE / CHANGE on request)",
         parse=float,
     ),
     "sandbox_latency_ms": Setting(
@@ -258,10 +269,23 @@ SETTINGS: dict[str, Setting] = {
         parse=float,
     ),
     "pay_poll_window": Setting(
-        "WX_PAY_POLL_WINDOW", 30.0, "seconds a payment-code order may stay unpaid before it is reversed", parse=float,
+        "WX_PAY_POLL_WINDOW", 30.0,
+        "seconds a payment-code order is polled before it is reversed (15 to 45: WeChat's reverse and revoke times)",
+        parse=float,
     ),
     "pay_query_delay": Setting(
         "WX_PAY_QUERY_DELAY", 5.0, "seconds to wait after a payment-code SYSTEMERROR or timeout before querying",
+        parse=float,
+    ),
+    "pay_bill_retry": Setting(
+        "WX_PAY_BILL_RETRY", 120.0,
+        "seconds between downloadbill tries while WeChat answers Bill Creating (5 tries; scripts.reconcile)",
+        parse=float,
+    ),
+    "pay_time_scale": Setting(
+        "WX_PAY_TIME_SCALE", 1.0,
+        "tests only: factor on WeChat Pay's fixed payment-code times as the backend counts them (45 s, 15 s); "
+        "refused with WX_ENV=prod unless 1",
         parse=float,
     ),
     "pay_followup_interval": Setting(

@@ -29,7 +29,7 @@ async def run_forever(payments, interval: float) -> None:
     while True:
         try:
             counts = await payments.followup_once()
-            if counts["credits"] or counts["orders"]:
+            if any(counts.values()):
                 log.info("payment follow-up: %s", counts)
         except PyMongoError as exc:
             log.warning("payment follow-up: database error %s", type(exc).__name__)

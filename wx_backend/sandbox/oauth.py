@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 from ..wechat.jssdk import jssdk_signature
-from ..wechat.pay_v3 import pay_sign_message, rsa_verify
+from ..wechat.pay_v3_sign import pay_sign_message, rsa_verify
 from .base import JSONAPIHandler, SandboxHandler
 from .pay import PayState, pay_signature
 from .pay_control import ConfirmHandler

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime
 
 from .base import SandboxHandler
 from .pay import BEHAVIOURS, PayState
@@ -89,7 +90,76 @@ class SummaryHandler(PayControlHandler):
         })
 
 
+class AgeHandler(PayControlHandler):
+    """``{"out_trade_no", "days"}``: the order was made and paid that many days earlier (its refunds
+    too), so a test meets what only old orders meet (TRADE_OVERDUE after a year)."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        order = self.pay.find(str(body.get("out_trade_no", "")))
+        days = body.get("days")
+        if order is None:
+            return self.fail(404, "no such order")
+        if isinstance(days, bool) or not isinstance(days, int) or not 0 < days <= 3650:
+            return self.fail(400, "days must be an integer from 1 to 3650")
+        shift = days * 86400
+        order.created_at -= shift
+        order.paid_at = order.paid_at - shift if order.paid_at is not None else None
+        for refund in order.refunds:
+            refund.created_at -= shift
+            refund.settle_at -= shift
+        self.write_json(order.view())
+
+
+class RefundOutcomeHandler(PayControlHandler):
+    """WeChat finishes a refund now: ``{"out_refund_no", "status"}`` with SUCCESS, REFUNDCLOSE or
+    CHANGE ends a PROCESSING refund (its notification follows, when it has a ``notify_url``)."""
+
+    async def post(self) -> None:
+        body = self.json_body()
+        status = body.get("status")
+        if status not in ("SUCCESS", "REFUNDCLOSE", "CHANGE"):
+            return self.fail(400, "status must be SUCCESS, REFUNDCLOSE or CHANGE")
+        pay = self.pay
+        found = next(((o, r) for o in pay.orders.values() for r in o.refunds
+                      if r.out_refund_no == body.get("out_refund_no")), None)
+        if found is None:
+            return self.fail(404, "no such refund")
+        order, refund = found
+        pay.settle_refund(refund)
+        if refund.status != "PROCESSING":
+            return self.fail(409, f"refund is {refund.status}")
+        refund.outcome, refund.settle_at = status, time.time()
+        pay.settle_refund(refund)
+        self.write_json(order.view())
+
+
+class ClockHandler(PayControlHandler):
+    """The bill clock: ``{"now": "2026-12-01T10:05:00+08:00"}`` makes bills be served as at that
+    moment (the offset from real time is kept); ``DELETE`` puts it back to real time."""
+
+    async def get(self) -> None:
+        self.write_json({"offset_seconds": self.pay.clock_offset})
+
+    async def post(self) -> None:
+        try:
+            now = datetime.fromisoformat(str(self.json_body().get("now", "")))
+        except ValueError:
+            return self.fail(400, "now must be an ISO 8601 time with its offset")
+        if now.tzinfo is None:
+            return self.fail(400, "now must carry its UTC offset")
+        self.pay.clock_offset = now.timestamp() - time.time()
+        self.write_json({"offset_seconds": self.pay.clock_offset})
+
+    async def delete(self) -> None:
+        self.pay.clock_offset = 0.0
+        self.write_json({"offset_seconds": 0.0})
+
+
 routes = [
+    (r"/sandbox/pay/age", AgeHandler),
+    (r"/sandbox/pay/clock", ClockHandler),
+    (r"/sandbox/pay/refund-outcome", RefundOutcomeHandler),
     (r"/sandbox/pay/confirm", ConfirmHandler),
     (r"/sandbox/pay/auth-code", AuthCodeHandler),
     (r"/sandbox/pay/orders", OrdersHandler),

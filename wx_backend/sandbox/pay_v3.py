@@ -48,6 +48,7 @@ from .pay import (
     UnifiedOrderHandler,
     bill,
 )
+from .pay.bills import bill_refusal
 
 SKEW = 300
 # v2 business codes as v3 answers them: (HTTP status, code)
@@ -59,6 +60,7 @@ V3_ERRORS = {
     "PARAM_ERROR": (400, "PARAM_ERROR"), "LACK_PARAMS": (400, "PARAM_ERROR"),
     "INVALID_REQUEST": (400, "INVALID_REQUEST"), "OUT_TRADE_NO_USED": (400, "OUT_TRADE_NO_USED"),
 }
+V3_REFUND_STATUS = {"REFUNDCLOSE": "CLOSED", "CHANGE": "ABNORMAL"}  # PROCESSING and SUCCESS alike
 TRADE_STATE_DESC = {
     "SUCCESS": "支付成功", "REFUND": "转入退款", "NOTPAY": "未支付", "CLOSED": "已关闭", "REVOKED": "已撤销",
     "USERPAYING": "用户支付中", "PAYERROR": "支付失败",
@@ -150,8 +152,10 @@ def refund_object(order: Order, refund: v2.Refund) -> dict[str, Any]:
     return {
         "refund_id": refund.refund_id, "out_refund_no": refund.out_refund_no,
         "transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no, "channel": "ORIGINAL",
-        "user_received_account": "支付用户零钱", "success_time": rfc3339(refund.created_at),
-        "create_time": rfc3339(refund.created_at), "status": refund.status, "funds_account": "AVAILABLE",
+        "user_received_account": "支付用户零钱",
+        "success_time": rfc3339(refund.finished_at) if refund.status == "SUCCESS" and refund.finished_at else None,
+        "create_time": rfc3339(refund.created_at), "status": V3_REFUND_STATUS.get(refund.status, refund.status),
+        "funds_account": "AVAILABLE",
         "amount": {"total": order.total_fee, "refund": refund.refund_fee, "payer_total": order.total_fee,
                    "payer_refund": refund.refund_fee, "settlement_total": order.total_fee,
                    "settlement_refund": refund.refund_fee, "discount_refund": 0, "currency": "CNY"},
@@ -335,6 +339,7 @@ class RefundV3Handler(V3Handler, RefundHandler):
             "transaction_id": str(body.get("transaction_id") or ""),
             "out_refund_no": str(body.get("out_refund_no") or ""), "total_fee": self.amount(body, "total"),
             "refund_fee": self.amount(body, "refund"), "refund_desc": str(body.get("reason") or ""),
+            "notify_url": str(body.get("notify_url") or ""), "notify_api": "v3",
         }.items() if v != ""}
 
     def to_v3(self, result, req):
@@ -375,7 +380,13 @@ class TradeBillV3Handler(V3Handler):
 
     def handle(self, req, fault):
         self.transient(fault)
-        text = bill(self.pay, datetime.strptime(req["bill_date"], "%Y-%m-%d").date(), req["bill_type"])
+        day = datetime.strptime(req["bill_date"], "%Y-%m-%d").date()
+        refusal = bill_refusal(day, time.time() + self.pay.clock_offset)
+        if refusal == "Bill Creating":
+            raise V3Error(400, "STATEMENT_CREATING", "账单生成中，请稍后再试")
+        if refusal:
+            raise V3Error(400, "PARAM_ERROR", "bill_date只能是三个月内、今天之前的日期")
+        text = bill(self.pay, day, req["bill_type"])
         if text is None:
             raise V3Error(400, "NO_STATEMENT_EXIST", "该日没有账单")
         token = secrets.token_urlsafe(16)

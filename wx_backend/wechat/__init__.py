@@ -30,7 +30,8 @@ def pay_gateway(config: Config, http: WeChatHTTP) -> PayAPI | PayV3API:
             wechatpay_key_id=config.pay_public_key_id, other_appids=(config.oa_appid,),
         )
     return PayAPI(http, appid=config.mp_appid, mch_id=config.mch_id, key=config.pay_key,
-                  cert=config.pay_cert, cert_key=config.pay_key_pem, other_appids=(config.oa_appid,))
+                  sign_type=config.pay_sign_type, cert=config.pay_cert, cert_key=config.pay_key_pem,
+                  other_appids=(config.oa_appid,))
 
 
 class WeChat:

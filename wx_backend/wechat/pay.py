@@ -23,6 +23,8 @@ so the payments service can keep an audit trail of everything said to WeChat.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import inspect
 import logging
@@ -35,6 +37,8 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cryptography.hazmat.primitives import padding as sym_padding
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from defusedxml import ElementTree as SafeET
 from defusedxml.common import DefusedXmlException
 from tornado.httpclient import HTTPClientError
@@ -95,6 +99,18 @@ class PayBillNotFound(AppError):
     status = 404
     code = "wechat_pay_no_bill"
     message = "该日没有微信支付账单"
+
+    def __init__(self, bill_date: date, call: PayCall | None = None):
+        super().__init__(details={"bill_date": bill_date.isoformat()})
+        self.call = call
+
+
+class PayBillNotReady(AppError):
+    """``downloadbill``: WeChat is still building that day's bill (``Bill Creating``)."""
+
+    status = 503
+    code = "wechat_pay_bill_creating"
+    message = "微信支付正在生成该日账单"
 
     def __init__(self, bill_date: date, call: PayCall | None = None):
         super().__init__(details={"bill_date": bill_date.isoformat()})
@@ -174,6 +190,7 @@ class PayAPI:
     """WeChat Pay v2 for one merchant (``mch_id``) and one app (``appid``, the mini-program)."""
 
     notify_path = "/wechat/pay/notify"  # where this API's payment notifications are received
+    refund_notify_path = "/wechat/pay/refund-notify"  # and its refund notifications
 
     def __init__(self, http: WeChatHTTP, *, appid: str, mch_id: str, key: str, sign_type: str = "MD5",
                  cert: str | None = None, cert_key: str | None = None,
@@ -227,11 +244,13 @@ class PayAPI:
                                 secure=True)
 
     async def refund(self, out_trade_no: str, out_refund_no: str, total_fee: int, refund_fee: int,
-                     reason: str | None = None) -> PayResult:
-        """Refund part or all of a paid order; the same ``out_refund_no`` refunds only once."""
+                     reason: str | None = None, notify_url: str | None = None) -> PayResult:
+        """Ask for a refund of part or all of a paid order; the same ``out_refund_no`` refunds only
+        once. SUCCESS means accepted: the outcome comes from ``refundquery`` or the refund
+        notification sent to ``notify_url``."""
         return await self._call("refund", "/secapi/pay/refund", {
             "out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "total_fee": _fen(total_fee),
-            "refund_fee": _fen(refund_fee), "refund_desc": reason,
+            "refund_fee": _fen(refund_fee), "refund_desc": reason, "notify_url": notify_url,
         }, secure=True)
 
     async def refundquery(self, out_refund_no: str) -> PayResult:
@@ -255,6 +274,9 @@ class PayAPI:
             if msg == "No Bill Exist":
                 await self._fail(call, "no_bill", msg)
                 raise PayBillNotFound(bill_date, call)
+            if msg == "Bill Creating":
+                await self._fail(call, "bill_creating", msg)
+                raise PayBillNotReady(bill_date, call)
             await self._fail(call, "return_fail", msg)
             raise PayReturnError(msg or "downloadbill failed", call)
         call.outcome = "ok"
@@ -290,13 +312,40 @@ class PayAPI:
             raise PayNotificationError(str(exc)) from exc
         if fields.get("return_code") != "SUCCESS":
             raise PayNotificationError(f"return_code {fields.get('return_code')!r}")
-        sign_type = fields.get("sign_type") or "MD5"
+        sign_type = fields.get("sign_type") or self.sign_type  # the merchant's, when not named
         if not check_sign(fields, self._key, sign_type):
             raise PaySignatureError("notification signature does not verify")
         if fields.get("appid") not in self.appids:
             raise PayNotificationError(f"appid {fields.get('appid')!r} is not ours")
         if fields.get("mch_id") != self.mch_id:
             raise PayNotificationError(f"mch_id {fields.get('mch_id')!r} is not ours")
+        return fields
+
+    def parse_refund_notification(self, xml_bytes: bytes | str, headers: Any = None) -> dict[str, str]:
+        """A refund notification's decrypted fields (``refund_status`` SUCCESS, REFUNDCLOSE or
+        CHANGE, ``out_refund_no``, ``refund_fee`` ...). It carries no ``sign``: ``req_info`` is
+        AES-256-ECB (PKCS#7) with the lowercase hex MD5 of the API key as key, so only WeChat can
+        have written it. ``PayNotificationError`` for anything else, another merchant included."""
+        try:
+            outer = parse_pay_xml(xml_bytes)
+        except ValueError as exc:
+            raise PayNotificationError(str(exc)) from exc
+        if outer.get("return_code") != "SUCCESS":
+            raise PayNotificationError(f"return_code {outer.get('return_code')!r}")
+        if outer.get("mch_id") != self.mch_id:
+            raise PayNotificationError(f"mch_id {outer.get('mch_id')!r} is not ours")
+        key = hashlib.md5(self._key.encode()).hexdigest().lower().encode()  # noqa: S324  (WeChat's scheme)
+        try:
+            data = base64.b64decode(outer.get("req_info", ""), validate=True)
+            decryptor = Cipher(algorithms.AES(key), modes.ECB()).decryptor()  # noqa: S305  (WeChat's scheme)
+            unpadder = sym_padding.PKCS7(128).unpadder()
+            plain = unpadder.update(decryptor.update(data) + decryptor.finalize()) + unpadder.finalize()
+            root = SafeET.fromstring(plain, forbid_dtd=True)
+        except (ValueError, SafeET.ParseError, DefusedXmlException, UnicodeError) as exc:
+            raise PayNotificationError("req_info does not decrypt with our key") from exc
+        fields = {child.tag: (child.text or "").strip() for child in root}
+        if not fields.get("out_refund_no") or fields.get("refund_status") not in ("SUCCESS", "REFUNDCLOSE", "CHANGE"):
+            raise PayNotificationError("req_info lacks out_refund_no or a known refund_status")
         return fields
 
     @staticmethod

@@ -25,7 +25,6 @@ answer. Every call is a ``PayCall`` handed to ``on_call``, with the JSON sent.
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import json
@@ -37,10 +36,8 @@ from datetime import date, datetime
 from typing import Any
 from urllib.parse import quote, urlencode, urlsplit
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.asymmetric import rsa
 from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from ..config import ConfigError
@@ -49,6 +46,7 @@ from .http import WeChatHTTP
 from .pay import (
     SHANGHAI,
     PayBillNotFound,
+    PayBillNotReady,
     PayCall,
     PayNotificationError,
     PayResult,
@@ -57,10 +55,17 @@ from .pay import (
     _fen,
     record_call,
 )
+from .pay_v3_sign import (
+    aead_decrypt,
+    authorization,
+    pay_sign_message,
+    response_message,
+    rsa_sign,
+    rsa_verify,
+)
 
 log = logging.getLogger(__name__)
 
-AUTH_SCHEMA = "WECHATPAY2-SHA256-RSA2048"
 CLOCK_SKEW = 300  # seconds: answers and notifications further off are refused
 NOTIFY_PATH = "/wechat/pay/notify/v3"
 # v3 error codes under the v2 names the payments service decides on
@@ -70,69 +75,8 @@ V3_TO_V2 = {
     "ORDER_REVERSED": "ORDERREVERSED", "RESOURCE_NOT_EXISTS": "REFUNDNOTEXIST",
 }
 REFUSED = {"SIGN_ERROR", "NO_AUTH", "MCH_NOT_EXISTS", "APPID_MCHID_NOT_MATCH"}  # the call itself
+V3_REFUND_STATUS = {"CLOSED": "REFUNDCLOSE", "ABNORMAL": "CHANGE"}  # v3 refund status -> v2's
 RECALL = {"SYSTEMERROR", "BANKERROR", "USERPAYING"}  # reverse: call again
-
-
-# -- the signature rules, written out from WeChat's description --------------------------------
-def request_message(method: str, url: str, timestamp: str, nonce: str, body: str) -> bytes:
-    """What a request signature covers: ``METHOD\\nURL\\nTIMESTAMP\\nNONCE\\nBODY\\n`` (URL = path?query)."""
-    return f"{method}\n{url}\n{timestamp}\n{nonce}\n{body}\n".encode()
-
-
-def response_message(timestamp: str, nonce: str, body: bytes | str) -> bytes:
-    """What an answer's or a notification's signature covers: ``TIMESTAMP\\nNONCE\\nBODY\\n``."""
-    raw = body.encode() if isinstance(body, str) else body
-    return f"{timestamp}\n{nonce}\n".encode() + raw + b"\n"
-
-
-def rsa_sign(key: rsa.RSAPrivateKey, message: bytes) -> str:
-    """SHA256withRSA (PKCS#1 v1.5), base64."""
-    return base64.b64encode(key.sign(message, padding.PKCS1v15(), hashes.SHA256())).decode()
-
-
-def rsa_verify(key: rsa.RSAPublicKey, message: bytes, signature: str) -> bool:
-    try:
-        key.verify(base64.b64decode(signature, validate=True), message, padding.PKCS1v15(), hashes.SHA256())
-    except (InvalidSignature, ValueError):
-        return False
-    return True
-
-
-def authorization(mchid: str, serial_no: str, key: rsa.RSAPrivateKey, method: str, url: str, body: str,
-                  timestamp: int | None = None, nonce: str | None = None) -> str:
-    """The ``Authorization`` header of a v3 request."""
-    ts = str(int(time.time()) if timestamp is None else timestamp)
-    nonce = nonce or secrets.token_hex(16).upper()
-    signature = rsa_sign(key, request_message(method, url, ts, nonce, body))
-    return (f'{AUTH_SCHEMA} mchid="{mchid}",nonce_str="{nonce}",signature="{signature}",'
-            f'timestamp="{ts}",serial_no="{serial_no}"')
-
-
-def parse_authorization(header: str) -> dict[str, str]:
-    """The fields of an ``Authorization`` header (``{}`` if it is not v3's schema)."""
-    schema, _, rest = (header or "").partition(" ")
-    if schema != AUTH_SCHEMA:
-        return {}
-    fields = {}
-    for part in rest.split(","):
-        name, _, value = part.strip().partition("=")
-        fields[name] = value.strip('"')
-    return fields
-
-
-def aead_decrypt(apiv3_key: bytes, nonce: str, associated_data: str, ciphertext: str) -> bytes:
-    """AEAD_AES_256_GCM: ``ciphertext`` is base64 of the encrypted bytes with the 16-byte tag
-    appended. ``InvalidTag`` when the key, nonce, associated data or ciphertext is wrong."""
-    return AESGCM(apiv3_key).decrypt(nonce.encode(), base64.b64decode(ciphertext), associated_data.encode())
-
-
-def aead_encrypt(apiv3_key: bytes, nonce: str, associated_data: str, plaintext: bytes) -> str:
-    return base64.b64encode(AESGCM(apiv3_key).encrypt(nonce.encode(), plaintext, associated_data.encode())).decode()
-
-
-def pay_sign_message(appid: str, timestamp: str, nonce: str, package: str) -> bytes:
-    """What the mini-program's ``paySign`` covers: ``appId\\ntimeStamp\\nnonceStr\\npackage\\n``."""
-    return f"{appid}\n{timestamp}\n{nonce}\n{package}\n".encode()
 
 
 def rfc3339(value: str | datetime) -> str:
@@ -177,6 +121,7 @@ class PayV3API:
     """WeChat Pay v3 for one merchant (``mchid``) and one app (``appid``, the mini-program)."""
 
     notify_path = NOTIFY_PATH
+    refund_notify_path = "/wechat/pay/refund-notify/v3"
 
     def __init__(self, http: WeChatHTTP, *, appid: str, mch_id: str, apiv3_key: str, serial_no: str,
                  private_key: rsa.RSAPrivateKey, wechatpay_public_key: rsa.RSAPublicKey, wechatpay_key_id: str,
@@ -253,9 +198,11 @@ class PayV3API:
         return result
 
     async def refund(self, out_trade_no: str, out_refund_no: str, total_fee: int, refund_fee: int,
-                     reason: str | None = None) -> PayResult:
-        """Refund part or all of a paid order; the same ``out_refund_no`` refunds only once."""
+                     reason: str | None = None, notify_url: str | None = None) -> PayResult:
+        """Ask for a refund (``PROCESSING``: the outcome comes from ``refundquery`` or the
+        notification to ``notify_url``); the same ``out_refund_no`` refunds only once."""
         payload = {"out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "reason": reason,
+                   "notify_url": notify_url,
                    "amount": {"refund": _fen(refund_fee), "total": _fen(total_fee), "currency": "CNY"}}
         status, data, call = await self._call("refund", "POST", "/v3/refund/domestic/refunds", payload)
         return await self._result(call, status, data, _refund_fields)
@@ -279,6 +226,9 @@ class PayV3API:
         if status == 400 and data.get("code") == "NO_STATEMENT_EXIST":
             await self._done(call, "no_bill", data.get("message"))
             raise PayBillNotFound(bill_date, call)
+        if status == 400 and data.get("code") == "STATEMENT_CREATING":
+            await self._done(call, "bill_creating", data.get("message"))
+            raise PayBillNotReady(bill_date, call)
         if status != 200:
             refused = await self._refuse_or_fail(call, status, data)
             raise PayReturnError(f"{refused['err_code']}: {refused['err_code_des']}", call)
@@ -351,6 +301,31 @@ class PayV3API:
         fields["result_code"] = "SUCCESS" if fields.get("trade_state") == "SUCCESS" else "FAIL"
         fields["notification_id"] = str(envelope.get("id", ""))
         fields["event_type"] = str(envelope.get("event_type", ""))
+        return fields
+
+    def parse_refund_notification(self, body: bytes | str, headers: Mapping[str, str] | None = None) -> dict[str, str]:
+        """A v3 refund notification (``REFUND.SUCCESS`` / ``.CLOSED`` / ``.ABNORMAL``), checked and
+        decrypted like a payment's, in v2's terms: ``refund_status`` SUCCESS, REFUNDCLOSE or CHANGE,
+        ``refund_fee`` in fen. ``PaySignatureError`` or ``PayNotificationError`` otherwise."""
+        raw = body.encode() if isinstance(body, str) else body
+        problem = self.check_signature(headers or {}, raw)
+        if problem:
+            raise PaySignatureError(f"refund notification {problem}")
+        try:
+            resource = json.loads(raw)["resource"]
+            refund = json.loads(aead_decrypt(self._apiv3_key, resource["nonce"], resource.get("associated_data") or "",
+                                             resource["ciphertext"]))
+            fields = {k: str(v) for k, v in _refund_fields(refund).items() if v is not None}
+        except InvalidTag as exc:
+            raise PaySignatureError("refund notification resource does not decrypt") from exc
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise PayNotificationError(f"malformed refund notification: {type(exc).__name__}") from exc
+        if refund.get("mchid") != self.mch_id:
+            raise PayNotificationError(f"mchid {refund.get('mchid')!r} is not ours")
+        status = str(refund.get("refund_status") or "")  # the notification's name for "status"
+        fields["refund_status"] = V3_REFUND_STATUS.get(status, status)
+        if refund.get("success_time"):
+            fields["success_time"] = str(refund["success_time"])
         return fields
 
     def check_signature(self, headers: Mapping[str, str], body: bytes, now: float | None = None) -> str | None:
@@ -465,4 +440,4 @@ def _refund_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     return {"out_trade_no": data.get("out_trade_no"), "transaction_id": data.get("transaction_id"),
             "out_refund_no": data.get("out_refund_no"), "refund_id": data.get("refund_id"),
             "refund_fee": amount.get("refund"), "total_fee": amount.get("total"),
-            "refund_status": data.get("status")}
+            "refund_status": V3_REFUND_STATUS.get(data.get("status"), data.get("status"))}
