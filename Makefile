@@ -1,6 +1,6 @@
 # Two commands do all the set-up on a fresh machine:
 #   make run    the database (FerretDB on SQLite), the WeChat sandbox and the backend, with demo data
-#   make test   ruff and the whole test suite against real servers
+#   make test   ruff (rules and format) and the whole test suite against real servers
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,10 +11,10 @@ DEBS   := fonts-noto-cjk poppler-utils libnss3-tools nginx-light libharfbuzz-sub
 run: deps
 	WX_ENV=dev $(PY) -m scripts.devstack
 
-test: deps
-	$(VENV)/bin/ruff check .
+test: deps lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
+# ruff's rules and its formatter: unformatted code fails like a lint error
 lint: pydeps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .

@@ -32,8 +32,12 @@ class BlockingOrderHandler(tornado.web.RequestHandler):
         pay = self.settings["pay"]
         openid = json.loads(self.request.body or b"{}").get("openid", "o_bare")
         result = pay.order.create(
-            trade_type="JSAPI", body="电费缴纳", total_fee=100, client_ip="127.0.0.1",
-            notify_url="http://127.0.0.1/wechat/pay/notify", user_id=openid,
+            trade_type="JSAPI",
+            body="电费缴纳",
+            total_fee=100,
+            client_ip="127.0.0.1",
+            notify_url="http://127.0.0.1/wechat/pay/notify",
+            user_id=openid,
             out_trade_no=secrets.token_hex(16),
         )
         params = pay.jsapi.get_jsapi_params(result["prepay_id"])
@@ -49,8 +53,12 @@ def make_app(mode: str, extra: list[str]) -> tornado.web.Application:
     if mode == "wechatpy":
         from wechatpy.pay import WeChatPay
 
-        pay = WeChatPay(appid=os.environ["WX_MP_APPID"], api_key=os.environ["WX_PAY_API_KEY"],
-                        mch_id=os.environ["WX_PAY_MCH_ID"], timeout=30)
+        pay = WeChatPay(
+            appid=os.environ["WX_MP_APPID"],
+            api_key=os.environ["WX_PAY_API_KEY"],
+            mch_id=os.environ["WX_PAY_MCH_ID"],
+            timeout=30,
+        )
         # wechatpy's base URL is a class attribute; the instance's own points it at the sandbox
         pay.API_BASE_URL = os.environ["WX_WECHAT_PAY_BASE"].rstrip("/") + "/"
         return tornado.web.Application([(r"/.*", BlockingOrderHandler)], pay=pay)

@@ -66,8 +66,9 @@ def running_stack(prefix: str, extra_env: dict[str, str] | None = None) -> Itera
 def start_bare(stack: Stack, mode: str, *extra: str) -> Process:
     """A comparison server from ``bench/_bare.py`` on a free port, with the stack's settings."""
     port = free_port()
-    return Process([str(ROOT / "bench" / "_bare.py"), mode, str(port), *extra], stack.env, port,
-                   stack.workdir / f"bare-{mode}.log").start()
+    return Process(
+        [str(ROOT / "bench" / "_bare.py"), mode, str(port), *extra], stack.env, port, stack.workdir / f"bare-{mode}.log"
+    ).start()
 
 
 def peak_rss_kib(pid: int) -> tuple[int, int]:
@@ -81,6 +82,7 @@ def peak_rss_kib(pid: int) -> tuple[int, int]:
 
 
 # -- load -------------------------------------------------------------------------------
+
 
 @dataclass
 class LoadResult:
@@ -106,13 +108,21 @@ class LoadResult:
         return statistics.median(self.latencies) if self.latencies else float("nan")
 
     def row(self) -> str:
-        return (f"{self.label:<26} {self.done:6d} ok {self.failed:4d} failed {self.elapsed:7.2f} s "
-                f"{self.throughput:8.1f} req/s  median {self.median * 1000:7.1f} ms  "
-                f"p99 {self.pct(0.99) * 1000:7.1f} ms")
+        return (
+            f"{self.label:<26} {self.done:6d} ok {self.failed:4d} failed {self.elapsed:7.2f} s "
+            f"{self.throughput:8.1f} req/s  median {self.median * 1000:7.1f} ms  "
+            f"p99 {self.pct(0.99) * 1000:7.1f} ms"
+        )
 
 
-async def _load(label: str, make_request: Callable[[int], HTTPRequest], expect: int, requests: int,
-                concurrency: int, duration: float) -> LoadResult:
+async def _load(
+    label: str,
+    make_request: Callable[[int], HTTPRequest],
+    expect: int,
+    requests: int,
+    concurrency: int,
+    duration: float,
+) -> LoadResult:
     client = AsyncHTTPClient(force_instance=True, max_clients=concurrency)
     issued = 0
     done = failed = 0
@@ -145,8 +155,9 @@ async def _load(label: str, make_request: Callable[[int], HTTPRequest], expect: 
     return LoadResult(label, done, failed, elapsed, latencies, first_error)
 
 
-async def _repeat(label: str, op: Callable[[], Awaitable[object]], requests: int, concurrency: int,
-                  duration: float) -> LoadResult:
+async def _repeat(
+    label: str, op: Callable[[], Awaitable[object]], requests: int, concurrency: int, duration: float
+) -> LoadResult:
     issued = 0
     latencies: list[float] = []
     deadline = time.monotonic() + duration
@@ -164,8 +175,14 @@ async def _repeat(label: str, op: Callable[[], Awaitable[object]], requests: int
     return LoadResult(label, len(latencies), 0, time.perf_counter() - t0, latencies)
 
 
-def run_repeat(label: str, make_op: Callable[[], Callable[[], Awaitable[object]]], *, requests: int,
-               concurrency: int, duration: float) -> LoadResult:
+def run_repeat(
+    label: str,
+    make_op: Callable[[], Callable[[], Awaitable[object]]],
+    *,
+    requests: int,
+    concurrency: int,
+    duration: float,
+) -> LoadResult:
     """Like ``run_load`` for an awaitable operation (``make_op`` is called inside the event loop)."""
 
     async def go() -> LoadResult:
@@ -177,8 +194,15 @@ def run_repeat(label: str, make_op: Callable[[], Callable[[], Awaitable[object]]
     return result
 
 
-def run_load(label: str, make_request: Callable[[int], HTTPRequest], *, expect: int = 200, requests: int,
-             concurrency: int, duration: float) -> LoadResult:
+def run_load(
+    label: str,
+    make_request: Callable[[int], HTTPRequest],
+    *,
+    expect: int = 200,
+    requests: int,
+    concurrency: int,
+    duration: float,
+) -> LoadResult:
     """``concurrency`` clients send requests back to back until ``requests`` were sent or
     ``duration`` seconds passed (requests in flight then finish and count)."""
     result = asyncio.run(_load(label, make_request, expect, requests, concurrency, duration))
@@ -193,5 +217,7 @@ def ratio_lines(ours: LoadResult, base: LoadResult, base_name: str) -> None:
     def div(a: float, b: float) -> str:
         return f"{a / b:.2f}" if b else "n/a"
 
-    print(f"ratio ours/{base_name}: throughput {div(ours.throughput, base.throughput)}   "
-          f"median latency {div(ours.median, base.median)}   p99 latency {div(ours.pct(0.99), base.pct(0.99))}")
+    print(
+        f"ratio ours/{base_name}: throughput {div(ours.throughput, base.throughput)}   "
+        f"median latency {div(ours.median, base.median)}   p99 latency {div(ours.pct(0.99), base.pct(0.99))}"
+    )

@@ -46,16 +46,21 @@ def parse(argv: list[str] | None = None) -> argparse.Namespace:
 def prepared(stack, token: str, seal: dict) -> dict:
     """Issue a contract and preview it: what a confirm needs."""
     no = issue_contract(stack, create_application(stack, token))["contract_no"]
-    resp = stack.api("POST", f"/api/v1/contracts/{no}/preview", token=token,
-                     json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}})
+    resp = stack.api(
+        "POST",
+        f"/api/v1/contracts/{no}/preview",
+        token=token,
+        json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}},
+    )
     assert resp.status_code == 201, resp.text
     return {"no": no, "preview_id": resp.json()["preview"]["preview_id"]}
 
 
 def confirm(stack, token: str, job: dict) -> tuple[float, dict[str, float]]:
     t0 = time.perf_counter()
-    resp = stack.api("POST", f"/api/v1/contracts/{job['no']}/confirm", token=token,
-                     json={"preview_id": job["preview_id"]})
+    resp = stack.api(
+        "POST", f"/api/v1/contracts/{job['no']}/confirm", token=token, json={"preview_id": job["preview_id"]}
+    )
     ms = (time.perf_counter() - t0) * 1000
     assert resp.status_code == 200 and len(resp.json()["contract"]["signatures"]) == 2, resp.text
     return ms, timing.parse(resp.headers["Server-Timing"])
@@ -69,11 +74,17 @@ class Library:
         protector = DataProtector(Config.from_env(stack.env).data_key_bytes)
         self.bucket = gridfs.GridFSBucket(stack.db, bucket_name="files")
         doc = stack.db.seals.find_one({"cert_serial": seal["cert_serial"]})
-        self.customer = (protector.decrypt_bytes(bytes(doc["key_enc"]), f"seals.key:{doc['_id']}"),
-                         doc["cert_pem"].encode(), self.bucket.open_download_stream(doc["image_file_id"]).read())
+        self.customer = (
+            protector.decrypt_bytes(bytes(doc["key_enc"]), f"seals.key:{doc['_id']}"),
+            doc["cert_pem"].encode(),
+            self.bucket.open_download_stream(doc["image_file_id"]).read(),
+        )
         auth = stack.db.seal_authority.find_one({"_id": "default"})
-        self.utility = (protector.decrypt_bytes(bytes(auth["utility_key_enc"]), "seal_authority.utility_key"),
-                        auth["utility_cert_pem"].encode(), bytes(auth["utility_image"]))
+        self.utility = (
+            protector.decrypt_bytes(bytes(auth["utility_key_enc"]), "seal_authority.utility_key"),
+            auth["utility_cert_pem"].encode(),
+            bytes(auth["utility_image"]),
+        )
         self.root_pem = auth["root_cert_pem"].encode()
 
     def run(self, job: dict) -> float:
@@ -82,17 +93,27 @@ class Library:
         draft = self.bucket.open_download_stream(contract["files"]["draft"]["file_id"]).read()
         spots = {name: (s["page"], tuple(s["box"])) for name, s in contract["spots"].items()}
         t0 = time.perf_counter()
-        signed = library_confirm(draft, spots, customer=self.customer, utility=self.utility, root_pem=self.root_pem,
-                                 signature_png=bytes(preview["signature_png"]), date_text="2026-11-30",
-                                 tsa_url=self.stack.env["WX_TSA_URL"], ltv_roots=[self.root_pem, sandbox_root_pem()])
+        signed = library_confirm(
+            draft,
+            spots,
+            customer=self.customer,
+            utility=self.utility,
+            root_pem=self.root_pem,
+            signature_png=bytes(preview["signature_png"]),
+            date_text="2026-11-30",
+            tsa_url=self.stack.env["WX_TSA_URL"],
+            ltv_roots=[self.root_pem, sandbox_root_pem()],
+        )
         ms = (time.perf_counter() - t0) * 1000
         assert signed.count(b"/ByteRange") == 3  # two seals and the archive timestamp
         return ms
 
 
 def row(label: str, values: list[float]) -> str:
-    return (f"{label:<30} median {statistics.median(values):8.1f} ms   min {min(values):8.1f}   "
-            f"max {max(values):8.1f}   (n={len(values)})")
+    return (
+        f"{label:<30} median {statistics.median(values):8.1f} ms   min {min(values):8.1f}   "
+        f"max {max(values):8.1f}   (n={len(values)})"
+    )
 
 
 def run(stack, args: argparse.Namespace) -> None:

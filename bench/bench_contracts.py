@@ -53,20 +53,34 @@ def measure(stack, runs: int) -> dict[str, list[float]]:
         ms, seal = timed(lambda token=token: apply_seal(stack, token, org_name="郏县惠源纺织有限公司"))
         times["seal"].append(ms)
         no = contract["contract_no"]
-        ms, resp = timed(lambda no=no, token=token, seal=seal: stack.api(
-            "POST", f"/api/v1/contracts/{no}/preview", token=token,
-            json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}}))
+        ms, resp = timed(
+            lambda no=no, token=token, seal=seal: stack.api(
+                "POST",
+                f"/api/v1/contracts/{no}/preview",
+                token=token,
+                json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}},
+            )
+        )
         assert resp.status_code == 201, resp.text
         times["preview"].append(ms)
         preview_id = resp.json()["preview"]["preview_id"]
-        ms, resp = timed(lambda no=no, token=token, preview_id=preview_id: stack.api(
-            "POST", f"/api/v1/contracts/{no}/confirm", token=token, json={"preview_id": preview_id}))
+        ms, resp = timed(
+            lambda no=no, token=token, preview_id=preview_id: stack.api(
+                "POST", f"/api/v1/contracts/{no}/confirm", token=token, json={"preview_id": preview_id}
+            )
+        )
         assert resp.status_code == 200, resp.text
         times["confirm"].append(ms)
         signed = stack.api("GET", f"/api/v1/contracts/{no}/pdf", token=token).content
-        ms, resp = timed(lambda token=token, signed=signed: stack.api(
-            "POST", "/api/v1/contracts/verify", token=token, data=signed,
-            headers={"Content-Type": "application/pdf"}))
+        ms, resp = timed(
+            lambda token=token, signed=signed: stack.api(
+                "POST",
+                "/api/v1/contracts/verify",
+                token=token,
+                data=signed,
+                headers={"Content-Type": "application/pdf"},
+            )
+        )
         assert resp.status_code == 200 and resp.json()["report"]["ok"], resp.text
         times["verify"].append(ms)
     return times

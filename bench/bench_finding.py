@@ -58,8 +58,9 @@ async def load(uri: str, db_name: str, items: list[dict]) -> float:
     service = AccountService(db, DataProtector(base64.b64decode(TEST_DATA_KEY)))
     t0 = time.perf_counter()
     for i in range(0, len(items), CHUNK):
-        await service.insert_new([(a["account_no"], {k: v for k, v in a.items() if k != "account_no"})
-                                  for a in items[i:i + CHUNK]])
+        await service.insert_new(
+            [(a["account_no"], {k: v for k, v in a.items() if k != "account_no"}) for a in items[i : i + CHUNK]]
+        )
     await client.close()
     return time.perf_counter() - t0
 
@@ -93,17 +94,18 @@ def run(args: argparse.Namespace) -> None:
             users = [stack.login() for _ in range(needed)]
             shared = [items[i] for i in range(0, len(items), 50)]
             for n, token in enumerate(users):
-                code = stack.sandbox_call("POST", "/sandbox/mp/phone-code",
-                                          json={"phone": shared[n % len(shared)]["phone"]}).json()["code"]
+                code = stack.sandbox_call(
+                    "POST", "/sandbox/mp/phone-code", json={"phone": shared[n % len(shared)]["phone"]}
+                ).json()["code"]
                 assert stack.api("POST", "/api/v1/me/phone", token=token, json={"code": code}).status_code == 200
             picks = [items[(n * 7919) % len(items)] for n in range(args.requests)]
             kinds = {
                 "(bound list)": ["/api/v1/accounts"] * args.requests,  # for comparison: reads only
                 "proposals": ["/api/v1/accounts/proposals"] * args.requests,
-                "search name": [f"/api/v1/accounts/search?region={a['region']}&q={a['holder_name'][1:]}"
-                                for a in picks],
-                "search addr": [f"/api/v1/accounts/search?region={a['region']}&q={a['address'][-5:]}"
-                                for a in picks],
+                "search name": [
+                    f"/api/v1/accounts/search?region={a['region']}&q={a['holder_name'][1:]}" for a in picks
+                ],
+                "search addr": [f"/api/v1/accounts/search?region={a['region']}&q={a['address'][-5:]}" for a in picks],
                 "by meter": [f"/api/v1/accounts/by-meter/{a['meter_no']}" for a in picks],
             }
             print(f"{'lookup':<13}{'requests':>9}{'errors':>8}{'median ms':>11}{'p99 ms':>9}")
@@ -111,8 +113,7 @@ def run(args: argparse.Namespace) -> None:
                 # a fresh allowance per kind: search name and search addr share one
                 stack.db.rate_limits.delete_many({})
                 lat, errors = timed(stack, users, paths)
-                print(f"{name:<13}{len(lat):>9}{errors:>8}{statistics.median(lat):>11.1f}{p99(lat):>9.1f}",
-                      flush=True)
+                print(f"{name:<13}{len(lat):>9}{errors:>8}{statistics.median(lat):>11.1f}{p99(lat):>9.1f}", flush=True)
         finally:
             stack.stop()
     backend = "MONGODB_URI" if os.environ.get("MONGODB_URI") else "embedded FerretDB (SQLite)"

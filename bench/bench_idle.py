@@ -41,7 +41,7 @@ def session_cpu(sid: int) -> dict[str, float]:
             cmd = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        fields = stat[stat.rindex(")") + 2:].split()
+        fields = stat[stat.rindex(")") + 2 :].split()
         if int(fields[3]) != sid:  # field 6 of stat: the session id
             continue
         out[f"{entry.name} {cmd[:70]}"] = (int(fields[11]) + int(fields[12])) / TICK
@@ -55,11 +55,23 @@ def main() -> None:
     args = parser.parse_args()
     header("idle CPU of make run", args, "bench_idle.py")
     port = free_port()
-    env = {**os.environ, "WX_ENV": "dev", "WX_PORT": str(port), "WX_SANDBOX_PORT": str(free_port()),
-           "WX_FERRETDB_PORT": str(free_port()), "WX_PUBLIC_BASE": f"http://127.0.0.1:{port}",
-           "WX_SANDBOX_CALLBACK_BASE": f"http://127.0.0.1:{port}"}
-    proc = subprocess.Popen([sys.executable, "-m", "scripts.devstack"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **os.environ,
+        "WX_ENV": "dev",
+        "WX_PORT": str(port),
+        "WX_SANDBOX_PORT": str(free_port()),
+        "WX_FERRETDB_PORT": str(free_port()),
+        "WX_PUBLIC_BASE": f"http://127.0.0.1:{port}",
+        "WX_SANDBOX_CALLBACK_BASE": f"http://127.0.0.1:{port}",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scripts.devstack"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         deadline = time.monotonic() + 300
         while True:

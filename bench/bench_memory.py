@@ -43,13 +43,24 @@ def run(stack, args: argparse.Namespace) -> None:
     token, path = customer_with_bills(stack, args.bills)
     cust = customer(stack)
     report(f"after set-up (2 customers, {args.bills} bills)")
-    run_load("bills list", bills_request(stack, token, path), requests=args.requests,
-             concurrency=args.concurrency, duration=args.duration)
+    run_load(
+        "bills list",
+        bills_request(stack, token, path),
+        requests=args.requests,
+        concurrency=args.concurrency,
+        duration=args.duration,
+    )
     report("after the bills load")
     set_latency(stack, args.latency_ms)
     try:
-        run_load("orders (slow WeChat)", orders_request(stack, cust), expect=201, requests=args.orders,
-                 concurrency=args.concurrency, duration=args.duration)
+        run_load(
+            "orders (slow WeChat)",
+            orders_request(stack, cust),
+            expect=201,
+            requests=args.orders,
+            concurrency=args.concurrency,
+            duration=args.duration,
+        )
     finally:
         set_latency(stack, 0)
     report(f"after the orders load ({args.latency_ms:.0f} ms WeChat latency)")

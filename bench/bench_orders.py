@@ -39,8 +39,9 @@ def orders_request(stack, cust: dict):
     url = stack.api_url + "/api/v1/payments"
     headers = {"Authorization": f"Bearer {cust['token']}", "Content-Type": "application/json"}
     body = json.dumps({"account_no": cust["account_no"], "amount_fen": 100})
-    return lambda _n: HTTPRequest(url, method="POST", headers=headers, body=body, request_timeout=120,
-                                  connect_timeout=120)
+    return lambda _n: HTTPRequest(
+        url, method="POST", headers=headers, body=body, request_timeout=120, connect_timeout=120
+    )
 
 
 def database_alone(stack, cust: dict, load: dict):
@@ -61,12 +62,22 @@ def database_alone(stack, cust: dict, load: dict):
             user = await db.users.find_one({"_id": session["user_id"]})
             await db.accounts.find_one({"_id": cust["account_no"]})
             otn = "B" + secrets.token_hex(12)
-            await db.payments.insert_one({"out_trade_no": otn, "channel": "bench", "account_no": cust["account_no"],
-                                          "user_id": user["_id"], "amount_fen": 100, "status": "created",
-                                          "created_at": utcnow()})
+            await db.payments.insert_one(
+                {
+                    "out_trade_no": otn,
+                    "channel": "bench",
+                    "account_no": cust["account_no"],
+                    "user_id": user["_id"],
+                    "amount_fen": 100,
+                    "status": "created",
+                    "created_at": utcnow(),
+                }
+            )
             await db.payment_events.insert_one({"out_trade_no": otn, "kind": "call", "at": utcnow()})
-            await db.payments.update_one({"out_trade_no": otn, "status": {"$in": ["created"]}},
-                                         {"$set": {"status": "pending", "updated_at": utcnow()}})
+            await db.payments.update_one(
+                {"out_trade_no": otn, "status": {"$in": ["created"]}},
+                {"$set": {"status": "pending", "updated_at": utcnow()}},
+            )
 
         return op
 

@@ -53,13 +53,20 @@ def bench_accounts(count: int) -> list[dict]:
     for i in range(count):
         cls = demo.CLASSES[i % 3]
         region = demo.REGIONS[i % len(demo.REGIONS)]
-        out.append({
-            "account_no": f"7{i:09d}", "holder_name": f"用户{i}", "phone": f"139{rng.randrange(10**8):08d}",
-            "address": f"{region}{i}号", "region": region, "feeder": f"{region}{i % 7 + 1}号线",
-            "customer_class": cls, "tariff": {"tou": cls != "低压居民" or i % 4 == 0, "two_part": cls == "高压",
-                                              "max_demand": False},
-            "capacity_kva": 8, "balance_fen": 0,
-        })
+        out.append(
+            {
+                "account_no": f"7{i:09d}",
+                "holder_name": f"用户{i}",
+                "phone": f"139{rng.randrange(10**8):08d}",
+                "address": f"{region}{i}号",
+                "region": region,
+                "feeder": f"{region}{i % 7 + 1}号线",
+                "customer_class": cls,
+                "tariff": {"tou": cls != "低压居民" or i % 4 == 0, "two_part": cls == "高压", "max_demand": False},
+                "capacity_kva": 8,
+                "balance_fen": 0,
+            }
+        )
     return out
 
 
@@ -71,7 +78,7 @@ async def load(uri: str, db_name: str, count: int, months: int, bound: int) -> d
     service = AccountService(db, DataProtector(__import__("base64").b64decode(TEST_DATA_KEY)))
     t0 = time.perf_counter()
     for i in range(0, count, CHUNK):
-        part = accounts[i:i + CHUNK]
+        part = accounts[i : i + CHUNK]
         await service.insert_new([(a["account_no"], {k: v for k, v in a.items() if k != "account_no"}) for a in part])
     t_accounts = time.perf_counter() - t0
     now = utcnow()
@@ -102,9 +109,20 @@ async def load(uri: str, db_name: str, count: int, months: int, bound: int) -> d
     t_bills = time.perf_counter() - t0
     # daily readings of this month for the accounts the benchmark users bind
     today = local_today(now).isoformat()
-    days = [{"_id": reading_id(a["account_no"], "day", d), "account_no": a["account_no"], "kind": "day", "key": d,
-             "kwh": 7, "created_at": now, "updated_at": now}
-            for a in accounts[:bound] for d in period_days(this_period) if d < today]
+    days = [
+        {
+            "_id": reading_id(a["account_no"], "day", d),
+            "account_no": a["account_no"],
+            "kind": "day",
+            "key": d,
+            "kwh": 7,
+            "created_at": now,
+            "updated_at": now,
+        }
+        for a in accounts[:bound]
+        for d in period_days(this_period)
+        if d < today
+    ]
     if days:
         await db.usage.insert_many(days, ordered=False)
     await client.close()
@@ -120,14 +138,17 @@ async def bind(stack: Stack, users: int) -> list[tuple[str, str]]:
         token = stack.login(openid)
         user = db.users.find_one({"mp_openid": openid})
         account_no = f"7{i:09d}"
-        db.accounts.update_one({"_id": account_no}, {"$push": {"bindings": {
-            "user_id": user["_id"], "role": "holder", "bound_at": utcnow()}}})
+        db.accounts.update_one(
+            {"_id": account_no},
+            {"$push": {"bindings": {"user_id": user["_id"], "role": "holder", "bound_at": utcnow()}}},
+        )
         pairs.append((token, account_no))
     return pairs
 
 
-async def measure(base: str, pairs: list[tuple[str, str]], path_of, clients: int, requests: int,
-                  timeout: float) -> tuple[list[float], int]:
+async def measure(
+    base: str, pairs: list[tuple[str, str]], path_of, clients: int, requests: int, timeout: float
+) -> tuple[list[float], int]:
     http = AsyncHTTPClient(max_clients=clients)
     latencies: list[float] = []
     errors = 0
@@ -141,8 +162,12 @@ async def measure(base: str, pairs: list[tuple[str, str]], path_of, clients: int
             token, account_no = rng.choice(pairs)
             t0 = time.perf_counter()
             try:
-                resp = await http.fetch(base + path_of(account_no), headers={"Authorization": f"Bearer {token}"},
-                                        request_timeout=timeout, raise_error=False)
+                resp = await http.fetch(
+                    base + path_of(account_no),
+                    headers={"Authorization": f"Bearer {token}"},
+                    request_timeout=timeout,
+                    raise_error=False,
+                )
                 ok = resp.code == 200
             except (HTTPClientError, OSError, TimeoutError):
                 ok = False
@@ -163,8 +188,10 @@ async def run(args: argparse.Namespace) -> None:
     db_name = f"bench_{int(time.time())}"
     with database_uri(workdir / "ferretdb") as uri:
         loaded = await load(uri, db_name, args.accounts, args.months, args.users)
-        print(f"loaded {args.accounts} accounts in {loaded['accounts_s']:.1f} s, {loaded['bills']} bills in "
-              f"{loaded['bills_s']:.1f} s ({loaded['bills'] / loaded['bills_s']:.0f} bills/s)")
+        print(
+            f"loaded {args.accounts} accounts in {loaded['accounts_s']:.1f} s, {loaded['bills']} bills in "
+            f"{loaded['bills_s']:.1f} s ({loaded['bills'] / loaded['bills_s']:.0f} bills/s)"
+        )
         (workdir / "stack").mkdir()
         stack = Stack(workdir / "stack", uri, db_name=db_name).start()
         try:
@@ -176,21 +203,27 @@ async def run(args: argparse.Namespace) -> None:
                 "charges": lambda no: f"/api/v1/accounts/{no}/charges",
                 "usage": lambda no: f"/api/v1/accounts/{no}/usage?from={add_months(this_period, -11)}&to={this_period}",
             }
-            print(f"{'endpoint':<10}{'clients':>8}{'requests':>9}{'errors':>8}{'median ms':>11}{'p99 ms':>9}"
-                  f"{'req/s':>8}")
+            print(
+                f"{'endpoint':<10}{'clients':>8}{'requests':>9}{'errors':>8}{'median ms':>11}{'p99 ms':>9}{'req/s':>8}"
+            )
             for clients in args.clients:
                 for name, path_of in endpoints.items():
                     t0 = time.perf_counter()
                     lat, errors = await measure(stack.api_url, pairs, path_of, clients, args.requests, args.timeout)
                     wall = time.perf_counter() - t0
-                    print(f"{name:<10}{clients:>8}{len(lat):>9}{errors:>8}{statistics.median(lat):>11.1f}"
-                          f"{p99(lat):>9.1f}{len(lat) / wall:>8.1f}", flush=True)
+                    print(
+                        f"{name:<10}{clients:>8}{len(lat):>9}{errors:>8}{statistics.median(lat):>11.1f}"
+                        f"{p99(lat):>9.1f}{len(lat) / wall:>8.1f}",
+                        flush=True,
+                    )
         finally:
             stack.stop()
     backend = "MONGODB_URI" if os.environ.get("MONGODB_URI") else "embedded FerretDB (SQLite)"
     print(f"database: {backend}; cores: {os.cpu_count()}; one app process")
-    print("reproduce: python bench/bench_queries.py " + " ".join(
-        f"--{k} {','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items()))
+    print(
+        "reproduce: python bench/bench_queries.py "
+        + " ".join(f"--{k} {','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in vars(args).items())
+    )
 
 
 def main() -> None:
@@ -198,8 +231,12 @@ def main() -> None:
     parser.add_argument("--accounts", type=int, default=10000)
     parser.add_argument("--months", type=int, default=24)
     parser.add_argument("--users", type=int, default=200)
-    parser.add_argument("--clients", type=lambda v: [int(c) for c in v.split(",")], default=[16],
-                        help="concurrent clients; a comma-separated list runs each in turn, e.g. 1,16")
+    parser.add_argument(
+        "--clients",
+        type=lambda v: [int(c) for c in v.split(",")],
+        default=[16],
+        help="concurrent clients; a comma-separated list runs each in turn, e.g. 1,16",
+    )
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--timeout", type=float, default=120.0)
     args = parser.parse_args()

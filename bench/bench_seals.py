@@ -30,9 +30,18 @@ from seals.verify import verify_pdf
 from wx_backend.documents import example_context, render_contract
 
 
-def library_confirm(draft: bytes, spots: dict, *, customer: tuple[bytes, bytes, bytes],
-                    utility: tuple[bytes, bytes, bytes], root_pem: bytes, signature_png: bytes, date_text: str,
-                    tsa_url: str | None = None, ltv_roots: list[bytes] | None = None) -> bytes:
+def library_confirm(
+    draft: bytes,
+    spots: dict,
+    *,
+    customer: tuple[bytes, bytes, bytes],
+    utility: tuple[bytes, bytes, bytes],
+    root_pem: bytes,
+    signature_png: bytes,
+    date_text: str,
+    tsa_url: str | None = None,
+    ltv_roots: list[bytes] | None = None,
+) -> bytes:
     """The PDF work of 确认并盖章 with the seals library in this process: the customer's signature
     and the two dates drawn, the customer's seal, the utility's countersignature (with
     ``tsa_url`` and ``ltv_roots``: timestamps, DSS and the archive timestamp, as the service
@@ -40,21 +49,46 @@ def library_confirm(draft: bytes, spots: dict, *, customer: tuple[bytes, bytes, 
     from wx_backend.pdfjobs import text_png
 
     date_png = text_png(date_text)
-    marks = [Mark(*spots["sign-customer"], signature_png), Mark(*spots["date-customer"], date_png),
-             Mark(*spots["date-supplier"], date_png)]
+    marks = [
+        Mark(*spots["sign-customer"], signature_png),
+        Mark(*spots["date-customer"], date_png),
+        Mark(*spots["date-supplier"], date_png),
+    ]
     drawn = draw_marks(draft, marks)
     extra = {"tsa_url": tsa_url, "ltv_roots": ltv_roots}
 
     async def both() -> bytes:
         page, box = spots["seal-customer"]
-        first = await seal_pdf(drawn, key_pem=customer[0], cert_pem=customer[1], chain_pems=[root_pem],
-                               image_png=customer[2], page=page, box=box, field_name="customer_seal",
-                               reason="用电人确认并盖章", location="网上国网", signer_name="王立新", **extra)
+        first = await seal_pdf(
+            drawn,
+            key_pem=customer[0],
+            cert_pem=customer[1],
+            chain_pems=[root_pem],
+            image_png=customer[2],
+            page=page,
+            box=box,
+            field_name="customer_seal",
+            reason="用电人确认并盖章",
+            location="网上国网",
+            signer_name="王立新",
+            **extra,
+        )
         page, box = spots["seal-supplier"]
-        return await seal_pdf(first, key_pem=utility[0], cert_pem=utility[1], chain_pems=[root_pem],
-                              image_png=utility[2], page=page, box=box, field_name="supplier_seal",
-                              reason="供电人会签", location="网上国网", signer_name="国网河南省电力公司郏县供电公司",
-                              archive_timestamp=bool(tsa_url), **extra)
+        return await seal_pdf(
+            first,
+            key_pem=utility[0],
+            cert_pem=utility[1],
+            chain_pems=[root_pem],
+            image_png=utility[2],
+            page=page,
+            box=box,
+            field_name="supplier_seal",
+            reason="供电人会签",
+            location="网上国网",
+            signer_name="国网河南省电力公司郏县供电公司",
+            archive_timestamp=bool(tsa_url),
+            **extra,
+        )
 
     return asyncio.run(both())
 
@@ -85,16 +119,24 @@ def main() -> None:
     sig_png = draw_signature("王立新")
 
     def confirm() -> bytes:
-        return library_confirm(doc.pdf, doc.spots, customer=(customer.key_pem, customer.cert_pem, cust_img),
-                               utility=(utility.key_pem, utility.cert_pem, util_img), root_pem=ca.cert_pem,
-                               signature_png=sig_png, date_text="2026-11-30")
+        return library_confirm(
+            doc.pdf,
+            doc.spots,
+            customer=(customer.key_pem, customer.cert_pem, cust_img),
+            utility=(utility.key_pem, utility.cert_pem, util_img),
+            root_pem=ca.cert_pem,
+            signature_png=sig_png,
+            date_text="2026-11-30",
+        )
 
     signed = confirm()
     assert verify_pdf(signed, [ca.cert_pem]).ok
 
     rows = [
-        (f"render contract (hv_new_connection, {doc.page_count} pages)",
-         median_ms(lambda: render_contract("hv_new_connection", ctx), runs)),
+        (
+            f"render contract (hv_new_connection, {doc.page_count} pages)",
+            median_ms(lambda: render_contract("hv_new_connection", ctx), runs),
+        ),
         ("seal issue (P-256 key + certificate)", median_ms(lambda: ca.issue("某某公司", "91410425MA45YY0008"), runs)),
         ("seal image (generate_seal)", median_ms(lambda: generate_seal("郏县惠源纺织有限公司"), runs)),
         ("confirm (drawing, customer seal + utility countersign)", median_ms(confirm, runs)),

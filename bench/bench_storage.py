@@ -58,25 +58,37 @@ def contend(n: int, action: Callable[[int], object]) -> tuple[list[object], int]
 def promises(coll, rounds: int) -> None:
     for r in range(rounds):
         coll.insert_one({"_id": f"u{r}", "state": "open"})
-        res, err = contend(60, lambda i, r=r: coll.update_one(
-            {"_id": f"u{r}", "state": "open"}, {"$set": {"state": "taken"}}).modified_count)
+        res, err = contend(
+            60,
+            lambda i, r=r: (
+                coll.update_one({"_id": f"u{r}", "state": "open"}, {"$set": {"state": "taken"}}).modified_count
+            ),
+        )
         winners = sum(x or 0 for x in res)
 
         coll.insert_one({"_id": f"f{r}", "state": "open"})
-        res, err2 = contend(60, lambda i, r=r: coll.find_one_and_update(
-            {"_id": f"f{r}", "state": "open"}, {"$set": {"state": "taken"}}, return_document=ReturnDocument.AFTER))
+        res, err2 = contend(
+            60,
+            lambda i, r=r: coll.find_one_and_update(
+                {"_id": f"f{r}", "state": "open"}, {"$set": {"state": "taken"}}, return_document=ReturnDocument.AFTER
+            ),
+        )
         returned = sum(1 for x in res if x is not None)
 
         coll.insert_one({"_id": f"i{r}", "n": 0})
-        _, err3 = contend(30, lambda i, r=r: [coll.update_one({"_id": f"i{r}"}, {"$inc": {"n": 1}})
-                                              for _ in range(100)])
+        _, err3 = contend(
+            30, lambda i, r=r: [coll.update_one({"_id": f"i{r}"}, {"$inc": {"n": 1}}) for _ in range(100)]
+        )
         total = coll.find_one({"_id": f"i{r}"})["n"]
 
         _, err4 = contend(20, lambda i, r=r: coll.update_one({"key": f"up{r}"}, {"$inc": {"hits": 1}}, upsert=True))
         ups = list(coll.find({"key": f"up{r}"}))
-        print(f"round {r + 1:2d}: update_one winners {winners:2d}/60, find_one_and_update returned {returned:2d}/60, "
-              f"$inc {total:4d}/3000, upserts {len(ups)} document(s) with {sum(d['hits'] for d in ups):2d}/20 hits, "
-              f"errors {err + err2 + err3 + err4}", flush=True)
+        print(
+            f"round {r + 1:2d}: update_one winners {winners:2d}/60, find_one_and_update returned {returned:2d}/60, "
+            f"$inc {total:4d}/3000, upserts {len(ups)} document(s) with {sum(d['hits'] for d in ups):2d}/20 hits, "
+            f"errors {err + err2 + err3 + err4}",
+            flush=True,
+        )
 
 
 def finds(coll, docs: int, count: int) -> None:
@@ -100,8 +112,10 @@ def finds(coll, docs: int, count: int) -> None:
         timings.append((time.perf_counter() - t) * 1000)
         assert len(found) == 50, len(found)
     timings.sort()
-    print(f"{count} finds by account_no among {docs:,} documents, 50 found each: "
-          f"median {statistics.median(timings):.1f} ms, p95 {timings[int(len(timings) * 0.95) - 1]:.1f} ms")
+    print(
+        f"{count} finds by account_no among {docs:,} documents, 50 found each: "
+        f"median {statistics.median(timings):.1f} ms, p95 {timings[int(len(timings) * 0.95) - 1]:.1f} ms"
+    )
 
 
 def main() -> None:

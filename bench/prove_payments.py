@@ -73,8 +73,10 @@ def main() -> int:
                 stack.stop()
             print(f"== concurrent duplicate notifications (WeChat Pay {args.api}) ==")
             print(json.dumps(result, ensure_ascii=False, indent=2, default=str))
-            passed = (result["credits"] == result["credited_orders"] == result["markers"] == args.storm
-                      and result["balance_fen"] == result["expected_fen"])
+            passed = (
+                result["credits"] == result["credited_orders"] == result["markers"] == args.storm
+                and result["balance_fen"] == result["expected_fen"]
+            )
             print(f"{'PASS' if passed else 'FAIL'} {args.storm} credits for {result['notifications']} notifications")
             ok &= passed
     finally:

@@ -32,15 +32,23 @@ _ACCOUNT = spec.obj({"account": spec.ref("Account")})
 
 openapi = {
     "/api/v1/accounts/default": {
-        "get": spec.operation("The default account: the one chosen, else the earliest bound", tag="accounts",
-                              ok={200: _ACCOUNT}, errors={404: ["account_not_found"]}),
+        "get": spec.operation(
+            "The default account: the one chosen, else the earliest bound",
+            tag="accounts",
+            ok={200: _ACCOUNT},
+            errors={404: ["account_not_found"]},
+        ),
     },
     "/api/v1/accounts/{account_no}/preferences": {
         "patch": spec.operation(
-            "Set one's remark (≤ 10 characters; null or empty clears it) or default account", tag="accounts",
+            "Set one's remark (≤ 10 characters; null or empty clears it) or default account",
+            tag="accounts",
             path={"account_no": spec.ACCOUNT_NO},
-            body=spec.obj(optional={"remark": spec.nullable({"type": "string", "maxLength": 10}),
-                                    "default": spec.BOOLEAN}),
-            ok={200: _ACCOUNT}, errors={404: ["account_not_found"], 422: ["validation_failed"]}),
+            body=spec.obj(
+                optional={"remark": spec.nullable({"type": "string", "maxLength": 10}), "default": spec.BOOLEAN}
+            ),
+            ok={200: _ACCOUNT},
+            errors={404: ["account_not_found"], 422: ["validation_failed"]},
+        ),
     },
 }

@@ -51,8 +51,11 @@ def to_json(value: Any) -> str:
 
 def implemented_methods(handler: type) -> list[str]:
     """The HTTP methods a handler class itself implements (not Tornado's 405 defaults), lower case."""
-    return [m for m in ("get", "post", "put", "patch", "delete")
-            if getattr(handler, m) is not getattr(tornado.web.RequestHandler, m)]
+    return [
+        m
+        for m in ("get", "post", "put", "patch", "delete")
+        if getattr(handler, m) is not getattr(tornado.web.RequestHandler, m)
+    ]
 
 
 class BaseHandler(tornado.web.RequestHandler):
@@ -143,8 +146,9 @@ class BaseHandler(tornado.web.RequestHandler):
     def log_exception(self, typ, value, tb) -> None:
         if isinstance(value, tornado.web.HTTPError):
             if value.log_message:
-                log.warning("%d %s", value.status_code, value.log_message % value.args if value.args
-                            else value.log_message)
+                log.warning(
+                    "%d %s", value.status_code, value.log_message % value.args if value.args else value.log_message
+                )
             return
         log.error("unhandled %s", typ.__name__, exc_info=(typ, value, tb))
 
@@ -219,8 +223,12 @@ class InternalHandler(BaseHandler):
         self.prepare_request_id()
         self.current_user = None
         await self.app.verifier.verify(
-            self.app.config.internal_secret, self.request.method, self.request.path,
-            self.request.headers, self.request.body, scope="internal",
+            self.app.config.internal_secret,
+            self.request.method,
+            self.request.path,
+            self.request.headers,
+            self.request.body,
+            scope="internal",
         )
 
     json_body = APIHandler.json_body

@@ -23,13 +23,18 @@ default_handlers = [
 
 openapi = {
     "/api/v1/services": {
-        "get": spec.operation("The business types (用电报装服务)", tag="catalogue",
-                              ok={200: spec.obj({"services": spec.array(spec.ref("ServiceSummary"))})}),
+        "get": spec.operation(
+            "The business types (用电报装服务)",
+            tag="catalogue",
+            ok={200: spec.obj({"services": spec.array(spec.ref("ServiceSummary"))})},
+        ),
     },
     "/api/v1/services/{code}": {
         "get": spec.operation(
-            "A business type's form schema: fields, attachments, stages, eligibility", tag="catalogue",
+            "A business type's form schema: fields, attachments, stages, eligibility",
+            tag="catalogue",
             ok={200: spec.obj({"code": spec.STRING, "name": spec.STRING, "eligibility": {"type": "object"}})},
-            errors={404: ["service_not_found"]}),
+            errors={404: ["service_not_found"]},
+        ),
     },
 }

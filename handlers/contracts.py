@@ -80,8 +80,9 @@ class ContractVerifyHandler(APIHandler):
         elif ctype.split(";")[0].strip() == "application/pdf":
             data = self.request.body
         else:
-            raise BadRequest("请以 application/pdf 或 multipart/form-data 上传 PDF", code="unsupported_media_type",
-                             status=415)
+            raise BadRequest(
+                "请以 application/pdf 或 multipart/form-data 上传 PDF", code="unsupported_media_type", status=415
+            )
         self.write_json({"report": await self.app.contracts.verify(data)})
 
 
@@ -94,8 +95,7 @@ class InternalContractHandler(InternalHandler):
         body = self.json_body()
         operator = body.pop("operator", None) or "marketing"
         doc, created = await self.app.contracts.issue(app_no, body, operator=str(operator)[:50])
-        self.write_json({"contract": self.app.contracts.view(doc), "created": created},
-                        status=201 if created else 200)
+        self.write_json({"contract": self.app.contracts.view(doc), "created": created}, status=201 if created else 200)
 
 
 class InternalContractReadHandler(InternalHandler):
@@ -125,84 +125,161 @@ default_handlers = [
 
 _NOT_FOUND = ["contract_not_found"]
 _CONTRACT = spec.obj({"contract": spec.ref("Contract")})
-_PDF = {"description": "the PDF", "content": {"application/pdf": {
-    "schema": {"type": "string", "contentMediaType": "application/pdf"}}}}
+_PDF = {
+    "description": "the PDF",
+    "content": {"application/pdf": {"schema": {"type": "string", "contentMediaType": "application/pdf"}}},
+}
 
 openapi = {
     "/api/v1/contracts": {
-        "get": spec.operation("The user's contracts", tag="contracts",
-                              ok={200: spec.obj({"contracts": spec.array(spec.ref("Contract"))})}),
+        "get": spec.operation(
+            "The user's contracts", tag="contracts", ok={200: spec.obj({"contracts": spec.array(spec.ref("Contract"))})}
+        ),
     },
     "/api/v1/contracts/verify": {
         "post": spec.operation(
-            "Verify a signed contract PDF (signatures, certificates, changes after signing)", tag="contracts",
-            body_content={"application/pdf": {"schema": {"type": "string", "contentMediaType": "application/pdf"}},
-                          "multipart/form-data": {"schema": spec.obj({"file": {
-                              "type": "string", "contentMediaType": "application/pdf"}})}},
+            "Verify a signed contract PDF (signatures, certificates, changes after signing)",
+            tag="contracts",
+            body_content={
+                "application/pdf": {"schema": {"type": "string", "contentMediaType": "application/pdf"}},
+                "multipart/form-data": {
+                    "schema": spec.obj({"file": {"type": "string", "contentMediaType": "application/pdf"}})
+                },
+            },
             ok={200: spec.obj({"report": {"type": "object"}})},
-            errors={400: ["invalid_multipart"], 413: ["payload_too_large"],
-                    415: ["unsupported_media_type", "unsupported_file_type"],
-                    422: ["validation_failed", "empty_file"]}),
+            errors={
+                400: ["invalid_multipart"],
+                413: ["payload_too_large"],
+                415: ["unsupported_media_type", "unsupported_file_type"],
+                422: ["validation_failed", "empty_file"],
+            },
+        ),
     },
     "/api/v1/contracts/{contract_no}": {
-        "get": spec.operation("One of the user's contracts: status, parties, term, signatures", tag="contracts",
-                              ok={200: _CONTRACT}, errors={404: _NOT_FOUND}),
+        "get": spec.operation(
+            "One of the user's contracts: status, parties, term, signatures",
+            tag="contracts",
+            ok={200: _CONTRACT},
+            errors={404: _NOT_FOUND},
+        ),
     },
     "/api/v1/contracts/{contract_no}/pdf": {
-        "get": spec.operation("The contract's PDF: signed once effective, else the draft", tag="contracts",
-                              ok={200: _PDF}, errors={404: _NOT_FOUND}),
+        "get": spec.operation(
+            "The contract's PDF: signed once effective, else the draft",
+            tag="contracts",
+            ok={200: _PDF},
+            errors={404: _NOT_FOUND},
+        ),
     },
     "/api/v1/contracts/{contract_no}/preview": {
         "post": spec.operation(
-            "合同签章 preview: the chosen seal and a signature drawn on the draft, NOT signed", tag="contracts",
-            body=spec.obj({"seal_id": spec.STRING, "signature": spec.obj(
-                {"type": {"type": "string", "enum": ["typed", "image"]}},
-                {"name": spec.STRING, "file_id": spec.STRING})}),
-            ok={201: spec.obj({"preview": spec.obj({"preview_id": spec.STRING, "contract_no": spec.STRING,
-                                                    "pdf_url": spec.STRING, "signed": spec.BOOLEAN})})},
-            errors={404: [*_NOT_FOUND, "seal_not_found", "file_not_found"],
-                    409: ["contract_already_signed", "contract_cancelled", "contract_signing_in_progress",
-                          "seal_revoked", "seal_expired"],
-                    422: ["validation_failed", "signature_image_invalid"]}),
+            "合同签章 preview: the chosen seal and a signature drawn on the draft, NOT signed",
+            tag="contracts",
+            body=spec.obj(
+                {
+                    "seal_id": spec.STRING,
+                    "signature": spec.obj(
+                        {"type": {"type": "string", "enum": ["typed", "image"]}},
+                        {"name": spec.STRING, "file_id": spec.STRING},
+                    ),
+                }
+            ),
+            ok={
+                201: spec.obj(
+                    {
+                        "preview": spec.obj(
+                            {
+                                "preview_id": spec.STRING,
+                                "contract_no": spec.STRING,
+                                "pdf_url": spec.STRING,
+                                "signed": spec.BOOLEAN,
+                            }
+                        )
+                    }
+                )
+            },
+            errors={
+                404: [*_NOT_FOUND, "seal_not_found", "file_not_found"],
+                409: [
+                    "contract_already_signed",
+                    "contract_cancelled",
+                    "contract_signing_in_progress",
+                    "seal_revoked",
+                    "seal_expired",
+                ],
+                422: ["validation_failed", "signature_image_invalid"],
+            },
+        ),
     },
     "/api/v1/contracts/{contract_no}/previews/{preview_id}/pdf": {
-        "get": spec.operation("A preview's PDF (visual only, not signed)", tag="contracts", ok={200: _PDF},
-                              errors={404: [*_NOT_FOUND, "preview_not_found"], 410: ["preview_expired"]}),
+        "get": spec.operation(
+            "A preview's PDF (visual only, not signed)",
+            tag="contracts",
+            ok={200: _PDF},
+            errors={404: [*_NOT_FOUND, "preview_not_found"], 410: ["preview_expired"]},
+        ),
     },
     "/api/v1/contracts/{contract_no}/confirm": {
         "post": spec.operation(
             "确认并盖章: sign the previewed contract (PAdES with the seal), then the utility countersigns",
-            tag="contracts", body=spec.obj({"preview_id": spec.STRING}), ok={200: _CONTRACT},
-            errors={404: [*_NOT_FOUND, "preview_not_found"], 409: ["contract_already_signed", "contract_cancelled",
-                                                                  "contract_signing_in_progress", "seal_revoked",
-                                                                  "seal_expired", "preview_expired"],
-                    422: ["validation_failed"], 500: ["sealing_failed"]}),
+            tag="contracts",
+            body=spec.obj({"preview_id": spec.STRING}),
+            ok={200: _CONTRACT},
+            errors={
+                404: [*_NOT_FOUND, "preview_not_found"],
+                409: [
+                    "contract_already_signed",
+                    "contract_cancelled",
+                    "contract_signing_in_progress",
+                    "seal_revoked",
+                    "seal_expired",
+                    "preview_expired",
+                ],
+                422: ["validation_failed"],
+                500: ["sealing_failed"],
+            },
+        ),
     },
     "/internal/v1/contracts/{contract_no}": {
         "get": spec.operation(
             "A contract for the marketing system: status, parties, terms, signatures with their times, "
-            "SHA-256 of the draft and the signed PDF", tag="internal",
-            ok={200: spec.obj({"contract": spec.ref("InternalContract")})}, errors={404: _NOT_FOUND}),
+            "SHA-256 of the draft and the signed PDF",
+            tag="internal",
+            ok={200: spec.obj({"contract": spec.ref("InternalContract")})},
+            errors={404: _NOT_FOUND},
+        ),
     },
     "/internal/v1/contracts/{contract_no}/pdf": {
         "get": spec.operation(
             "The contract's PDF: signed once effective, else the draft (X-Content-SHA256: its hash)",
-            tag="internal", ok={200: _PDF}, errors={404: _NOT_FOUND}),
+            tag="internal",
+            ok={200: _PDF},
+            errors={404: _NOT_FOUND},
+        ),
     },
     "/internal/v1/applications/{app_no}/contract": {
         "get": spec.operation(
-            "The contract issued for a work order (marketing system)", tag="internal",
+            "The contract issued for a work order (marketing system)",
+            tag="internal",
             ok={200: spec.obj({"contract": spec.ref("InternalContract")})},
-            errors={404: ["application_not_found", "contract_not_found"]}),
+            errors={404: ["application_not_found", "contract_not_found"]},
+        ),
         "post": spec.operation(
             "Issue the application's contract for signing (marketing system); idempotent per application",
             tag="internal",
-            body=spec.obj({"template": spec.STRING, "terms": {"type": "object"}},
-                          {"term_months": spec.INTEGER, "operator": spec.STRING}),
-            ok={201: spec.obj({"contract": spec.ref("Contract"), "created": spec.BOOLEAN}),
-                200: spec.obj({"contract": spec.ref("Contract"), "created": spec.BOOLEAN})},
-            errors={404: ["application_not_found"],
-                    409: ["invalid_stage_transition", "contract_issue_in_progress", "stage_conflict"],
-                    422: ["validation_failed", "contract_terms_invalid"]}),
+            body=spec.obj(
+                {"template": spec.STRING, "terms": {"type": "object"}},
+                {"term_months": spec.INTEGER, "operator": spec.STRING},
+            ),
+            ok={
+                201: spec.obj({"contract": spec.ref("Contract"), "created": spec.BOOLEAN}),
+                200: spec.obj({"contract": spec.ref("Contract"), "created": spec.BOOLEAN}),
+            },
+            errors={
+                404: ["application_not_found"],
+                409: ["invalid_stage_transition", "contract_issue_in_progress", "stage_conflict"],
+                422: ["validation_failed", "contract_terms_invalid"],
+            },
+        ),
     },
 }

@@ -29,9 +29,15 @@ default_handlers = [
 ]
 
 openapi = {
-    "/healthz": {"get": spec.operation("The process is alive", tag="meta",
-                                       ok={200: spec.obj({"status": spec.STRING})})},
-    "/readyz": {"get": spec.operation(
-        "The database answers", tag="meta", ok={200: spec.obj({"status": spec.STRING, "database": spec.STRING})},
-        description="503 with `{\"status\": \"unavailable\", \"database\": \"unreachable\"}` when it does not.")},
+    "/healthz": {
+        "get": spec.operation("The process is alive", tag="meta", ok={200: spec.obj({"status": spec.STRING})})
+    },
+    "/readyz": {
+        "get": spec.operation(
+            "The database answers",
+            tag="meta",
+            ok={200: spec.obj({"status": spec.STRING, "database": spec.STRING})},
+            description='503 with `{"status": "unavailable", "database": "unreachable"}` when it does not.',
+        )
+    },
 }

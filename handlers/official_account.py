@@ -12,6 +12,7 @@ QUERY = ("signature", "timestamp", "nonce", "echostr", "encrypt_type", "msg_sign
 
 class OfficialAccountCallbackHandler(BaseHandler):
     max_body_bytes = MAX_BODY
+
     def _query(self) -> dict[str, str]:
         return {name: self.get_query_argument(name, "") for name in QUERY}
 
@@ -35,19 +36,29 @@ _SIGNED_QUERY = {"signature": spec.STRING, "timestamp": spec.STRING, "nonce": sp
 openapi = {
     "/wechat/official-account": {
         "get": spec.operation(
-            "WeChat's server URL check: echostr back when the signature is right", tag="wechat",
+            "WeChat's server URL check: echostr back when the signature is right",
+            tag="wechat",
             query={**_SIGNED_QUERY, "echostr": spec.STRING},
             ok={200: {"description": "the echostr", "content": {"text/plain": {"schema": {"type": "string"}}}}},
-            errors={403: ["invalid_signature"]}),
+            errors={403: ["invalid_signature"]},
+        ),
         "post": spec.operation(
-            "Messages and events pushed by WeChat (XML; plain or safe mode)", tag="wechat",
+            "Messages and events pushed by WeChat (XML; plain or safe mode)",
+            tag="wechat",
             description="Signed by `signature` (and `msg_signature` in safe mode, `encrypt_type=aes`). "
-                        "Answers `success` or a passive reply in XML.",
-            query={**_SIGNED_QUERY, "encrypt_type": spec.STRING, "msg_signature": spec.STRING,
-                   "openid": spec.STRING},
+            "Answers `success` or a passive reply in XML.",
+            query={**_SIGNED_QUERY, "encrypt_type": spec.STRING, "msg_signature": spec.STRING, "openid": spec.STRING},
             body_content={"text/xml": {"schema": {"type": "string"}}},
-            ok={200: {"description": "`success` or a passive reply", "content": {
-                "text/plain": {"schema": {"type": "string"}}, "application/xml": {"schema": {"type": "string"}}}}},
-            errors={400: ["invalid_xml"], 403: ["invalid_signature"]}),
+            ok={
+                200: {
+                    "description": "`success` or a passive reply",
+                    "content": {
+                        "text/plain": {"schema": {"type": "string"}},
+                        "application/xml": {"schema": {"type": "string"}},
+                    },
+                }
+            },
+            errors={400: ["invalid_xml"], 403: ["invalid_signature"]},
+        ),
     },
 }

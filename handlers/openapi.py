@@ -29,18 +29,22 @@ SIGNATURE_DESCRIPTION = (
 
 SECURITY_SCHEMES = {
     "bearerAuth": {
-        "type": "http", "scheme": "bearer",
+        "type": "http",
+        "scheme": "bearer",
         "description": "The token from `POST /api/v1/session` (wx.login code exchanged through WeChat).",
     },
     "internalHmac": {
-        "type": "apiKey", "in": "header", "name": "X-Signature",
-        "description": "The marketing system (/internal/v1), with the shared internal secret. "
-                       + SIGNATURE_DESCRIPTION,
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Signature",
+        "description": "The marketing system (/internal/v1), with the shared internal secret. " + SIGNATURE_DESCRIPTION,
     },
     "terminalHmac": {
-        "type": "apiKey", "in": "header", "name": "X-Signature",
+        "type": "apiKey",
+        "in": "header",
+        "name": "X-Signature",
         "description": "A service-hall terminal: the same scheme with the terminal's own secret, plus "
-                       "`X-Terminal-Id` naming the terminal. " + SIGNATURE_DESCRIPTION,
+        "`X-Terminal-Id` naming the terminal. " + SIGNATURE_DESCRIPTION,
     },
 }
 
@@ -48,8 +52,10 @@ SECURITY_SCHEMES = {
 _AUTH = {
     "bearer": ("bearerAuth", ["unauthorized", "invalid_token"]),
     "hmac": ("internalHmac", ["signature_missing", "signature_invalid", "signature_expired", "nonce_replayed"]),
-    "terminal": ("terminalHmac", ["signature_missing", "signature_invalid", "signature_expired",
-                                  "nonce_replayed", "terminal_unknown"]),
+    "terminal": (
+        "terminalHmac",
+        ["signature_missing", "signature_invalid", "signature_expired", "nonce_replayed", "terminal_unknown"],
+    ),
 }
 
 
@@ -125,10 +131,10 @@ def document() -> dict[str, Any]:
             "title": "网上营业厅 backend",
             "version": "1",
             "description": "The HTTP API of the power-supply company's WeChat online service hall: "
-                           "`/api/v1` for the mini-program (bearer token), `/internal/v1` for the "
-                           "marketing system (HMAC-signed), `/wechat/` for WeChat's callbacks (XML). "
-                           "Every error is `{\"error\": {\"code\", \"message\", \"details\"?}}`; "
-                           "money is integer fen.",
+            "`/api/v1` for the mini-program (bearer token), `/internal/v1` for the "
+            "marketing system (HMAC-signed), `/wechat/` for WeChat's callbacks (XML). "
+            'Every error is `{"error": {"code", "message", "details"?}}`; '
+            "money is integer fen.",
         },
         "paths": paths,
         "components": {"schemas": spec.COMPONENTS, "securitySchemes": SECURITY_SCHEMES},
@@ -138,8 +144,9 @@ def document() -> dict[str, Any]:
 def _complete(op: dict[str, Any], path: str, auth: str | None) -> dict[str, Any]:
     path_schemas = op.pop("x-path-schemas", {})
     names = re.findall(r"\{([^}]+)\}", path)
-    params = [{"name": n, "in": "path", "required": True, "schema": path_schemas.get(n, {"type": "string"})}
-              for n in names]
+    params = [
+        {"name": n, "in": "path", "required": True, "schema": path_schemas.get(n, {"type": "string"})} for n in names
+    ]
     responses = op["responses"]
     if params:
         op["parameters"] = params + op.get("parameters", [])
@@ -151,7 +158,8 @@ def _complete(op: dict[str, Any], path: str, auth: str | None) -> dict[str, Any]
         if auth in ("hmac", "terminal"):
             op.setdefault("parameters", []).extend(
                 {"name": h, "in": "header", "required": True, "schema": {"type": "string"}}
-                for h in ("X-Timestamp", "X-Nonce") + (("X-Terminal-Id",) if auth == "terminal" else ()))
+                for h in ("X-Timestamp", "X-Nonce") + (("X-Terminal-Id",) if auth == "terminal" else ())
+            )
         _add_codes(responses, 401, codes, "not authenticated")
     else:
         op.setdefault("security", [])  # public, or optional as the module describes it

@@ -13,8 +13,9 @@ class PaymentsHandler(APIHandler):
     @authenticated
     async def post(self) -> None:
         body = self.json_body()
-        order = await self.app.payments.create_jsapi(self.current_user, body.get("account_no"),
-                                                     body.get("amount_fen"), self.client_ip())
+        order = await self.app.payments.create_jsapi(
+            self.current_user, body.get("account_no"), body.get("amount_fen"), self.client_ip()
+        )
         self.write_json(order, status=201)
 
     @authenticated
@@ -91,7 +92,8 @@ class TerminalPaymentsHandler(BaseHandler):
         self.prepare_request_id()
         self.current_user = None
         self.terminal = await self.app.terminals.authenticate(
-            self.request.method, self.request.path, self.request.headers, self.request.body)
+            self.request.method, self.request.path, self.request.headers, self.request.body
+        )
 
     async def post(self) -> None:
         outcome = await self.app.payments.terminal_pay(self.terminal, self.json_body(), self.client_ip())
@@ -113,76 +115,131 @@ _PAYMENT = spec.obj({"payment": spec.ref("Payment")})
 openapi = {
     "/api/v1/payments": {
         "post": spec.operation(
-            "Pay an account by WeChat Pay (JSAPI): the parameters for wx.requestPayment", tag="payments",
+            "Pay an account by WeChat Pay (JSAPI): the parameters for wx.requestPayment",
+            tag="payments",
             body=spec.obj({"account_no": spec.ACCOUNT_NO, "amount_fen": {"type": "integer", "minimum": 1}}),
-            ok={201: spec.obj({"out_trade_no": spec.STRING, "amount_fen": spec.FEN, "expires_at": spec.STRING,
-                               "pay_params": {"type": "object"}})},
-            errors={404: ["account_not_found"], 409: ["payment_busy"], 422: ["validation_failed"],
-                    502: ["payment_order_failed"], 503: ["wechat_unavailable"]}),
-        "get": spec.operation("The user's payments, newest first (at most 100)", tag="payments",
-                              query={"account_no": spec.ACCOUNT_NO},
-                              ok={200: spec.obj({"payments": spec.array(spec.ref("Payment"))})},
-                              errors={422: ["validation_failed"]}),
+            ok={
+                201: spec.obj(
+                    {
+                        "out_trade_no": spec.STRING,
+                        "amount_fen": spec.FEN,
+                        "expires_at": spec.STRING,
+                        "pay_params": {"type": "object"},
+                    }
+                )
+            },
+            errors={
+                404: ["account_not_found"],
+                409: ["payment_busy"],
+                422: ["validation_failed"],
+                502: ["payment_order_failed"],
+                503: ["wechat_unavailable"],
+            },
+        ),
+        "get": spec.operation(
+            "The user's payments, newest first (at most 100)",
+            tag="payments",
+            query={"account_no": spec.ACCOUNT_NO},
+            ok={200: spec.obj({"payments": spec.array(spec.ref("Payment"))})},
+            errors={422: ["validation_failed"]},
+        ),
     },
     "/api/v1/payments/{out_trade_no}": {
-        "get": spec.operation("One of the user's payments (a pending one is first asked of WeChat)",
-                              tag="payments", path={"out_trade_no": {"type": "string",
-                                                                     "pattern": "^[A-Za-z0-9_-]{1,32}$"}},
-                              ok={200: _PAYMENT}, errors={404: ["payment_not_found"]}),
+        "get": spec.operation(
+            "One of the user's payments (a pending one is first asked of WeChat)",
+            tag="payments",
+            path={"out_trade_no": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,32}$"}},
+            ok={200: _PAYMENT},
+            errors={404: ["payment_not_found"]},
+        ),
     },
     "/api/v1/terminal/payments": {
         "post": spec.operation(
-            "Charge a payment code scanned at a service-hall terminal; answers the final outcome", tag="payments",
+            "Charge a payment code scanned at a service-hall terminal; answers the final outcome",
+            tag="payments",
             description="Idempotent by `terminal_trade_no`: the same number asks for the same payment's outcome.",
-            body=spec.obj({"account_no": spec.ACCOUNT_NO, "amount_fen": {"type": "integer", "minimum": 1},
-                           "auth_code": {"type": "string", "pattern": "^[0-9]{18}$"},
-                           "terminal_trade_no": spec.STRING}),
-            ok={200: spec.obj({"out_trade_no": spec.STRING,
-                               "status": {"type": "string", "enum": ["paid", "reversed", "failed", "pending"]}},
-                              {"reason": spec.STRING, "transaction_id": spec.nullable(spec.STRING),
-                               "account_no": spec.STRING, "amount_fen": spec.FEN})},
-            errors={403: ["terminal_disabled"], 404: ["account_not_found"], 409: ["terminal_trade_conflict"],
-                    422: ["validation_failed"], 503: ["wechat_unavailable"]}),
+            body=spec.obj(
+                {
+                    "account_no": spec.ACCOUNT_NO,
+                    "amount_fen": {"type": "integer", "minimum": 1},
+                    "auth_code": {"type": "string", "pattern": "^[0-9]{18}$"},
+                    "terminal_trade_no": spec.STRING,
+                }
+            ),
+            ok={
+                200: spec.obj(
+                    {
+                        "out_trade_no": spec.STRING,
+                        "status": {"type": "string", "enum": ["paid", "reversed", "failed", "pending"]},
+                    },
+                    {
+                        "reason": spec.STRING,
+                        "transaction_id": spec.nullable(spec.STRING),
+                        "account_no": spec.STRING,
+                        "amount_fen": spec.FEN,
+                    },
+                )
+            },
+            errors={
+                403: ["terminal_disabled"],
+                404: ["account_not_found"],
+                409: ["terminal_trade_conflict"],
+                422: ["validation_failed"],
+                503: ["wechat_unavailable"],
+            },
+        ),
     },
     "/wechat/pay/notify": {
         "post": spec.operation(
-            "WeChat Pay's payment notification (XML, signed with the API key)", tag="wechat",
+            "WeChat Pay's payment notification (XML, signed with the API key)",
+            tag="wechat",
             description="Always answered 200 in WeChat's XML: `<xml><return_code>SUCCESS</return_code>...` once "
-                        "the order is recorded, `FAIL` with a message when the signature, appid, mch_id, "
-                        "order or amount do not check out (nothing changes then).",
-            body_content={"text/xml": {"schema": {"type": "string"}}}, body_required=False,
-            ok={200: {"description": "WeChat's XML answer",
-                      "content": {"text/xml": {"schema": {"type": "string"}}}}}),
+            "the order is recorded, `FAIL` with a message when the signature, appid, mch_id, "
+            "order or amount do not check out (nothing changes then).",
+            body_content={"text/xml": {"schema": {"type": "string"}}},
+            body_required=False,
+            ok={200: {"description": "WeChat's XML answer", "content": {"text/xml": {"schema": {"type": "string"}}}}},
+        ),
     },
     "/wechat/pay/refund-notify": {
         "post": spec.operation(
-            "WeChat Pay's refund notification (XML; req_info AES-256-ECB with the MD5 of the API key)", tag="wechat",
+            "WeChat Pay's refund notification (XML; req_info AES-256-ECB with the MD5 of the API key)",
+            tag="wechat",
             description="`req_info` must decrypt with our key (that is its authentication) and name a refund of "
-                        "ours with its amount; then SUCCESS books the refund (balance, bills), REFUNDCLOSE gives "
-                        "the amount back, CHANGE is left to the operator. Always answered 200 in WeChat's XML: "
-                        "SUCCESS once recorded (a repeat too), FAIL otherwise (nothing changes, WeChat retries).",
-            body_content={"text/xml": {"schema": {"type": "string"}}}, body_required=False,
-            ok={200: {"description": "WeChat's XML answer",
-                      "content": {"text/xml": {"schema": {"type": "string"}}}}}),
+            "ours with its amount; then SUCCESS books the refund (balance, bills), REFUNDCLOSE gives "
+            "the amount back, CHANGE is left to the operator. Always answered 200 in WeChat's XML: "
+            "SUCCESS once recorded (a repeat too), FAIL otherwise (nothing changes, WeChat retries).",
+            body_content={"text/xml": {"schema": {"type": "string"}}},
+            body_required=False,
+            ok={200: {"description": "WeChat's XML answer", "content": {"text/xml": {"schema": {"type": "string"}}}}},
+        ),
     },
     "/wechat/pay/refund-notify/v3": {
         "post": spec.operation(
-            "WeChat Pay API v3's refund notification (REFUND.SUCCESS / CLOSED / ABNORMAL)", tag="wechat",
+            "WeChat Pay API v3's refund notification (REFUND.SUCCESS / CLOSED / ABNORMAL)",
+            tag="wechat",
             description="Signature and AES-256-GCM resource checked as for the v3 payment notification; then the "
-                        "refund is applied as from the v2 notification. 204 once recorded (a repeat too); 400 "
-                        "otherwise, when nothing changes and WeChat sends it again.",
-            body_content={"application/json": {"schema": {"type": "object"}}}, body_required=False,
-            ok={204: None}, errors={400: ["wechat_pay_notification_refused"]}),
+            "refund is applied as from the v2 notification. 204 once recorded (a repeat too); 400 "
+            "otherwise, when nothing changes and WeChat sends it again.",
+            body_content={"application/json": {"schema": {"type": "object"}}},
+            body_required=False,
+            ok={204: None},
+            errors={400: ["wechat_pay_notification_refused"]},
+        ),
     },
     "/wechat/pay/notify/v3": {
         "post": spec.operation(
-            "WeChat Pay API v3's payment notification (JSON, signed headers, AES-256-GCM resource)", tag="wechat",
+            "WeChat Pay API v3's payment notification (JSON, signed headers, AES-256-GCM resource)",
+            tag="wechat",
             description="The `Wechatpay-Signature` over `timestamp\\nnonce\\nbody\\n` is checked with the WeChat "
-                        "Pay public key (`Wechatpay-Serial` must be its id, the timestamp within 5 minutes), "
-                        "`resource` is decrypted with the APIv3 key, then appid, mchid, order and amount are "
-                        "checked. Answered 204 once the order is recorded (a repeat too); 400 otherwise, when "
-                        "nothing changes and WeChat sends it again.",
-            body_content={"application/json": {"schema": {"type": "object"}}}, body_required=False,
-            ok={204: None}, errors={400: ["wechat_pay_notification_refused"]}),
+            "Pay public key (`Wechatpay-Serial` must be its id, the timestamp within 5 minutes), "
+            "`resource` is decrypted with the APIv3 key, then appid, mchid, order and amount are "
+            "checked. Answered 204 once the order is recorded (a repeat too); 400 otherwise, when "
+            "nothing changes and WeChat sends it again.",
+            body_content={"application/json": {"schema": {"type": "object"}}},
+            body_required=False,
+            ok={204: None},
+            errors={400: ["wechat_pay_notification_refused"]},
+        ),
     },
 }

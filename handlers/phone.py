@@ -27,21 +27,31 @@ default_handlers = [
     (r"/api/v1/me/phone", PhoneHandler),
 ]
 
-_PHONE = spec.obj({"phone": spec.STRING, "verified_at": spec.DATETIME},
-                  description="the verified mobile, masked (182****0490)")
+_PHONE = spec.obj(
+    {"phone": spec.STRING, "verified_at": spec.DATETIME}, description="the verified mobile, masked (182****0490)"
+)
 
 openapi = {
     "/api/v1/me/phone": {
-        "get": spec.operation("The user's verified mobile (masked), or null", tag="accounts",
-                              ok={200: spec.obj({"phone": spec.nullable(_PHONE)})}),
+        "get": spec.operation(
+            "The user's verified mobile (masked), or null",
+            tag="accounts",
+            ok={200: spec.obj({"phone": spec.nullable(_PHONE)})},
+        ),
         "post": spec.operation(
-            "Verify the user's mobile with a getPhoneNumber code", tag="accounts",
+            "Verify the user's mobile with a getPhoneNumber code",
+            tag="accounts",
             description="Exchanges the mini-program's one-time `getPhoneNumber` code through WeChat "
-                        "(`getuserphonenumber`) and keeps the mobile encrypted; see docs/accounts.md.",
+            "(`getuserphonenumber`) and keeps the mobile encrypted; see docs/accounts.md.",
             body=spec.obj({"code": {"type": "string", "description": "the code of the getPhoneNumber button"}}),
             ok={200: spec.obj({"phone": _PHONE})},
-            errors={422: ["validation_failed", "phone_code_invalid", "phone_not_supported"],
-                    429: ["too_many_requests"], 502: ["wechat_phone_failed"], 503: ["wechat_unavailable"]}),
+            errors={
+                422: ["validation_failed", "phone_code_invalid", "phone_not_supported"],
+                429: ["too_many_requests"],
+                502: ["wechat_phone_failed"],
+                503: ["wechat_unavailable"],
+            },
+        ),
         "delete": spec.operation("Forget the verified mobile", tag="accounts", ok={204: None}),
     },
 }

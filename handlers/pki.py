@@ -83,19 +83,27 @@ def _der(media: str, what: str) -> dict:
 
 openapi = {
     "/pki/seal-ca.crl": {
-        "get": spec.operation("The seal authority's current CRL (DER, RFC 5280)", tag="pki",
-                              ok={200: _der("application/pkix-crl", "the CRL")}),
+        "get": spec.operation(
+            "The seal authority's current CRL (DER, RFC 5280)",
+            tag="pki",
+            ok={200: _der("application/pkix-crl", "the CRL")},
+        ),
     },
     "/pki/ocsp": {
         "post": spec.operation(
-            "OCSP responder for seal certificates (RFC 6960): good, revoked (with the time) or unknown", tag="pki",
+            "OCSP responder for seal certificates (RFC 6960): good, revoked (with the time) or unknown",
+            tag="pki",
             body_content={"application/ocsp-request": {"schema": {"type": "string", "format": "binary"}}},
             ok={200: _der("application/ocsp-response", "the signed OCSP response")},
-            errors={400: ["ocsp_request_invalid"], 415: ["unsupported_media_type"]}),
+            errors={400: ["ocsp_request_invalid"], 415: ["unsupported_media_type"]},
+        ),
     },
     "/pki/ocsp/{request}": {
-        "get": spec.operation("OCSP by GET: the base64 DER request in the path (RFC 6960 A.1)", tag="pki",
-                              ok={200: _der("application/ocsp-response", "the signed OCSP response")},
-                              errors={400: ["ocsp_request_invalid"]}),
+        "get": spec.operation(
+            "OCSP by GET: the base64 DER request in the path (RFC 6960 A.1)",
+            tag="pki",
+            ok={200: _der("application/ocsp-response", "the signed OCSP response")},
+            errors={400: ["ocsp_request_invalid"]},
+        ),
     },
 }

@@ -39,8 +39,9 @@ class UsageHandler(APIHandler):
         elif granularity == "month":
             if self.get_argument("month", None) is not None:
                 raise ValidationFailed(details=[{"field": "month", "message": "按月查询请用 from 和 to 参数"}])
-            result = await self.app.usage.monthly(self.current_user, account_no, self.get_argument("from", None),
-                                                  self.get_argument("to", None))
+            result = await self.app.usage.monthly(
+                self.current_user, account_no, self.get_argument("from", None), self.get_argument("to", None)
+            )
         else:
             await self.app.accounts.get_owned(self.current_user, account_no)
             raise ValidationFailed(details=[{"field": "granularity", "message": "应为 month 或 day"}])
@@ -71,6 +72,7 @@ class InternalBillHandler(InternalHandler):
 
 class InternalUsageHandler(InternalHandler):
     max_body_bytes = 1024 * 1024  # up to MAX_ENTRIES readings
+
     async def put(self, account_no: str) -> None:
         body = self.json_body()
         self.write_json(await self.app.usage.put(account_no, body.get("entries")))
@@ -109,87 +111,148 @@ default_handlers = [
 _ACCOUNT_NOT_FOUND = ["account_not_found"]
 _PERIOD = {"type": "string", "description": "YYYY-MM", "examples": ["2026-10"]}
 _OUTAGE = spec.obj({"outage": spec.ref("Outage")})
-_OUTAGE_BODY = spec.obj(optional={
-    "ref": spec.STRING, "kind": {"type": "string", "enum": ["planned", "unplanned"]},
-    "regions": spec.array(spec.STRING), "feeders": spec.array(spec.STRING), "start": spec.DATETIME,
-    "end": spec.DATETIME, "reason": spec.STRING, "area": spec.STRING})
+_OUTAGE_BODY = spec.obj(
+    optional={
+        "ref": spec.STRING,
+        "kind": {"type": "string", "enum": ["planned", "unplanned"]},
+        "regions": spec.array(spec.STRING),
+        "feeders": spec.array(spec.STRING),
+        "start": spec.DATETIME,
+        "end": spec.DATETIME,
+        "reason": spec.STRING,
+        "area": spec.STRING,
+    }
+)
 
 openapi = {
     "/api/v1/accounts/{account_no}/bills": {
         "get": spec.operation(
-            "An account's monthly bills (the caller's bound account), newest first", tag="queries",
+            "An account's monthly bills (the caller's bound account), newest first",
+            tag="queries",
             query={"year": {"type": "string", "description": "YYYY; without it, the last 36 months"}},
-            ok={200: spec.obj({"account_no": spec.STRING, "year": spec.nullable(spec.STRING),
-                               "bills": spec.array({"type": "object"})})},
-            errors={404: _ACCOUNT_NOT_FOUND, 422: ["validation_failed"]}),
+            ok={
+                200: spec.obj(
+                    {
+                        "account_no": spec.STRING,
+                        "year": spec.nullable(spec.STRING),
+                        "bills": spec.array({"type": "object"}),
+                    }
+                )
+            },
+            errors={404: _ACCOUNT_NOT_FOUND, 422: ["validation_failed"]},
+        ),
     },
     "/api/v1/accounts/{account_no}/bills/{period}": {
-        "get": spec.operation("One monthly bill: readings, kWh by period and tier, prices, settlements",
-                              tag="queries", path={"period": _PERIOD},
-                              ok={200: spec.obj({"bill": spec.obj({"account_no": spec.STRING,
-                                                                   "period": spec.STRING})})},
-                              errors={404: [*_ACCOUNT_NOT_FOUND, "bill_not_found"], 422: ["validation_failed"]}),
+        "get": spec.operation(
+            "One monthly bill: readings, kWh by period and tier, prices, settlements",
+            tag="queries",
+            path={"period": _PERIOD},
+            ok={200: spec.obj({"bill": spec.obj({"account_no": spec.STRING, "period": spec.STRING})})},
+            errors={404: [*_ACCOUNT_NOT_FOUND, "bill_not_found"], 422: ["validation_failed"]},
+        ),
     },
     "/api/v1/accounts/{account_no}/charges": {
         "get": spec.operation(
-            "Consumption and charges: balance, owed, this month's estimate, last month, this year", tag="queries",
-            ok={200: spec.obj({"account_no": spec.STRING, "balance_fen": spec.FEN, "owed_fen": spec.FEN,
-                               "unpaid_bills": spec.INTEGER, "this_month": {"type": "object"},
-                               "last_month": {"type": "object"}, "this_year": {"type": "object"}})},
-            errors={404: _ACCOUNT_NOT_FOUND}),
+            "Consumption and charges: balance, owed, this month's estimate, last month, this year",
+            tag="queries",
+            ok={
+                200: spec.obj(
+                    {
+                        "account_no": spec.STRING,
+                        "balance_fen": spec.FEN,
+                        "owed_fen": spec.FEN,
+                        "unpaid_bills": spec.INTEGER,
+                        "this_month": {"type": "object"},
+                        "last_month": {"type": "object"},
+                        "this_year": {"type": "object"},
+                    }
+                )
+            },
+            errors={404: _ACCOUNT_NOT_FOUND},
+        ),
     },
     "/api/v1/accounts/{account_no}/usage": {
         "get": spec.operation(
-            "Usage analysis by month (from, to: YYYY-MM) or by day (month: YYYY-MM)", tag="queries",
-            query={"granularity": {"type": "string", "enum": ["month", "day"]}, "from": _PERIOD, "to": _PERIOD,
-                   "month": _PERIOD},
+            "Usage analysis by month (from, to: YYYY-MM) or by day (month: YYYY-MM)",
+            tag="queries",
+            query={
+                "granularity": {"type": "string", "enum": ["month", "day"]},
+                "from": _PERIOD,
+                "to": _PERIOD,
+                "month": _PERIOD,
+            },
             ok={200: spec.obj({"account_no": spec.STRING, "granularity": spec.STRING})},
-            errors={404: _ACCOUNT_NOT_FOUND, 422: ["validation_failed"]}),
+            errors={404: _ACCOUNT_NOT_FOUND, 422: ["validation_failed"]},
+        ),
     },
     "/api/v1/outages": {
         "get": spec.operation(
-            "Outage notices for a bound account (login needed) or for a region (public)", tag="queries",
+            "Outage notices for a bound account (login needed) or for a region (public)",
+            tag="queries",
             description="`account_no` needs the bearer token of a user who bound it; `region` needs none; "
-                        "with neither, a logged-in user's default account is meant (docs/accounts.md). "
-                        "The security of this operation is therefore optional.",
+            "with neither, a logged-in user's default account is meant (docs/accounts.md). "
+            "The security of this operation is therefore optional.",
             query={"account_no": spec.ACCOUNT_NO, "region": spec.text(50)},
             ok={200: spec.obj({"outages": spec.array(spec.ref("Outage"))})},
-            errors={401: ["unauthorized", "invalid_token"], 404: _ACCOUNT_NOT_FOUND, 422: ["validation_failed"]})
+            errors={401: ["unauthorized", "invalid_token"], 404: _ACCOUNT_NOT_FOUND, 422: ["validation_failed"]},
+        )
         | {"security": [{}, {"bearerAuth": []}]},
     },
     "/internal/v1/accounts/{account_no}/bills/{period}": {
         "put": spec.operation(
             "Create or update a monthly bill (marketing system); payments already made are kept",
-            tag="internal", path={"period": _PERIOD}, body={"type": "object"},
-            ok={200: spec.obj({"bill": {"type": "object"}, "created": spec.BOOLEAN}),
-                201: spec.obj({"bill": {"type": "object"}, "created": spec.BOOLEAN})},
-            errors={404: _ACCOUNT_NOT_FOUND, 409: ["bill_amount_below_paid", "account_busy", "offline_paid_decreased"],
-                    422: ["validation_failed"]}),
+            tag="internal",
+            path={"period": _PERIOD},
+            body={"type": "object"},
+            ok={
+                200: spec.obj({"bill": {"type": "object"}, "created": spec.BOOLEAN}),
+                201: spec.obj({"bill": {"type": "object"}, "created": spec.BOOLEAN}),
+            },
+            errors={
+                404: _ACCOUNT_NOT_FOUND,
+                409: ["bill_amount_below_paid", "account_busy", "offline_paid_decreased"],
+                422: ["validation_failed"],
+            },
+        ),
     },
     "/internal/v1/accounts/{account_no}/usage": {
         "put": spec.operation(
-            "Create or update daily and monthly readings (marketing system)", tag="internal",
+            "Create or update daily and monthly readings (marketing system)",
+            tag="internal",
             body=spec.obj({"entries": spec.array({"type": "object"})}),
             ok={200: spec.obj({"received": spec.INTEGER, "created": spec.INTEGER, "updated": spec.INTEGER})},
-            errors={404: _ACCOUNT_NOT_FOUND, 422: ["validation_failed"]}),
+            errors={404: _ACCOUNT_NOT_FOUND, 422: ["validation_failed"]},
+        ),
     },
     "/internal/v1/outages": {
         "post": spec.operation(
             "Publish an outage notice (idempotent by `ref`); matching accounts' users are notified",
-            tag="internal", body=_OUTAGE_BODY,
-            ok={201: spec.obj({"outage": spec.ref("Outage"), "created": spec.BOOLEAN}),
-                200: spec.obj({"outage": spec.ref("Outage"), "created": spec.BOOLEAN})},
-            errors={409: ["outage_busy"], 422: ["validation_failed"]}),
+            tag="internal",
+            body=_OUTAGE_BODY,
+            ok={
+                201: spec.obj({"outage": spec.ref("Outage"), "created": spec.BOOLEAN}),
+                200: spec.obj({"outage": spec.ref("Outage"), "created": spec.BOOLEAN}),
+            },
+            errors={409: ["outage_busy"], 422: ["validation_failed"]},
+        ),
     },
     "/internal/v1/outages/{outage_id}": {
-        "put": spec.operation("Update an outage notice", tag="internal", body=_OUTAGE_BODY, ok={200: _OUTAGE},
-                              errors={404: ["outage_not_found"], 409: ["outage_busy", "outage_cancelled"],
-                                      422: ["validation_failed"]}),
+        "put": spec.operation(
+            "Update an outage notice",
+            tag="internal",
+            body=_OUTAGE_BODY,
+            ok={200: _OUTAGE},
+            errors={404: ["outage_not_found"], 409: ["outage_busy", "outage_cancelled"], 422: ["validation_failed"]},
+        ),
     },
     "/internal/v1/outages/{outage_id}/cancel": {
-        "post": spec.operation("Cancel an outage notice", tag="internal",
-                               body=spec.obj(optional={"reason": spec.STRING}), body_required=False, ok={200: _OUTAGE},
-                               errors={404: ["outage_not_found"], 409: ["outage_busy", "outage_cancelled"],
-                                       422: ["validation_failed"]}),
+        "post": spec.operation(
+            "Cancel an outage notice",
+            tag="internal",
+            body=spec.obj(optional={"reason": spec.STRING}),
+            body_required=False,
+            ok={200: _OUTAGE},
+            errors={404: ["outage_not_found"], 409: ["outage_busy", "outage_cancelled"], 422: ["validation_failed"]},
+        ),
     },
 }

@@ -60,33 +60,65 @@ _SEAL = spec.obj({"seal": spec.ref("Seal")})
 
 openapi = {
     "/api/v1/seal-authority/root.pem": {
-        "get": spec.operation("The seal authority's root certificate (PEM), to check signed contracts elsewhere",
-                              tag="seals", ok={200: {"description": "PEM", "content": {
-                                  "application/x-pem-file": {"schema": {"type": "string"}}}}}),
+        "get": spec.operation(
+            "The seal authority's root certificate (PEM), to check signed contracts elsewhere",
+            tag="seals",
+            ok={200: {"description": "PEM", "content": {"application/x-pem-file": {"schema": {"type": "string"}}}}},
+        ),
     },
     "/api/v1/seals": {
-        "get": spec.operation("我的印章: the user's seals", tag="seals",
-                              ok={200: spec.obj({"seals": spec.array(spec.ref("Seal"))})}),
+        "get": spec.operation(
+            "我的印章: the user's seals", tag="seals", ok={200: spec.obj({"seals": spec.array(spec.ref("Seal"))})}
+        ),
         "post": spec.operation(
-            "印章申请: a generated seal or one from an uploaded image, proven by an SMS code", tag="seals",
-            body=spec.obj({"kind": {"type": "string", "enum": ["generated", "uploaded"]}, "org_name": spec.STRING,
-                           "credit_code": spec.STRING, "legal_rep": spec.STRING, "mobile": spec.STRING,
-                           "sms_code": spec.STRING}, {"file_id": spec.STRING}),
+            "印章申请: a generated seal or one from an uploaded image, proven by an SMS code",
+            tag="seals",
+            body=spec.obj(
+                {
+                    "kind": {"type": "string", "enum": ["generated", "uploaded"]},
+                    "org_name": spec.STRING,
+                    "credit_code": spec.STRING,
+                    "legal_rep": spec.STRING,
+                    "mobile": spec.STRING,
+                    "sms_code": spec.STRING,
+                },
+                {"file_id": spec.STRING},
+            ),
             ok={201: _SEAL},
-            errors={400: ["sms_code_invalid", "sms_code_expired", "sms_code_exhausted"], 404: ["file_not_found"],
-                    409: ["seal_limit_reached"], 422: ["validation_failed", "seal_image_invalid"]}),
+            errors={
+                400: ["sms_code_invalid", "sms_code_expired", "sms_code_exhausted"],
+                404: ["file_not_found"],
+                409: ["seal_limit_reached"],
+                422: ["validation_failed", "seal_image_invalid"],
+            },
+        ),
     },
     "/api/v1/seals/{seal_id}": {
         "get": spec.operation("One of the user's seals", tag="seals", ok={200: _SEAL}, errors={404: _NOT_FOUND}),
         "delete": spec.operation(
-            "印章注销: revoke a seal, proven by an SMS code to its mobile", tag="seals",
-            body=spec.obj({"mobile": spec.STRING, "sms_code": spec.STRING}), ok={200: _SEAL},
-            errors={400: ["sms_code_invalid", "sms_code_expired", "sms_code_exhausted"], 404: _NOT_FOUND,
-                    409: ["seal_already_revoked", "seal_in_use"], 422: ["validation_failed", "mobile_mismatch"]}),
+            "印章注销: revoke a seal, proven by an SMS code to its mobile",
+            tag="seals",
+            body=spec.obj({"mobile": spec.STRING, "sms_code": spec.STRING}),
+            ok={200: _SEAL},
+            errors={
+                400: ["sms_code_invalid", "sms_code_expired", "sms_code_exhausted"],
+                404: _NOT_FOUND,
+                409: ["seal_already_revoked", "seal_in_use"],
+                422: ["validation_failed", "mobile_mismatch"],
+            },
+        ),
     },
     "/api/v1/seals/{seal_id}/image": {
-        "get": spec.operation("The seal's image (PNG)", tag="seals", ok={200: {"description": "PNG", "content": {
-            "image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}}}},
-            errors={404: _NOT_FOUND}),
+        "get": spec.operation(
+            "The seal's image (PNG)",
+            tag="seals",
+            ok={
+                200: {
+                    "description": "PNG",
+                    "content": {"image/png": {"schema": {"type": "string", "contentMediaType": "image/png"}}},
+                }
+            },
+            errors={404: _NOT_FOUND},
+        ),
     },
 }

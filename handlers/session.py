@@ -33,11 +33,18 @@ default_handlers = [
 openapi = {
     "/api/v1/session": {
         "post": spec.operation(
-            "Log in with a wx.login code", tag="session",
+            "Log in with a wx.login code",
+            tag="session",
             body=spec.obj({"code": {"type": "string", "description": "the js_code of wx.login"}}),
             ok={200: spec.obj({"token": spec.STRING, "expires_in": spec.INTEGER, "user": spec.ref("User")})},
-            errors={401: ["wechat_login_failed"], 403: ["wechat_high_risk_user"], 422: ["validation_failed"],
-                    429: ["wechat_login_rate_limited"], 503: ["wechat_unavailable", "wechat_login_unavailable"]}),
+            errors={
+                401: ["wechat_login_failed"],
+                403: ["wechat_high_risk_user"],
+                422: ["validation_failed"],
+                429: ["wechat_login_rate_limited"],
+                503: ["wechat_unavailable", "wechat_login_unavailable"],
+            },
+        ),
         "delete": spec.operation("Log out (the token stops working)", tag="session", ok={204: None}),
     },
     "/api/v1/me": {

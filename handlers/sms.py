@@ -25,13 +25,21 @@ default_handlers = [
 openapi = {
     "/api/v1/sms-codes": {
         "post": spec.operation(
-            "Text a verification code", tag="accounts",
+            "Text a verification code",
+            tag="accounts",
             description="`{mobile, purpose}` texts the typed mobile; `{purpose: bind_account, account_no}` "
-                        "texts the phone on record for the account. Limits in docs/accounts.md.",
-            body=spec.obj({"purpose": {"type": "string", "enum": ["bind_account", "apply", "seal", "login"]}},
-                          {"mobile": {"type": "string", "pattern": "^1[3-9][0-9]{9}$"}, "account_no": spec.ACCOUNT_NO}),
+            "texts the phone on record for the account. Limits in docs/accounts.md.",
+            body=spec.obj(
+                {"purpose": {"type": "string", "enum": ["bind_account", "apply", "seal", "login"]}},
+                {"mobile": {"type": "string", "pattern": "^1[3-9][0-9]{9}$"}, "account_no": spec.ACCOUNT_NO},
+            ),
             ok={201: spec.ref("SmsSent")},
-            errors={404: ["account_not_found"], 422: ["validation_failed"], 429: ["too_many_requests"],
-                    503: ["sms_unavailable"]}),
+            errors={
+                404: ["account_not_found"],
+                422: ["validation_failed"],
+                429: ["too_many_requests"],
+                503: ["sms_unavailable"],
+            },
+        ),
     },
 }

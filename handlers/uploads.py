@@ -59,8 +59,7 @@ class UploadsHandler(APIHandler):
         body, self._chunks = b"".join(self._chunks), []
         args, uploaded = one_file(ctype, body, "请上传一个文件")
         kind = args.get("kind", [b""])[0].decode("utf-8", "replace").strip() or None
-        result = await self.app.uploads.store(self.current_user, uploaded.body,
-                                              filename=uploaded.filename, kind=kind)
+        result = await self.app.uploads.store(self.current_user, uploaded.body, filename=uploaded.filename, kind=kind)
         self.write_json(result, status=201)
 
 
@@ -87,21 +86,39 @@ default_handlers = [
 openapi = {
     "/api/v1/uploads": {
         "post": spec.operation(
-            "Upload a JPEG, PNG or PDF (checked by content, size-capped)", tag="uploads",
-            body_content={"multipart/form-data": {"schema": spec.obj(
-                {"file": {"type": "string", "contentMediaType": "application/octet-stream"}},
-                {"kind": {"type": "string", "description": "attachment kind of the catalogue"}})}},
+            "Upload a JPEG, PNG or PDF (checked by content, size-capped)",
+            tag="uploads",
+            body_content={
+                "multipart/form-data": {
+                    "schema": spec.obj(
+                        {"file": {"type": "string", "contentMediaType": "application/octet-stream"}},
+                        {"kind": {"type": "string", "description": "attachment kind of the catalogue"}},
+                    )
+                }
+            },
             ok={201: spec.ref("Upload")},
-            errors={400: ["invalid_multipart"], 413: ["payload_too_large"],
-                    415: ["unsupported_media_type", "unsupported_file_type"],
-                    422: ["validation_failed", "empty_file"]}),
+            errors={
+                400: ["invalid_multipart"],
+                413: ["payload_too_large"],
+                415: ["unsupported_media_type", "unsupported_file_type"],
+                422: ["validation_failed", "empty_file"],
+            },
+        ),
     },
     "/api/v1/uploads/{file_id}": {
         "get": spec.operation(
-            "One's own upload, with its content type", tag="uploads",
-            ok={200: {"description": "the file", "content": {
-                t: {"schema": {"type": "string", "contentMediaType": t}}
-                for t in ("image/jpeg", "image/png", "application/pdf")}}},
-            errors={404: ["file_not_found"]}),
+            "One's own upload, with its content type",
+            tag="uploads",
+            ok={
+                200: {
+                    "description": "the file",
+                    "content": {
+                        t: {"schema": {"type": "string", "contentMediaType": t}}
+                        for t in ("image/jpeg", "image/png", "application/pdf")
+                    },
+                }
+            },
+            errors={404: ["file_not_found"]},
+        ),
     },
 }

@@ -61,8 +61,9 @@ class WebhookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                expected = request_signature(receiver.secret, "POST", self.path, self.headers["X-Timestamp"],
-                                             self.headers["X-Nonce"], body)
+                expected = request_signature(
+                    receiver.secret, "POST", self.path, self.headers["X-Timestamp"], self.headers["X-Nonce"], body
+                )
                 with receiver.lock:
                     if expected != self.headers.get("X-Signature"):
                         receiver.bad_signatures += 1
@@ -89,14 +90,16 @@ class WebhookReceiver:
 
 
 def login(api_url: str, sandbox_url: str, openid: str, unionid: str) -> None:
-    code = requests.post(f"{sandbox_url}/sandbox/mp/login-code", json={"openid": openid, "unionid": unionid},
-                         timeout=10).json()["code"]
+    code = requests.post(
+        f"{sandbox_url}/sandbox/mp/login-code", json={"openid": openid, "unionid": unionid}, timeout=10
+    ).json()["code"]
     resp = requests.post(f"{api_url}/api/v1/session", json={"code": code}, timeout=10)
     resp.raise_for_status()
 
 
-def populate(env: dict[str, str], api_url: str, sandbox_url: str, messages: int, webhooks: int,
-             run: str) -> dict[str, Any]:
+def populate(
+    env: dict[str, str], api_url: str, sandbox_url: str, messages: int, webhooks: int, run: str
+) -> dict[str, Any]:
     """Create customers and queue ``messages`` notifications and ``webhooks`` webhooks."""
     users = max(messages // 5, 3)
     kinds = ["follower"] * (users * 6 // 10) + ["subscriber"] * (users * 2 // 10)
@@ -107,8 +110,9 @@ def populate(env: dict[str, str], api_url: str, sandbox_url: str, messages: int,
         mp_openid, oa_openid, unionid = f"o_{run}_{i}", f"oa_{run}_{i}", f"u_{run}_{i}"
         login(api_url, sandbox_url, mp_openid, unionid)
         if kind == "follower":
-            resp = requests.post(f"{sandbox_url}/sandbox/oa/follow", json={"openid": oa_openid, "unionid": unionid},
-                                 timeout=10).json()
+            resp = requests.post(
+                f"{sandbox_url}/sandbox/oa/follow", json={"openid": oa_openid, "unionid": unionid}, timeout=10
+            ).json()
             assert resp["status"] == 200, resp
         plan["users"].append({"kind": kind, "mp_openid": mp_openid, "oa_openid": oa_openid})
     catalogue = load_message_templates(config.messages_file or None)
@@ -116,8 +120,11 @@ def populate(env: dict[str, str], api_url: str, sandbox_url: str, messages: int,
         user_plan = plan["users"][i % len(kinds)]
         if user_plan["kind"] == "subscriber":
             template_id = catalogue[list(MESSAGES)[i % len(MESSAGES)]].subscribe.template_id
-            requests.post(f"{sandbox_url}/sandbox/mp/subscribe-accept", json={
-                "openid": user_plan["mp_openid"], "template_id": template_id}, timeout=10).raise_for_status()
+            requests.post(
+                f"{sandbox_url}/sandbox/mp/subscribe-accept",
+                json={"openid": user_plan["mp_openid"], "template_id": template_id},
+                timeout=10,
+            ).raise_for_status()
 
     async def queue() -> None:
         client = AsyncMongoClient(env["MONGODB_URI"], tz_aware=True)
@@ -127,8 +134,9 @@ def populate(env: dict[str, str], api_url: str, sandbox_url: str, messages: int,
             notes = Notifications(db, outbox, WeChat(config, db), config)
             # the followers' links are made by the callback's user-info lookup: wait for them
             for _ in range(100):
-                linked = await db.users.count_documents({"mp_openid": {"$regex": f"^o_{run}_"},
-                                                         "oa_openid": {"$exists": True}})
+                linked = await db.users.count_documents(
+                    {"mp_openid": {"$regex": f"^o_{run}_"}, "oa_openid": {"$exists": True}}
+                )
                 if linked >= kinds.count("follower"):
                     break
                 await asyncio.sleep(0.1)
@@ -158,17 +166,25 @@ def inject_faults(sandbox_url: str, messages: int) -> None:
         ("subscribe_send", "timeout", max(messages // 100, 1)),
         ("subscribe_send", "system_error", max(messages // 50, 2)),
     ]:
-        requests.post(f"{sandbox_url}/sandbox/faults", json={"endpoint": endpoint, "fault": fault, "count": count},
-                      timeout=10).raise_for_status()
+        requests.post(
+            f"{sandbox_url}/sandbox/faults", json={"endpoint": endpoint, "fault": fault, "count": count}, timeout=10
+        ).raise_for_status()
 
 
 def start_workers(env: dict[str, str], count: int, logdir: Path) -> list[subprocess.Popen]:
     procs = []
     for n in range(count):
         log = open(logdir / f"worker-{n}.log", "ab")
-        procs.append(subprocess.Popen([sys.executable, "-m", "wx_backend.workers"],
-                                      env={**env, "WX_EMBEDDED_WORKERS": "0"}, cwd=ROOT,
-                                      stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+        procs.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "wx_backend.workers"],
+                env={**env, "WX_EMBEDDED_WORKERS": "0"},
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
+        )
         log.close()
     return procs
 
@@ -179,8 +195,7 @@ def wait_final(env: dict[str, str], run: str, timeout: float) -> bool:
         coll = client[env["WX_DB_NAME"]].outbox
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if coll.count_documents({"dedupe_key": {"$regex": f"^bench:{run}:"},
-                                     "status": {"$nin": list(FINAL)}}) == 0:
+            if coll.count_documents({"dedupe_key": {"$regex": f"^bench:{run}:"}, "status": {"$nin": list(FINAL)}}) == 0:
                 return True
             time.sleep(1.0)
         return False
@@ -188,8 +203,9 @@ def wait_final(env: dict[str, str], run: str, timeout: float) -> bool:
         client.close()
 
 
-def count(env: dict[str, str], sandbox_url: str, plan: dict[str, Any], run: str,
-          receiver: WebhookReceiver | None) -> dict[str, Any]:
+def count(
+    env: dict[str, str], sandbox_url: str, plan: dict[str, Any], run: str, receiver: WebhookReceiver | None
+) -> dict[str, Any]:
     client = MongoClient(env["MONGODB_URI"], tz_aware=True)
     try:
         docs = list(client[env["WX_DB_NAME"]].outbox.find({"dedupe_key": {"$regex": f"^bench:{run}:"}}))
@@ -205,11 +221,17 @@ def count(env: dict[str, str], sandbox_url: str, plan: dict[str, Any], run: str,
     channels = Counter(d.get("channel") for d in docs if d["status"] == "sent")
     duplicates = sum(n - 1 for n in template_copies.values() if n > 1) + oa["repeats"]
     duplicates += sum(max(0, mp_per_user[u] - sent_sub_per_user[u]) for u in mp_per_user)
-    missing = [str(d["_id"]) for d in docs if d["status"] == "sent" and d.get("channel") == "official_account"
-               and template_copies[str(d["_id"])] != 1]
+    missing = [
+        str(d["_id"])
+        for d in docs
+        if d["status"] == "sent" and d.get("channel") == "official_account" and template_copies[str(d["_id"])] != 1
+    ]
     missing += [u for u, n in sent_sub_per_user.items() if mp_per_user[u] != n]
-    wrongly_sent = [k for k, d in ((d["dedupe_key"], d) for d in docs)
-                    if k in plan["messages"] and plan["messages"][k]["kind"] == "unreachable" and d["status"] == "sent"]
+    wrongly_sent = [
+        k
+        for k, d in ((d["dedupe_key"], d) for d in docs)
+        if k in plan["messages"] and plan["messages"][k]["kind"] == "unreachable" and d["status"] == "sent"
+    ]
     hooks = receiver.received if receiver else Counter()
     if receiver:
         duplicates += sum(n - 1 for n in hooks.values() if n > 1)
@@ -235,8 +257,17 @@ def count(env: dict[str, str], sandbox_url: str, plan: dict[str, Any], run: str,
     }
 
 
-def scenario(env: dict[str, str], api_url: str, sandbox_url: str, logdir: Path, messages: int, workers: int,
-             webhooks: int, receiver: WebhookReceiver | None, timeout: float = 300.0) -> dict[str, Any]:
+def scenario(
+    env: dict[str, str],
+    api_url: str,
+    sandbox_url: str,
+    logdir: Path,
+    messages: int,
+    workers: int,
+    webhooks: int,
+    receiver: WebhookReceiver | None,
+    timeout: float = 300.0,
+) -> dict[str, Any]:
     """The whole run; the workers are stopped before it returns."""
     run = uuid.uuid4().hex[:6]
     plan = populate(env, api_url, sandbox_url, messages, webhooks, run)
@@ -275,36 +306,74 @@ def run(args: argparse.Namespace, tmp: Path, uri: str) -> None:
     sandbox_port, app_port = free_port(), free_port()
     receiver = WebhookReceiver("bench-internal-secret", fail_first=3)
     env = {k: v for k, v in os.environ.items() if not k.startswith("WX_")}
-    env.update({
-        "WX_ENV": "test", "MONGODB_URI": uri, "WX_DB_NAME": f"bench_{uuid.uuid4().hex[:8]}",
-        "WX_PORT": str(app_port), "WX_SANDBOX_PORT": str(sandbox_port),
-        "WX_INTERNAL_SECRET": "bench-internal-secret",
-        "WX_DATA_KEY": base64.b64encode(b"bench-data-key-0123456789abcdef!").decode(),
-        "WX_WECHAT_API_BASE": f"http://127.0.0.1:{sandbox_port}",
-        "WX_WECHAT_PAY_BASE": f"http://127.0.0.1:{sandbox_port}",
-        "WX_WECHAT_TIMEOUT": "2", "WX_SANDBOX_TIMEOUT_DELAY": "4",
-        "WX_MP_APPID": "wxmpbench0000001", "WX_MP_SECRET": "mp-bench-secret",
-        "WX_OA_APPID": "wxoabench0000001", "WX_OA_SECRET": "oa-bench-secret", "WX_OA_TOKEN": "oabenchtoken",
-        "WX_PAY_MCH_ID": "1900000109", "WX_PAY_API_KEY": "benchpaykey0123456789abcdefghijk",
-        "WX_PUBLIC_BASE": f"http://127.0.0.1:{app_port}", "WX_SANDBOX_CALLBACK_BASE": f"http://127.0.0.1:{app_port}",
-        "WX_EMBEDDED_WORKERS": "0", "WX_OUTBOX_RETRY_BASE": "0.5", "WX_WEBHOOK_URL": receiver.url,
-        "WX_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "WX_ENV": "test",
+            "MONGODB_URI": uri,
+            "WX_DB_NAME": f"bench_{uuid.uuid4().hex[:8]}",
+            "WX_PORT": str(app_port),
+            "WX_SANDBOX_PORT": str(sandbox_port),
+            "WX_INTERNAL_SECRET": "bench-internal-secret",
+            "WX_DATA_KEY": base64.b64encode(b"bench-data-key-0123456789abcdef!").decode(),
+            "WX_WECHAT_API_BASE": f"http://127.0.0.1:{sandbox_port}",
+            "WX_WECHAT_PAY_BASE": f"http://127.0.0.1:{sandbox_port}",
+            "WX_WECHAT_TIMEOUT": "2",
+            "WX_SANDBOX_TIMEOUT_DELAY": "4",
+            "WX_MP_APPID": "wxmpbench0000001",
+            "WX_MP_SECRET": "mp-bench-secret",
+            "WX_OA_APPID": "wxoabench0000001",
+            "WX_OA_SECRET": "oa-bench-secret",
+            "WX_OA_TOKEN": "oabenchtoken",
+            "WX_PAY_MCH_ID": "1900000109",
+            "WX_PAY_API_KEY": "benchpaykey0123456789abcdefghijk",
+            "WX_PUBLIC_BASE": f"http://127.0.0.1:{app_port}",
+            "WX_SANDBOX_CALLBACK_BASE": f"http://127.0.0.1:{app_port}",
+            "WX_EMBEDDED_WORKERS": "0",
+            "WX_OUTBOX_RETRY_BASE": "0.5",
+            "WX_WEBHOOK_URL": receiver.url,
+            "WX_LOG_LEVEL": "WARNING",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     procs = []
     try:
         for args_, port in ((["-m", "wx_backend.sandbox"], sandbox_port), (["-m", "scripts.serve"], app_port)):
             with open(tmp / f"{port}.log", "ab") as log:
-                procs.append(subprocess.Popen([sys.executable, *args_], env=env, cwd=ROOT, stdout=log,
-                                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL))
+                procs.append(
+                    subprocess.Popen(
+                        [sys.executable, *args_],
+                        env=env,
+                        cwd=ROOT,
+                        stdout=log,
+                        stderr=subprocess.STDOUT,
+                        stdin=subprocess.DEVNULL,
+                    )
+                )
             wait_for_port(port, proc=procs[-1])
-        print(f"queuing {args.messages} messages and {args.webhooks} webhooks; {args.workers} worker processes",
-              flush=True)
-        result = scenario(env, f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{sandbox_port}", tmp,
-                          args.messages, args.workers, args.webhooks, receiver, timeout=args.timeout)
+        print(
+            f"queuing {args.messages} messages and {args.webhooks} webhooks; {args.workers} worker processes",
+            flush=True,
+        )
+        result = scenario(
+            env,
+            f"http://127.0.0.1:{app_port}",
+            f"http://127.0.0.1:{sandbox_port}",
+            tmp,
+            args.messages,
+            args.workers,
+            args.webhooks,
+            receiver,
+            timeout=args.timeout,
+        )
         for key, value in result.items():
             print(f"{key:>24}: {value}")
-        ok = result["finished"] and result["duplicates"] == 0 and result["not_final"] == 0 \
-            and result["sent_but_not_received"] == 0 and result["unreachable_but_sent"] == 0
+        ok = (
+            result["finished"]
+            and result["duplicates"] == 0
+            and result["not_final"] == 0
+            and result["sent_but_not_received"] == 0
+            and result["unreachable_but_sent"] == 0
+        )
         print("OK" if ok else "FAILED")
         sys.exit(0 if ok else 1)
     finally:

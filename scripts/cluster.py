@@ -56,7 +56,10 @@ class Child:
 
     def start(self) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, *self.args], env=self.env, cwd=ROOT, stdin=subprocess.DEVNULL,
+            [sys.executable, *self.args],
+            env=self.env,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
             preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
         )
         self.started_at = time.monotonic()

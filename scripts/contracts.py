@@ -51,17 +51,25 @@ async def run(args: argparse.Namespace) -> int:
         contracts = services.contracts
         if args.command == "issue":
             terms = args.terms_data
-            doc, created = await contracts.issue(args.app_no, {
-                "template": args.template, "terms": terms, "term_months": args.term_months,
-            }, operator=args.operator)
+            doc, created = await contracts.issue(
+                args.app_no,
+                {
+                    "template": args.template,
+                    "terms": terms,
+                    "term_months": args.term_months,
+                },
+                operator=args.operator,
+            )
             view = contracts.view(doc)
             print(json.dumps({"created": created, "contract": view}, ensure_ascii=False, indent=2, default=str))
             return 0
         if args.command == "show":
             doc = await contracts.get(args.contract_no)
             view = contracts.view(doc)
-            print(f"{view['contract_no']}  {view['title']}  {view['status_label']} ({view['status']})  "
-                  f"application {view['app_no']}  account {view['account_no']}")
+            print(
+                f"{view['contract_no']}  {view['title']}  {view['status_label']} ({view['status']})  "
+                f"application {view['app_no']}  account {view['account_no']}"
+            )
             print(f"term {view['term_months']} months: {view['start_date'] or '-'} .. {view['end_date'] or '-'}")
             if doc["status"] != "effective":
                 return 0

@@ -22,6 +22,7 @@ async def main(accounts: int) -> None:
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Load the demo data (idempotent).")
-    parser.add_argument("--accounts", type=int, default=demo.DEMO_ACCOUNTS,
-                        help="how many demo accounts, each with 24 months of bills")
+    parser.add_argument(
+        "--accounts", type=int, default=demo.DEMO_ACCOUNTS, help="how many demo accounts, each with 24 months of bills"
+    )
     asyncio.run(main(parser.parse_args().accounts))

@@ -105,9 +105,12 @@ def main() -> None:
         subprocess.run([sys.executable, "-m", "scripts.demo_data"], env=env, check=True, cwd=ROOT)
         for child in children:
             child.start()
-        print(f"\n  backend  http://127.0.0.1:{config.port}  (try /healthz, /readyz)\n"
-              f"  sandbox  http://127.0.0.1:{config.sandbox_port}/sandbox/\n"
-              "  A process that dies is restarted. Ctrl-C stops everything.\n", flush=True)
+        print(
+            f"\n  backend  http://127.0.0.1:{config.port}  (try /healthz, /readyz)\n"
+            f"  sandbox  http://127.0.0.1:{config.sandbox_port}/sandbox/\n"
+            "  A process that dies is restarted. Ctrl-C stops everything.\n",
+            flush=True,
+        )
         while True:
             time.sleep(0.5)
             if database is not None and database.proc is not None and database.proc.poll() is not None:

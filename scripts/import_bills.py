@@ -30,7 +30,8 @@ async def main(path: Path, notify: bool) -> int:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description="Import monthly bills (CSV, JSON or JSON Lines).")
     parser.add_argument("file", type=Path)
-    parser.add_argument("--no-notify", action="store_true",
-                        help="do not tell subscribers about new bills (e.g. loading past months)")
+    parser.add_argument(
+        "--no-notify", action="store_true", help="do not tell subscribers about new bills (e.g. loading past months)"
+    )
     args = parser.parse_args()
     sys.exit(asyncio.run(main(args.file, not args.no_notify)))

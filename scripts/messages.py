@@ -1,12 +1,12 @@
 """Operate the outbox: ``python -m scripts.messages COMMAND``.
 
-  list [--status undeliverable,failed] [--limit N]   messages that did not arrive, newest first, with their tries
-  resend ID | --all [--status ...]                  queue again (one message, or every one listed)
-  user REF                                          a user's links: openids, unionid, follow state,
-                                                    bound accounts (REF = user id, openid or unionid)
-  pauses                                            channels and templates paused now, and why
-  resume official_account|subscribe|--all           the WeChat account is fixed: lift the channel's
-                                                    pause and send its waiting messages now
+list [--status undeliverable,failed] [--limit N]   messages that did not arrive, newest first, with their tries
+resend ID | --all [--status ...]                  queue again (one message, or every one listed)
+user REF                                          a user's links: openids, unionid, follow state,
+                                                  bound accounts (REF = user id, openid or unionid)
+pauses                                            channels and templates paused now, and why
+resume official_account|subscribe|--all           the WeChat account is fixed: lift the channel's
+                                                  pause and send its waiting messages now
 """
 
 from __future__ import annotations
@@ -43,10 +43,12 @@ async def run(args: argparse.Namespace) -> int:
             docs = await outbox.find(statuses, args.limit)
             for doc in docs:
                 last = doc["attempts"][-1] if doc.get("attempts") else {}
-                print(f"{doc['_id']}  {doc['status']:<13} {doc['kind']:<8} {doc['dedupe_key']}  "
-                      f"tries={doc.get('tries', 0)}  queued={_time(doc.get('created_at'))}  "
-                      f"last={last.get('channel', '-')}:{last.get('result', '-')}"
-                      f"{'/' + str(last['errcode']) if last.get('errcode') else ''}")
+                print(
+                    f"{doc['_id']}  {doc['status']:<13} {doc['kind']:<8} {doc['dedupe_key']}  "
+                    f"tries={doc.get('tries', 0)}  queued={_time(doc.get('created_at'))}  "
+                    f"last={last.get('channel', '-')}:{last.get('result', '-')}"
+                    f"{'/' + str(last['errcode']) if last.get('errcode') else ''}"
+                )
             print(f"{len(docs)} message(s) in {', '.join(statuses)}")
         elif args.command == "resend":
             if not args.all and not (args.id and ObjectId.is_valid(args.id)):
@@ -57,8 +59,10 @@ async def run(args: argparse.Namespace) -> int:
             return 0 if count else 1
         elif args.command == "pauses":
             for pause in await outbox.pauses():
-                print(f"{pause['_id']}  until={_time(pause['until'])}  errcode={pause.get('errcode', 45009)}  "
-                      f"since={_time(pause.get('since') or pause.get('at'))}")
+                print(
+                    f"{pause['_id']}  until={_time(pause['until'])}  errcode={pause.get('errcode', 45009)}  "
+                    f"since={_time(pause.get('since') or pause.get('at'))}"
+                )
         elif args.command == "resume":
             channels = CHANNELS if args.all else tuple(c for c in (args.channel,) if c in CHANNELS)
             if not channels:

@@ -30,13 +30,27 @@ async def run(args: argparse.Namespace) -> int:
     older = timedelta(minutes=args.older_than)
     async with services() as ctx:
         if args.command == "invoices":
-            rows = [{"invoice_id": d["_id"], "out_trade_no": d["out_trade_no"], "account_no": d["account_no"],
-                     "amount_fen": d["amount_fen"], "attempt": d["attempt"], "requested_at": _time(d["requested_at"])}
-                    for d in await pending_invoices(ctx.db, older)]
+            rows = [
+                {
+                    "invoice_id": d["_id"],
+                    "out_trade_no": d["out_trade_no"],
+                    "account_no": d["account_no"],
+                    "amount_fen": d["amount_fen"],
+                    "attempt": d["attempt"],
+                    "requested_at": _time(d["requested_at"]),
+                }
+                for d in await pending_invoices(ctx.db, older)
+            ]
         else:
-            rows = [{"account_no": d["_id"], "out_trade_no": d["reconnect"]["out_trade_no"],
-                     "cut_off_at": _time(d.get("cut_at")), "requested_at": _time(d["reconnect"]["requested_at"])}
-                    for d in await stuck_reconnections(ctx.db, older)]
+            rows = [
+                {
+                    "account_no": d["_id"],
+                    "out_trade_no": d["reconnect"]["out_trade_no"],
+                    "cut_off_at": _time(d.get("cut_at")),
+                    "requested_at": _time(d["reconnect"]["requested_at"]),
+                }
+                for d in await stuck_reconnections(ctx.db, older)
+            ]
     if args.json:
         print(json.dumps(rows, ensure_ascii=False, indent=1))
     else:

@@ -31,8 +31,11 @@ async def run(day: date, as_json: bool) -> int:
     if as_json:
         print(json.dumps(report, ensure_ascii=False, default=str, indent=2))
     else:
-        bill = "no bill (No Bill Exist)" if report["bill"] == "none" else \
-            f"WeChat {report['wechat_payments']} payments, {report['wechat_refunds']} refunds"
+        bill = (
+            "no bill (No Bill Exist)"
+            if report["bill"] == "none"
+            else f"WeChat {report['wechat_payments']} payments, {report['wechat_refunds']} refunds"
+        )
         print(f"{report['date']}: {bill}; ours {report['our_payments']} payments")
         for diff in report["differences"]:
             print(" ".join(f"{k}={v}" for k, v in diff.items()))

@@ -23,8 +23,10 @@ from scripts.admin import run_admin, services
 async def run(args: argparse.Namespace) -> int:
     async with services() as ctx:
         refund = await ctx.payments.refund(args.out_trade_no, args.amount_fen, args.refund_no, args.reason)
-    print(f"refund {refund['_id']} of {args.out_trade_no}: {refund['amount_fen']} fen, {refund['state']}"
-          f" (WeChat refund_id {refund.get('refund_id')})")
+    print(
+        f"refund {refund['_id']} of {args.out_trade_no}: {refund['amount_fen']} fen, {refund['state']}"
+        f" (WeChat refund_id {refund.get('refund_id')})"
+    )
     print(STATES.get(refund["state"], "").format(err=refund.get("last_err_code")))
     return 0
 

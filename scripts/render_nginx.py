@@ -30,9 +30,14 @@ def main() -> None:
     prefix = args.prefix.resolve()
     (prefix / "temp").mkdir(parents=True, exist_ok=True)
     values = local_values(
-        prefix, http_port=args.http_port, https_port=args.https_port, bind=args.bind,
-        upstreams=args.upstream or ["127.0.0.1:8000"], certificate=args.cert.resolve(),
-        certificate_key=args.key.resolve(), internal_allow=args.allow,
+        prefix,
+        http_port=args.http_port,
+        https_port=args.https_port,
+        bind=args.bind,
+        upstreams=args.upstream or ["127.0.0.1:8000"],
+        certificate=args.cert.resolve(),
+        certificate_key=args.key.resolve(),
+        internal_allow=args.allow,
     )
     out = render_file(values, prefix / "nginx.conf")
     print(out)

@@ -29,7 +29,8 @@ PASSPHRASE_ENV = "WX_SEAL_PASSPHRASE"  # noqa: S105 (the name of the variable, n
 def _encrypt(key_pem: bytes, passphrase: bytes) -> bytes:
     key = serialization.load_pem_private_key(key_pem, password=None)
     return key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
         serialization.BestAvailableEncryption(passphrase),
     )
 
@@ -50,8 +51,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--credit-code", default="91410425MA44XX000N", help="the utility's 统一社会信用代码")
     parser.add_argument("--legal-rep", default=None)
     parser.add_argument("--days", type=int, default=3650, help="validity of the utility's seal certificate")
-    parser.add_argument("--public-base", help="the backend's public base URL (WX_PUBLIC_BASE): the utility "
-                        "certificate names its /pki/seal-ca.crl and /pki/ocsp")
+    parser.add_argument(
+        "--public-base",
+        help="the backend's public base URL (WX_PUBLIC_BASE): the utility "
+        "certificate names its /pki/seal-ca.crl and /pki/ocsp",
+    )
     parser.add_argument("--crl-url", help="CRL URL for the utility certificate (overrides --public-base)")
     parser.add_argument("--ocsp-url", help="OCSP URL for the utility certificate (overrides --public-base)")
     args = parser.parse_args(argv)
@@ -72,8 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     base = (args.public_base or "").rstrip("/")
     crl_url = args.crl_url or (f"{base}/pki/seal-ca.crl" if base else None)
     ocsp_url = args.ocsp_url or (f"{base}/pki/ocsp" if base else None)
-    seal = authority.issue(args.org, args.credit_code, legal_rep=args.legal_rep, days=args.days,
-                           crl_url=crl_url, ocsp_url=ocsp_url)
+    seal = authority.issue(
+        args.org, args.credit_code, legal_rep=args.legal_rep, days=args.days, crl_url=crl_url, ocsp_url=ocsp_url
+    )
     _write(out / "root.pem", authority.cert_pem)
     _write(out / "root.key.pem", authority.key_pem(passphrase), private=True)
     _write(out / "utility.pem", seal.cert_pem)

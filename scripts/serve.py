@@ -17,7 +17,6 @@ from wx_backend.signals import stop_requested
 log = logging.getLogger("serve")
 
 
-
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--port", type=int, help="override WX_PORT")

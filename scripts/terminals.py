@@ -1,9 +1,9 @@
 """Service-hall terminals: register one (its secret is printed once), list, disable, enable.
 
-    python -m scripts.terminals register "郏县城关营业厅 1号机" [--id T01]
-    python -m scripts.terminals list
-    python -m scripts.terminals disable T01
-    python -m scripts.terminals enable T01
+python -m scripts.terminals register "郏县城关营业厅 1号机" [--id T01]
+python -m scripts.terminals list
+python -m scripts.terminals disable T01
+python -m scripts.terminals enable T01
 """
 
 from __future__ import annotations
@@ -21,8 +21,10 @@ async def run(args: argparse.Namespace) -> int:
             terminal_id, secret = await terminals.register(args.name, args.id)
             print(f"terminal_id {terminal_id}")
             print(f"secret {secret}")
-            print("Configure the terminal with this secret now: it is stored encrypted and never shown again.",
-                  file=sys.stderr)
+            print(
+                "Configure the terminal with this secret now: it is stored encrypted and never shown again.",
+                file=sys.stderr,
+            )
         elif args.command == "list":
             for t in await terminals.list():
                 print(f"{t['terminal_id']}\t{t['status']}\t{t['name']}\t{t['created_at']:%Y-%m-%d %H:%M}")

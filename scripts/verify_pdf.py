@@ -19,9 +19,15 @@ from pathlib import Path
 from seals.verify import verify_pdf
 
 COLUMNS = [
-    ("field", "field_name"), ("signer", "signer_cn"), ("credit code", "signer_serial_number"),
-    ("timestamp", "timestamp.time"), ("TSA", "timestamp.authority"), ("intact", "intact"),
-    ("trusted", "trusted"), ("revocation", "revocation.status"), ("changes after", "modification_level"),
+    ("field", "field_name"),
+    ("signer", "signer_cn"),
+    ("credit code", "signer_serial_number"),
+    ("timestamp", "timestamp.time"),
+    ("TSA", "timestamp.authority"),
+    ("intact", "intact"),
+    ("trusted", "trusted"),
+    ("revocation", "revocation.status"),
+    ("changes after", "modification_level"),
     ("ok", "ok"),
 ]
 
@@ -65,8 +71,10 @@ def print_table(report: dict) -> None:
             print(f"{sig['field_name']}: {problem}")
     ltv = report.get("ltv") or {}
     stamps = ", ".join(f"{t['time']} ({t['authority']})" for t in ltv.get("document_timestamps", [])) or "none"
-    print(f"validated as of {report.get('validation_time')}; LTV enabled: {_cell(ltv.get('enabled'))}; "
-          f"DSS: {_cell(ltv.get('dss'))}; document timestamps: {stamps}")
+    print(
+        f"validated as of {report.get('validation_time')}; LTV enabled: {_cell(ltv.get('enabled'))}; "
+        f"DSS: {_cell(ltv.get('dss'))}; document timestamps: {stamps}"
+    )
     if report.get("error"):
         print(f"error: {report['error']}")
 
@@ -75,17 +83,26 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("file", type=Path)
     parser.add_argument("--root", type=Path, action="append", required=True, help="trusted root certificate (PEM)")
-    parser.add_argument("--tsa-root", type=Path, action="append", default=[],
-                        help="root certificate (PEM) of a time-stamping authority (default: the --root ones)")
+    parser.add_argument(
+        "--tsa-root",
+        type=Path,
+        action="append",
+        default=[],
+        help="root certificate (PEM) of a time-stamping authority (default: the --root ones)",
+    )
     parser.add_argument("--crl", type=Path, action="append", default=[], help="a current CRL (DER) to consult")
     parser.add_argument("--at", type=datetime.fromisoformat, help="validation time, ISO 8601 with a UTC offset")
     parser.add_argument("--json", action="store_true", help="print the report as JSON")
     args = parser.parse_args(argv)
     logging.getLogger("pyhanko").setLevel(logging.CRITICAL)  # failures are in the report, not tracebacks
 
-    report = verify_pdf(args.file.read_bytes(), [p.read_bytes() for p in args.root],
-                        tsa_roots=[p.read_bytes() for p in args.tsa_root], crls=[p.read_bytes() for p in args.crl],
-                        at=args.at).to_dict()
+    report = verify_pdf(
+        args.file.read_bytes(),
+        [p.read_bytes() for p in args.root],
+        tsa_roots=[p.read_bytes() for p in args.tsa_root],
+        crls=[p.read_bytes() for p in args.crl],
+        at=args.at,
+    ).to_dict()
     if args.json:
         print(json.dumps(report, ensure_ascii=False, indent=2))
     else:

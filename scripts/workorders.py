@@ -33,8 +33,9 @@ from wx_backend.validators import is_account_no, matches
 
 def width(text: str) -> int:
     """Columns a string takes in a terminal: East Asian wide and full-width characters take two."""
-    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 0 if unicodedata.combining(ch) else 1
-               for ch in text)
+    return sum(
+        2 if unicodedata.east_asian_width(ch) in ("W", "F") else 0 if unicodedata.combining(ch) else 1 for ch in text
+    )
 
 
 def pad(text: str, columns: int) -> str:
@@ -45,8 +46,10 @@ def table(headers: list[str], rows: list[list[Any]]) -> str:
     """Plain-text columns, aligned for Chinese text too."""
     cells = [[("" if v is None else str(v)).replace("\n", " ") for v in row] for row in rows]
     widths = [max([width(h)] + [width(r[i]) for r in cells]) for i, h in enumerate(headers)]
-    lines = ["  ".join(pad(h, w) for h, w in zip(headers, widths, strict=True)).rstrip(),
-             "  ".join("-" * w for w in widths)]
+    lines = [
+        "  ".join(pad(h, w) for h, w in zip(headers, widths, strict=True)).rstrip(),
+        "  ".join("-" * w for w in widths),
+    ]
     lines += ["  ".join(pad(c, w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells]
     return "\n".join(lines)
 
@@ -75,29 +78,58 @@ class WorkOrders:
         for doc in docs:
             stype = self.catalog.get(doc["service"])
             stage = stype.stage_index.get(doc["stage"], {}).get("name", doc["stage"])
-            rows.append([doc["app_no"], stype.name, doc.get("account_no") or "（新装）", stage,
-                         self.service.views.public(doc)["status_name"], short_time(doc["created_at"]),
-                         short_time(doc["updated_at"])])
+            rows.append(
+                [
+                    doc["app_no"],
+                    stype.name,
+                    doc.get("account_no") or "（新装）",
+                    stage,
+                    self.service.views.public(doc)["status_name"],
+                    short_time(doc["created_at"]),
+                    short_time(doc["updated_at"]),
+                ]
+            )
         return table(["申请编号", "业务", "户号", "环节", "状态", "提交时间", "更新时间"], rows)
 
     def show(self, doc: dict[str, Any]) -> str:
         view = self.service.views.public(doc, detailed=True)
         stype = self.catalog.get(doc["service"])
-        head = [["申请编号", view["app_no"]], ["业务", f"{view['service_name']}（{view['service']}）"],
-                ["户号", view["account_no"] or "（新装，无户号）"],
-                ["环节", f"{view['stage_name']}（{view['stage']}）"],
-                ["状态", view["status_name"]], ["合同编号", view["contract_no"] or ""],
-                ["提交时间", view["created_at"]], ["客户须办理", view["next_action"]["text"]],
-                ["可转到", "、".join(f"{stype.stage_index[s]['name']}（{s}）"
-                                    for s in self.catalog.next_stages(doc["service"], doc["stage"])) or "无（已结束）"]]
+        head = [
+            ["申请编号", view["app_no"]],
+            ["业务", f"{view['service_name']}（{view['service']}）"],
+            ["户号", view["account_no"] or "（新装，无户号）"],
+            ["环节", f"{view['stage_name']}（{view['stage']}）"],
+            ["状态", view["status_name"]],
+            ["合同编号", view["contract_no"] or ""],
+            ["提交时间", view["created_at"]],
+            ["客户须办理", view["next_action"]["text"]],
+            [
+                "可转到",
+                "、".join(
+                    f"{stype.stage_index[s]['name']}（{s}）"
+                    for s in self.catalog.next_stages(doc["service"], doc["stage"])
+                )
+                or "无（已结束）",
+            ],
+        ]
         labelled = [[f["label"], f["value"]] for f in view["fields"]]
-        timeline = [[short_time(h["at"]), stype.stage_index.get(h["stage"], {}).get("name", h["stage"]),
-                     h.get("operator", ""), h.get("source", ""), h.get("note", "")] for h in doc.get("history", [])]
-        return "\n\n".join([
-            table(["项目", "内容"], head),
-            table(["字段", "填写内容（已脱敏）"], labelled),
-            table(["时间", "环节", "操作人", "来源", "备注"], timeline),
-        ])
+        timeline = [
+            [
+                short_time(h["at"]),
+                stype.stage_index.get(h["stage"], {}).get("name", h["stage"]),
+                h.get("operator", ""),
+                h.get("source", ""),
+                h.get("note", ""),
+            ]
+            for h in doc.get("history", [])
+        ]
+        return "\n\n".join(
+            [
+                table(["项目", "内容"], head),
+                table(["字段", "填写内容（已脱敏）"], labelled),
+                table(["时间", "环节", "操作人", "来源", "备注"], timeline),
+            ]
+        )
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -107,8 +139,14 @@ async def run(args: argparse.Namespace) -> int:
         service = orders.service
         if args.command == "list":
             until = args.until + timedelta(days=1) if args.until else None
-            docs = await service.search(service=args.service, stage=args.stage, account_no=args.account,
-                                        since=args.since, until=until, limit=args.limit)
+            docs = await service.search(
+                service=args.service,
+                stage=args.stage,
+                account_no=args.account,
+                since=args.since,
+                until=until,
+                limit=args.limit,
+            )
             print(orders.rows(docs))
             print(f"\n共 {len(docs)} 条" + ("（已达 --limit 上限）" if len(docs) == args.limit else ""))
         elif args.command == "search":
@@ -125,11 +163,12 @@ async def run(args: argparse.Namespace) -> int:
         elif args.command == "show":
             print(orders.show(await service.get(args.app_no)))
         elif args.command == "advance":
-            doc = await service.advance(args.app_no, args.stage, operator=args.operator, note=args.note,
-                                        source="admin")
+            doc = await service.advance(args.app_no, args.stage, operator=args.operator, note=args.note, source="admin")
             stype = orders.catalog.get(doc["service"])
-            print(f"{doc['app_no']} 当前环节：{stype.stage_index[doc['stage']]['name']}（{doc['stage']}），"
-                  f"办理记录 {len(doc['history'])} 条，更新于 {local_iso(doc['updated_at'])}")
+            print(
+                f"{doc['app_no']} 当前环节：{stype.stage_index[doc['stage']]['name']}（{doc['stage']}），"
+                f"办理记录 {len(doc['history'])} 条，更新于 {local_iso(doc['updated_at'])}"
+            )
         return 0
     except AppError as exc:
         print(f"{exc.message}（{exc.code}）", file=sys.stderr)
@@ -144,8 +183,9 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m scripts.workorders", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        prog="python -m scripts.workorders", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="list work orders, newest first")
     ls.add_argument("--service", help="catalogue code, e.g. enterprise_new")

@@ -111,9 +111,15 @@ class SealAuthority:
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=False, content_commitment=False, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-                    encipher_only=False, decipher_only=False,
+                    digital_signature=False,
+                    content_commitment=False,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=True,
+                    crl_sign=True,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -137,13 +143,19 @@ class SealAuthority:
 
     def key_pem(self, password: bytes | None) -> bytes:
         """The root key as PKCS#8 PEM, encrypted with ``password`` when given."""
-        enc = (
-            serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
-        )
+        enc = serialization.BestAvailableEncryption(password) if password else serialization.NoEncryption()
         return self.key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, enc)
 
-    def issue(self, org_name: str, credit_code: str, *, legal_rep: str | None = None, days: int = 3650,
-              crl_url: str | None = None, ocsp_url: str | None = None) -> IssuedSeal:
+    def issue(
+        self,
+        org_name: str,
+        credit_code: str,
+        *,
+        legal_rep: str | None = None,
+        days: int = 3650,
+        crl_url: str | None = None,
+        ocsp_url: str | None = None,
+    ) -> IssuedSeal:
         """Issue a seal certificate: a new P-256 key pair, subject O=CN=``org_name`` with the credit
         code as serialNumber, keyUsage digitalSignature + nonRepudiation (critical). ``crl_url`` and
         ``ocsp_url`` name where the authority publishes its CRL and answers OCSP (the certificate's
@@ -176,9 +188,15 @@ class SealAuthority:
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(
                 x509.KeyUsage(
-                    digital_signature=True, content_commitment=True, key_encipherment=False,
-                    data_encipherment=False, key_agreement=False, key_cert_sign=False, crl_sign=False,
-                    encipher_only=False, decipher_only=False,
+                    digital_signature=True,
+                    content_commitment=True,
+                    key_encipherment=False,
+                    data_encipherment=False,
+                    key_agreement=False,
+                    key_cert_sign=False,
+                    crl_sign=False,
+                    encipher_only=False,
+                    decipher_only=False,
                 ),
                 critical=True,
             )
@@ -186,18 +204,33 @@ class SealAuthority:
                 x509.ExtendedKeyUsage([DOCUMENT_SIGNING, ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
             )
             .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
-            )
+            .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False)
         )
         if crl_url:
-            builder = builder.add_extension(x509.CRLDistributionPoints([x509.DistributionPoint(
-                full_name=[x509.UniformResourceIdentifier(crl_url)], relative_name=None, reasons=None,
-                crl_issuer=None)]), critical=False)
+            builder = builder.add_extension(
+                x509.CRLDistributionPoints(
+                    [
+                        x509.DistributionPoint(
+                            full_name=[x509.UniformResourceIdentifier(crl_url)],
+                            relative_name=None,
+                            reasons=None,
+                            crl_issuer=None,
+                        )
+                    ]
+                ),
+                critical=False,
+            )
         if ocsp_url:
-            builder = builder.add_extension(x509.AuthorityInformationAccess([x509.AccessDescription(
-                x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url))]),
-                critical=False)
+            builder = builder.add_extension(
+                x509.AuthorityInformationAccess(
+                    [
+                        x509.AccessDescription(
+                            x509.oid.AuthorityInformationAccessOID.OCSP, x509.UniformResourceIdentifier(ocsp_url)
+                        )
+                    ]
+                ),
+                critical=False,
+            )
         cert = builder.sign(self.key, hashes.SHA256())
         key_pem = key.private_bytes(
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()

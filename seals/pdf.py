@@ -63,9 +63,7 @@ def _private_key(key_pem: bytes) -> asn1_keys.PrivateKeyInfo:
     from cryptography.hazmat.primitives import serialization
 
     key = serialization.load_pem_private_key(key_pem, password=None)
-    der = key.private_bytes(
-        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-    )
+    der = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     return asn1_keys.PrivateKeyInfo.load(der)
 
 
@@ -149,8 +147,10 @@ async def seal_pdf(
     validation_context = None
     if ltv_roots:
         validation_context = ValidationContext(
-            trust_roots=[asn1_x509.Certificate.load(_der(p)) for p in ltv_roots], allow_fetching=True,
-            revocation_mode="hard-fail", other_certs=chain,
+            trust_roots=[asn1_x509.Certificate.load(_der(p)) for p in ltv_roots],
+            allow_fetching=True,
+            revocation_mode="hard-fail",
+            other_certs=chain,
         )
     meta = signers.PdfSignatureMetadata(
         field_name=field_name,
@@ -169,7 +169,8 @@ async def seal_pdf(
         background_opacity=1.0,
         border_width=0,
         background_layout=SimpleBoxLayoutRule(
-            x_align=AxisAlignment.ALIGN_MID, y_align=AxisAlignment.ALIGN_MID,
+            x_align=AxisAlignment.ALIGN_MID,
+            y_align=AxisAlignment.ALIGN_MID,
             inner_content_scaling=InnerScaling.STRETCH_TO_FIT,
         ),
     )
@@ -240,11 +241,7 @@ def _add_page_stream(writer: IncrementalPdfFileWriter, page: int, ops: bytes, xo
     stream = generic.StreamObject(stream_data=b"Q\n" + ops)
     stream.compress()
     resources = generic.DictionaryObject(
-        {
-            pdf_name("/XObject"): generic.DictionaryObject(
-                {pdf_name("/" + name): ref for name, ref in xobjects.items()}
-            )
-        }
+        {pdf_name("/XObject"): generic.DictionaryObject({pdf_name("/" + name): ref for name, ref in xobjects.items()})}
     )
     writer.add_stream_to_page(page, writer.add_object(stream), resources=resources)
 

@@ -44,18 +44,30 @@ def new_responder(authority: SealAuthority, *, lifetime: dt.timedelta = RESPONDE
     name = x509.Name([*authority.cert.subject, x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, "OCSP")])
     cert = (
         x509.CertificateBuilder()
-        .subject_name(name).issuer_name(authority.cert.subject).public_key(key.public_key())
+        .subject_name(name)
+        .issuer_name(authority.cert.subject)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(min(now + lifetime, authority.cert.not_valid_after_utc))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.OCSP_SIGNING]), critical=True)
         .add_extension(x509.OCSPNoCheck(), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key()),
-                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key()), critical=False)
         .sign(authority.key, hashes.SHA256())
     )
     return OcspResponder(cert, key)
@@ -81,8 +93,14 @@ def _utc(value: dt.datetime) -> dt.datetime:
     return value.replace(tzinfo=dt.UTC) if value.tzinfo is None else value.astimezone(dt.UTC)
 
 
-def build_crl(authority: SealAuthority, revoked: Iterable[tuple[int, dt.datetime]], *, number: int,
-              now: dt.datetime | None = None, lifetime: dt.timedelta = CRL_LIFETIME) -> bytes:
+def build_crl(
+    authority: SealAuthority,
+    revoked: Iterable[tuple[int, dt.datetime]],
+    *,
+    number: int,
+    now: dt.datetime | None = None,
+    lifetime: dt.timedelta = CRL_LIFETIME,
+) -> bytes:
     """The authority's CRL (DER) listing ``revoked`` ``(serial, revoked_at)`` pairs; ``number`` is
     the CRL number and must grow with every new CRL."""
     now = now or _now()
@@ -92,8 +110,7 @@ def build_crl(authority: SealAuthority, revoked: Iterable[tuple[int, dt.datetime
         .last_update(now)
         .next_update(now + lifetime)
         .add_extension(x509.CRLNumber(number), critical=False)
-        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key()),
-                       critical=False)
+        .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(authority.key.public_key()), critical=False)
     )
     for serial, revoked_at in revoked:
         builder = builder.add_revoked_certificate(
@@ -110,9 +127,15 @@ def _key_bits(authority: SealAuthority) -> bytes:
     return cert.public_key["public_key"].contents[1:]  # the first byte counts unused bits
 
 
-def ocsp_response(authority: SealAuthority, responder: OcspResponder, request_der: bytes,
-                  status_of: Callable[[int], CertStatus], *, now: dt.datetime | None = None,
-                  lifetime: dt.timedelta = OCSP_LIFETIME) -> bytes:
+def ocsp_response(
+    authority: SealAuthority,
+    responder: OcspResponder,
+    request_der: bytes,
+    status_of: Callable[[int], CertStatus],
+    *,
+    now: dt.datetime | None = None,
+    lifetime: dt.timedelta = OCSP_LIFETIME,
+) -> bytes:
     """Answer an OCSP request (DER) for a certificate of ``authority``: a response (DER) signed
     by ``responder``.
 
@@ -126,24 +149,37 @@ def ocsp_response(authority: SealAuthority, responder: OcspResponder, request_de
         name_hash, key_hash = request.issuer_name_hash, request.issuer_key_hash
     except Exception:
         return ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.MALFORMED_REQUEST).public_bytes(
-            serialization.Encoding.DER)
+            serialization.Encoding.DER
+        )
     ours_name = hashes.Hash(algorithm)
     ours_name.update(authority.cert.subject.public_bytes())
     ours_key = hashes.Hash(algorithm)
     ours_key.update(_key_bits(authority))
     if (name_hash, key_hash) != (ours_name.finalize(), ours_key.finalize()):
         return ocsp.OCSPResponseBuilder.build_unsuccessful(ocsp.OCSPResponseStatus.UNAUTHORIZED).public_bytes(
-            serialization.Encoding.DER)
+            serialization.Encoding.DER
+        )
     now = now or _now()
     found = status_of(serial)
     cert_status = {"good": ocsp.OCSPCertStatus.GOOD, "revoked": ocsp.OCSPCertStatus.REVOKED}.get(
-        found.status, ocsp.OCSPCertStatus.UNKNOWN)
-    builder = ocsp.OCSPResponseBuilder().add_response_by_hash(
-        issuer_name_hash=name_hash, issuer_key_hash=key_hash, serial_number=serial, algorithm=algorithm,
-        cert_status=cert_status, this_update=now, next_update=now + lifetime,
-        revocation_time=_utc(found.revoked_at) if cert_status == ocsp.OCSPCertStatus.REVOKED else None,
-        revocation_reason=None,
-    ).responder_id(ocsp.OCSPResponderEncoding.HASH, responder.cert).certificates([responder.cert])
+        found.status, ocsp.OCSPCertStatus.UNKNOWN
+    )
+    builder = (
+        ocsp.OCSPResponseBuilder()
+        .add_response_by_hash(
+            issuer_name_hash=name_hash,
+            issuer_key_hash=key_hash,
+            serial_number=serial,
+            algorithm=algorithm,
+            cert_status=cert_status,
+            this_update=now,
+            next_update=now + lifetime,
+            revocation_time=_utc(found.revoked_at) if cert_status == ocsp.OCSPCertStatus.REVOKED else None,
+            revocation_reason=None,
+        )
+        .responder_id(ocsp.OCSPResponderEncoding.HASH, responder.cert)
+        .certificates([responder.cert])
+    )
     try:
         nonce = request.extensions.get_extension_for_class(x509.OCSPNonce).value
         builder = builder.add_extension(nonce, critical=False)

@@ -138,10 +138,20 @@ def _revoked_in(crls: list[asn1_crl.CertificateList], cert: asn1_x509.Certificat
 
 def _failed(sig, problem: str) -> SignatureReport:
     return SignatureReport(
-        field_name=sig.field_name, signer_cn=None, signer_org=None, signer_serial_number=None,
-        cert_serial=None, signing_time=None, intact=False, valid=False, trusted=False,
-        covers_whole_document=False, coverage="UNKNOWN", modification_level=None,
-        modified_after=True, problems=[problem],
+        field_name=sig.field_name,
+        signer_cn=None,
+        signer_org=None,
+        signer_serial_number=None,
+        cert_serial=None,
+        signing_time=None,
+        intact=False,
+        valid=False,
+        trusted=False,
+        covers_whole_document=False,
+        coverage="UNKNOWN",
+        modification_level=None,
+        modified_after=True,
+        problems=[problem],
     )
 
 
@@ -149,8 +159,13 @@ def _has_signature_timestamp(sig) -> bool:
     return next(extract_tst_data_iter(sig.signer_info, signed=False), None) is not None
 
 
-async def _verify_one(sig, spec: PdfSignatureValidationSpec, timing: ValidationTimingInfo,
-                      crls: list[asn1_crl.CertificateList], plain: dict) -> SignatureReport:
+async def _verify_one(
+    sig,
+    spec: PdfSignatureValidationSpec,
+    timing: ValidationTimingInfo,
+    crls: list[asn1_crl.CertificateList],
+    plain: dict,
+) -> SignatureReport:
     """A timestamped signature: PAdES long-term validation, judged at its proven time. One
     without a signature timestamp (PAdES B-B, contracts signed before timestamps were used):
     plain validation at the validation time (``plain``: the ``ValidationContext`` arguments)."""
@@ -166,8 +181,11 @@ async def _verify_one(sig, spec: PdfSignatureValidationSpec, timing: ValidationT
     else:
         context = ValidationContext(**plain)
         status = await async_validate_pdf_signature(
-            sig, signer_validation_context=context, diff_policy=DEFAULT_DIFF_POLICY,
-            key_usage_settings=KeyUsageConstraints(key_usage={"non_repudiation"}))
+            sig,
+            signer_validation_context=context,
+            diff_policy=DEFAULT_DIFF_POLICY,
+            key_usage_settings=KeyUsageConstraints(key_usage={"non_repudiation"}),
+        )
         passed = bool(status.trusted)
         at = timing.validation_time
         indication = "NO_TIMESTAMP"
@@ -190,8 +208,11 @@ async def _verify_one(sig, spec: PdfSignatureValidationSpec, timing: ValidationT
     ts = status.timestamp_validity
     timestamp = None
     if ts is not None:
-        timestamp = {"time": _iso(ts.timestamp), "authority": _cn(ts.signing_cert),
-                     "valid": bool(ts.intact and ts.valid and ts.trusted)}
+        timestamp = {
+            "time": _iso(ts.timestamp),
+            "authority": _cn(ts.signing_cert),
+            "valid": bool(ts.intact and ts.valid and ts.trusted),
+        }
     revoked_at = _revoked_in(crls, cert)
     if status.revocation_details is not None and status.revocation_details.revocation_date <= at:
         revocation = {"status": "revoked", "revoked_at": _iso(status.revocation_details.revocation_date)}
@@ -232,8 +253,7 @@ def _ltv(reader: PdfFileReader, reports: list[SignatureReport], embedded: list) 
     has_revinfo = dss is not None and ("/CRLs" in dss or "/OCSPs" in dss)
     last_signed = max((sig.signed_revision for sig in embedded), default=-1)
     doc_ts = [
-        {"time": _iso(ts.self_reported_timestamp),
-         "authority": _cn(ts.signer_cert)}
+        {"time": _iso(ts.self_reported_timestamp), "authority": _cn(ts.signer_cert)}
         for ts in reader.embedded_timestamp_signatures
     ]
     covered = any(ts.signed_revision > last_signed for ts in reader.embedded_timestamp_signatures)
@@ -244,8 +264,14 @@ def _ltv(reader: PdfFileReader, reports: list[SignatureReport], embedded: list) 
     }
 
 
-async def async_verify_pdf(pdf: bytes, trust_roots: list[bytes], *, tsa_roots: list[bytes] = (),
-                           crls: list[bytes] = (), at: datetime | None = None) -> VerificationReport:
+async def async_verify_pdf(
+    pdf: bytes,
+    trust_roots: list[bytes],
+    *,
+    tsa_roots: list[bytes] = (),
+    crls: list[bytes] = (),
+    at: datetime | None = None,
+) -> VerificationReport:
     """Async form of :func:`verify_pdf` (CPU-bound: run it off the IOLoop)."""
     roots = [_load_cert(r) for r in trust_roots]
     ts_roots = [_load_cert(r) for r in tsa_roots] or roots
@@ -257,7 +283,8 @@ async def async_verify_pdf(pdf: bytes, trust_roots: list[bytes], *, tsa_roots: l
             cert_validation_policy=_policy(roots),
             ts_cert_validation_policy=_policy(ts_roots),
             revinfo_gathering_policy=RevocationInfoGatheringSpec(
-                online_fetching_rule=RevinfoOnlineFetchingRule.LOCAL_ONLY),
+                online_fetching_rule=RevinfoOnlineFetchingRule.LOCAL_ONLY
+            ),
             local_knowledge=LocalKnowledge(known_crls=[CRLContainer(c) for c in known_crls]),
             key_usage_settings=KeyUsageConstraints(key_usage={"non_repudiation"}),
         ),
@@ -268,8 +295,13 @@ async def async_verify_pdf(pdf: bytes, trust_roots: list[bytes], *, tsa_roots: l
         embedded = list(reader.embedded_regular_signatures)
     except Exception as exc:
         return VerificationReport(signatures=[], ok=False, error=f"unreadable PDF: {exc}")
-    plain = {"trust_roots": roots, "allow_fetching": False, "revocation_mode": "hard-fail", "crls": known_crls,
-             "moment": at}
+    plain = {
+        "trust_roots": roots,
+        "allow_fetching": False,
+        "revocation_mode": "hard-fail",
+        "crls": known_crls,
+        "moment": at,
+    }
     reports = []
     for sig in embedded:
         try:
@@ -277,12 +309,23 @@ async def async_verify_pdf(pdf: bytes, trust_roots: list[bytes], *, tsa_roots: l
         except Exception as exc:  # a malformed signature is a failed signature, not a crash
             reports.append(_failed(sig, f"validation failed: {exc}"))
     ok = bool(reports) and all(r.ok for r in reports)
-    return VerificationReport(signatures=reports, ok=ok, error=None if reports else "no signatures",
-                              ltv=_ltv(reader, reports, embedded), validation_time=_iso(now))
+    return VerificationReport(
+        signatures=reports,
+        ok=ok,
+        error=None if reports else "no signatures",
+        ltv=_ltv(reader, reports, embedded),
+        validation_time=_iso(now),
+    )
 
 
-def verify_pdf(pdf: bytes, trust_roots: list[bytes], *, tsa_roots: list[bytes] = (), crls: list[bytes] = (),
-               at: datetime | None = None) -> VerificationReport:
+def verify_pdf(
+    pdf: bytes,
+    trust_roots: list[bytes],
+    *,
+    tsa_roots: list[bytes] = (),
+    crls: list[bytes] = (),
+    at: datetime | None = None,
+) -> VerificationReport:
     """Verify every signature of ``pdf`` against ``trust_roots`` (PEM or DER), offline.
 
     ``tsa_roots`` are the roots time-stamping authorities chain to (default: ``trust_roots``);

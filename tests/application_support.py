@@ -33,8 +33,13 @@ def file_bytes(content_type: str) -> tuple[str, bytes]:
 
 def upload(stack, token, content_type="image/jpeg", kind=None) -> str:
     name, data = file_bytes(content_type)
-    resp = stack.api("POST", "/api/v1/uploads", token=token, files={"file": (name, data, content_type)},
-                     data={"kind": kind} if kind else None)
+    resp = stack.api(
+        "POST",
+        "/api/v1/uploads",
+        token=token,
+        files={"file": (name, data, content_type)},
+        data={"kind": kind} if kind else None,
+    )
     assert resp.status_code == 201, resp.text
     return resp.json()["file_id"]
 
@@ -51,8 +56,12 @@ def eligible_account(stack, token, schema, **overrides) -> dict | None:
     if sample is None:
         return None
     tariff = {"tou": False, "two_part": False, "max_demand": False, **sample["tariff"]}
-    fields = {"customer_class": sample["customer_class"], "tariff": tariff,
-              "capacity_kva": sample["capacity_kva"], **overrides}
+    fields = {
+        "customer_class": sample["customer_class"],
+        "tariff": tariff,
+        "capacity_kva": sample["capacity_kva"],
+        **overrides,
+    }
     if fields["customer_class"] != "低压居民":
         fields.setdefault("holder_name", "郏县明超实业有限公司")
     account = put_account(stack, **fields)
@@ -74,16 +83,21 @@ def prepare(stack, token, code, *, identity="owner", account=None, with_code=Tru
     schema = schema_of(stack, code)
     if account is None:
         account = eligible_account(stack, token, schema)
-    submission = valid_submission(schema, choose={"applicant.identity": identity, **choose},
-                                  account=account or sample_account(schema), today=shanghai_today())
+    submission = valid_submission(
+        schema,
+        choose={"applicant.identity": identity, **choose},
+        account=account or sample_account(schema),
+        today=shanghai_today(),
+    )
     applicant = submission["applicant"]
     applicant["mobile"] = new_mobile()
     if "agent_mobile" in applicant:
         applicant["agent_mobile"] = new_mobile()
     contact = applicant.get("agent_mobile") if identity == "agent" else applicant["mobile"]
     accepts = {a["kind"]: a["accept"] for a in schema["attachments"]}
-    submission["attachments"] = {kind: [upload(stack, token, accepts[kind][0], kind)]
-                                 for kind in submission["attachments"]}
+    submission["attachments"] = {
+        kind: [upload(stack, token, accepts[kind][0], kind)] for kind in submission["attachments"]
+    }
     body = {"service": code, **submission}
     if account:
         body["account_no"] = account["account_no"]
@@ -107,5 +121,8 @@ def submitted(stack, token, code, **kwargs) -> tuple[dict, dict]:
 
 
 def advance(stack, app_no, stage, note="", operator="营销系统-张工", **extra):
-    return stack.internal("POST", f"/internal/v1/applications/{app_no}/stage",
-                          json={"stage": stage, "note": note, "operator": operator, **extra})
+    return stack.internal(
+        "POST",
+        f"/internal/v1/applications/{app_no}/stage",
+        json={"stage": stage, "note": note, "operator": operator, **extra},
+    )

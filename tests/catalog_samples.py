@@ -22,7 +22,7 @@ from conftest import register_secret
 ID_WEIGHTS = [2 ** (17 - i) % 11 for i in range(17)]  # GB 11643: W_i = 2^(i-1) mod 11, i = 18..2
 ID_CHECK = "10X98765432"
 USCC_CHARS = "0123456789ABCDEFGHJKLMNPQRTUWXY"
-USCC_WEIGHTS = [3 ** i % 31 for i in range(17)]  # GB 32100: W_i = 3^(i-1) mod 31
+USCC_WEIGHTS = [3**i % 31 for i in range(17)]  # GB 32100: W_i = 3^(i-1) mod 31
 
 FAKE_FILE_ID = "5f0c1a2b3c4d5e6f70818293"
 SAMPLE_CAPACITY_KVA = 630
@@ -56,8 +56,14 @@ def _add_months(d: date, n: int) -> str:
     return f"{index // 12:04d}-{index % 12 + 1:02d}"
 
 
-def _valid_value(field: dict[str, Any], section: str, values: dict[str, dict[str, Any]],
-                 account: dict[str, Any] | None, today: date, file_id: str) -> Any:
+def _valid_value(
+    field: dict[str, Any],
+    section: str,
+    values: dict[str, dict[str, Any]],
+    account: dict[str, Any] | None,
+    today: date,
+    file_id: str,
+) -> Any:
     ftype = field["type"]
     mine = values[section]
     if ftype == "string":
@@ -66,7 +72,7 @@ def _valid_value(field: dict[str, Any], section: str, values: dict[str, dict[str
         n = max(field.get("min_length", 0), min(field["max_length"], 6))
         return ("申请资料齐全请办理" * 40)[:n]
     if ftype == "integer":
-        lo, hi = field.get("min", 0), field.get("max", 10 ** 9)
+        lo, hi = field.get("min", 0), field.get("max", 10**9)
         capacity = (account or {}).get("capacity_kva")
         if capacity is not None and "min_of_account" in field:
             lo = max(lo, math.ceil(capacity * field["min_of_account"]["percent"] / 100))
@@ -118,9 +124,15 @@ def _document_choice(field: dict[str, Any]) -> Any:
     return None
 
 
-def valid_submission(schema: dict[str, Any], *, choose: dict[str, Any] | None = None,
-                     account: dict[str, Any] | None = None, today: date | None = None,
-                     file_id: str = FAKE_FILE_ID, optional: bool = True) -> dict[str, Any]:
+def valid_submission(
+    schema: dict[str, Any],
+    *,
+    choose: dict[str, Any] | None = None,
+    account: dict[str, Any] | None = None,
+    today: date | None = None,
+    file_id: str = FAKE_FILE_ID,
+    optional: bool = True,
+) -> dict[str, Any]:
     """A submission that passes validation: every applicable field, every applicable attachment.
 
     ``choose`` fixes select values by path (``{"applicant.identity": "agent"}``); ``account``
@@ -131,8 +143,9 @@ def valid_submission(schema: dict[str, Any], *, choose: dict[str, Any] | None = 
     today = today or date.today()
     account = account if account is not None else sample_account(schema)
     values: dict[str, Any] = {"applicant": {}, "form": {}, "_schema": schema}
-    document_kinds = {f["kind_field"] for s in ("applicant", "form") for f in _fields_of(schema, s)
-                      if f["type"] == "document_no"}
+    document_kinds = {
+        f["kind_field"] for s in ("applicant", "form") for f in _fields_of(schema, s) if f["type"] == "document_no"
+    }
     for section in ("applicant", "form"):
         for field in _fields_of(schema, section):
             cond = field.get("required_when")

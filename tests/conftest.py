@@ -46,56 +46,58 @@ def register_secret(value):
 
 def base_env(db_name: str, mongodb_uri: str, sandbox_port: int, app_port: int) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("WX_")}
-    env.update({
-        "WX_ENV": "test",
-        "WX_BIND": "127.0.0.1",
-        "MONGODB_URI": mongodb_uri,
-        "WX_DB_NAME": db_name,
-        # bounds every operation, queueing on a loaded test machine included; the outage tests use less
-        "WX_DB_TIMEOUT_MS": "20000",
-        "WX_PORT": str(app_port),
-        "WX_SANDBOX_PORT": str(sandbox_port),
-        "WX_INTERNAL_SECRET": "test-internal-secret",
-        "WX_DATA_KEY": TEST_DATA_KEY,
-        "WX_WECHAT_API_BASE": f"http://127.0.0.1:{sandbox_port}",
-        "WX_WECHAT_PAY_BASE": f"http://127.0.0.1:{sandbox_port}",
-        "WX_WECHAT_TIMEOUT": "2",
-        "WX_SANDBOX_TIMEOUT_DELAY": "4",
-        "WX_SANDBOX_NOTIFY_SCALE": "0.01",
-        "WX_SANDBOX_PASSWORD_DELAY": "1",
-        "WX_SANDBOX_TIME_SCALE": "0.2",  # WeChat's 45 s and 15 s payment-code times as 9 s and 3 s
-        "WX_PAY_TIME_SCALE": "0.2",
-        "WX_SANDBOX_REFUND_DELAY": "0.5",
-        "WX_MP_APPID": "wxmptest00000001",
-        "WX_MP_SECRET": "mp-test-secret",
-        "WX_OA_APPID": "wxoatest00000001",
-        "WX_OA_SECRET": "oa-test-secret",
-        "WX_OA_TOKEN": "oatesttoken",
-        "WX_PAY_MCH_ID": "1900000109",
-        "WX_PAY_API_KEY": "testpaykey0123456789abcdefghijkl",
-        "WX_PAY_APIV3_KEY": "testapiv3key0123456789abcdefghij",
-        "WX_PAY_MCH_SERIAL": "7A1C4E2B9D0F3A5C6E8B1D2F4A6C8E0B2D4F6A8C",
-        "WX_PAY_V3_PRIVATE_KEY": str(PAY_V3_KEYS / "apiclient_key.pem"),
-        "WX_PAY_PUBLIC_KEY": str(PAY_V3_KEYS / "wechatpay_public_key.pem"),
-        "WX_PAY_PUBLIC_KEY_ID": "PUB_KEY_ID_0119000001092026113000000000000001",
-        "WX_SANDBOX_PAY_PRIVATE_KEY": str(PAY_V3_KEYS / "sandbox_wechatpay_key.pem"),
-        "WX_PUBLIC_BASE": f"http://127.0.0.1:{app_port}",
-        "WX_SANDBOX_CALLBACK_BASE": f"http://127.0.0.1:{app_port}",
-        "WX_TSA_URL": f"http://127.0.0.1:{sandbox_port}/tsa",
-        "WX_OAUTH_BASE": f"http://127.0.0.1:{sandbox_port}",
-        "WX_H5_BRIDGE_STANDIN": f"http://127.0.0.1:{sandbox_port}/sandbox/jsbridge.js",
-        "WX_EMBEDDED_WORKERS": "1",
-        "WX_SMS_PROVIDER": "sandbox",
-        "WX_OUTBOX_RETRY_BASE": "0.2",
-        "WX_OUTBOX_POLL": "0.5",
-        "WX_PAY_POLL_INTERVAL": "0.3",
-        "WX_PAY_POLL_WINDOW": "4",
-        "WX_PAY_QUERY_DELAY": "0.5",
-        "WX_PAY_FOLLOWUP_INTERVAL": "1",
-        "WX_SUPPLY_INTERVAL": "0.5",
-        "WX_LOG_LEVEL": "INFO",
-        "PYTHONUNBUFFERED": "1",
-    })
+    env.update(
+        {
+            "WX_ENV": "test",
+            "WX_BIND": "127.0.0.1",
+            "MONGODB_URI": mongodb_uri,
+            "WX_DB_NAME": db_name,
+            # bounds every operation, queueing on a loaded test machine included; the outage tests use less
+            "WX_DB_TIMEOUT_MS": "20000",
+            "WX_PORT": str(app_port),
+            "WX_SANDBOX_PORT": str(sandbox_port),
+            "WX_INTERNAL_SECRET": "test-internal-secret",
+            "WX_DATA_KEY": TEST_DATA_KEY,
+            "WX_WECHAT_API_BASE": f"http://127.0.0.1:{sandbox_port}",
+            "WX_WECHAT_PAY_BASE": f"http://127.0.0.1:{sandbox_port}",
+            "WX_WECHAT_TIMEOUT": "2",
+            "WX_SANDBOX_TIMEOUT_DELAY": "4",
+            "WX_SANDBOX_NOTIFY_SCALE": "0.01",
+            "WX_SANDBOX_PASSWORD_DELAY": "1",
+            "WX_SANDBOX_TIME_SCALE": "0.2",  # WeChat's 45 s and 15 s payment-code times as 9 s and 3 s
+            "WX_PAY_TIME_SCALE": "0.2",
+            "WX_SANDBOX_REFUND_DELAY": "0.5",
+            "WX_MP_APPID": "wxmptest00000001",
+            "WX_MP_SECRET": "mp-test-secret",
+            "WX_OA_APPID": "wxoatest00000001",
+            "WX_OA_SECRET": "oa-test-secret",
+            "WX_OA_TOKEN": "oatesttoken",
+            "WX_PAY_MCH_ID": "1900000109",
+            "WX_PAY_API_KEY": "testpaykey0123456789abcdefghijkl",
+            "WX_PAY_APIV3_KEY": "testapiv3key0123456789abcdefghij",
+            "WX_PAY_MCH_SERIAL": "7A1C4E2B9D0F3A5C6E8B1D2F4A6C8E0B2D4F6A8C",
+            "WX_PAY_V3_PRIVATE_KEY": str(PAY_V3_KEYS / "apiclient_key.pem"),
+            "WX_PAY_PUBLIC_KEY": str(PAY_V3_KEYS / "wechatpay_public_key.pem"),
+            "WX_PAY_PUBLIC_KEY_ID": "PUB_KEY_ID_0119000001092026113000000000000001",
+            "WX_SANDBOX_PAY_PRIVATE_KEY": str(PAY_V3_KEYS / "sandbox_wechatpay_key.pem"),
+            "WX_PUBLIC_BASE": f"http://127.0.0.1:{app_port}",
+            "WX_SANDBOX_CALLBACK_BASE": f"http://127.0.0.1:{app_port}",
+            "WX_TSA_URL": f"http://127.0.0.1:{sandbox_port}/tsa",
+            "WX_OAUTH_BASE": f"http://127.0.0.1:{sandbox_port}",
+            "WX_H5_BRIDGE_STANDIN": f"http://127.0.0.1:{sandbox_port}/sandbox/jsbridge.js",
+            "WX_EMBEDDED_WORKERS": "1",
+            "WX_SMS_PROVIDER": "sandbox",
+            "WX_OUTBOX_RETRY_BASE": "0.2",
+            "WX_OUTBOX_POLL": "0.5",
+            "WX_PAY_POLL_INTERVAL": "0.3",
+            "WX_PAY_POLL_WINDOW": "4",
+            "WX_PAY_QUERY_DELAY": "0.5",
+            "WX_PAY_FOLLOWUP_INTERVAL": "1",
+            "WX_SUPPLY_INTERVAL": "0.5",
+            "WX_LOG_LEVEL": "INFO",
+            "PYTHONUNBUFFERED": "1",
+        }
+    )
     return env
 
 
@@ -109,8 +111,12 @@ class Process:
     def start(self) -> Process:
         with open(self.log_path, "ab") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, *self.args], env=self.env, cwd=ROOT,
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                [sys.executable, *self.args],
+                env=self.env,
+                cwd=ROOT,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
             )
         wait_for_port(self.port, proc=self.proc)
         return self
@@ -128,8 +134,9 @@ class Process:
 class Stack:
     """A running backend + sandbox on one database, with helpers to call them."""
 
-    def __init__(self, workdir: Path, mongodb_uri: str, db_name: str | None = None,
-                 extra_env: dict[str, str] | None = None):
+    def __init__(
+        self, workdir: Path, mongodb_uri: str, db_name: str | None = None, extra_env: dict[str, str] | None = None
+    ):
         self.workdir = workdir
         self.mongodb_uri = mongodb_uri
         self.db_name = db_name or f"t_{uuid.uuid4().hex[:10]}"
@@ -137,8 +144,7 @@ class Stack:
         self.app_port = free_port()
         self.env = base_env(self.db_name, mongodb_uri, self.sandbox_port, self.app_port)
         self.env.update(extra_env or {})
-        self.sandbox = Process(["-m", "wx_backend.sandbox"], self.env, self.sandbox_port,
-                               workdir / "sandbox.log")
+        self.sandbox = Process(["-m", "wx_backend.sandbox"], self.env, self.sandbox_port, workdir / "sandbox.log")
         self.apps: list[Process] = []
         self.client = MongoClient(mongodb_uri, tz_aware=True, serverSelectionTimeoutMS=5000)
         self.db = self.client[self.db_name]
@@ -203,17 +209,36 @@ class Stack:
         assert resp.status_code == 200, resp.text
         return register_secret(resp.json()["token"])
 
-    def signed_headers(self, method: str, path: str, body: bytes = b"", *, secret: str | None = None,
-                       timestamp: int | str | None = None, nonce: str | None = None) -> dict[str, str]:
+    def signed_headers(
+        self,
+        method: str,
+        path: str,
+        body: bytes = b"",
+        *,
+        secret: str | None = None,
+        timestamp: int | str | None = None,
+        nonce: str | None = None,
+    ) -> dict[str, str]:
         """The X-Timestamp / X-Nonce / X-Signature headers the marketing system sends (docs/internal-api.md)."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
         nonce = nonce or uuid.uuid4().hex
         secret = self.env["WX_INTERNAL_SECRET"] if secret is None else secret
-        return {"X-Timestamp": ts, "X-Nonce": nonce,
-                "X-Signature": request_signature(secret, method, urlsplit(path).path, ts, nonce, body)}
+        return {
+            "X-Timestamp": ts,
+            "X-Nonce": nonce,
+            "X-Signature": request_signature(secret, method, urlsplit(path).path, ts, nonce, body),
+        }
 
-    def internal(self, method: str, path: str, json=None, *, secret: str | None = None,
-                 timestamp: int | str | None = None, nonce: str | None = None) -> requests.Response:
+    def internal(
+        self,
+        method: str,
+        path: str,
+        json=None,
+        *,
+        secret: str | None = None,
+        timestamp: int | str | None = None,
+        nonce: str | None = None,
+    ) -> requests.Response:
         """Call ``/internal/v1`` signed like the marketing system (fresh nonce, current time by default)."""
         body = b"" if json is None else jsonlib.dumps(json, ensure_ascii=False).encode()
         headers = self.signed_headers(method, path, body, secret=secret, timestamp=timestamp, nonce=nonce)
@@ -235,8 +260,9 @@ class Stack:
 
     def fault(self, endpoint: str, fault: str, count: int = 1, match: str | None = None) -> None:
         """Make the sandbox misbehave; ``match`` aims Pay faults at one ``out_trade_no``."""
-        resp = self.sandbox_call("POST", "/sandbox/faults", json={"endpoint": endpoint, "fault": fault,
-                                                                  "count": count, "match": match})
+        resp = self.sandbox_call(
+            "POST", "/sandbox/faults", json={"endpoint": endpoint, "fault": fault, "count": count, "match": match}
+        )
         assert resp.status_code == 200, resp.text
 
 
@@ -257,7 +283,7 @@ def secrets_in_logs(folder: Path) -> list[str]:
         for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
             for word in _SECRET_LIKE.findall(line):
                 # a mobile may also hide inside a longer run of digits or letters
-                windows = {word} | {word[i:i + 11] for i in range(len(word) - 10)}
+                windows = {word} | {word[i : i + 11] for i in range(len(word) - 10)}
                 hit = windows & SECRETS
                 if hit:
                     found.append(f"{path.name}:{number}: {sorted(hit)[0][:6]}... in {line[:160]}")
@@ -337,10 +363,16 @@ def put_account(stack: Stack, account_no: str | None = None, **fields) -> dict:
     ``account_no`` and the clear ``phone``)."""
     account_no = account_no or new_account_no()
     body = {
-        "holder_name": "张威", "phone": new_mobile(), "address": "河南省平顶山市郏县城关镇人民路1号",
-        "region": "郏县城关", "feeder": "郏县城关1号线", "customer_class": "低压居民",
-        "tariff": {"tou": True, "two_part": False, "max_demand": False}, "capacity_kva": 8,
-        "balance_fen": 0, **fields,
+        "holder_name": "张威",
+        "phone": new_mobile(),
+        "address": "河南省平顶山市郏县城关镇人民路1号",
+        "region": "郏县城关",
+        "feeder": "郏县城关1号线",
+        "customer_class": "低压居民",
+        "tariff": {"tou": True, "two_part": False, "max_demand": False},
+        "capacity_kva": 8,
+        "balance_fen": 0,
+        **fields,
     }
     register_secret(body["phone"])
     resp = stack.internal("PUT", f"/internal/v1/accounts/{account_no}", json=body)
@@ -350,13 +382,20 @@ def put_account(stack: Stack, account_no: str | None = None, **fields) -> dict:
 
 def bind_account(stack: Stack, token: str, account: dict) -> dict:
     """Bind ``account`` (from ``put_account``) to the user of ``token`` through the SMS flow."""
-    resp = stack.api("POST", "/api/v1/sms-codes", token=token,
-                     json={"purpose": "bind_account", "account_no": account["account_no"]})
+    resp = stack.api(
+        "POST", "/api/v1/sms-codes", token=token, json={"purpose": "bind_account", "account_no": account["account_no"]}
+    )
     assert resp.status_code == 201, resp.text
-    resp = stack.api("POST", "/api/v1/accounts", token=token, json={
-        "account_no": account["account_no"], "holder_name": account["holder_name"],
-        "sms_code": stack.last_sms_code(account["phone"]),
-    })
+    resp = stack.api(
+        "POST",
+        "/api/v1/accounts",
+        token=token,
+        json={
+            "account_no": account["account_no"],
+            "holder_name": account["holder_name"],
+            "sms_code": stack.last_sms_code(account["phone"]),
+        },
+    )
     assert resp.status_code in (200, 201), resp.text
     return resp.json()["account"]
 
@@ -365,11 +404,15 @@ def sms_limit_key(mobile: str) -> str:
     """The start of the ``rate_limits`` keys of a mobile (``sms:mobile:{lookup hash}:``, then the
     requesting user's id), the hash under the test data key."""
     from wx_backend.security import DataProtector
+
     return "sms:mobile:" + DataProtector(base64.b64decode(TEST_DATA_KEY)).lookup_hash(mobile, "phone") + ":"
 
 
 def skip_sms_interval(stack: Stack, mobile: str) -> None:
     """Test set-up: pretend the last text to ``mobile`` (from anyone) went out over a minute ago."""
     from datetime import UTC, datetime, timedelta
-    stack.db.rate_limits.update_many({"_id": {"$regex": "^" + re.escape(sms_limit_key(mobile))}},
-                                     {"$set": {"last_at": datetime.now(UTC) - timedelta(seconds=61)}})
+
+    stack.db.rate_limits.update_many(
+        {"_id": {"$regex": "^" + re.escape(sms_limit_key(mobile))}},
+        {"$set": {"last_at": datetime.now(UTC) - timedelta(seconds=61)}},
+    )

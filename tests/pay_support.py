@@ -16,15 +16,21 @@ from wx_backend.wechat.pay import PayAPI
 
 
 def gateway(stack, **kwargs) -> PayAPI:
-    options = {"appid": stack.env["WX_MP_APPID"], "mch_id": stack.env["WX_PAY_MCH_ID"],
-               "key": stack.env["WX_PAY_API_KEY"], **kwargs}
+    options = {
+        "appid": stack.env["WX_MP_APPID"],
+        "mch_id": stack.env["WX_PAY_MCH_ID"],
+        "key": stack.env["WX_PAY_API_KEY"],
+        **kwargs,
+    }
     return PayAPI(WeChatHTTP(stack.sandbox_url, 2), **options)
 
 
 def run(coro_factory: Callable):
     """Run ``coro_factory()`` on a fresh event loop (each test is its own short-lived client)."""
+
     async def main():
         return await coro_factory()
+
     return asyncio.run(main())
 
 
@@ -43,8 +49,11 @@ def order_view(stack, out_trade_no: str) -> dict:
 
 
 def auth_code(stack, behaviour: str, openid: str | None = None) -> str:
-    resp = stack.sandbox_call("POST", "/sandbox/pay/auth-code",
-                              json={"openid": openid or f"o_{uuid.uuid4().hex[:12]}", "behaviour": behaviour})
+    resp = stack.sandbox_call(
+        "POST",
+        "/sandbox/pay/auth-code",
+        json={"openid": openid or f"o_{uuid.uuid4().hex[:12]}", "behaviour": behaviour},
+    )
     assert resp.status_code == 200, resp.text
     return resp.json()["auth_code"]
 
@@ -74,9 +83,14 @@ class NotifyReceiver:
                 receiver.headers.append(dict(self.headers))
                 receiver.bodies.append((time.monotonic(), body))
                 ok = receiver.decide(body)
-                reply = (b"<xml><return_code><![CDATA[SUCCESS]]></return_code>"
-                         b"<return_msg><![CDATA[OK]]></return_msg></xml>") if ok else \
-                    b"<xml><return_code><![CDATA[FAIL]]></return_code><return_msg>not yet</return_msg></xml>"
+                reply = (
+                    (
+                        b"<xml><return_code><![CDATA[SUCCESS]]></return_code>"
+                        b"<return_msg><![CDATA[OK]]></return_msg></xml>"
+                    )
+                    if ok
+                    else b"<xml><return_code><![CDATA[FAIL]]></return_code><return_msg>not yet</return_msg></xml>"
+                )
                 self.send_response(200)
                 self.send_header("Content-Type", "text/xml")
                 self.send_header("Content-Length", str(len(reply)))

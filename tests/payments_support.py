@@ -47,8 +47,13 @@ AGO_1, AGO_2, AGO_3, AGO_4, AGO_5, AGO_6, AGO_7, AGO_8 = (months_ago(n) for n in
 
 def add_bill(stack, account_no: str, period: str, amount_fen: int) -> None:
     """An issued, unpaid bill, sent as the marketing system sends it."""
-    body = {"amount_fen": amount_fen, "due_date": f"{period}-25", "readings": {"previous": 1000, "current": 1100},
-            "kwh": {"total": 100}, "prices": {"flat": 5600}}
+    body = {
+        "amount_fen": amount_fen,
+        "due_date": f"{period}-25",
+        "readings": {"previous": 1000, "current": 1100},
+        "kwh": {"total": 100},
+        "prices": {"flat": 5600},
+    }
     resp = stack.internal("PUT", f"/internal/v1/accounts/{account_no}/bills/{period}", json=body)
     assert resp.status_code in (200, 201), resp.text
 
@@ -62,8 +67,12 @@ def balance(stack, account_no: str) -> int:
 
 
 def pay_jsapi(stack, cust: dict, amount_fen: int) -> dict:
-    resp = stack.api("POST", "/api/v1/payments", token=cust["token"],
-                     json={"account_no": cust["account_no"], "amount_fen": amount_fen})
+    resp = stack.api(
+        "POST",
+        "/api/v1/payments",
+        token=cust["token"],
+        json={"account_no": cust["account_no"], "amount_fen": amount_fen},
+    )
     assert resp.status_code == 201, resp.text
     return resp.json()
 
@@ -100,21 +109,45 @@ def both_apis(request):
     return request.getfixturevalue("session_stack" if request.param == "v2" else "stack_v3")
 
 
-def notification_xml(stack, out_trade_no: str, total_fee: int, *, openid: str = "o_x",
-                     transaction_id: str | None = None, mch_id: str | None = None, key: str | None = None,
-                     time_end: str | None = None) -> bytes:
+def notification_xml(
+    stack,
+    out_trade_no: str,
+    total_fee: int,
+    *,
+    openid: str = "o_x",
+    transaction_id: str | None = None,
+    mch_id: str | None = None,
+    key: str | None = None,
+    time_end: str | None = None,
+) -> bytes:
     """A payment notification as WeChat sends it (A.10), signed with the test key; in the
     stack's API (v3: a ``Notification`` with its signed headers; ``key`` then means "signed
     with another key")."""
     if api_of(stack) == "v3":
         other = rsa.generate_private_key(public_exponent=65537, key_size=2048) if key else None
-        return notification_v3(stack, out_trade_no, total_fee, openid=openid, transaction_id=transaction_id,
-                               mch_id=mch_id, signing_key=other, time_end=time_end)
+        return notification_v3(
+            stack,
+            out_trade_no,
+            total_fee,
+            openid=openid,
+            transaction_id=transaction_id,
+            mch_id=mch_id,
+            signing_key=other,
+            time_end=time_end,
+        )
     fields = {
-        "appid": stack.env["WX_MP_APPID"], "mch_id": mch_id or stack.env["WX_PAY_MCH_ID"],
-        "nonce_str": secrets.token_hex(16), "result_code": "SUCCESS", "return_code": "SUCCESS",
-        "openid": openid, "is_subscribe": "N", "trade_type": "JSAPI", "bank_type": "OTHERS",
-        "total_fee": str(total_fee), "fee_type": "CNY", "cash_fee": str(total_fee),
+        "appid": stack.env["WX_MP_APPID"],
+        "mch_id": mch_id or stack.env["WX_PAY_MCH_ID"],
+        "nonce_str": secrets.token_hex(16),
+        "result_code": "SUCCESS",
+        "return_code": "SUCCESS",
+        "openid": openid,
+        "is_subscribe": "N",
+        "trade_type": "JSAPI",
+        "bank_type": "OTHERS",
+        "total_fee": str(total_fee),
+        "fee_type": "CNY",
+        "cash_fee": str(total_fee),
         "transaction_id": transaction_id or "4200" + "".join(secrets.choice("0123456789") for _ in range(24)),
         "out_trade_no": out_trade_no,
         "time_end": time_end or datetime.now(ZoneInfo("Asia/Shanghai")).strftime("%Y%m%d%H%M%S"),
@@ -145,8 +178,14 @@ def replied_fail(resp) -> bool:
 
 
 def run_script(stack, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, env={**stack.env, **(env or {})},
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", *args],
+        cwd=ROOT,
+        env={**stack.env, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def register_terminal(stack, name: str = "城关营业厅 1号机") -> tuple[str, str]:
@@ -169,6 +208,4 @@ def terminal_pay(stack, terminal: tuple[str, str], body: dict, nonce: str | None
 def expire(stack, out_trade_no: str) -> None:
     """Set-up: move an order's expiry (and its next look) into the past."""
     past = datetime.now(UTC) - timedelta(seconds=1)
-    stack.db.payments.update_one({"out_trade_no": out_trade_no},
-                                 {"$set": {"expires_at": past, "next_check_at": past}})
-
+    stack.db.payments.update_one({"out_trade_no": out_trade_no}, {"$set": {"expires_at": past, "next_check_at": past}})

@@ -17,9 +17,11 @@ def this_period() -> str:
 def flat_bill(kwh: int, price: int, *, start: int = 1000, due: str = "2026-01-20", amount: int | None = None) -> dict:
     """A non-TOU bill: ``kwh`` at ``price`` (0.0001 yuan/kWh); amount rounded half up to the fen."""
     return {
-        "amount_fen": (kwh * price + 50) // 100 if amount is None else amount, "due_date": due,
+        "amount_fen": (kwh * price + 50) // 100 if amount is None else amount,
+        "due_date": due,
         "readings": {"previous": start, "current": start + kwh},
-        "kwh": {"total": kwh}, "prices": {"flat": price},
+        "kwh": {"total": kwh},
+        "prices": {"flat": price},
     }
 
 
@@ -28,8 +30,13 @@ def tou_bill(jian: int, feng: int, ping: int, gu: int, *, due: str = "2026-01-20
     kwh = {"jian": jian, "feng": feng, "ping": ping, "gu": gu}
     total = sum(kwh.values())
     amount = (sum(kwh[p] * prices[p] for p in kwh) + 50) // 100
-    return {"amount_fen": amount, "due_date": due, "readings": {"previous": 0, "current": total},
-            "kwh": {"total": total, **kwh}, "prices": prices}
+    return {
+        "amount_fen": amount,
+        "due_date": due,
+        "readings": {"previous": 0, "current": total},
+        "kwh": {"total": total, **kwh},
+        "prices": prices,
+    }
 
 
 def put_bill(stack, account_no: str, period: str, body: dict, expect=(200, 201)):

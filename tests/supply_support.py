@@ -36,17 +36,23 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
     now = dt.datetime.now(dt.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(minutes=5))
-            .not_valid_after(now + dt.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                           critical=False)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
     cert_path, key_path = folder / "smtp.pem", folder / "smtp.key"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
@@ -63,16 +69,16 @@ class MailServer:
         self.controller: Controller | None = None
 
     async def handle_DATA(self, server, session, envelope) -> str:
-        message = email.message_from_bytes(envelope.original_content or envelope.content,
-                                           policy=email.policy.default)
+        message = email.message_from_bytes(envelope.original_content or envelope.content, policy=email.policy.default)
         message["X-Envelope-To"] = ",".join(envelope.rcpt_tos)
         message["X-Was-TLS"] = "yes" if session.ssl else "no"
         self.messages.append(message)
         return "250 OK"
 
     def start(self) -> MailServer:
-        self.controller = Controller(self, hostname="127.0.0.1", port=self.port, tls_context=self.context,
-                                     require_starttls=True)
+        self.controller = Controller(
+            self, hostname="127.0.0.1", port=self.port, tls_context=self.context, require_starttls=True
+        )
         self.controller.start()
         return self
 
@@ -98,8 +104,9 @@ class HookReceiver:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                good = request_signature(secret, "POST", self.path, self.headers["X-Timestamp"],
-                                         self.headers["X-Nonce"], body) == self.headers.get("X-Signature")
+                good = request_signature(
+                    secret, "POST", self.path, self.headers["X-Timestamp"], self.headers["X-Nonce"], body
+                ) == self.headers.get("X-Signature")
                 with receiver.lock:
                     if receiver.down or not good:
                         receiver.refused += 1
@@ -134,10 +141,17 @@ def hall(workdir, mongodb_uri):
     cert, key = self_signed(folder)
     mail = MailServer(cert, key).start()
     hooks = HookReceiver("test-internal-secret")
-    stack = Stack(folder, mongodb_uri, extra_env={
-        "WX_SMTP_URL": f"smtp+starttls://127.0.0.1:{mail.port}", "WX_SMTP_CA_FILE": str(cert),
-        "WX_SMTP_FROM": "fapiao@hall.example.com", "WX_WEBHOOK_URL": hooks.url, "WX_OVERDUE_REMIND_DAYS": "3",
-    }).start()
+    stack = Stack(
+        folder,
+        mongodb_uri,
+        extra_env={
+            "WX_SMTP_URL": f"smtp+starttls://127.0.0.1:{mail.port}",
+            "WX_SMTP_CA_FILE": str(cert),
+            "WX_SMTP_FROM": "fapiao@hall.example.com",
+            "WX_WEBHOOK_URL": hooks.url,
+            "WX_OVERDUE_REMIND_DAYS": "3",
+        },
+    ).start()
     try:
         yield stack, mail, hooks
     finally:

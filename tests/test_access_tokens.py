@@ -17,6 +17,7 @@ def run(stack, coro_factory):
             return await coro_factory(client[stack.db_name])
         finally:
             await client.close()
+
     return asyncio.run(main())
 
 
@@ -31,16 +32,19 @@ def test_forty_concurrent_callers_cause_one_fetch(stack):
     async def scenario(db):
         http = WeChatHTTP(stack.sandbox_url, 2)
         # eight "processes" (separate caches sharing the database), five callers each
-        caches = [AccessTokens(db, http, stack.env["WX_OA_APPID"], stack.env["WX_OA_SECRET"])
-                  for _ in range(8)]
+        caches = [AccessTokens(db, http, stack.env["WX_OA_APPID"], stack.env["WX_OA_SECRET"]) for _ in range(8)]
         return await asyncio.gather(*(caches[i % 8].get() for i in range(40)))
 
     tokens = run(stack, scenario)
     assert len(set(tokens)) == 1
     assert token_calls(stack) - before == 1
     # and a cached token costs no further fetch
-    run(stack, lambda db: AccessTokens(db, WeChatHTTP(stack.sandbox_url, 2), stack.env["WX_OA_APPID"],
-                                       stack.env["WX_OA_SECRET"]).get())
+    run(
+        stack,
+        lambda db: AccessTokens(
+            db, WeChatHTTP(stack.sandbox_url, 2), stack.env["WX_OA_APPID"], stack.env["WX_OA_SECRET"]
+        ).get(),
+    )
     assert token_calls(stack) - before == 1
 
 
@@ -48,8 +52,7 @@ def test_rejected_token_refreshes_once_and_retries(stack):
     stack.db.wx_tokens.delete_many({})
 
     async def scenario(db):
-        cache = AccessTokens(db, WeChatHTTP(stack.sandbox_url, 2), stack.env["WX_OA_APPID"],
-                             stack.env["WX_OA_SECRET"])
+        cache = AccessTokens(db, WeChatHTTP(stack.sandbox_url, 2), stack.env["WX_OA_APPID"], stack.env["WX_OA_SECRET"])
         first = await cache.get()
         before = token_calls(stack)
         seen: list[str] = []
@@ -92,8 +95,9 @@ def test_another_process_refreshing_costs_ours_one_refresh(stack):
     appid = stack.env["WX_OA_APPID"]
 
     def refresh_elsewhere(grace):
-        resp = stack.sandbox_call("POST", "/sandbox/tokens/expire", json={"appid": appid, "refresh": True,
-                                                                         "grace": grace})
+        resp = stack.sandbox_call(
+            "POST", "/sandbox/tokens/expire", json={"appid": appid, "refresh": True, "grace": grace}
+        )
         assert resp.status_code == 200, resp.text
 
     async def scenario(db):

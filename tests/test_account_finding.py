@@ -25,6 +25,7 @@ def verify_phone(stack, token, phone) -> dict:
 
 def user_id(stack, token):
     from bson import ObjectId
+
     return ObjectId(stack.api("GET", "/api/v1/me", token=token).json()["user"]["id"])
 
 
@@ -49,8 +50,9 @@ def bind_candidate(stack, token, candidate, **body):
 def bind_by_sms(stack, token, candidate, account):
     resp = stack.api("POST", f"/api/v1/accounts/candidates/{candidate['candidate_id']}/sms-code", token=token)
     assert resp.status_code == 201, resp.text
-    return bind_candidate(stack, token, candidate, holder_name=account["holder_name"],
-                          sms_code=stack.last_sms_code(account["phone"]))
+    return bind_candidate(
+        stack, token, candidate, holder_name=account["holder_name"], sms_code=stack.last_sms_code(account["phone"])
+    )
 
 
 def search(stack, token, region, q):
@@ -81,17 +83,23 @@ def test_phone_code_is_exchanged_once(stack):
 
     # an answer stamped for another app, a code of another app (40013), WeChat busy (-1),
     # a number outside the mainland: refused, nothing kept
-    resp = stack.api("POST", "/api/v1/me/phone", token=other,
-                     json={"code": phone_code(stack, phone, watermark_appid="wxsomeoneelse0001")})
+    resp = stack.api(
+        "POST",
+        "/api/v1/me/phone",
+        token=other,
+        json={"code": phone_code(stack, phone, watermark_appid="wxsomeoneelse0001")},
+    )
     assert resp.status_code == 502 and error_of(resp)["code"] == "wechat_phone_failed"
-    resp = stack.api("POST", "/api/v1/me/phone", token=other,
-                     json={"code": phone_code(stack, phone, appid=stack.env["WX_OA_APPID"])})
+    resp = stack.api(
+        "POST", "/api/v1/me/phone", token=other, json={"code": phone_code(stack, phone, appid=stack.env["WX_OA_APPID"])}
+    )
     assert resp.status_code == 502 and error_of(resp)["details"] == {"errcode": 40013}
     stack.fault("getuserphonenumber", "system_error")
     resp = stack.api("POST", "/api/v1/me/phone", token=other, json={"code": phone_code(stack, phone)})
     assert resp.status_code == 503 and error_of(resp)["code"] == "wechat_unavailable"
-    resp = stack.api("POST", "/api/v1/me/phone", token=other,
-                     json={"code": phone_code(stack, "91234567", country_code="852")})
+    resp = stack.api(
+        "POST", "/api/v1/me/phone", token=other, json={"code": phone_code(stack, "91234567", country_code="852")}
+    )
     assert resp.status_code == 422 and error_of(resp)["code"] == "phone_not_supported"
     assert stack.db.verified_phones.find_one({"_id": user_id(stack, other)}) is None
 
@@ -108,8 +116,9 @@ def test_phone_code_is_exchanged_once(stack):
 def test_proposals_only_for_the_verified_phone_and_bound_without_sms(stack):
     phone, other_phone = new_mobile(), new_mobile()
     region = new_region()
-    mine = put_account(stack, phone=phone, holder_name="刘洋", region=region,
-                       address="河南省平顶山市郏县薛店镇幸福路18号")
+    mine = put_account(
+        stack, phone=phone, holder_name="刘洋", region=region, address="河南省平顶山市郏县薛店镇幸福路18号"
+    )
     shared = put_account(stack, phone=phone, holder_name="刘洋", region=region)
     foreign = put_account(stack, phone=other_phone, region=region)
     token, stranger, family = stack.login(), stack.login(), stack.login()
@@ -121,8 +130,9 @@ def test_proposals_only_for_the_verified_phone_and_bound_without_sms(stack):
     verify_phone(stack, family, phone)
     family_view = next(p for p in proposals(stack, family) if p["account_no"] == masked(shared["account_no"]))
     assert bind_candidate(stack, family, family_view).status_code == 201
-    resp = stack.api("PATCH", f"/api/v1/accounts/{shared['account_no']}/preferences", token=family,
-                     json={"remark": "老房子"})
+    resp = stack.api(
+        "PATCH", f"/api/v1/accounts/{shared['account_no']}/preferences", token=family, json={"remark": "老房子"}
+    )
     assert resp.status_code == 200, resp.text
 
     assert verify_phone(stack, token, phone)["phone"] == f"{phone[:3]}****{phone[-4:]}"
@@ -130,8 +140,17 @@ def test_proposals_only_for_the_verified_phone_and_bound_without_sms(stack):
     listed = resp.json()["proposals"]
     shown = {p["account_no"] for p in listed}
     assert shown == {masked(a["account_no"]) for a in (mine, shared)}
-    for value in (mine["account_no"], shared["account_no"], foreign["account_no"], phone, "刘洋", "幸福路18号",
-                  "老房子", "user_id", str(user_id(stack, family))):
+    for value in (
+        mine["account_no"],
+        shared["account_no"],
+        foreign["account_no"],
+        phone,
+        "刘洋",
+        "幸福路18号",
+        "老房子",
+        "user_id",
+        str(user_id(stack, family)),
+    ):
         assert value not in resp.text, value
     first = next(p for p in listed if p["account_no"].endswith(mine["account_no"][-3:]))
     assert first["holder_name"] == "*洋" and first["source"] == "proposal" and first["needs_sms"] is False
@@ -166,8 +185,10 @@ def test_proposals_only_for_the_verified_phone_and_bound_without_sms(stack):
 def test_search_by_name_or_address_fragment(stack):
     region = new_region()
     named = put_account(stack, region=region, holder_name="欧阳娜娜", address="河南省平顶山市郏县茨芭镇东街7号")
-    street = [put_account(stack, region=region, holder_name=f"王{n}", address=f"河南省平顶山市郏县长桥镇幸福路{n}号")
-              for n in ("伟", "芳", "敏", "静", "丽", "强")]
+    street = [
+        put_account(stack, region=region, holder_name=f"王{n}", address=f"河南省平顶山市郏县长桥镇幸福路{n}号")
+        for n in ("伟", "芳", "敏", "静", "丽", "强")
+    ]
     elsewhere = put_account(stack, region=new_region(), holder_name="欧阳娜娜")
     token = stack.login()
 
@@ -187,8 +208,11 @@ def test_search_by_name_or_address_fragment(stack):
     assert {c["holder_name"] for c in found["candidates"]} <= {"*" + n for n in "伟芳敏静丽强"}
     assert not any(a["account_no"] in resp.text or "幸福路" in resp.text for a in street)
 
-    for params, field in (({"region": region, "q": "欧"}, "q"), ({"q": "幸福路"}, "region"),
-                          ({"region": region, "q": "  幸 "}, "q")):
+    for params, field in (
+        ({"region": region, "q": "欧"}, "q"),
+        ({"q": "幸福路"}, "region"),
+        ({"region": region, "q": "  幸 "}, "q"),
+    ):
         resp = stack.api("GET", "/api/v1/accounts/search", token=token, params=params)
         assert resp.status_code == 422 and {d["field"] for d in error_of(resp)["details"]} == {field}
     for literal in (".*", "幸福 路", "路#~&", "(幸福"):  # a fragment, not a pattern
@@ -275,9 +299,16 @@ def test_the_tenth_binding_is_refused_on_every_path(stack):
     meter = stack.api("GET", f"/api/v1/accounts/by-meter/{meter_no}", token=token).json()["candidate"]
     resp = bind_by_sms(stack, token, meter, by_meter)
     assert resp.status_code == 409 and error_of(resp)["code"] == "too_many_accounts"
-    resp = stack.api("POST", "/api/v1/accounts", token=token, json={
-        "account_no": by_search["account_no"], "holder_name": "杨帆",
-        "sms_code": stack.last_sms_code(by_search["phone"])})
+    resp = stack.api(
+        "POST",
+        "/api/v1/accounts",
+        token=token,
+        json={
+            "account_no": by_search["account_no"],
+            "holder_name": "杨帆",
+            "sms_code": stack.last_sms_code(by_search["phone"]),
+        },
+    )
     assert resp.status_code == 409 and error_of(resp)["code"] == "too_many_accounts"
     assert len(stack.api("GET", "/api/v1/accounts", token=token).json()["accounts"]) == 9
     for account in (by_search, by_meter):
@@ -297,15 +328,20 @@ def test_remarks_and_the_default_account_are_the_users_own(stack):
     listed = stack.api("GET", "/api/v1/accounts", token=token).json()["accounts"]
     assert [(a["remark"], a["is_default"]) for a in listed] == [(None, True), (None, False)]
 
-    resp = stack.api("PATCH", f"/api/v1/accounts/{second}/preferences", token=token,
-                     json={"remark": " 门店 ", "default": True})
+    resp = stack.api(
+        "PATCH", f"/api/v1/accounts/{second}/preferences", token=token, json={"remark": " 门店 ", "default": True}
+    )
     assert resp.status_code == 200, resp.text
     assert resp.json()["account"]["remark"] == "门店" and resp.json()["account"]["is_default"] is True
-    assert stack.api("PATCH", f"/api/v1/accounts/{first}/preferences", token=token,
-                     json={"remark": "家"}).status_code == 200
+    assert (
+        stack.api("PATCH", f"/api/v1/accounts/{first}/preferences", token=token, json={"remark": "家"}).status_code
+        == 200
+    )
     listed = stack.api("GET", "/api/v1/accounts", token=token).json()["accounts"]
     assert [(a["account_no"], a["remark"], a["is_default"]) for a in listed] == [
-        (first, "家", False), (second, "门店", True)]
+        (first, "家", False),
+        (second, "门店", True),
+    ]
     assert stack.api("GET", "/api/v1/accounts/default", token=token).json()["account"]["account_no"] == second
     # a request naming no account is about the default one
     resp = stack.api("GET", "/api/v1/outages", token=token)
@@ -313,8 +349,12 @@ def test_remarks_and_the_default_account_are_the_users_own(stack):
     assert resp.json() == stack.api("GET", "/api/v1/outages", token=token, params={"account_no": second}).json()
 
     before = stack.db.binding_preferences.find_one({"_id": user_id(stack, token)})
-    for body, field in (({"remark": "一二三四五六七八九十一"}, "remark"), ({"default": "yes"}, "default"),
-                        ({"colour": "red"}, "colour"), ({}, "body")):
+    for body, field in (
+        ({"remark": "一二三四五六七八九十一"}, "remark"),
+        ({"default": "yes"}, "default"),
+        ({"colour": "red"}, "colour"),
+        ({}, "body"),
+    ):
         resp = stack.api("PATCH", f"/api/v1/accounts/{first}/preferences", token=token, json=body)
         assert resp.status_code == 422 and {d["field"] for d in error_of(resp)["details"]} == {field}
 
@@ -329,8 +369,10 @@ def test_remarks_and_the_default_account_are_the_users_own(stack):
     assert bind_candidate(stack, other, shop_candidate).status_code == 201
     resp = stack.api("GET", "/api/v1/accounts", token=other)
     assert "门店" not in resp.text and resp.json()["accounts"][0]["remark"] is None
-    assert stack.api("PATCH", f"/api/v1/accounts/{second}/preferences", token=other,
-                     json={"remark": "仓库"}).status_code == 200
+    assert (
+        stack.api("PATCH", f"/api/v1/accounts/{second}/preferences", token=other, json={"remark": "仓库"}).status_code
+        == 200
+    )
     assert stack.db.binding_preferences.find_one({"_id": user_id(stack, token)}) == before
 
     # unbinding drops the remark and the default; binding again starts afresh

@@ -6,16 +6,24 @@ from conftest import bind_account, error_of, new_account_no, put_account, skip_s
 
 
 def request_code(stack, token, account) -> str:
-    resp = stack.api("POST", "/api/v1/sms-codes", token=token,
-                     json={"purpose": "bind_account", "account_no": account["account_no"]})
+    resp = stack.api(
+        "POST", "/api/v1/sms-codes", token=token, json={"purpose": "bind_account", "account_no": account["account_no"]}
+    )
     assert resp.status_code == 201, resp.text
     return stack.last_sms_code(account["phone"])
 
 
 def bind(stack, token, account, code, name=None):
-    return stack.api("POST", "/api/v1/accounts", token=token, json={
-        "account_no": account["account_no"], "holder_name": account["holder_name"] if name is None else name,
-        "sms_code": code})
+    return stack.api(
+        "POST",
+        "/api/v1/accounts",
+        token=token,
+        json={
+            "account_no": account["account_no"],
+            "holder_name": account["holder_name"] if name is None else name,
+            "sms_code": code,
+        },
+    )
 
 
 def bindings(stack, account) -> list:
@@ -25,8 +33,9 @@ def bindings(stack, account) -> list:
 def test_bind_list_and_unbind(stack):
     account = put_account(stack, holder_name="张威", phone="18200000490")
     token = stack.login()
-    resp = stack.api("POST", "/api/v1/sms-codes", token=token,
-                     json={"purpose": "bind_account", "account_no": account["account_no"]})
+    resp = stack.api(
+        "POST", "/api/v1/sms-codes", token=token, json={"purpose": "bind_account", "account_no": account["account_no"]}
+    )
     assert resp.status_code == 201
     assert resp.json() == {"sent_to": "182****0490", "expires_in": 300}
     assert "绑定户号" in stack.sms_texts("18200000490")[-1]
@@ -86,8 +95,9 @@ def test_unknown_account_is_404(stack):
     no = new_account_no()
     resp = stack.api("POST", "/api/v1/sms-codes", token=token, json={"purpose": "bind_account", "account_no": no})
     assert resp.status_code == 404 and error_of(resp)["code"] == "account_not_found"
-    resp = stack.api("POST", "/api/v1/accounts", token=token,
-                     json={"account_no": no, "holder_name": "张威", "sms_code": "123456"})
+    resp = stack.api(
+        "POST", "/api/v1/accounts", token=token, json={"account_no": no, "holder_name": "张威", "sms_code": "123456"}
+    )
     assert resp.status_code == 404 and error_of(resp)["code"] == "account_not_found"
     resp = stack.api("POST", "/api/v1/accounts", token=token, json={"account_no": "1"})
     assert resp.status_code == 422
@@ -106,8 +116,9 @@ def test_another_users_binding_is_invisible_and_untouchable(stack):
     assert len(bindings(stack, account)) == 1
 
     # B cannot bind it with a code sent to B's own phone, nor with A's spent code
-    resp = stack.api("POST", "/api/v1/sms-codes", token=token_b,
-                     json={"mobile": "13900000001", "purpose": "bind_account"})
+    resp = stack.api(
+        "POST", "/api/v1/sms-codes", token=token_b, json={"mobile": "13900000001", "purpose": "bind_account"}
+    )
     assert resp.status_code == 422  # bind_account codes go only to the phone on record
     resp = bind(stack, token_b, account, stack.last_sms_code(account["phone"]))
     assert resp.status_code == 400 and error_of(resp)["code"] == "sms_code_invalid"
@@ -164,8 +175,11 @@ def test_marketing_update_keeps_bindings(stack):
     token = stack.login()
     bind_account(stack, token, account)
     new_phone = "13698765432"
-    resp = stack.internal("PUT", f"/internal/v1/accounts/{account['account_no']}",
-                          json={**{k: v for k, v in account.items() if k != "account_no"}, "phone": new_phone})
+    resp = stack.internal(
+        "PUT",
+        f"/internal/v1/accounts/{account['account_no']}",
+        json={**{k: v for k, v in account.items() if k != "account_no"}, "phone": new_phone},
+    )
     assert resp.status_code == 200
     listed = stack.api("GET", "/api/v1/accounts", token=token).json()["accounts"]
     assert listed[0]["phone"] == "136****5432"

@@ -40,6 +40,7 @@ def test_the_fourteen_types_are_covered():
 
 # -- every type ----------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("code", CODES)
 def test_a_valid_submission_is_accepted(stack, code):
     token = stack.login()
@@ -105,8 +106,12 @@ def test_an_ineligible_customer_is_refused_with_the_reason(stack, code):
         account = False  # no account bound
         if account_case is not None:
             tariff = {"tou": False, "two_part": False, "max_demand": False, **account_case["tariff"]}
-            account = put_account(stack, customer_class=account_case["customer_class"], tariff=tariff,
-                                  capacity_kva=account_case["capacity_kva"])
+            account = put_account(
+                stack,
+                customer_class=account_case["customer_class"],
+                tariff=tariff,
+                capacity_kva=account_case["capacity_kva"],
+            )
             bind_account(stack, token, account)
         body = prepare(stack, token, code, with_code=False, account=account)
         if form_case:
@@ -119,6 +124,7 @@ def test_an_ineligible_customer_is_refused_with_the_reason(stack, code):
 
 
 # -- rules of a submission ---------------------------------------------------------------------
+
 
 def test_the_sms_code_must_be_the_applicants(stack):
     token = stack.login()
@@ -157,8 +163,9 @@ def test_an_unknown_service_and_a_malformed_body(stack):
     assert resp.status_code == 404 and error_of(resp)["code"] == "service_not_found"
     resp = stack.api("POST", "/api/v1/applications", token=token, json={})
     assert resp.status_code == 422 and error_of(resp)["details"][0]["field"] == "service"
-    resp = stack.api("POST", "/api/v1/applications", token=token, data=b"[1]",
-                     headers={"Content-Type": "application/json"})
+    resp = stack.api(
+        "POST", "/api/v1/applications", token=token, data=b"[1]", headers={"Content-Type": "application/json"}
+    )
     assert resp.status_code == 400
     assert stack.api("POST", "/api/v1/applications", json={"service": "other"}).status_code == 401
 
@@ -188,6 +195,7 @@ def test_an_idempotency_key_makes_a_retry_return_the_first_application(stack):
 
 
 # -- 服务记录 and cancellation ------------------------------------------------------------------
+
 
 def test_service_records_are_newest_first_paged_and_filtered(stack):
     token = stack.login()
@@ -231,6 +239,7 @@ def test_cancel_only_before_acceptance(stack):
 
 
 # -- work-order stages from the marketing system ---------------------------------------------------
+
 
 def test_the_internal_stage_endpoint(stack):
     token = stack.login()
@@ -309,12 +318,12 @@ def test_the_enterprise_new_journey(stack):
 
 # -- ownership and personal data ---------------------------------------------------------------------
 
+
 def test_another_user_cannot_read_cancel_or_attach(stack):
     owner, stranger = stack.login(), stack.login()
     out, body = submitted(stack, owner, "personal_new")
     app_no = out["app_no"]
-    for method, path in (("GET", f"/api/v1/applications/{app_no}"),
-                         ("POST", f"/api/v1/applications/{app_no}/cancel")):
+    for method, path in (("GET", f"/api/v1/applications/{app_no}"), ("POST", f"/api/v1/applications/{app_no}/cancel")):
         resp = stack.api(method, path, token=stranger)
         assert resp.status_code == 404 and error_of(resp)["code"] == "application_not_found"
     assert stack.api("GET", "/api/v1/applications", token=stranger).json()["items"] == []
@@ -335,8 +344,12 @@ def test_another_user_cannot_read_cancel_or_attach(stack):
 def test_no_id_number_or_phone_is_stored_in_clear(stack):
     token = stack.login()
     secrets_used = set()
-    for code, identity in (("enterprise_new", "agent"), ("personal_new", "owner"), ("vat_change", "owner"),
-                           ("capacity_increase", "agent")):
+    for code, identity in (
+        ("enterprise_new", "agent"),
+        ("personal_new", "owner"),
+        ("vat_change", "owner"),
+        ("capacity_increase", "agent"),
+    ):
         out, body = submitted(stack, token, code, identity=identity)
         for path in CATALOG.sensitive_paths(code):
             section, _, name = path.partition(".")
@@ -373,6 +386,7 @@ def test_applications_stored_with_the_former_field_name_still_read(stack):
 
 # -- numbers ---------------------------------------------------------------------------------------
 
+
 def test_thirty_concurrent_submissions_get_thirty_distinct_numbers(stack):
     bodies = []
     for _ in range(30):
@@ -391,8 +405,11 @@ def test_a_contract_number_given_with_the_stage_opens_the_signing_page(stack):
     token = stack.login()
     app_no = submitted(stack, token, "rename_transfer")[0]["app_no"]
     assert advance(stack, app_no, "accepted").status_code == 200
-    resp = stack.internal("POST", f"/internal/v1/applications/{app_no}/stage",
-                          json={"stage": "contract_signing", "operator": "营销系统", "contract_no": "HT2026000001"})
+    resp = stack.internal(
+        "POST",
+        f"/internal/v1/applications/{app_no}/stage",
+        json={"stage": "contract_signing", "operator": "营销系统", "contract_no": "HT2026000001"},
+    )
     assert resp.status_code == 200 and resp.json()["stage"] == "contract_signing"
     view = stack.api("GET", f"/api/v1/applications/{app_no}", token=token).json()["application"]
     assert view["contract_no"] == "HT2026000001" and view["status"] == "action_required"
@@ -415,13 +432,16 @@ def test_reaching_contract_signing_sends_one_template_message_to_the_subscriber(
 
     def contract_messages():
         messages = stack.sandbox_call("GET", "/sandbox/oa/messages", params={"touser": oa_openid}).json()["messages"]
-        return [m for m in messages if (m.get("miniprogram") or {}).get("pagepath", "").startswith(
-            "pages/contract/sign")]
+        return [
+            m for m in messages if (m.get("miniprogram") or {}).get("pagepath", "").startswith("pages/contract/sign")
+        ]
 
     sent = wait_until(contract_messages, what="the contract message")
     assert len(sent) == 1, sent
-    assert sent[0]["miniprogram"] == {"appid": stack.env["WX_MP_APPID"],
-                                      "pagepath": f"pages/contract/sign?contract_no=HT{app_no}"}
+    assert sent[0]["miniprogram"] == {
+        "appid": stack.env["WX_MP_APPID"],
+        "pagepath": f"pages/contract/sign?contract_no=HT{app_no}",
+    }
     # the marketing system re-sends the same stage change: nothing more is sent
     assert advance(stack, app_no, "contract_signing").status_code == 200
     outbox_idle(stack.db, {"dedupe_key": {"$regex": f"^(stage|app):{app_no}:"}})

@@ -10,12 +10,16 @@ from query_support import add_months, bound_account, flat_bill, put_bill, put_us
 def tiered_bill() -> dict:
     # 250 kWh: 180 in tier 1 at 0.5600, 70 in tier 2 at 0.6100 -> 100.80 + 42.70 = 143.50 yuan
     return {
-        "amount_fen": 14350, "due_date": "2025-02-20",
+        "amount_fen": 14350,
+        "due_date": "2025-02-20",
         "readings": {"previous": 1000, "current": 1250, "multiplier": 1},
-        "kwh": {"total": 250}, "prices": {"flat": 5600},
-        "tiers": [{"tier": 1, "upto_kwh": 180, "kwh": 180, "price": 5600},
-                  {"tier": 2, "upto_kwh": 260, "kwh": 70, "price": 6100},
-                  {"tier": 3, "upto_kwh": None, "kwh": 0, "price": 8600}],
+        "kwh": {"total": 250},
+        "prices": {"flat": 5600},
+        "tiers": [
+            {"tier": 1, "upto_kwh": 180, "kwh": 180, "price": 5600},
+            {"tier": 2, "upto_kwh": 260, "kwh": 70, "price": 6100},
+            {"tier": 3, "upto_kwh": None, "kwh": 0, "price": 8600},
+        ],
     }
 
 
@@ -44,7 +48,9 @@ def test_bill_upsert_and_full_view(stack):
 
     listed = stack.api("GET", f"/api/v1/accounts/{no}/bills?year=2025", token=token).json()["bills"]
     assert [(b["period"], b["kwh"], b["amount_fen"], b["status"]) for b in listed] == [
-        ("2025-02", 200, 10950, "unpaid"), ("2025-01", 250, 14350, "unpaid")]
+        ("2025-02", 200, 10950, "unpaid"),
+        ("2025-01", 250, 14350, "unpaid"),
+    ]
     assert stack.api("GET", f"/api/v1/accounts/{no}/bills?year=2024", token=token).json()["bills"] == []
     resp = stack.api("GET", f"/api/v1/accounts/{no}/bills?year=25", token=token)
     assert resp.status_code == 422 and error_of(resp)["details"][0]["field"] == "year"
@@ -79,9 +85,13 @@ def test_upsert_keeps_payments_and_refuses_an_amount_below_paid(stack):
     no = account["account_no"]
     put_bill(stack, no, "2025-03", flat_bill(300, 5600))  # 16800 fen
     # the payments service settles 5000 fen of it (what it writes on a bill)
-    stack.db.bills.update_one({"account_no": no, "period": "2025-03"}, {
-        "$set": {"paid_fen": 5000, "status": "partial"},
-        "$push": {"settlements": {"out_trade_no": "T1", "amount_fen": 5000, "at": None}}})
+    stack.db.bills.update_one(
+        {"account_no": no, "period": "2025-03"},
+        {
+            "$set": {"paid_fen": 5000, "status": "partial"},
+            "$push": {"settlements": {"out_trade_no": "T1", "amount_fen": 5000, "at": None}},
+        },
+    )
     # a corrected bill from the marketing system keeps the payment
     put_bill(stack, no, "2025-03", flat_bill(290, 5600))
     doc = stack.db.bills.find_one({"account_no": no, "period": "2025-03"})
@@ -97,8 +107,9 @@ def test_upsert_keeps_payments_and_refuses_an_amount_below_paid(stack):
     bill = stack.api("GET", f"/api/v1/accounts/{no}/bills/2025-03", token=token).json()["bill"]
     assert bill["paid_fen"] == 16240 and bill["status"] == "paid" and bill["owed_fen"] == 0
     assert [(s["source"], s["amount_fen"]) for s in bill["settlements"]] == [("wechat", 5000), ("marketing", 11240)]
-    resp = stack.internal("PUT", f"/internal/v1/accounts/{no}/bills/2025-03",
-                          json={**flat_bill(290, 5600), "offline_paid_fen": 100})
+    resp = stack.internal(
+        "PUT", f"/internal/v1/accounts/{no}/bills/2025-03", json={**flat_bill(290, 5600), "offline_paid_fen": 100}
+    )
     assert resp.status_code == 409 and error_of(resp)["code"] == "offline_paid_decreased"
 
 
@@ -120,16 +131,28 @@ def test_charges_agree_with_the_bills_to_the_fen(stack):
     bills = stack.api("GET", f"/api/v1/accounts/{no}/bills", token=token).json()["bills"]
     charges = stack.api("GET", f"/api/v1/accounts/{no}/charges", token=token).json()
     assert charges["balance_fen"] == 1234
-    assert charges["owed_fen"] == sum(b["owed_fen"] for b in bills) == sum(
-        b["amount_fen"] - b["paid_fen"] for b in bills if b["status"] != "paid")
+    assert (
+        charges["owed_fen"]
+        == sum(b["owed_fen"] for b in bills)
+        == sum(b["amount_fen"] - b["paid_fen"] for b in bills if b["status"] != "paid")
+    )
     assert charges["unpaid_bills"] == 3
     last_bill = next(b for b in bills if b["period"] == last)
-    assert charges["last_month"] == {"period": last, "kwh": last_bill["kwh"], "amount_fen": last_bill["amount_fen"],
-                                     "paid_fen": 0, "status": "unpaid"}
+    assert charges["last_month"] == {
+        "period": last,
+        "kwh": last_bill["kwh"],
+        "amount_fen": last_bill["amount_fen"],
+        "paid_fen": 0,
+        "status": "unpaid",
+    }
     year = [b for b in bills if b["period"][:4] == now[:4]]
-    assert charges["this_year"] == {"year": int(now[:4]), "bills": len(year), "kwh": sum(b["kwh"] for b in year),
-                                    "amount_fen": sum(b["amount_fen"] for b in year),
-                                    "paid_fen": sum(b["paid_fen"] for b in year)}
+    assert charges["this_year"] == {
+        "year": int(now[:4]),
+        "bills": len(year),
+        "kwh": sum(b["kwh"] for b in year),
+        "amount_fen": sum(b["amount_fen"] for b in year),
+        "paid_fen": sum(b["paid_fen"] for b in year),
+    }
     month = charges["this_month"]
     latest = max(bills, key=lambda b: b["period"])
     price = (2 * latest["amount_fen"] * 100 + latest["kwh"]) // (2 * latest["kwh"])

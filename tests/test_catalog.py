@@ -29,11 +29,20 @@ TODAY = date(2026, 2, 26)
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
 FOURTEEN = {
-    "rename_transfer": "更名/过户", "suspend_reduce": "暂停/减容", "demand_change": "需量值变更",
-    "tou_change": "峰谷电变更", "enterprise_new": "企业新装", "personal_new": "个人新装",
-    "meter_test": "电能表校验", "capacity_demand_change": "容量/需量变更", "capacity_restore": "容量恢复",
-    "vat_change": "增值税变更", "ev_charger": "充电桩报装", "new_power_on": "新户通电",
-    "capacity_increase": "增容", "other": "其他办电",
+    "rename_transfer": "更名/过户",
+    "suspend_reduce": "暂停/减容",
+    "demand_change": "需量值变更",
+    "tou_change": "峰谷电变更",
+    "enterprise_new": "企业新装",
+    "personal_new": "个人新装",
+    "meter_test": "电能表校验",
+    "capacity_demand_change": "容量/需量变更",
+    "capacity_restore": "容量恢复",
+    "vat_change": "增值税变更",
+    "ev_charger": "充电桩报装",
+    "new_power_on": "新户通电",
+    "capacity_increase": "增容",
+    "other": "其他办电",
 }
 
 
@@ -49,6 +58,7 @@ def test_the_catalogue_has_the_fourteen_types_of_the_manual():
 
 
 # -- every type, from generated submissions ------------------------------------------------
+
 
 @pytest.mark.parametrize("code", CODES)
 @pytest.mark.parametrize("identity", ["owner", "agent"])
@@ -88,10 +98,15 @@ def test_every_broken_field_gets_its_own_error_in_chinese(code):
 def test_an_empty_submission_names_every_required_field(code):
     schema = CATALOG.schema(code)
     _, errors = CATALOG.validate(code, {}, today=TODAY)
-    required = {f["path"] for s in ("applicant", "form") for f in schema[s]["fields"]
-                if f["required"] and "required_when" not in f}
-    required |= {f"attachments.{a['kind']}" for a in schema["attachments"]
-                 if a["required"] and "required_when" not in a}
+    required = {
+        f["path"]
+        for s in ("applicant", "form")
+        for f in schema[s]["fields"]
+        if f["required"] and "required_when" not in f
+    }
+    required |= {
+        f"attachments.{a['kind']}" for a in schema["attachments"] if a["required"] and "required_when" not in a
+    }
     assert {e["field"] for e in errors} == required
 
 
@@ -128,15 +143,21 @@ def test_stages_start_at_submitted_and_cancel_only_before_acceptance(code):
 
 def test_enterprise_new_has_the_full_work_order():
     codes = [s["code"] for s in CATALOG.stages("enterprise_new")]
-    assert codes[:7] == ["submitted", "accepted", "survey", "plan_reply", "contract_signing", "connection",
-                         "archived"]
+    assert codes[:7] == ["submitted", "accepted", "survey", "plan_reply", "contract_signing", "connection", "archived"]
     assert [s["name"] for s in CATALOG.stages("enterprise_new")][1:7] == [
-        "受理", "现场勘查", "供电方案答复", "合同签订", "装表接电", "归档"]
+        "受理",
+        "现场勘查",
+        "供电方案答复",
+        "合同签订",
+        "装表接电",
+        "归档",
+    ]
     assert CATALOG.stage("enterprise_new", "contract_signing")["customer_action"] is True
     assert CATALOG.stage("enterprise_new", "survey")["customer_action"] is False
 
 
 # -- particular rules ------------------------------------------------------------------------
+
 
 def _with(code, account=None, **form):
     schema = CATALOG.schema(code)
@@ -152,14 +173,26 @@ def _errors(result):
 
 def test_pause_lasts_at_least_fifteen_days_and_at_most_six_months_from_a_start_five_days_ahead():
     start = TODAY + timedelta(days=5)
-    ok = _with("suspend_reduce", change_kind="pause", start_date=start.isoformat(),
-               end_date=(start + timedelta(days=15)).isoformat())
+    ok = _with(
+        "suspend_reduce",
+        change_kind="pause",
+        start_date=start.isoformat(),
+        end_date=(start + timedelta(days=15)).isoformat(),
+    )
     assert ok[1] == []
-    short = _with("suspend_reduce", change_kind="pause", start_date=start.isoformat(),
-                  end_date=(start + timedelta(days=14)).isoformat())
+    short = _with(
+        "suspend_reduce",
+        change_kind="pause",
+        start_date=start.isoformat(),
+        end_date=(start + timedelta(days=14)).isoformat(),
+    )
     assert "至少晚15天" in _errors(short)["form.end_date"]
-    long = _with("suspend_reduce", change_kind="pause", start_date=start.isoformat(),
-                 end_date=(start + timedelta(days=184)).isoformat())
+    long = _with(
+        "suspend_reduce",
+        change_kind="pause",
+        start_date=start.isoformat(),
+        end_date=(start + timedelta(days=184)).isoformat(),
+    )
     assert "183" in _errors(long)["form.end_date"]
     early = _with("suspend_reduce", start_date=(TODAY + timedelta(days=4)).isoformat())
     assert "form.start_date" in _errors(early)
@@ -189,8 +222,9 @@ def test_contract_demand_is_asked_for_only_when_billing_by_contract_demand():
     account = sample_account(CATALOG.schema("capacity_demand_change"))
     clean, errors = _with("capacity_demand_change", account, billing_method="capacity", contract_demand_kw=None)
     assert errors == [] and "contract_demand_kw" not in clean["form"]
-    errors = _errors(_with("capacity_demand_change", account, billing_method="contract_demand",
-                           contract_demand_kw=None))
+    errors = _errors(
+        _with("capacity_demand_change", account, billing_method="contract_demand", contract_demand_kw=None)
+    )
     assert errors == {"form.contract_demand_kw": "请填写合同最大需量"}
 
 
@@ -213,7 +247,8 @@ def test_the_id_number_is_checked_by_the_chosen_document_type():
     submission = valid_submission(schema, today=TODAY)
     submission["applicant"].update(id_type="credit_code", id_no=resident_id())
     assert _errors(CATALOG.validate("rename_transfer", submission, today=TODAY)) == {
-        "applicant.id_no": "身份证件号码不是有效的统一社会信用代码"}
+        "applicant.id_no": "身份证件号码不是有效的统一社会信用代码"
+    }
     submission["applicant"].update(id_type="resident_id", id_no=resident_id("11010519491231002")[:-1] + "0")
     assert "applicant.id_no" in _errors(CATALOG.validate("rename_transfer", submission, today=TODAY))
     submission["applicant"].update(id_type="resident_id", id_no="11010519491231002x")
@@ -238,10 +273,12 @@ def test_voltage_options_follow_the_customer_class():
     assert CATALOG.validate("enterprise_new", submission, today=TODAY)[1] == []
     submission["form"]["voltage"] = "380V"
     assert _errors(CATALOG.validate("enterprise_new", submission, today=TODAY)) == {
-        "form.voltage": "供电电压“380V”与所选客户类别不符"}
+        "form.voltage": "供电电压“380V”与所选客户类别不符"
+    }
     assert CATALOG.eligible("enterprise_new", None, {"customer_class": "高压"}) is None
-    assert CATALOG.eligible("enterprise_new", None, {"customer_class": "低压居民"}) == \
-        "企业新装仅受理低压非居民、高压客户"
+    assert (
+        CATALOG.eligible("enterprise_new", None, {"customer_class": "低压居民"}) == "企业新装仅受理低压非居民、高压客户"
+    )
 
 
 def test_values_are_normalised():
@@ -250,7 +287,8 @@ def test_values_are_normalised():
     clean, errors = _with("vat_change", bank_account="6222 0202 0011 2233")
     assert errors == [] and clean["form"]["bank_account"] == "6222020200112233"
     assert _errors(_with("ev_charger", property_consent=False)) == {
-        "form.property_consent": "请确认已取得物业同意安装证明"}
+        "form.property_consent": "请确认已取得物业同意安装证明"
+    }
     assert "form.description" in _errors(_with("other", description="说" * 201))
     assert _with("other", description="说" * 200)[1] == []
     assert "form.capacity_kva" in _errors(_with("personal_new", capacity_kva=12.5))
@@ -262,7 +300,8 @@ def test_attachments_are_lists_of_upload_ids_within_the_limit():
     submission = valid_submission(schema, today=TODAY)
     submission["attachments"]["owner_id_proof"] = [f"{i:024x}" for i in range(3)]
     assert _errors(CATALOG.validate("personal_new", submission, today=TODAY)) == {
-        "attachments.owner_id_proof": "产权人身份证明（身份证或营业执照）最多上传2个文件"}
+        "attachments.owner_id_proof": "产权人身份证明（身份证或营业执照）最多上传2个文件"
+    }
     submission["attachments"]["owner_id_proof"] = f"{7:024x}"
     clean, errors = CATALOG.validate("personal_new", submission, today=TODAY)
     assert errors == [] and clean["attachments"]["owner_id_proof"] == [f"{7:024x}"]
@@ -278,11 +317,17 @@ def test_malformed_submissions_are_errors_not_crashes():
     with pytest.raises(ServiceNotFound):
         CATALOG.validate("no_such_type", {})
     assert CATALOG.sensitive_paths("rename_transfer") == [
-        "applicant.id_no", "applicant.mobile", "applicant.agent_id_no", "applicant.agent_mobile",
-        "form.new_holder_id_no", "form.new_holder_mobile"]
+        "applicant.id_no",
+        "applicant.mobile",
+        "applicant.agent_id_no",
+        "applicant.agent_mobile",
+        "form.new_holder_id_no",
+        "form.new_holder_mobile",
+    ]
 
 
 # -- over HTTP --------------------------------------------------------------------------------
+
 
 def test_services_are_listed_without_login(stack):
     resp = stack.api("GET", "/api/v1/services")
@@ -290,10 +335,14 @@ def test_services_are_listed_without_login(stack):
     services = resp.json()["services"]
     assert len(services) == 14
     assert [s["code"] for s in services] == CODES
-    assert services[0] == {"code": "rename_transfer", "name": "更名/过户",
-                           "description": "过户/更名为低压居民和低压非居用户提供过户、更名申请服务",
-                           "entry": "首页→更名/过户", "customer_classes": ["低压居民", "低压非居民"],
-                           "requires_account": True}
+    assert services[0] == {
+        "code": "rename_transfer",
+        "name": "更名/过户",
+        "description": "过户/更名为低压居民和低压非居用户提供过户、更名申请服务",
+        "entry": "首页→更名/过户",
+        "customer_classes": ["低压居民", "低压非居民"],
+        "requires_account": True,
+    }
 
 
 def test_each_schema_is_served(stack):
@@ -307,7 +356,7 @@ def test_each_schema_is_served(stack):
 
 # -- the files themselves ----------------------------------------------------------------------
 
-NEW_TYPE = '''
+NEW_TYPE = """
 code = "meter_relocation"
 name = "计量装置迁移"
 description = "计量装置迁移为客户提供电能表移位申请服务。"
@@ -362,7 +411,7 @@ next = []
 code = "cancelled"
 name = "已撤销"
 next = []
-'''
+"""
 
 
 def test_a_fifteenth_type_is_a_file_in_the_extra_folder(stack, tmp_path):
@@ -391,18 +440,23 @@ def _broken(tmp_path, text):
     return str(info.value)
 
 
-@pytest.mark.parametrize(("change", "names"), [
-    (('type = "string"\nmin_length = 2', 'type = "strin"\nmin_length = 2'), "form.new_location.type"),
-    (("max_length = 100", "max_lenght = 100"), "form.new_location.max_lenght"),
-    (('next = ["archived"]', 'next = ["archived", "cancelled"]'), "stages.relocation.next"),
-    (('next = ["relocation"]', 'next = ["relokation"]'), "stages.accepted.next"),
-    (('customer_classes = ["低压居民", "低压非居民"]', 'customer_classes = ["居民"]'),
-     "eligibility.customer_classes"),
-    (('min_days = 3', 'min_days = "3"'), "form.preferred_date.min_days"),
-    (('accept = ["image/jpeg", "image/png"]', 'accept = ["text/plain"]'), "attachments.site_photo.accept"),
-    (('order = 15', 'order = 15\nlabel = "x"'), "label"),
-    (('name = "计量装置迁移"', 'name = "计量装置迁移'), "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    ("change", "names"),
+    [
+        (('type = "string"\nmin_length = 2', 'type = "strin"\nmin_length = 2'), "form.new_location.type"),
+        (("max_length = 100", "max_lenght = 100"), "form.new_location.max_lenght"),
+        (('next = ["archived"]', 'next = ["archived", "cancelled"]'), "stages.relocation.next"),
+        (('next = ["relocation"]', 'next = ["relokation"]'), "stages.accepted.next"),
+        (
+            ('customer_classes = ["低压居民", "低压非居民"]', 'customer_classes = ["居民"]'),
+            "eligibility.customer_classes",
+        ),
+        (("min_days = 3", 'min_days = "3"'), "form.preferred_date.min_days"),
+        (('accept = ["image/jpeg", "image/png"]', 'accept = ["text/plain"]'), "attachments.site_photo.accept"),
+        (("order = 15", 'order = 15\nlabel = "x"'), "label"),
+        (('name = "计量装置迁移"', 'name = "计量装置迁移'), "not valid TOML"),
+    ],
+)
 def test_a_malformed_file_is_refused_naming_the_file_and_the_field(tmp_path, change, names):
     old, new = change
     assert old in NEW_TYPE
@@ -424,12 +478,11 @@ def test_the_builtin_files_stay_valid_when_copied(tmp_path):
 
 
 def test_the_backend_does_not_start_with_a_malformed_catalogue(stack, tmp_path):
-    (tmp_path / "broken.toml").write_text(NEW_TYPE.replace("max_length = 100", "max_lenght = 100"),
-                                          encoding="utf-8")
+    (tmp_path / "broken.toml").write_text(NEW_TYPE.replace("max_length = 100", "max_lenght = 100"), encoding="utf-8")
     env = {**stack.env, "WX_PORT": str(free_port()), "WX_CATALOG_DIR": str(tmp_path)}
-    done = subprocess.run([sys.executable, "-m", "scripts.serve"], env=env, cwd=ROOT, capture_output=True,
-                          text=True, timeout=30)
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.serve"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert done.returncode != 0
-    assert "configuration error: catalogue file broken.toml: form.new_location.max_lenght: unknown key" \
-        in done.stderr
+    assert "configuration error: catalogue file broken.toml: form.new_location.max_lenght: unknown key" in done.stderr
     assert "Traceback" not in done.stderr

@@ -19,8 +19,9 @@ def test_one_pass_removes_expired_records_only(stack):
         extra = {"scope": "cleanup-test", "nonce": str(kept)} if name == "request_nonces" else {}
         stack.db[name].insert_one({"_id": kept, "expires_at": future, "cleanup_test": True, **extra})
         marks[name] = (gone, kept)
-    stack.db.rate_limits.insert_one({"_id": "cleanup:old", "period": "2020-01-01", "count": 3,
-                                     "last_at": now - timedelta(days=3)})
+    stack.db.rate_limits.insert_one(
+        {"_id": "cleanup:old", "period": "2020-01-01", "count": 3, "last_at": now - timedelta(days=3)}
+    )
     stack.db.rate_limits.insert_one({"_id": "cleanup:today", "period": "today", "count": 3, "last_at": now})
     stack.db.locks.insert_one({"_id": "account:0000000001:1", "key": "account:0000000001", "epoch": 1})
     stack.db.outbox_claims.insert_one({"_id": "x:1", "at": now})

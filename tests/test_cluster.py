@@ -57,7 +57,11 @@ def test_cluster_runs_restarts_and_stops(stack, tmp_path):
     with open(log_path, "ab") as log:
         proc = subprocess.Popen(
             [sys.executable, "-m", "scripts.cluster", "--processes", "2", "--base-port", str(base)],
-            env=stack.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=stack.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
         )
     try:
         for port in (base, base + 1):
@@ -79,8 +83,9 @@ def test_cluster_runs_restarts_and_stops(stack, tmp_path):
         assert b"WX_EMBEDDED_WORKERS=0" in environ and stack.env["WX_EMBEDDED_WORKERS"] != "0"
         assert f"WX_PORT={base}".encode() in environ
 
-        children = [pid for name in (f"serve:{base}", f"serve:{base + 1}", "workers")
-                    for pid in started(log_path, name)]
+        children = [
+            pid for name in (f"serve:{base}", f"serve:{base + 1}", "workers") for pid in started(log_path, name)
+        ]
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(30) == 0
         assert [pid for pid in children if alive(pid)] == []

@@ -64,14 +64,30 @@ def test_contract_renders_with_the_signature_page_of_the_manual(template):
         assert clause in text
     last = _pdftext(doc.pdf, doc.page_count)
     assert "签 署 页" in last or "签署页" in last
-    for label in ["(盖章)", "法定代表人(负责人)或授权代表(签字)", "签订日期", "地址", "联系人", "电话", "传真",
-                  "开户银行", "账号", "统一社会信用代码"]:
+    for label in [
+        "(盖章)",
+        "法定代表人(负责人)或授权代表(签字)",
+        "签订日期",
+        "地址",
+        "联系人",
+        "电话",
+        "传真",
+        "开户银行",
+        "账号",
+        "统一社会信用代码",
+    ]:
         assert last.count(label) == 2, label
     assert f"供电人：{ctx['supplier']['name']}" in last and f"用电人：{ctx['customer']['name']}" in last
     assert ctx["customer"]["credit_code"] in last and ctx["supplier"]["bank_account"] in last
     # Every spot is on the last page, side by side, inside the page, the seal spots ~46 mm square.
-    assert set(doc.spots) == {"seal-supplier", "seal-customer", "sign-supplier", "sign-customer",
-                              "date-supplier", "date-customer"}
+    assert set(doc.spots) == {
+        "seal-supplier",
+        "seal-customer",
+        "sign-supplier",
+        "sign-customer",
+        "date-supplier",
+        "date-customer",
+    }
     for name, (page, (x1, y1, x2, y2)) in doc.spots.items():
         assert page == doc.page_count - 1, name
         assert 0 < x1 < x2 < 595.3 and 0 < y1 < y2 < 841.9, name
@@ -105,16 +121,32 @@ def sealed(tmp_path_factory):
 
     async def sign():
         first = await seal_pdf(
-            with_signature, key_pem=customer.key_pem, cert_pem=customer.cert_pem, chain_pems=[ca.cert_pem],
-            image_png=generate_seal(CUSTOMER), page=page, box=seal_box, field_name="customer_seal",
-            reason="用电人确认并盖章", location="网上国网", signer_name="王立新",
+            with_signature,
+            key_pem=customer.key_pem,
+            cert_pem=customer.cert_pem,
+            chain_pems=[ca.cert_pem],
+            image_png=generate_seal(CUSTOMER),
+            page=page,
+            box=seal_box,
+            field_name="customer_seal",
+            reason="用电人确认并盖章",
+            location="网上国网",
+            signer_name="王立新",
             timestamp=datetime(2026, 2, 23, 4, 59, 57, tzinfo=UTC),
         )
         u_page, u_box = doc.spots["seal-supplier"]
         second = await seal_pdf(
-            first, key_pem=utility.key_pem, cert_pem=utility.cert_pem, chain_pems=[ca.cert_pem],
-            image_png=generate_seal(UTILITY), page=u_page, box=u_box, field_name="supplier_seal",
-            reason="供电人会签", location="郏县", signer_name=UTILITY,
+            first,
+            key_pem=utility.key_pem,
+            cert_pem=utility.cert_pem,
+            chain_pems=[ca.cert_pem],
+            image_png=generate_seal(UTILITY),
+            page=u_page,
+            box=u_box,
+            field_name="supplier_seal",
+            reason="供电人会签",
+            location="郏县",
+            signer_name=UTILITY,
         )
         return first, second
 
@@ -155,12 +187,16 @@ def _pdfsig(folder: Path, pdf: bytes) -> list[str]:
     if not nss.exists():
         nss.mkdir()
         subprocess.run(["certutil", "-N", "--empty-password", "-d", f"sql:{nss}"], check=True, capture_output=True)
-        subprocess.run(["certutil", "-A", "-n", "root", "-t", "CT,C,C", "-i", str(folder / "root.pem"),
-                        "-d", f"sql:{nss}"], check=True, capture_output=True)
+        subprocess.run(
+            ["certutil", "-A", "-n", "root", "-t", "CT,C,C", "-i", str(folder / "root.pem"), "-d", f"sql:{nss}"],
+            check=True,
+            capture_output=True,
+        )
     path = folder / "check.pdf"
     path.write_bytes(pdf)
-    out = subprocess.run(["pdfsig", "-nssdir", f"sql:{nss}", str(path)], capture_output=True, text=True,
-                         check=False).stdout
+    out = subprocess.run(
+        ["pdfsig", "-nssdir", f"sql:{nss}", str(path)], capture_output=True, text=True, check=False
+    ).stdout
     return re.split(r"^Signature #\d+:$", out, flags=re.M)[1:]
 
 
@@ -180,7 +216,7 @@ def test_one_changed_byte_fails_both_verifiers(sealed):
     signed = sealed["signed"]
     # Inside the range both signatures cover: the document's Producer entry.
     at = signed.index(b"WeasyPrint") + 1
-    tampered = signed[:at] + bytes([signed[at] ^ 0x01]) + signed[at + 1:]
+    tampered = signed[:at] + bytes([signed[at] ^ 0x01]) + signed[at + 1 :]
     report = verify_pdf(tampered, [sealed["ca"].cert_pem])
     assert not report.ok
     assert not any(s.intact for s in report.signatures)
@@ -225,8 +261,22 @@ def test_each_seal_lies_inside_its_seal_spot_on_the_rendered_page(sealed):
     folder = sealed["folder"]
     (folder / "signed.pdf").write_bytes(sealed["signed"])
     page = doc.spots["seal-customer"][0] + 1
-    subprocess.run(["pdftoppm", "-r", "72", "-f", str(page), "-l", str(page), "-png", "-singlefile",
-                    str(folder / "signed.pdf"), str(folder / "page")], check=True)
+    subprocess.run(
+        [
+            "pdftoppm",
+            "-r",
+            "72",
+            "-f",
+            str(page),
+            "-l",
+            str(page),
+            "-png",
+            "-singlefile",
+            str(folder / "signed.pdf"),
+            str(folder / "page"),
+        ],
+        check=True,
+    )
     img = Image.open(folder / "page.png").convert("RGB")
     height_pt = 841.89
     assert abs(img.height - height_pt) < 2  # 72 dpi: one pixel per point
@@ -244,8 +294,10 @@ def test_each_seal_lies_inside_its_seal_spot_on_the_rendered_page(sealed):
 def test_preview_draws_images_and_a_watermark_but_no_signature(sealed):
     doc = sealed["doc"]
     page, box = doc.spots["seal-customer"]
-    preview = draw_preview(doc.pdf, [Mark(page, box, generate_seal(CUSTOMER)),
-                                     Mark(page, doc.spots["sign-customer"][1], draw_signature("王立新"))])
+    preview = draw_preview(
+        doc.pdf,
+        [Mark(page, box, generate_seal(CUSTOMER)), Mark(page, doc.spots["sign-customer"][1], draw_signature("王立新"))],
+    )
     reader = PdfFileReader(io.BytesIO(preview))
     assert reader.embedded_signatures == []
     assert "/AcroForm" not in reader.root
@@ -258,16 +310,27 @@ def test_preview_draws_images_and_a_watermark_but_no_signature(sealed):
     assert len(pages) == doc.page_count
     for p in pages:  # the pale red watermark crosses the middle of every page
         img = Image.open(p).convert("RGB")
-        pink = sum(1 for x in range(img.width) for y in range(img.height // 3, 2 * img.height // 3)
-                   if (lambda c: c[0] > 200 and 120 < c[1] < 215 and 120 < c[2] < 215)(img.getpixel((x, y))))
+        pink = sum(
+            1
+            for x in range(img.width)
+            for y in range(img.height // 3, 2 * img.height // 3)
+            if (lambda c: c[0] > 200 and 120 < c[1] < 215 and 120 < c[2] < 215)(img.getpixel((x, y)))
+        )
         assert pink > 300, p
 
 
 def test_sealing_refuses_bad_places(sealed):
     ca = sealed["ca"]
     seal = ca.issue(CUSTOMER, "91410425MA45YY0008")
-    kwargs = dict(key_pem=seal.key_pem, cert_pem=seal.cert_pem, chain_pems=[ca.cert_pem],
-                  image_png=generate_seal(CUSTOMER), reason="r", location="l", signer_name="n")
+    kwargs = dict(
+        key_pem=seal.key_pem,
+        cert_pem=seal.cert_pem,
+        chain_pems=[ca.cert_pem],
+        image_png=generate_seal(CUSTOMER),
+        reason="r",
+        location="l",
+        signer_name="n",
+    )
     with pytest.raises(SealingError):
         asyncio.run(seal_pdf(sealed["doc"].pdf, page=99, box=(1, 1, 50, 50), field_name="x", **kwargs))
     with pytest.raises(SealingError):

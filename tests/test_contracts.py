@@ -29,26 +29,34 @@ CUSTOMER = "郏县惠源纺织有限公司"
 
 def _contract_state(stack, contract_no: str) -> dict:
     doc = stack.db.contracts.find_one({"_id": contract_no})
-    return {"status": doc["status"], "files": doc["files"], "signatures": doc["signatures"],
-            "start_date": doc.get("start_date")}
+    return {
+        "status": doc["status"],
+        "files": doc["files"],
+        "signatures": doc["signatures"],
+        "start_date": doc.get("start_date"),
+    }
 
 
 def stack_draft(stack, journey) -> bytes:
     import gridfs
 
     doc = stack.db.contracts.find_one({"_id": journey["confirmed"]["contract_no"]})
-    return gridfs.GridFSBucket(stack.db, bucket_name="files").open_download_stream(
-        doc["files"]["draft"]["file_id"]).read()
+    return (
+        gridfs.GridFSBucket(stack.db, bucket_name="files").open_download_stream(doc["files"]["draft"]["file_id"]).read()
+    )
 
 
 def _preview(stack, token, contract_no, seal_id, signature=None):
-    return stack.api("POST", f"/api/v1/contracts/{contract_no}/preview", token=token, json={
-        "seal_id": seal_id, "signature": signature or {"type": "typed", "name": "王立新"}})
+    return stack.api(
+        "POST",
+        f"/api/v1/contracts/{contract_no}/preview",
+        token=token,
+        json={"seal_id": seal_id, "signature": signature or {"type": "typed", "name": "王立新"}},
+    )
 
 
 def _confirm(stack, token, contract_no, preview_id):
-    return stack.api("POST", f"/api/v1/contracts/{contract_no}/confirm", token=token,
-                     json={"preview_id": preview_id})
+    return stack.api("POST", f"/api/v1/contracts/{contract_no}/confirm", token=token, json={"preview_id": preview_id})
 
 
 def _seal_blocks(folder, pdf: bytes) -> list[str]:
@@ -57,8 +65,9 @@ def _seal_blocks(folder, pdf: bytes) -> list[str]:
 
 
 def _verify(stack, token, pdf: bytes) -> dict:
-    resp = stack.api("POST", "/api/v1/contracts/verify", token=token, data=pdf,
-                     headers={"Content-Type": "application/pdf"})
+    resp = stack.api(
+        "POST", "/api/v1/contracts/verify", token=token, data=pdf, headers={"Content-Type": "application/pdf"}
+    )
     assert resp.status_code == 200, resp.text
     return resp.json()["report"]
 
@@ -77,9 +86,14 @@ def journey(stack, tmp_path_factory):
     issued = issue_contract(stack, app_no)
     contract_no = issued["contract_no"]
     template_id = load_message_templates()["contract_ready"].official_account.template_id
-    ready = wait_until(lambda: [m for m in stack.sandbox_call(
-        "GET", "/sandbox/oa/messages", params={"touser": oa_openid}).json()["messages"]
-        if m.get("template_id") == template_id], timeout=20)
+    ready = wait_until(
+        lambda: [
+            m
+            for m in stack.sandbox_call("GET", "/sandbox/oa/messages", params={"touser": oa_openid}).json()["messages"]
+            if m.get("template_id") == template_id
+        ],
+        timeout=20,
+    )
     seal = apply_seal(stack, token, org_name=CUSTOMER)
     preview = _preview(stack, token, contract_no, seal["seal_id"])
     assert preview.status_code == 201, preview.text
@@ -90,9 +104,19 @@ def journey(stack, tmp_path_factory):
     download = stack.api("GET", f"/api/v1/contracts/{contract_no}/pdf", token=token)
     folder = tmp_path_factory.mktemp("contract")
     (folder / "root.pem").write_bytes(stack.api("GET", "/api/v1/seal-authority/root.pem").content)
-    return {"token": token, "app_no": app_no, "issued": issued, "ready": ready, "seal": seal, "preview": preview,
-            "preview_pdf": preview_pdf, "confirmed": confirm.json()["contract"], "download": download,
-            "signed": download.content, "folder": folder}
+    return {
+        "token": token,
+        "app_no": app_no,
+        "issued": issued,
+        "ready": ready,
+        "seal": seal,
+        "preview": preview,
+        "preview_pdf": preview_pdf,
+        "confirmed": confirm.json()["contract"],
+        "download": download,
+        "signed": download.content,
+        "folder": folder,
+    }
 
 
 def test_issue_moves_the_work_order_to_contract_signing_and_is_idempotent(stack, journey):
@@ -120,26 +144,41 @@ def test_issue_refusals(stack):
     app_no = create_application(stack, token)
     terms = contract_terms()
     del terms["capacity_kva"]
-    resp = stack.internal("POST", f"/internal/v1/applications/{app_no}/contract",
-                          json={"template": "hv_new_connection", "terms": terms, "term_months": 12})
+    resp = stack.internal(
+        "POST",
+        f"/internal/v1/applications/{app_no}/contract",
+        json={"template": "hv_new_connection", "terms": terms, "term_months": 12},
+    )
     assert resp.status_code == 422 and error_of(resp)["code"] == "contract_terms_invalid"
     assert {"field": "terms.capacity_kva", "message": "缺少合同条款"} in resp.json()["error"]["details"]
-    resp = stack.internal("POST", f"/internal/v1/applications/{app_no}/contract",
-                          json={"template": "nope", "terms": terms, "term_months": 0})
+    resp = stack.internal(
+        "POST",
+        f"/internal/v1/applications/{app_no}/contract",
+        json={"template": "nope", "terms": terms, "term_months": 0},
+    )
     assert resp.status_code == 422
     assert {d["field"] for d in resp.json()["error"]["details"]} == {"template", "term_months"}
-    resp = stack.internal("POST", "/internal/v1/applications/20990101000001/contract",
-                          json={"template": "hv_new_connection", "terms": contract_terms(), "term_months": 12})
+    resp = stack.internal(
+        "POST",
+        "/internal/v1/applications/20990101000001/contract",
+        json={"template": "hv_new_connection", "terms": contract_terms(), "term_months": 12},
+    )
     assert resp.status_code == 404 and error_of(resp)["code"] == "application_not_found"
     # an application not yet at 供电方案答复 gets no contract
     early = create_application(stack, token, stage="accepted")
-    resp = stack.internal("POST", f"/internal/v1/applications/{early}/contract",
-                          json={"template": "hv_new_connection", "terms": contract_terms(), "term_months": 12})
+    resp = stack.internal(
+        "POST",
+        f"/internal/v1/applications/{early}/contract",
+        json={"template": "hv_new_connection", "terms": contract_terms(), "term_months": 12},
+    )
     assert resp.status_code == 409 and error_of(resp)["code"] == "invalid_stage_transition"
     assert stack.db.contracts.count_documents({"app_no": early}) == 0
     # unsigned requests do nothing
-    resp = stack.api("POST", f"/internal/v1/applications/{app_no}/contract",
-                     json={"template": "hv_new_connection", "terms": contract_terms(), "term_months": 12})
+    resp = stack.api(
+        "POST",
+        f"/internal/v1/applications/{app_no}/contract",
+        json={"template": "hv_new_connection", "terms": contract_terms(), "term_months": 12},
+    )
     assert resp.status_code == 401
     assert stack.db.contracts.count_documents({"app_no": app_no}) == 0
 
@@ -171,6 +210,7 @@ def test_confirm_signs_with_both_seals_and_the_contract_is_signed(stack, journey
     download = journey["download"]
     assert download.status_code == 200 and download.headers["X-Content-SHA256"] == c["sha256"]
     import hashlib
+
     assert hashlib.sha256(journey["signed"]).hexdigest() == c["sha256"]
     detail = stack.api("GET", f"/api/v1/contracts/{c['contract_no']}", token=journey["token"]).json()["contract"]
     assert detail["status_label"] == "已签字"
@@ -221,7 +261,7 @@ def test_signed_pdf_passes_the_project_verifier_and_pdfsig(stack, journey):
 def test_one_changed_byte_fails_both_verifiers(stack, journey):
     signed = journey["signed"]
     at = signed.index(b"WeasyPrint") + 1
-    tampered = signed[:at] + bytes([signed[at] ^ 0x01]) + signed[at + 1:]
+    tampered = signed[:at] + bytes([signed[at] ^ 0x01]) + signed[at + 1 :]
     report = _verify(stack, journey["token"], tampered)
     assert report["ok"] is False and not any(s["intact"] for s in report["signatures"])
     blocks = _seal_blocks(journey["folder"], tampered)
@@ -246,14 +286,23 @@ def test_an_appended_drawing_passes_pdfsig_but_fails_the_project_verifier(stack,
 
 def test_verify_takes_multipart_and_refuses_other_content(stack, journey):
     token = journey["token"]
-    resp = stack.api("POST", "/api/v1/contracts/verify", token=token,
-                     files={"file": ("contract.pdf", journey["signed"], "application/pdf")})
+    resp = stack.api(
+        "POST",
+        "/api/v1/contracts/verify",
+        token=token,
+        files={"file": ("contract.pdf", journey["signed"], "application/pdf")},
+    )
     assert resp.status_code == 200 and resp.json()["report"]["ok"] is True
-    resp = stack.api("POST", "/api/v1/contracts/verify", token=token, data=b"hello",
-                     headers={"Content-Type": "application/pdf"})
+    resp = stack.api(
+        "POST", "/api/v1/contracts/verify", token=token, data=b"hello", headers={"Content-Type": "application/pdf"}
+    )
     assert resp.status_code == 415
-    assert stack.api("POST", "/api/v1/contracts/verify", data=journey["signed"],
-                     headers={"Content-Type": "application/pdf"}).status_code == 401
+    assert (
+        stack.api(
+            "POST", "/api/v1/contracts/verify", data=journey["signed"], headers={"Content-Type": "application/pdf"}
+        ).status_code
+        == 401
+    )
 
 
 def test_each_seal_lies_inside_its_seal_spot(stack, journey):
@@ -261,8 +310,22 @@ def test_each_seal_lies_inside_its_seal_spot(stack, journey):
     folder = journey["folder"]
     (folder / "signed.pdf").write_bytes(journey["signed"])
     page = doc["spots"]["seal-customer"]["page"] + 1
-    subprocess.run(["pdftoppm", "-r", "72", "-f", str(page), "-l", str(page), "-png", "-singlefile",
-                    str(folder / "signed.pdf"), str(folder / "page")], check=True)
+    subprocess.run(
+        [
+            "pdftoppm",
+            "-r",
+            "72",
+            "-f",
+            str(page),
+            "-l",
+            str(page),
+            "-png",
+            "-singlefile",
+            str(folder / "signed.pdf"),
+            str(folder / "page"),
+        ],
+        check=True,
+    )
     img = Image.open(folder / "page.png").convert("RGB")
     height_pt = 841.89
     for role, x_range in [("supplier", (0, img.width // 2)), ("customer", (img.width // 2, img.width))]:
@@ -297,8 +360,9 @@ def pending(stack):
 
 def test_an_expired_preview_cannot_be_confirmed(stack, pending):
     before = _contract_state(stack, pending["no"])
-    stack.db.contract_previews.update_one({"_id": pending["preview"]["preview_id"]},
-                                          {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}})
+    stack.db.contract_previews.update_one(
+        {"_id": pending["preview"]["preview_id"]}, {"$set": {"expires_at": datetime.now(UTC) - timedelta(seconds=1)}}
+    )
     resp = _confirm(stack, pending["token"], pending["no"], pending["preview"]["preview_id"])
     assert resp.status_code == 410 and error_of(resp)["code"] == "preview_expired"
     assert _contract_state(stack, pending["no"]) == before
@@ -324,8 +388,15 @@ def test_a_seal_revoked_after_the_preview_cannot_sign(stack, pending):
     before = _contract_state(stack, pending["no"])
     seal = pending["seal"]
     code = seal_sms_code(stack, pending["token"], seal["_mobile"])
-    assert stack.api("DELETE", f"/api/v1/seals/{seal['seal_id']}", token=pending["token"],
-                     json={"mobile": seal["_mobile"], "sms_code": code}).status_code == 200
+    assert (
+        stack.api(
+            "DELETE",
+            f"/api/v1/seals/{seal['seal_id']}",
+            token=pending["token"],
+            json={"mobile": seal["_mobile"], "sms_code": code},
+        ).status_code
+        == 200
+    )
     resp = _confirm(stack, pending["token"], pending["no"], pending["preview"]["preview_id"])
     assert resp.status_code == 409 and error_of(resp)["code"] == "seal_revoked"
     assert _contract_state(stack, pending["no"]) == before
@@ -359,18 +430,26 @@ def test_an_uploaded_seal_and_handwritten_signature_sign_a_low_voltage_contract(
     sig = io.BytesIO()
     img = Image.new("RGB", (600, 200), (250, 250, 250))
     from PIL import ImageDraw
+
     ImageDraw.Draw(img).line([(40, 150), (200, 40), (330, 160), (560, 50)], fill=(20, 20, 60), width=9)
     img.save(sig, format="PNG")
     sig_up = stack.api("POST", "/api/v1/uploads", token=token, files={"file": ("sign.png", sig.getvalue())})
     ctx_terms = contract_terms("郏县德丰商贸有限公司")
     from wx_backend.documents import example_context
+
     lv = example_context("lv_non_residential")
     terms = {k: v for k, v in lv.items() if k not in ("contract_no", "term_months")}
     terms["customer"] = ctx_terms["customer"]
-    contract = issue_contract(stack, create_application(stack, token), template="lv_non_residential",
-                              term_months=36, terms=terms)
-    resp = _preview(stack, token, contract["contract_no"], seal["seal_id"],
-                    {"type": "image", "file_id": sig_up.json()["file_id"], "name": "赵德丰"})
+    contract = issue_contract(
+        stack, create_application(stack, token), template="lv_non_residential", term_months=36, terms=terms
+    )
+    resp = _preview(
+        stack,
+        token,
+        contract["contract_no"],
+        seal["seal_id"],
+        {"type": "image", "file_id": sig_up.json()["file_id"], "name": "赵德丰"},
+    )
     assert resp.status_code == 201, resp.text
     resp = _confirm(stack, token, contract["contract_no"], resp.json()["preview"]["preview_id"])
     assert resp.status_code == 200, resp.text
@@ -385,8 +464,15 @@ def _script(stack, *args: str) -> subprocess.CompletedProcess:
     import sys
 
     from wx_backend.embedded import ROOT
-    return subprocess.run([sys.executable, "-m", "scripts.contracts", *args], env=stack.env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+
+    return subprocess.run(
+        [sys.executable, "-m", "scripts.contracts", *args],
+        env=stack.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_admin_script_verifies_files_and_shows_contracts(stack, journey):
@@ -394,7 +480,7 @@ def test_admin_script_verifies_files_and_shows_contracts(stack, journey):
     (folder / "good.pdf").write_bytes(journey["signed"])
     signed = journey["signed"]
     at = signed.index(b"WeasyPrint") + 1
-    (folder / "bad.pdf").write_bytes(signed[:at] + bytes([signed[at] ^ 0x01]) + signed[at + 1:])
+    (folder / "bad.pdf").write_bytes(signed[:at] + bytes([signed[at] ^ 0x01]) + signed[at + 1 :])
     good = _script(stack, "verify", str(folder / "good.pdf"))
     assert good.returncode == 0, good.stdout + good.stderr
     assert "result: OK" in good.stdout and "customer_seal" in good.stdout and CUSTOMER in good.stdout
@@ -411,8 +497,19 @@ def test_admin_script_issues_through_the_same_service(stack):
     app_no = create_application(stack, token)
     terms_file = stack.workdir / f"terms-{app_no}.json"
     terms_file.write_text(json.dumps(contract_terms(), ensure_ascii=False), encoding="utf-8")
-    done = _script(stack, "issue", app_no, "--template", "hv_new_connection", "--terms", str(terms_file),
-                   "--term-months", "24", "--operator", "岳建印")
+    done = _script(
+        stack,
+        "issue",
+        app_no,
+        "--template",
+        "hv_new_connection",
+        "--terms",
+        str(terms_file),
+        "--term-months",
+        "24",
+        "--operator",
+        "岳建印",
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = json.loads(done.stdout)
     assert out["created"] is True and out["contract"]["term_months"] == 24

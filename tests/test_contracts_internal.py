@@ -24,8 +24,11 @@ def _stored(stack, no: str) -> dict:
 
 
 def test_reads_need_the_internal_signature(stack, contract):
-    for path in (f"/internal/v1/contracts/{contract['no']}", f"/internal/v1/contracts/{contract['no']}/pdf",
-                 f"/internal/v1/applications/{contract['app_no']}/contract"):
+    for path in (
+        f"/internal/v1/contracts/{contract['no']}",
+        f"/internal/v1/contracts/{contract['no']}/pdf",
+        f"/internal/v1/applications/{contract['app_no']}/contract",
+    ):
         resp = stack.api("GET", path)
         assert resp.status_code == 401 and error_of(resp)["code"] == "signature_missing", path
         resp = stack.internal("GET", path, secret="not-the-secret")
@@ -36,9 +39,11 @@ def test_reads_need_the_internal_signature(stack, contract):
 
 
 def test_unknown_numbers_are_404(stack, contract):
-    for path, code in ((("/internal/v1/contracts/HT2099010100000000"), "contract_not_found"),
-                       ("/internal/v1/contracts/HT2099010100000000/pdf", "contract_not_found"),
-                       ("/internal/v1/applications/20990101000000/contract", "application_not_found")):
+    for path, code in (
+        (("/internal/v1/contracts/HT2099010100000000"), "contract_not_found"),
+        ("/internal/v1/contracts/HT2099010100000000/pdf", "contract_not_found"),
+        ("/internal/v1/applications/20990101000000/contract", "application_not_found"),
+    ):
         resp = stack.internal("GET", path)
         assert resp.status_code == 404 and error_of(resp)["code"] == code, path
     # a work order with no contract issued yet
@@ -54,8 +59,10 @@ def test_before_signing_the_draft_is_served_with_its_hash(stack, contract):
     stored = _stored(stack, contract["no"])
     assert view["status"] == "pending" and view["status_label"] == "待签署" and view["signatures"] == []
     assert view["terms"] == contract_terms() and view["parties"]["customer"]["name"] == CUSTOMER
-    assert view["files"] == {"draft": {"sha256": stored["files"]["draft"]["sha256"],
-                                       "size": stored["files"]["draft"]["size"]}, "signed": None}
+    assert view["files"] == {
+        "draft": {"sha256": stored["files"]["draft"]["sha256"], "size": stored["files"]["draft"]["size"]},
+        "signed": None,
+    }
     pdf = stack.internal("GET", f"/internal/v1/contracts/{contract['no']}/pdf")
     assert pdf.status_code == 200 and pdf.headers["Content-Type"] == "application/pdf"
     assert hashlib.sha256(pdf.content).hexdigest() == stored["files"]["draft"]["sha256"]
@@ -67,11 +74,19 @@ def test_before_signing_the_draft_is_served_with_its_hash(stack, contract):
 def test_after_signing_the_signed_pdf_and_both_signatures_are_served(stack, contract):
     token = contract["token"]
     seal = apply_seal(stack, token, org_name=CUSTOMER)
-    resp = stack.api("POST", f"/api/v1/contracts/{contract['no']}/preview", token=token,
-                     json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}})
+    resp = stack.api(
+        "POST",
+        f"/api/v1/contracts/{contract['no']}/preview",
+        token=token,
+        json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}},
+    )
     assert resp.status_code == 201, resp.text
-    resp = stack.api("POST", f"/api/v1/contracts/{contract['no']}/confirm", token=token,
-                     json={"preview_id": resp.json()["preview"]["preview_id"]})
+    resp = stack.api(
+        "POST",
+        f"/api/v1/contracts/{contract['no']}/confirm",
+        token=token,
+        json={"preview_id": resp.json()["preview"]["preview_id"]},
+    )
     assert resp.status_code == 200, resp.text
     stored = _stored(stack, contract["no"])
     view = stack.internal("GET", f"/internal/v1/applications/{contract['app_no']}/contract").json()["contract"]

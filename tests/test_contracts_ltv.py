@@ -31,27 +31,40 @@ TSA_NAME = "WX Sandbox TSA"
 
 def _sign(stack, token, seal) -> dict:
     no = issue_contract(stack, create_application(stack, token))["contract_no"]
-    resp = stack.api("POST", f"/api/v1/contracts/{no}/preview", token=token,
-                     json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "李长青"}})
+    resp = stack.api(
+        "POST",
+        f"/api/v1/contracts/{no}/preview",
+        token=token,
+        json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "李长青"}},
+    )
     assert resp.status_code == 201, resp.text
-    resp = stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token,
-                     json={"preview_id": resp.json()["preview"]["preview_id"]})
+    resp = stack.api(
+        "POST",
+        f"/api/v1/contracts/{no}/confirm",
+        token=token,
+        json={"preview_id": resp.json()["preview"]["preview_id"]},
+    )
     assert resp.status_code == 200, resp.text
     pdf = stack.api("GET", f"/api/v1/contracts/{no}/pdf", token=token).content
     return {"contract_no": no, "contract": resp.json()["contract"], "pdf": pdf}
 
 
 def _verify(stack, token, pdf: bytes) -> dict:
-    resp = stack.api("POST", "/api/v1/contracts/verify", token=token, data=pdf,
-                     headers={"Content-Type": "application/pdf"})
+    resp = stack.api(
+        "POST", "/api/v1/contracts/verify", token=token, data=pdf, headers={"Content-Type": "application/pdf"}
+    )
     assert resp.status_code == 200, resp.text
     return resp.json()["report"]
 
 
 def _ocsp(stack, cert: x509.Certificate, issuer: x509.Certificate) -> ocsp.OCSPResponse:
     request = ocsp.OCSPRequestBuilder().add_certificate(cert, issuer, hashes.SHA256()).build()
-    resp = stack.api("POST", "/pki/ocsp", data=request.public_bytes(serialization.Encoding.DER),
-                     headers={"Content-Type": "application/ocsp-request"})
+    resp = stack.api(
+        "POST",
+        "/pki/ocsp",
+        data=request.public_bytes(serialization.Encoding.DER),
+        headers={"Content-Type": "application/ocsp-request"},
+    )
     assert resp.status_code == 200 and resp.headers["Content-Type"] == "application/ocsp-response"
     answer = ocsp.load_der_ocsp_response(resp.content)
     assert answer.response_status == ocsp.OCSPResponseStatus.SUCCESSFUL
@@ -67,10 +80,9 @@ def signed(stack, tmp_path_factory):
     root_pem = stack.api("GET", "/api/v1/seal-authority/root.pem").content
     (folder / "root.pem").write_bytes(root_pem)
     certs = stack.sandbox_call("GET", "/tsa/certs").content
-    tsa_root = certs[:certs.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----\n")]
+    tsa_root = certs[: certs.index(b"-----END CERTIFICATE-----") + len(b"-----END CERTIFICATE-----\n")]
     (folder / "tsa-root.pem").write_bytes(tsa_root)
-    return {"token": token, "seal": seal, "first": first, "folder": folder, "root_pem": root_pem,
-            "tsa_root": tsa_root}
+    return {"token": token, "seal": seal, "first": first, "folder": folder, "root_pem": root_pem, "tsa_root": tsa_root}
 
 
 def test_both_signatures_carry_a_sandbox_timestamp_and_the_document_a_dss_and_an_archive_timestamp(stack, signed):
@@ -114,8 +126,14 @@ def test_eleven_years_on_the_contract_still_validates_at_its_timestamps(stack, s
     # the same through the admin script (the service's verifier)
     path = signed["folder"] / "first.pdf"
     path.write_bytes(signed["first"]["pdf"])
-    done = subprocess.run([sys.executable, "-m", "scripts.contracts", "verify", str(path), "--at", later.isoformat(),
-                           "--json"], env=stack.env, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "scripts.contracts", "verify", str(path), "--at", later.isoformat(), "--json"],
+        env=stack.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     out = json.loads(done.stdout)
     assert out["ok"] and out["ltv"]["enabled"] and all(s["trusted"] for s in out["signatures"])
@@ -124,13 +142,15 @@ def test_eleven_years_on_the_contract_still_validates_at_its_timestamps(stack, s
 def test_a_seal_revoked_after_signing_is_revoked_in_crl_and_ocsp_and_earlier_contracts_stay_valid(stack, signed):
     token, seal = signed["token"], signed["seal"]
     root = x509.load_pem_x509_certificate(signed["root_pem"])
-    cert = x509.load_pem_x509_certificate(stack.db.seals.find_one({"cert_serial": seal["cert_serial"]})
-                                          ["cert_pem"].encode())
+    cert = x509.load_pem_x509_certificate(
+        stack.db.seals.find_one({"cert_serial": seal["cert_serial"]})["cert_pem"].encode()
+    )
     assert cert.extensions.get_extension_for_class(x509.CRLDistributionPoints)
     assert _ocsp(stack, cert, root).certificate_status == ocsp.OCSPCertStatus.GOOD
     code = seal_sms_code(stack, token, seal["_mobile"])
-    resp = stack.api("DELETE", f"/api/v1/seals/{seal['seal_id']}", token=token,
-                     json={"mobile": seal["_mobile"], "sms_code": code})
+    resp = stack.api(
+        "DELETE", f"/api/v1/seals/{seal['seal_id']}", token=token, json={"mobile": seal["_mobile"], "sms_code": code}
+    )
     assert resp.status_code == 200, resp.text
     revoked_at = datetime.fromisoformat(resp.json()["seal"]["revoked_at"]).replace(microsecond=0)
     if revoked_at.tzinfo is None:
@@ -168,8 +188,12 @@ def test_a_seal_revoked_after_signing_is_revoked_in_crl_and_ocsp_and_earlier_con
     assert CERT_TRUSTED in blocks[1], blocks[1]
     # a contract signed after the revocation is refused before anything is signed
     no = issue_contract(stack, create_application(stack, token))["contract_no"]
-    resp = stack.api("POST", f"/api/v1/contracts/{no}/preview", token=token,
-                     json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "李长青"}})
+    resp = stack.api(
+        "POST",
+        f"/api/v1/contracts/{no}/preview",
+        token=token,
+        json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "李长青"}},
+    )
     assert resp.status_code == 409 and error_of(resp)["code"] == "seal_revoked"
     assert stack.db.contracts.find_one({"_id": no})["status"] == "pending"
 
@@ -182,9 +206,15 @@ def test_ocsp_refuses_bad_requests_and_knows_nothing_of_other_serials(stack, sig
     resp = stack.api("POST", "/pki/ocsp", data=b"x", headers={"Content-Type": "text/plain"})
     assert resp.status_code == 415 and error_of(resp)["code"] == "unsupported_media_type"
     root = x509.load_pem_x509_certificate(signed["root_pem"])
-    stranger = (x509.CertificateBuilder().subject_name(root.subject).issuer_name(root.subject)
-                .public_key(root.public_key()).serial_number(12345).not_valid_before(datetime.now(UTC))
-                .not_valid_after(datetime.now(UTC) + timedelta(days=1)))
+    stranger = (
+        x509.CertificateBuilder()
+        .subject_name(root.subject)
+        .issuer_name(root.subject)
+        .public_key(root.public_key())
+        .serial_number(12345)
+        .not_valid_before(datetime.now(UTC))
+        .not_valid_after(datetime.now(UTC) + timedelta(days=1))
+    )
     from cryptography.hazmat.primitives.asymmetric import ec
 
     fake = stranger.sign(ec.generate_private_key(ec.SECP256R1()), hashes.SHA256())
@@ -195,13 +225,21 @@ def test_a_tsa_failure_refuses_the_confirm_and_changes_nothing_then_a_retry_sign
     token = stack.login()
     seal = apply_seal(stack, token)
     no = issue_contract(stack, create_application(stack, token))["contract_no"]
-    resp = stack.api("POST", f"/api/v1/contracts/{no}/preview", token=token,
-                     json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}})
+    resp = stack.api(
+        "POST",
+        f"/api/v1/contracts/{no}/preview",
+        token=token,
+        json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}},
+    )
     preview_id = resp.json()["preview"]["preview_id"]
     before = stack.db.contracts.find_one({"_id": no})
     files_before = stack.db["files.files"].count_documents({})
-    assert stack.sandbox_call("POST", "/sandbox/faults", json={"endpoint": "tsa", "fault": "system_error",
-                                                               "count": 1}).status_code == 200
+    assert (
+        stack.sandbox_call(
+            "POST", "/sandbox/faults", json={"endpoint": "tsa", "fault": "system_error", "count": 1}
+        ).status_code
+        == 200
+    )
     resp = stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token, json={"preview_id": preview_id})
     assert resp.status_code == 500 and error_of(resp)["code"] == "sealing_failed", resp.text
     after = stack.db.contracts.find_one({"_id": no})
@@ -221,15 +259,19 @@ def test_a_contract_left_customer_signed_is_countersigned_by_confirming_again(st
     no = done["contract_no"]
     doc = stack.db.contracts.find_one({"_id": no})
     customer = doc["files"]["customer_signed"]
-    assert hashlib.sha256(done["pdf"][:customer["size"]]).hexdigest() == customer["sha256"]
+    assert hashlib.sha256(done["pdf"][: customer["size"]]).hexdigest() == customer["sha256"]
     # what a crash between the customer's signature and the countersignature leaves behind
-    stack.db.contracts.update_one({"_id": no}, {"$set": {"status": "customer_signed", "signed_at": None,
-                                                         "signatures": doc["signatures"][:1]},
-                                                "$unset": {"files.signed": ""}})
+    stack.db.contracts.update_one(
+        {"_id": no},
+        {
+            "$set": {"status": "customer_signed", "signed_at": None, "signatures": doc["signatures"][:1]},
+            "$unset": {"files.signed": ""},
+        },
+    )
     resp = stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token, json={"preview_id": "any"})
     assert resp.status_code == 200 and resp.json()["contract"]["status"] == "effective", resp.text
     pdf = stack.api("GET", f"/api/v1/contracts/{no}/pdf", token=token).content
-    assert hashlib.sha256(pdf[:customer["size"]]).hexdigest() == customer["sha256"]  # the customer's revision
+    assert hashlib.sha256(pdf[: customer["size"]]).hexdigest() == customer["sha256"]  # the customer's revision
     report = _verify(stack, token, pdf)
     assert report["ok"] and report["ltv"]["enabled"], report
     assert [s["field_name"] for s in report["signatures"]] == ["customer_seal", "supplier_seal"]

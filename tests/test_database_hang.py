@@ -13,8 +13,7 @@ from conftest import Stack, error_of
 
 from wx_backend.embedded import FerretDB
 
-pytestmark = pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")),
-                                reason="stops its own FerretDB")
+pytestmark = pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="stops its own FerretDB")
 
 
 def test_hung_database_fails_fast(tmp_path):
@@ -43,8 +42,10 @@ def test_hung_database_fails_fast(tmp_path):
         t0 = time.monotonic()
         assert stack.api("GET", "/healthz", timeout=30).status_code == 200
         healthz = time.monotonic() - t0
-        print(f"\nhung database: slowest 503 after {longest:.2f} s (WX_DB_TIMEOUT_MS {timeout:.1f} s), "
-              f"/healthz {healthz * 1000:.0f} ms")
+        print(
+            f"\nhung database: slowest 503 after {longest:.2f} s (WX_DB_TIMEOUT_MS {timeout:.1f} s), "
+            f"/healthz {healthz * 1000:.0f} ms"
+        )
         assert longest < timeout + 1.0, f"{longest:.2f} s with WX_DB_TIMEOUT_MS {timeout} s"
         assert healthz < 0.5
 

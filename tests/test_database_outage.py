@@ -10,8 +10,7 @@ from conftest import Stack, error_of
 
 from wx_backend.embedded import FerretDB
 
-pytestmark = pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")),
-                                reason="stops and restarts its own FerretDB")
+pytestmark = pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="stops and restarts its own FerretDB")
 
 
 def wait_until(check, timeout=20.0):

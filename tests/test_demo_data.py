@@ -11,8 +11,14 @@ from wx_backend.embedded import ROOT
 def run_demo(stack) -> str:
     # 20 accounts (the full 300 would make every later query of the shared test database slow:
     # FerretDB reads a whole collection for any lookup other than by _id)
-    out = subprocess.run([sys.executable, "-m", "scripts.demo_data", "--accounts", "20"], env=stack.env, cwd=ROOT,
-                         capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "scripts.demo_data", "--accounts", "20"],
+        env=stack.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert out.returncode == 0, out.stderr
     return out.stdout
 
@@ -31,7 +37,9 @@ def test_demo_data_twice_changes_nothing(stack):
     listed = stack.api("GET", "/api/v1/applications", token=token).json()
     assert listed["total"] == 4
     assert {a["account_no"] for a in stack.api("GET", "/api/v1/accounts", token=token).json()["accounts"]} == {
-        "5263900000", "5263900001"}
+        "5263900000",
+        "5263900001",
+    }
     assert sorted((a["account_no"], a["holder_name"]) for a in stack.db.accounts.find()) == snapshot
     # the demo user's verified mobile is on record for two more accounts: proposed, masked
     resp = stack.api("GET", "/api/v1/accounts/proposals", token=token)
@@ -39,7 +47,9 @@ def test_demo_data_twice_changes_nothing(stack):
     assert resp.json()["phone"] == "182****0490"
     # (other suites of the session may have put the same mobile on accounts of their own, numbered 9...)
     assert sorted(p["account_no"] for p in resp.json()["proposals"] if p["account_no"].startswith("526")) == [
-        "526****002", "526****003"]
+        "526****002",
+        "526****003",
+    ]
     assert "verified_phones_created=0" in second and "verified_phones_created=1" in first
     resp = stack.api("GET", "/api/v1/accounts/by-meter/4100000000005263900004", token=token)
     assert resp.status_code == 200 and resp.json()["candidate"]["account_no"] == "526****004"
@@ -53,8 +63,12 @@ def test_demo_data_twice_changes_nothing(stack):
     # 智能交费 and 电子发票: a prepaid account near its threshold, one invoice issued with its PDF
     assert "invoices_created=1" in first and "invoices_created=0" in second
     alerts = stack.api("GET", "/api/v1/accounts/5263900000/alerts", token=token).json()["alerts"]
-    assert (alerts["billing_mode"], alerts["balance_fen"], alerts["low_balance_fen"], alerts["days_left"]) == \
-        ("prepaid", 5600, 5000, 8)
+    assert (alerts["billing_mode"], alerts["balance_fen"], alerts["low_balance_fen"], alerts["days_left"]) == (
+        "prepaid",
+        5600,
+        5000,
+        8,
+    )
     invoices = stack.api("GET", "/api/v1/invoices", token=token).json()["invoices"]
     assert [i["status"] for i in invoices] == ["issued"]
     pdf = stack.api("GET", invoices[0]["pdf"], token=token)

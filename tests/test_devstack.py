@@ -70,8 +70,7 @@ def wait_until(check, timeout: float = 60.0, what: str = "condition"):
 
 def the_one(parent: int, marker: str) -> int | None:
     """The living descendant of ``parent`` started as ``python -m {marker}`` (not its pool's workers)."""
-    pids = [p for p in descendants(parent) if marker in cmdline(p) and "multiprocessing" not in cmdline(p)
-            and alive(p)]
+    pids = [p for p in descendants(parent) if marker in cmdline(p) and "multiprocessing" not in cmdline(p) and alive(p)]
     return min(pids) if pids else None
 
 
@@ -81,8 +80,15 @@ def devstack(tmp_path, mongodb_uri):
     env = base_env(f"t_dev_{uuid.uuid4().hex[:8]}", mongodb_uri, sandbox_port, app_port)
     env.update({"WX_ENV": "dev", "WX_DOCUMENT_WORKERS": "2"})
     log = open(tmp_path / "devstack.log", "wb")
-    proc = subprocess.Popen([sys.executable, "-m", "scripts.devstack"], env=env, cwd=ROOT, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "scripts.devstack"],
+        env=env,
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     try:
         yield proc, f"http://127.0.0.1:{app_port}", f"http://127.0.0.1:{sandbox_port}"
     finally:
@@ -105,12 +111,16 @@ def _up(url: str) -> bool:
 
 def _start_document_pool(api: str, sandbox: str) -> None:
     """Any request that renders or checks a PDF starts the backend's document pool."""
-    code = requests.post(sandbox + "/sandbox/mp/login-code", json={"openid": f"o_{uuid.uuid4().hex[:16]}"},
-                         timeout=10).json()["code"]
+    code = requests.post(
+        sandbox + "/sandbox/mp/login-code", json={"openid": f"o_{uuid.uuid4().hex[:16]}"}, timeout=10
+    ).json()["code"]
     token = requests.post(api + "/api/v1/session", json={"code": code}, timeout=10).json()["token"]
-    resp = requests.post(api + "/api/v1/contracts/verify", data=b"%PDF-1.4\n%%EOF\n",
-                         headers={"Authorization": f"Bearer {token}", "Content-Type": "application/pdf"},
-                         timeout=60)
+    resp = requests.post(
+        api + "/api/v1/contracts/verify",
+        data=b"%PDF-1.4\n%%EOF\n",
+        headers={"Authorization": f"Bearer {token}", "Content-Type": "application/pdf"},
+        timeout=60,
+    )
     assert resp.status_code < 500, resp.text
 
 
@@ -125,12 +135,14 @@ def test_dead_backend_is_restarted_alone_and_leaves_no_orphans(devstack):
 
     os.kill(backend, signal.SIGKILL)
     wait_until(lambda: not any(alive(p) for p in pool | {backend}), 30, "the dead backend's pool to stop")
-    new_backend = wait_until(lambda: (p := the_one(proc.pid, "scripts.serve")) and p != backend and p, 60,
-                             "a new backend")
+    new_backend = wait_until(
+        lambda: (p := the_one(proc.pid, "scripts.serve")) and p != backend and p, 60, "a new backend"
+    )
     wait_until(lambda: _up(api), 60, "the restarted backend")
     assert proc.poll() is None, "the supervisor keeps running"
-    assert alive(sandbox_pid) and the_one(proc.pid, "wx_backend.sandbox") == sandbox_pid, \
+    assert alive(sandbox_pid) and the_one(proc.pid, "wx_backend.sandbox") == sandbox_pid, (
         "the sandbox was not restarted"
+    )
     orphans = [p for p in pool if alive(p)]
     assert not orphans, [cmdline(p) for p in orphans]
 

@@ -35,8 +35,12 @@ def test_an_idempotency_key_reused_for_another_body_is_refused(stack):
     resp = submit(stack, token, other, headers=dict(headers))
     assert resp.status_code == 422, resp.text
     assert error_of(resp)["code"] == "idempotency_key_reused"
-    assert stack.db.applications.count_documents({"user_id": stack.db.applications.find_one(
-        {"app_no": first.json()["app_no"]})["user_id"]}) == 1
+    assert (
+        stack.db.applications.count_documents(
+            {"user_id": stack.db.applications.find_one({"app_no": first.json()["app_no"]})["user_id"]}
+        )
+        == 1
+    )
 
 
 def test_polling_a_pending_payment_is_throttled_per_order(stack):

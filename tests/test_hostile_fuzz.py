@@ -37,8 +37,20 @@ SCHEMAS = DOC.get("components", {}).get("schemas", {})
 METHODS = ("get", "post", "put", "patch", "delete")
 
 # free text: trimmed by design; must still refuse control characters and over-long values
-FREE_TEXT = {"holder_name", "address", "region", "feeder", "reason", "area", "org_name", "legal_rep",
-             "operator", "note", "ref", "template"}
+FREE_TEXT = {
+    "holder_name",
+    "address",
+    "region",
+    "feeder",
+    "reason",
+    "area",
+    "org_name",
+    "legal_rep",
+    "operator",
+    "note",
+    "ref",
+    "template",
+}
 # WeChat's callback query (signature, nonce, ...) are proven by the signature, not by a shape
 SKIP = {("/wechat/official-account", "get"), ("/wechat/official-account", "post")}
 DIGITS = "٠١٢٣٤٥٦٧٨٩０１２３４５６７８９۰۱۲۳۴۵۶۷۸۹०१२३४५६७८९𝟎𝟏𝟐𝟑"
@@ -80,15 +92,34 @@ def _valid(context: dict) -> dict[str, str]:
     """A valid value for each parameter name (the base the hostile value is derived from)."""
     start = datetime.now(UTC) + timedelta(days=2)
     return {
-        "account_no": context["account_no"], "period": "2026-01", "year": "2026", "from": "2025-01",
-        "to": "2025-06", "month": "2025-06", "granularity": "month", "app_no": "20260101000001",
-        "contract_no": "HT2026010100001", "preview_id": "0123456789abcdef01234567",
-        "seal_id": "0123456789abcdef01234567", "file_id": "0123456789abcdef01234567",
-        "outage_id": "0123456789abcdef01234567", "out_trade_no": "P20260101000000001", "code": "capacity_increase",
-        "status": "submitted", "mobile": context["mobile"], "phone": context["mobile"], "sms_code": "123456",
-        "purpose": "login", "auth_code": "134567890123456789", "terminal_trade_no": "T0001",
-        "service": "capacity_increase", "stage": "accepted", "kind": "planned", "customer_class": "低压居民",
-        "credit_code": "91410425MA44XXXX1X", "start": start.isoformat(),
+        "account_no": context["account_no"],
+        "period": "2026-01",
+        "year": "2026",
+        "from": "2025-01",
+        "to": "2025-06",
+        "month": "2025-06",
+        "granularity": "month",
+        "app_no": "20260101000001",
+        "contract_no": "HT2026010100001",
+        "preview_id": "0123456789abcdef01234567",
+        "seal_id": "0123456789abcdef01234567",
+        "file_id": "0123456789abcdef01234567",
+        "outage_id": "0123456789abcdef01234567",
+        "out_trade_no": "P20260101000000001",
+        "code": "capacity_increase",
+        "status": "submitted",
+        "mobile": context["mobile"],
+        "phone": context["mobile"],
+        "sms_code": "123456",
+        "purpose": "login",
+        "auth_code": "134567890123456789",
+        "terminal_trade_no": "T0001",
+        "service": "capacity_increase",
+        "stage": "accepted",
+        "kind": "planned",
+        "customer_class": "低压居民",
+        "credit_code": "91410425MA44XXXX1X",
+        "start": start.isoformat(),
         "end": (start + timedelta(hours=4)).isoformat(),
     }
 
@@ -97,12 +128,26 @@ def _base_body(path: str, method: str, context: dict, name: str) -> dict:
     """A complete, valid body where the endpoint has simple ones; else an empty object."""
     valid = _valid(context)
     if (path, method) == ("/internal/v1/accounts/{account_no}", "put"):
-        return {"holder_name": "张威", "phone": valid["mobile"], "address": "郏县城关镇人民路1号",
-                "region": "郏县城关", "feeder": "郏县城关1号线", "customer_class": "低压居民",
-                "tariff": {"tou": False, "two_part": False, "max_demand": False}, "capacity_kva": 8}
+        return {
+            "holder_name": "张威",
+            "phone": valid["mobile"],
+            "address": "郏县城关镇人民路1号",
+            "region": "郏县城关",
+            "feeder": "郏县城关1号线",
+            "customer_class": "低压居民",
+            "tariff": {"tou": False, "two_part": False, "max_demand": False},
+            "capacity_kva": 8,
+        }
     if (path, method) == ("/internal/v1/outages", "post"):
-        return {"regions": ["郏县城关"], "kind": "planned", "start": valid["start"], "end": valid["end"],
-                "reason": "线路检修", "area": "人民路以东", "ref": f"TD{uuid.uuid4().hex[:8]}"}
+        return {
+            "regions": ["郏县城关"],
+            "kind": "planned",
+            "start": valid["start"],
+            "end": valid["end"],
+            "reason": "线路检修",
+            "area": "人民路以东",
+            "ref": f"TD{uuid.uuid4().hex[:8]}",
+        }
     if (path, method) == ("/api/v1/sms-codes", "post"):
         if name == "account_no":
             return {"purpose": "bind_account", "account_no": valid["account_no"]}
@@ -122,7 +167,7 @@ def hostile(name: str, valid: str | None) -> st.SearchStrategy[str]:
         injected = st.tuples(st.sampled_from(["\x00", "\x1b", "\x7f", "\x08", "\x1f"]), st.integers(0, len(base)))
         return st.one_of(
             long_text,
-            injected.map(lambda t: base[:t[1]] + t[0] + base[t[1]:]),
+            injected.map(lambda t: base[: t[1]] + t[0] + base[t[1] :]),
         )
     strategies = [
         long_text,
@@ -132,10 +177,14 @@ def hostile(name: str, valid: str | None) -> st.SearchStrategy[str]:
     if valid:
         positions = [i for i, ch in enumerate(valid) if ch in "0123456789"]
         if positions:
-            strategies.append(st.tuples(st.sampled_from(positions), st.sampled_from(DIGITS)).map(
-                lambda t: valid[:t[0]] + t[1] + valid[t[0] + 1:]))
-        strategies.append(st.tuples(st.sampled_from(SPACES), st.booleans()).map(
-            lambda t: valid + t[0] if t[1] else t[0] + valid))
+            strategies.append(
+                st.tuples(st.sampled_from(positions), st.sampled_from(DIGITS)).map(
+                    lambda t: valid[: t[0]] + t[1] + valid[t[0] + 1 :]
+                )
+            )
+        strategies.append(
+            st.tuples(st.sampled_from(SPACES), st.booleans()).map(lambda t: valid + t[0] if t[1] else t[0] + valid)
+        )
     return st.one_of(*strategies)
 
 
@@ -143,8 +192,10 @@ def hostile(name: str, valid: str | None) -> st.SearchStrategy[str]:
 def context(stack):
     token, account = bound_account(stack)
     yield {"token": token, "account_no": account["account_no"], "mobile": new_mobile()}
-    print(f"\nhostile-input fuzz: {SENT['count']} requests, {OPERATIONS} operations, {len(TARGETS)} string "
-          f"parameters, {EXAMPLES} examples per parameter")
+    print(
+        f"\nhostile-input fuzz: {SENT['count']} requests, {OPERATIONS} operations, {len(TARGETS)} string "
+        f"parameters, {EXAMPLES} examples per parameter"
+    )
 
 
 def _send(stack, context, path: str, method: str, where: str, name: str, value: str) -> requests.Response:
@@ -175,8 +226,9 @@ def _send(stack, context, path: str, method: str, where: str, name: str, value: 
     elif "bearerAuth" in security:
         headers["Authorization"] = f"Bearer {context['token']}"
     SENT["count"] += 1
-    return requests.request(method.upper(), stack.api_url + url_path, params=query, data=raw_body or None,
-                            headers=headers, timeout=15)
+    return requests.request(
+        method.upper(), stack.api_url + url_path, params=query, data=raw_body or None, headers=headers, timeout=15
+    )
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=[f"{m.upper()} {p} {w}:{n}" for p, m, w, n in TARGETS])
@@ -184,13 +236,19 @@ def test_hostile_string_is_refused(stack, context, target):
     path, method, where, name = target
     valid = _valid(context).get(name)
 
-    @hypothesis.settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                         suppress_health_check=list(hypothesis.HealthCheck))
+    @hypothesis.settings(
+        max_examples=EXAMPLES,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(hypothesis.HealthCheck),
+    )
     @hypothesis.given(value=hostile(name, valid))
     def check(value: str) -> None:
         resp = _send(stack, context, path, method, where, name, value)
         assert 400 <= resp.status_code < 500, (
-            f"{method.upper()} {path} {where}:{name}={value[:80]!r}: {resp.status_code} {resp.text[:200]}")
+            f"{method.upper()} {path} {where}:{name}={value[:80]!r}: {resp.status_code} {resp.text[:200]}"
+        )
         error_of(resp)
 
     check()

@@ -36,6 +36,7 @@ def owner(stack):
 
 # -- 1. Unicode digits -------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("digits", [FULL_WIDTH, ARABIC_INDIC], ids=["full-width", "arabic-indic"])
 def test_unicode_digits_in_periods_are_refused(stack, owner, digits):
     token, account = owner
@@ -62,23 +63,37 @@ def test_unicode_digits_in_identifiers_are_refused(stack, owner):
     assert resp.status_code == 404 and error_of(resp)["code"] == "bill_not_found"
     resp = quick(stack, "POST", "/api/v1/payments", token=token, json={"account_no": wide, "amount_fen": 100})
     assert resp.status_code == 422 and error_of(resp)["code"] == "validation_failed"
-    resp = stack.internal("PUT", f"/internal/v1/accounts/{quote(new_account_no().translate(FULL_WIDTH))}",
-                          json={"holder_name": "张威"})
+    resp = stack.internal(
+        "PUT", f"/internal/v1/accounts/{quote(new_account_no().translate(FULL_WIDTH))}", json={"holder_name": "张威"}
+    )
     assert resp.status_code == 422
     mobile = new_mobile()
-    resp = quick(stack, "POST", "/api/v1/sms-codes", token=token,
-                 json={"purpose": "login", "mobile": mobile.translate(FULL_WIDTH)})
+    resp = quick(
+        stack,
+        "POST",
+        "/api/v1/sms-codes",
+        token=token,
+        json={"purpose": "login", "mobile": mobile.translate(FULL_WIDTH)},
+    )
     assert resp.status_code == 422
     assert stack.sms_texts(mobile) == []
 
 
 # -- 2. a trailing newline or surrounding whitespace --------------------------------------------
 
+
 def test_trailing_newline_account_number_is_not_stored(stack):
     account_no = new_account_no()
-    body = {"holder_name": "张威", "phone": new_mobile(), "address": "郏县城关镇人民路1号", "region": "郏县城关",
-            "feeder": "郏县城关1号线", "customer_class": "低压居民",
-            "tariff": {"tou": False, "two_part": False, "max_demand": False}, "capacity_kva": 8}
+    body = {
+        "holder_name": "张威",
+        "phone": new_mobile(),
+        "address": "郏县城关镇人民路1号",
+        "region": "郏县城关",
+        "feeder": "郏县城关1号线",
+        "customer_class": "低压居民",
+        "tariff": {"tou": False, "two_part": False, "max_demand": False},
+        "capacity_kva": 8,
+    }
     for bad in (account_no + "\n", account_no + " ", " " + account_no, account_no + "\r\n"):
         resp = stack.internal("PUT", f"/internal/v1/accounts/{quote(bad)}", json=body)
         assert resp.status_code == 422, (bad, resp.text)
@@ -89,8 +104,11 @@ def test_trailing_newline_account_number_is_not_stored(stack):
 def test_trailing_newline_period_bill_is_not_stored(stack, owner):
     token, account = owner
     no = account["account_no"]
-    resp = stack.internal("PUT", f"/internal/v1/accounts/{no}/bills/{quote('2026-09' + chr(10))}",
-                          json={"amount_fen": 100, "kwh": {"total": 1}, "due_date": "2026-10-15"})
+    resp = stack.internal(
+        "PUT",
+        f"/internal/v1/accounts/{no}/bills/{quote('2026-09' + chr(10))}",
+        json={"amount_fen": 100, "kwh": {"total": 1}, "due_date": "2026-10-15"},
+    )
     assert 400 <= resp.status_code < 500, resp.text
     error_of(resp)
     assert stack.db.bills.count_documents({"account_no": no, "period": {"$ne": None, "$regex": "\n"}}) == 0
@@ -115,14 +133,16 @@ def test_trailing_newline_payment_code_is_not_sent_to_wechat(stack):
     account = put_account(stack)
     code = auth_code(stack, "pay")
     calls_before = stack.db.payments.count_documents({"account_no": account["account_no"]})
-    resp = terminal_pay(stack, terminal, {"account_no": account["account_no"], "amount_fen": 100,
-                                          "auth_code": code + "\n"}, timeout=10)
+    resp = terminal_pay(
+        stack, terminal, {"account_no": account["account_no"], "amount_fen": 100, "auth_code": code + "\n"}, timeout=10
+    )
     assert resp.status_code == 422, resp.text
     assert resp.json()["error"]["details"][0]["field"] == "auth_code"
     assert stack.db.payments.count_documents({"account_no": account["account_no"]}) == calls_before
 
 
 # -- 3. deeply nested JSON ---------------------------------------------------------------------
+
 
 def _nested(depth: int) -> bytes:
     return b'{"a":' * depth + b"1" + b"}" * depth
@@ -160,6 +180,7 @@ def test_json_within_the_depth_limit_is_read(stack):
 
 # -- 4 and 8. body size, XML callbacks ---------------------------------------------------------
 
+
 def _healthz_delays(stack, stop: threading.Event, delays: list[float]) -> None:
     while not stop.is_set():
         t0 = time.monotonic()
@@ -181,16 +202,19 @@ def test_large_pay_notification_is_refused_unparsed(stack):
         while not delays:
             time.sleep(0.01)
         t0 = time.monotonic()
-        resp = requests.post(stack.api_url + "/wechat/pay/notify", data=raw,
-                             headers={"Content-Type": "text/xml"}, timeout=30)
+        resp = requests.post(
+            stack.api_url + "/wechat/pay/notify", data=raw, headers={"Content-Type": "text/xml"}, timeout=30
+        )
         took = time.monotonic() - t0
         answered = len(delays)
         wait_until(lambda: len(delays) > answered)  # one more /healthz after the refusal
     finally:
         stop.set()
         watcher.join()
-    print(f"\n8.4 MB Pay notification: refused in {took * 1000:.0f} ms; longest /healthz {max(delays) * 1000:.0f} ms"
-          f" over {len(delays)} probes")
+    print(
+        f"\n8.4 MB Pay notification: refused in {took * 1000:.0f} ms; longest /healthz {max(delays) * 1000:.0f} ms"
+        f" over {len(delays)} probes"
+    )
     assert resp.status_code == 413
     assert error_of(resp)["code"] == "payload_too_large"
     assert took < 2.0
@@ -199,8 +223,14 @@ def test_large_pay_notification_is_refused_unparsed(stack):
 
 def test_large_official_account_push_is_refused_unparsed(stack):
     raw = b"<xml>" + b"<a>" * 20_000 + b"</a>" * 20_000 + b"</xml>"
-    resp = quick(stack, "POST", "/wechat/official-account", data=raw, headers={"Content-Type": "text/xml"},
-                 params={"signature": "x", "timestamp": "1", "nonce": "n"})
+    resp = quick(
+        stack,
+        "POST",
+        "/wechat/official-account",
+        data=raw,
+        headers={"Content-Type": "text/xml"},
+        params={"signature": "x", "timestamp": "1", "nonce": "n"},
+    )
     assert resp.status_code == 413 and error_of(resp)["code"] == "payload_too_large"
 
 
@@ -217,15 +247,17 @@ def test_oversized_chunked_body_is_413(stack):
     def chunks():
         for _ in range(40):
             yield b"x" * 4096
-    resp = stack.api("POST", "/api/v1/session", data=chunks(), headers={"Content-Type": "application/json"},
-                     timeout=30)
+
+    resp = stack.api("POST", "/api/v1/session", data=chunks(), headers={"Content-Type": "application/json"}, timeout=30)
     assert resp.status_code == 413 and error_of(resp)["code"] == "payload_too_large"
 
 
 def test_huge_declared_body_is_answered_without_reading_it(stack):
     with socket.create_connection(("127.0.0.1", stack.app_port), timeout=10) as sock:
-        sock.sendall(b"POST /api/v1/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     b"Content-Length: 1000000000\r\n\r\n{")
+        sock.sendall(
+            b"POST /api/v1/session HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            b"Content-Length: 1000000000\r\n\r\n{"
+        )
         head = sock.recv(65536).decode("latin-1")
     assert head.startswith("HTTP/1.1 413"), head[:100]
     assert '"payload_too_large"' in head
@@ -233,12 +265,20 @@ def test_huge_declared_body_is_answered_without_reading_it(stack):
 
 # -- 8. control characters, impossible years, times without a zone ------------------------------
 
+
 @pytest.mark.parametrize("field", ["holder_name", "address", "region", "feeder"])
 def test_control_characters_in_names_are_refused(stack, field):
     account_no = new_account_no()
-    body = {"holder_name": "张威", "phone": new_mobile(), "address": "郏县城关镇人民路1号", "region": "郏县城关",
-            "feeder": "郏县城关1号线", "customer_class": "低压居民",
-            "tariff": {"tou": False, "two_part": False, "max_demand": False}, "capacity_kva": 8}
+    body = {
+        "holder_name": "张威",
+        "phone": new_mobile(),
+        "address": "郏县城关镇人民路1号",
+        "region": "郏县城关",
+        "feeder": "郏县城关1号线",
+        "customer_class": "低压居民",
+        "tariff": {"tou": False, "two_part": False, "max_demand": False},
+        "capacity_kva": 8,
+    }
     for bad in ("张\x00威", "张威\x1b[31m", "张\x7f威"):
         resp = stack.internal("PUT", f"/internal/v1/accounts/{account_no}", json={**body, field: bad})
         assert resp.status_code == 422, resp.text
@@ -248,16 +288,27 @@ def test_control_characters_in_names_are_refused(stack, field):
 
 def _outage(**fields):
     start = datetime.now(UTC) + timedelta(days=1)
-    return {"regions": [f"区域{uuid.uuid4().hex[:6]}"], "kind": "planned", "start": start.isoformat(),
-            "end": (start + timedelta(hours=4)).isoformat(), "reason": "线路检修", "area": "人民路以东", **fields}
+    return {
+        "regions": [f"区域{uuid.uuid4().hex[:6]}"],
+        "kind": "planned",
+        "start": start.isoformat(),
+        "end": (start + timedelta(hours=4)).isoformat(),
+        "reason": "线路检修",
+        "area": "人民路以东",
+        **fields,
+    }
 
 
-@pytest.mark.parametrize("fields", [
-    {"start": "9999-01-01T08:00:00+08:00", "end": "9999-01-01T12:00:00+08:00"},
-    {"start": "2026-12-01T08:00:00", "end": "2026-12-01T12:00:00"},
-    {"start": "２０２６-12-01T08:00:00+08:00"},
-    {"reason": "检修\x00"},
-], ids=["year-9999", "no-timezone", "full-width", "nul"])
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"start": "9999-01-01T08:00:00+08:00", "end": "9999-01-01T12:00:00+08:00"},
+        {"start": "2026-12-01T08:00:00", "end": "2026-12-01T12:00:00"},
+        {"start": "２０２６-12-01T08:00:00+08:00"},
+        {"reason": "检修\x00"},
+    ],
+    ids=["year-9999", "no-timezone", "full-width", "nul"],
+)
 def test_bad_outage_fields_are_refused(stack, fields):
     resp = stack.internal("POST", "/internal/v1/outages", json=_outage(**fields))
     assert resp.status_code == 422, resp.text

@@ -23,9 +23,16 @@ def test_published_examples_are_valid():
     assert credit_code_check(PUBLISHED_USCC[:17]) == "3"
 
 
-@pytest.mark.parametrize("first17", [
-    "41042519850307123", "11010119900101001", "44030620000229004", "65010219751111987", "31011519801231000",
-])
+@pytest.mark.parametrize(
+    "first17",
+    [
+        "41042519850307123",
+        "11010119900101001",
+        "44030620000229004",
+        "65010219751111987",
+        "31011519801231000",
+    ],
+)
 def test_resident_ids_built_from_the_weights_are_valid_and_every_other_check_digit_is_not(first17):
     valid = resident_id(first17)
     assert is_resident_id(valid)
@@ -34,9 +41,16 @@ def test_resident_ids_built_from_the_weights_are_valid_and_every_other_check_dig
             assert not is_resident_id(first17 + other), first17 + other
 
 
-@pytest.mark.parametrize("first17", [
-    "91410425MA44XKQ0D", "91110108551385082", "12100000400000624", "52440300MJL1234X5", "93330782MA2ECQ7Y0",
-])
+@pytest.mark.parametrize(
+    "first17",
+    [
+        "91410425MA44XKQ0D",
+        "91110108551385082",
+        "12100000400000624",
+        "52440300MJL1234X5",
+        "93330782MA2ECQ7Y0",
+    ],
+)
 def test_credit_codes_built_from_the_weights_are_valid_and_every_other_check_char_is_not(first17):
     valid = credit_code(first17)
     assert is_credit_code(valid)
@@ -46,20 +60,37 @@ def test_credit_codes_built_from_the_weights_are_valid_and_every_other_check_cha
             assert not is_credit_code(first17 + other)
 
 
-@pytest.mark.parametrize("value", [
-    "", "1101051949123100", "11010519491231002XX", "01010519491231002X", "1101051949123100AX",
-    resident_id("11010519490230001"),  # 30 February
-    resident_id("11010518990101001"),  # before 1900
-    resident_id("11010521990101001"),  # born in the future
-    None, 110105194912310021,
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "1101051949123100",
+        "11010519491231002XX",
+        "01010519491231002X",
+        "1101051949123100AX",
+        resident_id("11010519490230001"),  # 30 February
+        resident_id("11010518990101001"),  # before 1900
+        resident_id("11010521990101001"),  # born in the future
+        None,
+        110105194912310021,
+    ],
+)
 def test_malformed_resident_ids_are_refused(value):
     assert not is_resident_id(value, today=date(2026, 2, 26))
 
 
-@pytest.mark.parametrize("value", [
-    "", "91350100M000100Y4", "91350100M000100Y433", "91350100M000100I43", "9135010AM000100Y43",
-    "91350100M0001O0Y43", None, wrong_check(PUBLISHED_USCC, USCC_CHARS),
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "91350100M000100Y4",
+        "91350100M000100Y433",
+        "91350100M000100I43",
+        "9135010AM000100Y43",
+        "91350100M0001O0Y43",
+        None,
+        wrong_check(PUBLISHED_USCC, USCC_CHARS),
+    ],
+)
 def test_malformed_credit_codes_are_refused(value):
     assert not is_credit_code(value)

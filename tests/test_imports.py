@@ -10,14 +10,22 @@ from conftest import new_account_no, put_account
 
 from wx_backend.embedded import ROOT
 
-HEADER = ("account_no,period,amount_fen,due_date,reading_previous,reading_current,kwh_total,"
-          "kwh_jian,kwh_feng,kwh_ping,kwh_gu,price_flat,price_jian,price_feng,price_ping,price_gu,"
-          "tier1_upto,tier1_kwh,tier1_price,tier2_upto,tier2_kwh,tier2_price,tier3_kwh,tier3_price")
+HEADER = (
+    "account_no,period,amount_fen,due_date,reading_previous,reading_current,kwh_total,"
+    "kwh_jian,kwh_feng,kwh_ping,kwh_gu,price_flat,price_jian,price_feng,price_ping,price_gu,"
+    "tier1_upto,tier1_kwh,tier1_price,tier2_upto,tier2_kwh,tier2_price,tier3_kwh,tier3_price"
+)
 
 
 def run_script(stack, module: str, path, *args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, str(path), *args], env=stack.env, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", module, str(path), *args],
+        env=stack.env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_bill_import_keeps_good_rows_and_reports_bad_ones(stack, tmp_path):
@@ -26,12 +34,12 @@ def test_bill_import_keeps_good_rows_and_reports_bad_ones(stack, tmp_path):
     unknown = new_account_no()
     rows = [
         f"{resident},2025-01,14350,2025-02-20,1000,1250,250,,,,,5600,,,,,180,180,5600,260,70,6100,0,8600",  # 2
-        f"{resident},2025-13,5600,2025-02-20,0,100,100,,,,,5600,,,,,,,,,,,,",                            # 3
-        f"{resident},2025-02,5600,2025-03-20,1250,1150,-100,,,,,5600,,,,,,,,,,,,",                        # 4
-        f"{unknown},2025-01,5600,2025-02-20,0,100,100,,,,,5600,,,,,,,,,,,,",                              # 5
-        f"{business},2025-01,10950,2025-02-20,0,200,200,10,40,60,90,,10500,9000,6000,3000,,,,,,,,",       # 6
-        f"{business},2025-02,109.5,2025-03-20,200,400,200,10,40,60,90,,10500,9000,6000,3000,,,,,,,,",     # 7
-        f"{resident},2025-03,5600,2025-04-20,1250,1350,100,,,,,5600,,,,,,,,,,,,",                         # 8
+        f"{resident},2025-13,5600,2025-02-20,0,100,100,,,,,5600,,,,,,,,,,,,",  # 3
+        f"{resident},2025-02,5600,2025-03-20,1250,1150,-100,,,,,5600,,,,,,,,,,,,",  # 4
+        f"{unknown},2025-01,5600,2025-02-20,0,100,100,,,,,5600,,,,,,,,,,,,",  # 5
+        f"{business},2025-01,10950,2025-02-20,0,200,200,10,40,60,90,,10500,9000,6000,3000,,,,,,,,",  # 6
+        f"{business},2025-02,109.5,2025-03-20,200,400,200,10,40,60,90,,10500,9000,6000,3000,,,,,,,,",  # 7
+        f"{resident},2025-03,5600,2025-04-20,1250,1350,100,,,,,5600,,,,,,,,,,,,",  # 8
     ]
     path = tmp_path / "bills.csv"
     path.write_text(HEADER + "\n" + "\n".join(rows) + "\n", encoding="utf-8")
@@ -61,8 +69,8 @@ def test_usage_import_from_json_lines_and_json(stack, tmp_path):
     lines = [
         {"account_no": no, "date": "2024-02-28", "kwh": 11},
         {"account_no": no, "date": "2024-02-29", "kwh": 12},
-        {"account_no": no, "date": "2023-02-29", "kwh": 12},            # bad date
-        {"account_no": no, "date": "2024-03-01", "kwh": -4},            # negative
+        {"account_no": no, "date": "2023-02-29", "kwh": 12},  # bad date
+        {"account_no": no, "date": "2024-03-01", "kwh": -4},  # negative
         {"account_no": new_account_no(), "date": "2024-03-01", "kwh": 4},  # unknown account
         {"account_no": no, "month": "2024-02", "kwh": 23, "tou": {"jian": 1, "feng": 2, "ping": 10, "gu": 10}},
     ]

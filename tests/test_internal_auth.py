@@ -11,9 +11,14 @@ from conftest import error_of, new_account_no, new_mobile
 
 def account_body(**overrides) -> dict:
     return {
-        "holder_name": "李娜", "phone": new_mobile(), "address": "河南省平顶山市郏县茨芭镇2号",
-        "region": "郏县茨芭", "feeder": "郏县茨芭2号线", "customer_class": "低压非居民",
-        "tariff": {"tou": True, "two_part": False, "max_demand": False}, "capacity_kva": 100,
+        "holder_name": "李娜",
+        "phone": new_mobile(),
+        "address": "河南省平顶山市郏县茨芭镇2号",
+        "region": "郏县茨芭",
+        "feeder": "郏县茨芭2号线",
+        "customer_class": "低压非居民",
+        "tariff": {"tou": True, "two_part": False, "max_demand": False},
+        "capacity_kva": 100,
         **overrides,
     }
 
@@ -68,8 +73,7 @@ def test_expired_or_future_timestamp_is_refused(stack):
         assert error_of(resp)["code"] == "signature_expired"
     assert stack.db.accounts.count_documents({"account_no": no}) == 0
     # just inside the window is fine
-    resp = stack.internal("PUT", f"/internal/v1/accounts/{no}", json=account_body(),
-                          timestamp=int(time.time()) - 290)
+    resp = stack.internal("PUT", f"/internal/v1/accounts/{no}", json=account_body(), timestamp=int(time.time()) - 290)
     assert resp.status_code == 201
 
 
@@ -106,13 +110,18 @@ def test_missing_or_malformed_headers(stack):
     resp = stack.api("PUT", path, json=account_body())
     assert resp.status_code == 401 and error_of(resp)["code"] == "signature_missing"
     body = json.dumps(account_body()).encode()
-    for bad in ({"X-Nonce": "short"}, {"X-Nonce": "x" * 65}, {"X-Timestamp": "12.5"},
-                {"X-Signature": "签名"}):
+    for bad in ({"X-Nonce": "short"}, {"X-Nonce": "x" * 65}, {"X-Timestamp": "12.5"}, {"X-Signature": "签名"}):
         headers = stack.signed_headers("PUT", path, body)
         headers.update(bad)
-        resp = stack.api("PUT", path, data=body, headers={
-            **{k: v.encode() if not v.isascii() else v for k, v in headers.items()},
-            "Content-Type": "application/json"})
+        resp = stack.api(
+            "PUT",
+            path,
+            data=body,
+            headers={
+                **{k: v.encode() if not v.isascii() else v for k, v in headers.items()},
+                "Content-Type": "application/json",
+            },
+        )
         assert resp.status_code == 401, (bad, resp.text)
         assert error_of(resp)["code"] == "signature_invalid"
 
@@ -140,16 +149,37 @@ def test_nonce_is_remembered_then_forgotten(stack):
 
 def test_validation_reports_every_field(stack):
     no = new_account_no()
-    resp = stack.internal("PUT", f"/internal/v1/accounts/{no}", json={
-        "holder_name": " ", "phone": "12345", "customer_class": "居民", "tariff": {"tou": "yes"},
-        "capacity_kva": -1, "balance_fen": 1.5, "colour": "red",
-    })
+    resp = stack.internal(
+        "PUT",
+        f"/internal/v1/accounts/{no}",
+        json={
+            "holder_name": " ",
+            "phone": "12345",
+            "customer_class": "居民",
+            "tariff": {"tou": "yes"},
+            "capacity_kva": -1,
+            "balance_fen": 1.5,
+            "colour": "red",
+        },
+    )
     assert resp.status_code == 422, resp.text
     err = error_of(resp)
     assert err["code"] == "validation_failed"
     fields = {d["field"] for d in err["details"]}
-    assert fields >= {"holder_name", "phone", "address", "region", "feeder", "customer_class", "tariff.tou",
-                      "tariff.two_part", "tariff.max_demand", "capacity_kva", "balance_fen", "colour"}
+    assert fields >= {
+        "holder_name",
+        "phone",
+        "address",
+        "region",
+        "feeder",
+        "customer_class",
+        "tariff.tou",
+        "tariff.two_part",
+        "tariff.max_demand",
+        "capacity_kva",
+        "balance_fen",
+        "colour",
+    }
     assert stack.db.accounts.count_documents({"account_no": no}) == 0
 
     resp = stack.internal("PUT", "/internal/v1/accounts/12345", json=account_body())
@@ -165,6 +195,10 @@ def test_internal_refuses_bearer_tokens(stack):
 
 def test_worked_example_of_the_docs():
     from wx_backend.security import request_signature
-    assert request_signature("dev-internal-secret", "PUT", "/internal/v1/accounts/5263900001", "1767225600",
-                             "0123456789abcdef", b"{}") == \
-        "e5778763833d70910108be7da302e78ee655af33f7ca751e56e7db8945d5bb0a"
+
+    assert (
+        request_signature(
+            "dev-internal-secret", "PUT", "/internal/v1/accounts/5263900001", "1767225600", "0123456789abcdef", b"{}"
+        )
+        == "e5778763833d70910108be7da302e78ee655af33f7ca751e56e7db8945d5bb0a"
+    )

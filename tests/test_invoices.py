@@ -33,30 +33,53 @@ def paid(stack, cust: dict, amount_fen: int = 12345) -> str:
 
 
 def company_title(stack, token: str, **fields) -> dict:
-    body = {"kind": "company", "name": "郏县城关电器有限公司", "tax_no": TAX_NO, "address": "郏县城关镇人民路1号",
-            "phone": "0375-5123456", "bank": "中国工商银行郏县支行", "bank_account": "1707 0211 0900 1234 567",
-            "email": "caiwu@example.com", **fields}
+    body = {
+        "kind": "company",
+        "name": "郏县城关电器有限公司",
+        "tax_no": TAX_NO,
+        "address": "郏县城关镇人民路1号",
+        "phone": "0375-5123456",
+        "bank": "中国工商银行郏县支行",
+        "bank_account": "1707 0211 0900 1234 567",
+        "email": "caiwu@example.com",
+        **fields,
+    }
     resp = stack.api("POST", "/api/v1/invoice-titles", token=token, json=body)
     assert resp.status_code == 201, resp.text
     return resp.json()["title"]
 
 
 def issue(stack, invoice_id: str, amount_fen: int, invoice_no: str = "25412000000012345678", pdf: bytes = PDF):
-    return stack.internal("PUT", f"/internal/v1/invoices/{invoice_id}", json={
-        "status": "issued", "invoice_no": invoice_no, "amount_fen": amount_fen, "issued_on": "2026-11-30",
-        "pdf_base64": base64.b64encode(pdf).decode()})
+    return stack.internal(
+        "PUT",
+        f"/internal/v1/invoices/{invoice_id}",
+        json={
+            "status": "issued",
+            "invoice_no": invoice_no,
+            "amount_fen": amount_fen,
+            "issued_on": "2026-11-30",
+            "pdf_base64": base64.b64encode(pdf).decode(),
+        },
+    )
 
 
 def test_titles_check_the_tax_number_and_belong_to_their_user(hall):
     stack, _, _ = hall
     token = stack.login()
-    resp = stack.api("POST", "/api/v1/invoice-titles", token=token,
-                     json={"kind": "company", "name": "郏县城关电器有限公司", "tax_no": WRONG_TAX_NO})
+    resp = stack.api(
+        "POST",
+        "/api/v1/invoice-titles",
+        token=token,
+        json={"kind": "company", "name": "郏县城关电器有限公司", "tax_no": WRONG_TAX_NO},
+    )
     assert resp.status_code == 422
     assert [d["field"] for d in error_of(resp)["details"]] == ["tax_no"]
-    resp = stack.api("POST", "/api/v1/invoice-titles", token=token,
-                     json={"kind": "personal", "name": "张威", "tax_no": TAX_NO, "email": "not-an-address",
-                           "bank": "工行"})
+    resp = stack.api(
+        "POST",
+        "/api/v1/invoice-titles",
+        token=token,
+        json={"kind": "personal", "name": "张威", "tax_no": TAX_NO, "email": "not-an-address", "bank": "工行"},
+    )
     assert resp.status_code == 422
     assert {d["field"] for d in error_of(resp)["details"]} == {"tax_no", "email", "bank"}
     assert stack.api("GET", "/api/v1/invoice-titles", token=token).json()["titles"] == []
@@ -67,8 +90,12 @@ def test_titles_check_the_tax_number_and_belong_to_their_user(hall):
     assert resp.status_code == 201
     listed = stack.api("GET", "/api/v1/invoice-titles", token=token).json()["titles"]
     assert [t["kind"] for t in listed] == ["company", "personal"]
-    resp = stack.api("PUT", f"/api/v1/invoice-titles/{company['title_id']}", token=token,
-                     json={"kind": "company", "name": "郏县城关电器有限公司", "tax_no": WRONG_TAX_NO})
+    resp = stack.api(
+        "PUT",
+        f"/api/v1/invoice-titles/{company['title_id']}",
+        token=token,
+        json={"kind": "company", "name": "郏县城关电器有限公司", "tax_no": WRONG_TAX_NO},
+    )
     assert resp.status_code == 422 and error_of(resp)["details"][0]["field"] == "tax_no"
 
     stranger = stack.login()
@@ -106,15 +133,17 @@ def test_one_request_per_payment_issued_listed_downloaded_and_mailed(hall):
 
     # another user sees none of it and cannot ask for it
     stranger = stack.login()
-    stranger_title = stack.api("POST", "/api/v1/invoice-titles", token=stranger,
-                               json={"kind": "personal", "name": "李四"}).json()["title"]
+    stranger_title = stack.api(
+        "POST", "/api/v1/invoice-titles", token=stranger, json={"kind": "personal", "name": "李四"}
+    ).json()["title"]
     resp = stack.api("POST", path, token=stranger, json={"title_id": stranger_title["title_id"]})
     assert resp.status_code == 404 and error_of(resp)["code"] == "payment_not_found"
     for suffix in ("", "/pdf"):
         resp = stack.api("GET", f"/api/v1/invoices/{invoice['invoice_id']}{suffix}", token=stranger)
         assert resp.status_code == 404 and error_of(resp)["code"] == "invoice_not_found"
-    resp = stack.api("POST", f"/api/v1/invoices/{invoice['invoice_id']}/email", token=stranger,
-                     json={"email": "x@example.com"})
+    resp = stack.api(
+        "POST", f"/api/v1/invoices/{invoice['invoice_id']}/email", token=stranger, json={"email": "x@example.com"}
+    )
     assert resp.status_code == 404
     assert stack.api("GET", "/api/v1/invoices", token=stranger).json()["invoices"] == []
     # someone else's title is no title of mine
@@ -147,7 +176,8 @@ def test_one_request_per_payment_issued_listed_downloaded_and_mailed(hall):
     assert invoice["invoice_id"] not in [r["invoice_id"] for r in json.loads(out.stdout)]
     listed = stack.api("GET", "/api/v1/invoices", token=token).json()["invoices"]
     assert [(i["invoice_no"], i["status"], i["issued_on"]) for i in listed] == [
-        ("25412000000012345678", "issued", "2026-11-30")]
+        ("25412000000012345678", "issued", "2026-11-30")
+    ]
     pdf = stack.api("GET", listed[0]["pdf"], token=token)
     assert pdf.status_code == 200 and pdf.headers["Content-Type"] == "application/pdf" and pdf.content == PDF
 
@@ -179,8 +209,11 @@ def test_a_refused_invoice_is_told_and_may_be_requested_again(hall):
     otn = paid(stack, cust, 5000)
     path = f"/api/v1/payments/{otn}/invoice"
     invoice = stack.api("POST", path, token=cust["token"], json={"title_id": title["title_id"]}).json()["invoice"]
-    resp = stack.internal("PUT", f"/internal/v1/invoices/{invoice['invoice_id']}",
-                          json={"status": "refused", "reason": "开户行信息与税务登记不一致"})
+    resp = stack.internal(
+        "PUT",
+        f"/internal/v1/invoices/{invoice['invoice_id']}",
+        json={"status": "refused", "reason": "开户行信息与税务登记不一致"},
+    )
     assert resp.status_code == 200 and resp.json()["invoice"]["status"] == "refused"
     sent = wait_for(lambda: oa_messages(stack, cust["oa_openid"], "invoice_refused"))
     assert sent[0]["data"]["thing3"] == "开户行信息与税务登记不一致"
@@ -190,8 +223,12 @@ def test_a_refused_invoice_is_told_and_may_be_requested_again(hall):
     assert [h["body"]["attempt"] for h in hooks.of("invoice.requested") if h["body"]["out_trade_no"] == otn] == [1, 2]
     # a payment that is not credited has no invoice yet
     pending = pay_jsapi(stack, cust, 100)
-    resp = stack.api("POST", f"/api/v1/payments/{pending['out_trade_no']}/invoice", token=cust["token"],
-                     json={"title_id": title["title_id"]})
+    resp = stack.api(
+        "POST",
+        f"/api/v1/payments/{pending['out_trade_no']}/invoice",
+        token=cust["token"],
+        json={"title_id": title["title_id"]},
+    )
     assert resp.status_code == 409 and error_of(resp)["code"] == "payment_not_credited"
 
 
@@ -203,14 +240,19 @@ def test_mail_server_and_webhook_down_never_hold_a_payment_up(hall):
     cust = customer(stack, billing_mode="prepaid")
     title = company_title(stack, cust["token"], email="down@example.com")
     otn = paid(stack, cust, 3000)
-    invoice = stack.api("POST", f"/api/v1/payments/{otn}/invoice", token=cust["token"],
-                        json={"title_id": title["title_id"]}).json()["invoice"]
+    invoice = stack.api(
+        "POST", f"/api/v1/payments/{otn}/invoice", token=cust["token"], json={"title_id": title["title_id"]}
+    ).json()["invoice"]
     assert issue(stack, invoice["invoice_id"], 3000, invoice_no="25412000000055555555").status_code == 200
     # cut off after that payment (events are kept to the second): only later payments ask for reconnection
-    cut = stack.db.payments.find_one({"out_trade_no": otn})["credited_at"].replace(microsecond=0) \
-        + dt.timedelta(seconds=1)
-    resp = stack.internal("POST", f"/internal/v1/accounts/{cust['account_no']}/supply-events",
-                          json={"kind": "cut_off", "at": cut.isoformat()})
+    cut = stack.db.payments.find_one({"out_trade_no": otn})["credited_at"].replace(microsecond=0) + dt.timedelta(
+        seconds=1
+    )
+    resp = stack.internal(
+        "POST",
+        f"/internal/v1/accounts/{cust['account_no']}/supply-events",
+        json={"kind": "cut_off", "at": cut.isoformat()},
+    )
     assert resp.status_code == 201, resp.text
     wait_for(lambda: dt.datetime.now(dt.UTC) > cut + dt.timedelta(milliseconds=10))
     mail.stop()
@@ -220,11 +262,21 @@ def test_mail_server_and_webhook_down_never_hold_a_payment_up(hall):
         assert resp.status_code == 202 and resp.json()["queued"] is True
         second = paid(stack, cust, 4000)  # credited although every outgoing channel is down
         assert stack.db.payments.find_one({"out_trade_no": second})["status"] == "credited"
-        email_doc = wait_for(lambda: (d := stack.db.outbox.find_one(
-            {"kind": "email", "payload.invoice_id": invoice["invoice_id"]})) and d.get("attempts") and d)
+        email_doc = wait_for(
+            lambda: (
+                (d := stack.db.outbox.find_one({"kind": "email", "payload.invoice_id": invoice["invoice_id"]}))
+                and d.get("attempts")
+                and d
+            )
+        )
         assert email_doc["attempts"][0]["result"] == "retry"
-        hook_doc = wait_for(lambda: (d := stack.db.outbox.find_one(
-            {"dedupe_key": f"webhook:account.reconnect_requested:{second}"})) and d.get("attempts") and d)
+        hook_doc = wait_for(
+            lambda: (
+                (d := stack.db.outbox.find_one({"dedupe_key": f"webhook:account.reconnect_requested:{second}"}))
+                and d.get("attempts")
+                and d
+            )
+        )
         assert hook_doc["attempts"][0]["result"] == "retry"
         timeline = stack.api("GET", f"/api/v1/accounts/{cust['account_no']}/supply", token=cust["token"]).json()
         assert timeline["state_label"] == "复电处理中"
@@ -232,8 +284,9 @@ def test_mail_server_and_webhook_down_never_hold_a_payment_up(hall):
         mail.start()
         hooks.down = False
     wait_for(lambda: mail.to("down@example.com"), timeout=60)
-    wait_for(lambda: [h for h in hooks.of("account.reconnect_requested") if h["body"]["out_trade_no"] == second],
-             timeout=60)
+    wait_for(
+        lambda: [h for h in hooks.of("account.reconnect_requested") if h["body"]["out_trade_no"] == second], timeout=60
+    )
     wait_for(lambda: settled(stack, cust["user_id"]))
 
 
@@ -245,8 +298,11 @@ def test_smtp_urls_name_the_connection():
     assert (plain.port, plain.use_tls, plain.start_tls, plain.sender) == (25, False, None, "invoice@relay.example.com")
     starttls = MailSettings("smtp+starttls://fapiao%40gd.example.com:p%40ss@mail.example.com")
     assert (starttls.port, starttls.use_tls, starttls.start_tls) == (587, False, True)
-    assert (starttls.username, starttls.password, starttls.sender) == ("fapiao@gd.example.com", "p@ss",
-                                                                       "fapiao@gd.example.com")
+    assert (starttls.username, starttls.password, starttls.sender) == (
+        "fapiao@gd.example.com",
+        "p@ss",
+        "fapiao@gd.example.com",
+    )
     tls = MailSettings("smtps://mail.example.com:2465", sender="noreply@gd.example.com")
     assert (tls.port, tls.use_tls, tls.start_tls, tls.sender) == (2465, True, False, "noreply@gd.example.com")
     for bad in ("http://mail.example.com", "smtp://", "mail.example.com"):

@@ -56,24 +56,27 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wx-backend test front")])
     now = datetime.datetime.now(datetime.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-                       critical=False)
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = folder / "cert.pem", folder / "key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                           serialization.NoEncryption()))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
     return cert_path, key_path
 
 
 def nginx_test_config(conf: Path, prefix: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True,
-                          timeout=30)
+    return subprocess.run([NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True, timeout=30)
 
 
 class Front:
@@ -89,8 +92,12 @@ class Front:
 
     def start(self) -> Front:
         with open(self.prefix / "nginx.out", "ab") as out:
-            self.proc = subprocess.Popen([NGINX, "-p", str(self.prefix), "-c", str(self.conf), "-g", "daemon off;"],
-                                         stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [NGINX, "-p", str(self.prefix), "-c", str(self.conf), "-g", "daemon off;"],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         wait_for_port(self.https_port, timeout=10, proc=self.proc)
         return self
 
@@ -120,11 +127,18 @@ def front(stack, tmp_path_factory):
     cert, key = self_signed(prefix)
     second = stack.start_app(free_port())
     http_port, https_port = free_port(), free_port()
-    conf = render_file(local_values(
-        prefix, http_port=http_port, https_port=https_port,
-        upstreams=[f"127.0.0.1:{stack.app_port}", f"127.0.0.1:{second.port}"],
-        certificate=cert, certificate_key=key, internal_allow=[INTERNAL_CLIENT],
-    ), prefix / "nginx.conf")
+    conf = render_file(
+        local_values(
+            prefix,
+            http_port=http_port,
+            https_port=https_port,
+            upstreams=[f"127.0.0.1:{stack.app_port}", f"127.0.0.1:{second.port}"],
+            certificate=cert,
+            certificate_key=key,
+            internal_allow=[INTERNAL_CLIENT],
+        ),
+        prefix / "nginx.conf",
+    )
     checked = nginx_test_config(conf, prefix)
     assert checked.returncode == 0, checked.stderr
     server = Front(prefix, conf, http_port, https_port, cert).start()
@@ -145,11 +159,22 @@ def reached_app(stack, rid: str, timeout: float = 3.0) -> bool:
 
 # -- the template and its rendering -------------------------------------------------------------
 
+
 def test_rendering_changes_only_the_marked_blocks():
     text = NGINX_CONF.read_text(encoding="utf-8")
     assert render(text, {}) == text
-    assert {"listen_http", "listen_https", "upstream", "tls_certificate", "internal_allow", "pid",
-            "error_log", "access_log", "temp_paths", "user"} <= set(blocks(text))
+    assert {
+        "listen_http",
+        "listen_https",
+        "upstream",
+        "tls_certificate",
+        "internal_allow",
+        "pid",
+        "error_log",
+        "access_log",
+        "temp_paths",
+        "user",
+    } <= set(blocks(text))
     rendered = render(text, {"upstream": ["server 127.0.0.1:1;"]})
     assert "server 127.0.0.1:1;" in rendered and "server 127.0.0.1:8001" not in rendered
     assert rendered.count("\n") == text.count("\n") - 3, "four production servers became one"
@@ -169,8 +194,9 @@ def test_production_values_pass_nginx_t(tmp_path):
     only the certificate and file locations are swapped for ones that exist here."""
     (tmp_path / "temp").mkdir()
     cert, key = self_signed(tmp_path)
-    local = local_values(tmp_path, http_port=1, https_port=2, upstreams=[], certificate=cert,
-                         certificate_key=key, internal_allow=[])
+    local = local_values(
+        tmp_path, http_port=1, https_port=2, upstreams=[], certificate=cert, certificate_key=key, internal_allow=[]
+    )
     keep = ("pid", "error_log", "access_log", "temp_paths", "tls_certificate")
     conf = render_file({name: local[name] for name in keep}, tmp_path / "nginx.conf")
     assert "listen 443 ssl http2" in conf.read_text() and "server 127.0.0.1:8003" in conf.read_text()
@@ -179,6 +205,7 @@ def test_production_values_pass_nginx_t(tmp_path):
 
 
 # -- the running front ------------------------------------------------------------------------
+
 
 def test_http_redirects_to_https(front):
     resp = requests.get(f"http://127.0.0.1:{front.http_port}/api/v1/me?code=x", allow_redirects=False, timeout=10)
@@ -204,8 +231,11 @@ def test_requests_pass_with_the_request_id(front, stack):
     assert HEX_ID.match(resp.headers["X-Request-Id"])
 
     # a login (POST) and an authenticated GET go through; the log shows paths, not query strings
-    resp = front.request("POST", "/api/v1/session?trace=secret-in-query",
-                         json={"code": stack.login_code(f"o_front_{uuid.uuid4().hex[:12]}")})
+    resp = front.request(
+        "POST",
+        "/api/v1/session?trace=secret-in-query",
+        json={"code": stack.login_code(f"o_front_{uuid.uuid4().hex[:12]}")},
+    )
     assert resp.status_code == 200, resp.text
     token = resp.json()["token"]
     resp = front.request("GET", "/api/v1/me", headers={"Authorization": f"Bearer {token}"})
@@ -229,21 +259,27 @@ def test_sms_limit_answers_429_after_the_burst(front, stack):
 
 
 def test_oversize_upload_gets_413(front, stack):
-    resp = front.request("POST", "/api/v1/uploads", data=b"\0" * (13 * 1024 * 1024),
-                         headers={"Content-Type": "application/pdf"})
+    resp = front.request(
+        "POST", "/api/v1/uploads", data=b"\0" * (13 * 1024 * 1024), headers={"Content-Type": "application/pdf"}
+    )
     assert resp.status_code == 413
     assert error_of(resp) == {"code": "payload_too_large", "message": "上传内容过大"}
     assert not reached_app(stack, resp.headers["X-Request-Id"], timeout=0.3)
     # under nginx's limit but over the app's upload cap: the app answers its own precise 413,
     # after reading the body, so nginx keeps the process in its upstream
     token = stack.login(f"o_front_{uuid.uuid4().hex[:12]}")
-    resp = front.request("POST", "/api/v1/uploads", data=b"\0" * (11 * 1024 * 1024),
-                         headers={"Content-Type": "application/pdf", "Authorization": f"Bearer {token}"})
+    resp = front.request(
+        "POST",
+        "/api/v1/uploads",
+        data=b"\0" * (11 * 1024 * 1024),
+        headers={"Content-Type": "application/pdf", "Authorization": f"Bearer {token}"},
+    )
     assert resp.status_code == 413 and error_of(resp)["code"] == "payload_too_large", resp.text
     assert reached_app(stack, resp.headers["X-Request-Id"])
     # under both limits: the body reaches the app, which checks the login before anything else
-    resp = front.request("POST", "/api/v1/uploads", data=b"\0" * (9 * 1024 * 1024),
-                         headers={"Content-Type": "application/pdf"})
+    resp = front.request(
+        "POST", "/api/v1/uploads", data=b"\0" * (9 * 1024 * 1024), headers={"Content-Type": "application/pdf"}
+    )
     assert resp.status_code == 401, resp.text
     assert reached_app(stack, resp.headers["X-Request-Id"])
 
@@ -256,8 +292,9 @@ def test_internal_only_from_allowed_networks(front, stack):
 
     # the allowed address reaches the app (which then checks the signature itself)
     context = ssl.create_default_context(cafile=str(front.cert))
-    conn = http.client.HTTPSConnection("127.0.0.1", front.https_port, source_address=(INTERNAL_CLIENT, 0),
-                                       context=context, timeout=10)
+    conn = http.client.HTTPSConnection(
+        "127.0.0.1", front.https_port, source_address=(INTERNAL_CLIENT, 0), context=context, timeout=10
+    )
     try:
         conn.request("GET", "/internal/v1/accounts/1234567890")
         allowed = conn.getresponse()

@@ -50,16 +50,17 @@ def signed_query(token: str, **extra: str) -> dict[str, str]:
 
 
 def text_xml(openid: str, content: str, msg_id: str) -> str:
-    return (f"<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
-            f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
-            f"<Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId></xml>")
+    return (
+        f"<xml><ToUserName><![CDATA[gh_test]]></ToUserName><FromUserName><![CDATA[{openid}]]></FromUserName>"
+        f"<CreateTime>{int(time.time())}</CreateTime><MsgType><![CDATA[text]]></MsgType>"
+        f"<Content><![CDATA[{content}]]></Content><MsgId>{msg_id}</MsgId></xml>"
+    )
 
 
 def post_push(stack, body: str | bytes, query: dict[str, str] | None = None):
     query = query if query is not None else signed_query(stack.env["WX_OA_TOKEN"])
     data = body.encode() if isinstance(body, str) else body
-    return stack.api("POST", "/wechat/official-account", params=query, data=data,
-                     headers={"Content-Type": "text/xml"})
+    return stack.api("POST", "/wechat/official-account", params=query, data=data, headers={"Content-Type": "text/xml"})
 
 
 def wait_until(check, timeout: float = 10.0):
@@ -85,16 +86,22 @@ def ids(prefix: str) -> tuple[str, str, str]:
 
 # -- safe mode, byte for byte ----------------------------------------------------------------
 def test_safe_mode_reproduces_wechats_published_example():
-    crypto = CallbackCrypto("123456", "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR", "wx49f0ab532d5d035a",
-                            prefix=lambda: "1234567890123456")
+    crypto = CallbackCrypto(
+        "123456", "kWxPEV2UEDyxWpmPdKC3F4dgPDmOvfKX1HGnEUDS1aR", "wx49f0ab532d5d035a", prefix=lambda: "1234567890123456"
+    )
     sealed = crypto.seal(VECTOR_REPLY, nonce="461056294", timestamp="1411525903")
     assert sealed == VECTOR_ENVELOPE
     encrypt, msg_signature = crypto.encrypt(VECTOR_REPLY, "461056294", "1411525903")
     assert encrypt == VECTOR_ENCRYPT
     assert msg_signature == "407518b7649e86ef23978113f92d27afa9296533"
     # and it opens again through the receiving path, signature and appid checked
-    query = {"signature": sign("123456", "1411525903", "461056294"), "timestamp": "1411525903",
-             "nonce": "461056294", "encrypt_type": "aes", "msg_signature": msg_signature}
+    query = {
+        "signature": sign("123456", "1411525903", "461056294"),
+        "timestamp": "1411525903",
+        "nonce": "461056294",
+        "encrypt_type": "aes",
+        "msg_signature": msg_signature,
+    }
     body = f"<xml><ToUserName>x</ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>".encode()
     fields, xml = crypto.open(body, query)
     assert xml == VECTOR_REPLY and fields["Content"] == "test"
@@ -157,8 +164,9 @@ def test_wechats_retry_of_a_push_is_answered_alike_and_processed_once(stack):
     assert "<xml>" in result["body"] and "<Content>" in result["body"], result["body"]
     assert stack.db.oa_events.count_documents({"openid": oa_openid}) == 1
     assert wait_until(lambda: stack.db.oa_followers.find_one({"_id": oa_openid, "unionid": unionid}))
-    assert stack.sandbox_call("GET", "/sandbox/stats").json().get("user_info", 0) - before == 1, \
+    assert stack.sandbox_call("GET", "/sandbox/stats").json().get("user_info", 0) - before == 1, (
         "the user-info lookup ran once"
+    )
 
 
 def test_a_slow_push_is_answered_within_wechats_five_seconds(stack):
@@ -181,15 +189,18 @@ def test_text_gets_a_helpful_reply_once(stack):
     assert "小程序" in reply.findtext("Content")
     # WeChat retries the same MsgId when it did not hear back in time: processed once, same reply
     again = post_push(stack, text_xml(openid, "电费怎么交", msg_id))
-    assert again.status_code == 200 and safe_et.fromstring(again.content).findtext("Content") == \
-        reply.findtext("Content")
+    assert again.status_code == 200 and safe_et.fromstring(again.content).findtext("Content") == reply.findtext(
+        "Content"
+    )
     assert stack.db.oa_events.count_documents({"_id": f"msg:{msg_id}"}) == 1
 
 
 def test_menu_click_replies(stack):
     openid = f"oa_click_{uuid.uuid4().hex[:8]}"
-    xml = (f"<xml><ToUserName>gh</ToUserName><FromUserName>{openid}</FromUserName><CreateTime>{int(time.time())}"
-           "</CreateTime><MsgType>event</MsgType><Event>CLICK</Event><EventKey>BILLS</EventKey></xml>")
+    xml = (
+        f"<xml><ToUserName>gh</ToUserName><FromUserName>{openid}</FromUserName><CreateTime>{int(time.time())}"
+        "</CreateTime><MsgType>event</MsgType><Event>CLICK</Event><EventKey>BILLS</EventKey></xml>"
+    )
     resp = post_push(stack, xml)
     assert resp.status_code == 200 and "电费账单" in safe_et.fromstring(resp.content).findtext("Content")
 
@@ -197,8 +208,10 @@ def test_menu_click_replies(stack):
 # -- refusals --------------------------------------------------------------------------------------
 def test_forged_signature_is_refused_and_nothing_recorded(stack):
     openid = f"oa_forged_{uuid.uuid4().hex[:8]}"
-    xml = (f"<xml><ToUserName>gh</ToUserName><FromUserName>{openid}</FromUserName><CreateTime>{int(time.time())}"
-           "</CreateTime><MsgType>event</MsgType><Event>subscribe</Event></xml>")
+    xml = (
+        f"<xml><ToUserName>gh</ToUserName><FromUserName>{openid}</FromUserName><CreateTime>{int(time.time())}"
+        "</CreateTime><MsgType>event</MsgType><Event>subscribe</Event></xml>"
+    )
     events_before = stack.db.oa_events.count_documents({})
     query = signed_query("a-guessed-token")
     resp = post_push(stack, xml, query)
@@ -230,11 +243,19 @@ EXTERNAL = """<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY x SYSTEM "file:///etc
 <MsgType>text</MsgType><Content>&x;</Content><MsgId>4243</MsgId></xml>"""
 
 
-@pytest.mark.parametrize("body", [
-    BOMB, EXTERNAL, "<xml><ToUserName>gh</To", "not xml at all", "<xml><a><b>nested</b></a></xml>",
-    "<xml>" + "<Content>x</Content>" * 5000 + "</xml>",  # over the 64 KiB cap
-    "<xml><ToUserName>gh</ToUserName><CreateTime>1</CreateTime></xml>",  # no MsgType / FromUserName
-], ids=["billion-laughs", "external-entity", "truncated", "not-xml", "nested", "huge", "missing-fields"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        BOMB,
+        EXTERNAL,
+        "<xml><ToUserName>gh</To",
+        "not xml at all",
+        "<xml><a><b>nested</b></a></xml>",
+        "<xml>" + "<Content>x</Content>" * 5000 + "</xml>",  # over the 64 KiB cap
+        "<xml><ToUserName>gh</ToUserName><CreateTime>1</CreateTime></xml>",  # no MsgType / FromUserName
+    ],
+    ids=["billion-laughs", "external-entity", "truncated", "not-xml", "nested", "huge", "missing-fields"],
+)
 def test_hostile_or_malformed_xml_is_refused_quickly(stack, body):
     events_before = stack.db.oa_events.count_documents({})
     started = time.monotonic()
@@ -269,15 +290,17 @@ def test_safe_mode_round_trip(safe_stack):
     envelope = safe_et.fromstring(answer["body"])
     assert envelope.findtext("Encrypt") and envelope.findtext("MsgSignature"), "the reply is encrypted too"
     crypto = WeChatCrypto(stack.env["WX_OA_TOKEN"], AES_KEY, stack.env["WX_OA_APPID"])
-    reply = crypto.decrypt_message(answer["body"], envelope.findtext("MsgSignature"),
-                                   envelope.findtext("TimeStamp"), envelope.findtext("Nonce"))
+    reply = crypto.decrypt_message(
+        answer["body"], envelope.findtext("MsgSignature"), envelope.findtext("TimeStamp"), envelope.findtext("Nonce")
+    )
     assert "小程序" in safe_et.fromstring(reply).findtext("Content")
     assert wait_until(lambda: stack.db.users.find_one({"mp_openid": mp_openid, "oa_openid": oa_openid}))
 
     # a forged msg_signature on an encrypted push is refused, nothing recorded
     token = stack.env["WX_OA_TOKEN"]
     encrypt, _ = CallbackCrypto(token, AES_KEY, stack.env["WX_OA_APPID"]).encrypt(
-        text_xml(oa_openid, "hi", "777001"), "123", "1700000000")
+        text_xml(oa_openid, "hi", "777001"), "123", "1700000000"
+    )
     query = {**signed_query(token), "encrypt_type": "aes", "msg_signature": "0" * 40}
     body = f"<xml><ToUserName>gh</ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
     resp = post_push(stack, body, query)
@@ -285,7 +308,8 @@ def test_safe_mode_round_trip(safe_stack):
     assert stack.db.oa_events.count_documents({"_id": "msg:777001"}) == 0
     # encrypted under another account's key: the appid inside does not match
     foreign, _ = CallbackCrypto(token, AES_KEY, "wxsomeoneelse000").encrypt(
-        text_xml(oa_openid, "hi", "777002"), "1", "1")
+        text_xml(oa_openid, "hi", "777002"), "1", "1"
+    )
     query = signed_query(token, encrypt_type="aes")
     query["msg_signature"] = sign(token, query["timestamp"], query["nonce"], foreign)
     resp = post_push(stack, f"<xml><Encrypt><![CDATA[{foreign}]]></Encrypt></xml>", query)

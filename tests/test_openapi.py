@@ -13,8 +13,9 @@ from handlers.openapi import auth_of, described_paths, document, implemented_met
 
 def implemented() -> set[tuple[str, str]]:
     """(route key, method) of every method a routed handler class implements."""
-    return {(route_key(pattern), method) for pattern, handler, *_ in routes()
-            for method in implemented_methods(handler)}
+    return {
+        (route_key(pattern), method) for pattern, handler, *_ in routes() for method in implemented_methods(handler)
+    }
 
 
 def test_every_route_and_method_is_described_and_nothing_else():
@@ -30,8 +31,9 @@ def test_every_route_and_method_is_described_and_nothing_else():
 
 def test_route_keys():
     assert route_key(r"/api/v1/accounts/([^/]+)") == "/api/v1/accounts/{}"
-    assert route_key(r"/api/v1/accounts/([0-9]{10})/bills/([0-9]{4}-(?:0[1-9]|1[0-2]))") == \
-        "/api/v1/accounts/{}/bills/{}"
+    assert (
+        route_key(r"/api/v1/accounts/([0-9]{10})/bills/([0-9]{4}-(?:0[1-9]|1[0-2]))") == "/api/v1/accounts/{}/bills/{}"
+    )
     assert route_key(r"/api/v1/openapi\.json") == "/api/v1/openapi.json"
 
 
@@ -62,8 +64,9 @@ def test_security_follows_the_code():
             if pattern.startswith("/internal/"):
                 assert auth == "hmac", f"{pattern} must subclass InternalHandler"
             if pattern.startswith("/api/v1/") and auth is None and not optional:
-                assert re.match(r"^/api/v1/(session|services|openapi|seal-authority)", pattern), \
+                assert re.match(r"^/api/v1/(session|services|openapi|seal-authority)", pattern), (
                     f"{method.upper()} {pattern} is public: add it to the public list here if meant"
+                )
 
 
 def test_every_error_response_has_the_error_shape_and_codes():
@@ -74,8 +77,9 @@ def test_every_error_response_has_the_error_shape_and_codes():
             assert "503" in op["responses"]
             for status, response in op["responses"].items():
                 if int(status) >= 400:
-                    assert response["content"]["application/json"]["schema"] == \
-                        {"$ref": "#/components/schemas/Error"}, (path, method, status)
+                    assert response["content"]["application/json"]["schema"] == {
+                        "$ref": "#/components/schemas/Error"
+                    }, (path, method, status)
                     assert response["x-error-codes"], (path, method, status)
 
 

@@ -21,8 +21,7 @@ def window(hours_from_now: float = 24, length: float = 8) -> tuple[str, str]:
 
 def publish(stack, expect=201, **fields) -> dict:
     start, end = window()
-    body = {"kind": "planned", "start": start, "end": end, "reason": "线路检修",
-            "area": "城关镇人民路以东", **fields}
+    body = {"kind": "planned", "start": start, "end": end, "reason": "线路检修", "area": "城关镇人民路以东", **fields}
     resp = stack.internal("POST", "/internal/v1/outages", json=body)
     assert resp.status_code == expect, resp.text
     return resp.json()["outage"]
@@ -119,8 +118,11 @@ def test_publish_validation_and_idempotent_ref(stack):
     assert resp.status_code == 422
     assert {d["field"] for d in error_of(resp)["details"]} == {"regions", "kind", "start", "end", "reason", "area"}
     start, end = window()
-    resp = stack.internal("POST", "/internal/v1/outages", json={
-        "regions": ["a"], "kind": "planned", "start": end, "end": start, "reason": "r", "area": "a"})
+    resp = stack.internal(
+        "POST",
+        "/internal/v1/outages",
+        json={"regions": ["a"], "kind": "planned", "start": end, "end": start, "reason": "r", "area": "a"},
+    )
     assert resp.status_code == 422 and error_of(resp)["details"][0]["field"] == "end"
     region = names()[0]
     ref = f"TD{uuid.uuid4().hex[:10]}"
@@ -129,8 +131,17 @@ def test_publish_validation_and_idempotent_ref(stack):
     assert again["outage_id"] == first["outage_id"]
     assert stack.db.outages.count_documents({"ref": ref}) == 1
     # a time without an offset is refused: whose local time it is would be a guess
-    resp = stack.internal("POST", "/internal/v1/outages", json={
-        "regions": [region], "kind": "planned", "start": "2099-01-01T08:00:00", "end": "2099-01-01T18:00:00",
-        "reason": "检修", "area": "全镇"})
+    resp = stack.internal(
+        "POST",
+        "/internal/v1/outages",
+        json={
+            "regions": [region],
+            "kind": "planned",
+            "start": "2099-01-01T08:00:00",
+            "end": "2099-01-01T18:00:00",
+            "reason": "检修",
+            "area": "全镇",
+        },
+    )
     assert resp.status_code == 422
     assert {d["field"] for d in error_of(resp)["details"]} == {"start", "end"}

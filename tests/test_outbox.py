@@ -27,13 +27,17 @@ CATALOGUE = load_message_templates()
 def stack(workdir, mongodb_uri):
     """The outbox tests' own backend, worker, sandbox and database: no other test's messages
     queue ahead of theirs, and "nothing was sent" is counted once their worker is idle."""
-    s = Stack(workdir / "stack-outbox", mongodb_uri, extra_env={
-        "WX_OUTBOX_ACCOUNT_PAUSE": "1",
-        # WeChat forgets a client_msg_id after 10 minutes; here after 1 s, so a retry after a lost
-        # answer comes "later" than that and only the delivery receipt can prevent a second send
-        "WX_SANDBOX_CLIENT_MSG_ID_TTL": "1",
-        "WX_MP_TOKEN": "mptesttoken",  # the mini-program's message push: subscribe-message receipts
-    })
+    s = Stack(
+        workdir / "stack-outbox",
+        mongodb_uri,
+        extra_env={
+            "WX_OUTBOX_ACCOUNT_PAUSE": "1",
+            # WeChat forgets a client_msg_id after 10 minutes; here after 1 s, so a retry after a lost
+            # answer comes "later" than that and only the delivery receipt can prevent a second send
+            "WX_SANDBOX_CLIENT_MSG_ID_TTL": "1",
+            "WX_MP_TOKEN": "mptesttoken",  # the mini-program's message push: subscribe-message receipts
+        },
+    )
     s.workdir.mkdir()
     s.start()
     yield s
@@ -42,14 +46,21 @@ def stack(workdir, mongodb_uri):
 
 def wait_idle(stack, timeout: float = 20.0) -> None:
     """Until the stack's worker holds no message and none is due: whatever it would do is done."""
+
     def idle():
-        return stack.db.outbox.count_documents({"$or": [
-            {"status": "sending"}, {"status": "queued", "next_try_at": {"$lte": utcnow()}}]}) == 0
+        return (
+            stack.db.outbox.count_documents(
+                {"$or": [{"status": "sending"}, {"status": "queued", "next_try_at": {"$lte": utcnow()}}]}
+            )
+            == 0
+        )
+
     assert wait_until(idle, timeout), list(stack.db.outbox.find({"status": {"$in": ["sending", "queued"]}}))
 
 
 def with_services(stack, fn):
     """Run ``fn(notifications, outbox, db)`` in this process against the stack's database."""
+
     async def main():
         config = Config.from_env(stack.env)
         client = AsyncMongoClient(stack.mongodb_uri, tz_aware=True)
@@ -60,11 +71,13 @@ def with_services(stack, fn):
             return await fn(Notifications(db, outbox, WeChat(config, db), config), outbox, db)
         finally:
             await client.close()
+
     return asyncio.run(main())
 
 
-def notify(stack, mp_openid: str, message: str = "contract_ready", data: dict | None = None,
-           key: str | None = None) -> str:
+def notify(
+    stack, mp_openid: str, message: str = "contract_ready", data: dict | None = None, key: str | None = None
+) -> str:
     key = key or f"test:{uuid.uuid4().hex}"
     user = stack.db.users.find_one({"mp_openid": mp_openid})
     queued = with_services(stack, lambda n, o, db: n.notify_user(user["_id"], message, data or CONTRACT, None, key))
@@ -73,8 +86,14 @@ def notify(stack, mp_openid: str, message: str = "contract_ready", data: dict | 
 
 
 def final(stack, key: str, timeout: float = 20.0) -> dict:
-    doc = wait_until(lambda: (d := stack.db.outbox.find_one({"dedupe_key": key})) and
-                     d["status"] in ("sent", "undeliverable", "failed", "skipped") and d, timeout)
+    doc = wait_until(
+        lambda: (
+            (d := stack.db.outbox.find_one({"dedupe_key": key}))
+            and d["status"] in ("sent", "undeliverable", "failed", "skipped")
+            and d
+        ),
+        timeout,
+    )
     assert doc, stack.db.outbox.find_one({"dedupe_key": key})
     return doc
 
@@ -88,8 +107,11 @@ def mp_messages(stack, touser: str) -> list:
 
 
 def accept(stack, mp_openid: str, message: str = "contract_ready") -> None:
-    resp = stack.sandbox_call("POST", "/sandbox/mp/subscribe-accept", json={
-        "openid": mp_openid, "template_id": CATALOGUE[message].subscribe.template_id})
+    resp = stack.sandbox_call(
+        "POST",
+        "/sandbox/mp/subscribe-accept",
+        json={"openid": mp_openid, "template_id": CATALOGUE[message].subscribe.template_id},
+    )
     assert resp.status_code == 200, resp.text
 
 
@@ -97,8 +119,10 @@ def test_enqueue_once_per_dedupe_key(stack):
     key = f"test:{uuid.uuid4().hex}"
 
     async def twice(n, outbox, db):
-        return [await outbox.enqueue("webhook", key, {"event": "x", "body": {}}),
-                await outbox.enqueue("webhook", key, {"event": "y", "body": {}})]
+        return [
+            await outbox.enqueue("webhook", key, {"event": "x", "body": {}}),
+            await outbox.enqueue("webhook", key, {"event": "y", "body": {}}),
+        ]
 
     assert with_services(stack, twice) == [True, False]
     assert stack.db.outbox.count_documents({"dedupe_key": key}) == 1
@@ -109,6 +133,7 @@ def test_enqueue_once_per_dedupe_key(stack):
 
 def test_unknown_message_or_missing_data_is_refused(stack):
     from wx_backend.errors import ValidationFailed
+
     mp_openid, _, unionid = ids("bad")
     stack.login(mp_openid, unionid)
     user = stack.db.users.find_one({"mp_openid": mp_openid})
@@ -128,13 +153,16 @@ def test_follower_gets_a_template_message_with_page_link_and_receipt(stack):
     assert doc["status"] == "sent" and doc["channel"] == "official_account"
     [received] = oa_messages(stack, oa_openid)
     assert received["template_id"] == CATALOGUE["contract_ready"].official_account.template_id
-    assert received["miniprogram"] == {"appid": stack.env["WX_MP_APPID"],
-                                       "pagepath": "pages/contract/sign?contract_no=HT2026000123"}
+    assert received["miniprogram"] == {
+        "appid": stack.env["WX_MP_APPID"],
+        "pagepath": "pages/contract/sign?contract_no=HT2026000123",
+    }
     assert received["data"]["character_string1"] == "20260226000123"
     assert received["msgid"] == doc["msgid"] and received["client_msg_id"] == str(doc["_id"])
     # TEMPLATESENDJOBFINISH comes back through the callback and is recorded on the message
-    assert wait_until(lambda: (stack.db.outbox.find_one({"_id": doc["_id"]}).get("delivery") or {})
-                      .get("status") == "success")
+    assert wait_until(
+        lambda: (stack.db.outbox.find_one({"_id": doc["_id"]}).get("delivery") or {}).get("status") == "success"
+    )
     assert [a["result"] for a in doc["attempts"]] == ["sent"]
 
 
@@ -153,8 +181,15 @@ def test_unfollowed_user_gets_no_template_message(stack):
 
     # with a subscribe consent: the mini-program message instead, still no template message
     accept(stack, mp_openid, "stage_changed")
-    doc = final(stack, notify(stack, mp_openid, "stage_changed",
-                              {"app_no": "20260226000999", "service_name": "个人新装", "stage": "装表接电"}))
+    doc = final(
+        stack,
+        notify(
+            stack,
+            mp_openid,
+            "stage_changed",
+            {"app_no": "20260226000999", "service_name": "个人新装", "stage": "装表接电"},
+        ),
+    )
     assert doc["status"] == "sent" and doc["channel"] == "subscribe"
     [received] = mp_messages(stack, mp_openid)
     assert received["page"] == "pages/applications/detail?app_no=20260226000999"
@@ -171,8 +206,10 @@ def test_template_refused_falls_back_to_subscribe(stack):
     stack.fault("template_send", "unsubscribed")
     doc = final(stack, notify(stack, mp_openid))
     assert doc["status"] == "sent" and doc["channel"] == "subscribe"
-    assert [(a["channel"], a.get("errcode")) for a in doc["attempts"]] == [("official_account", 43004),
-                                                                          ("subscribe", None)]
+    assert [(a["channel"], a.get("errcode")) for a in doc["attempts"]] == [
+        ("official_account", 43004),
+        ("subscribe", None),
+    ]
     assert stack.db.users.find_one({"mp_openid": mp_openid})["oa_unsubscribed"] is True
 
 
@@ -225,11 +262,21 @@ def test_a_dead_workers_claim_is_taken_over(stack):
     key = f"test:{uuid.uuid4().hex}"
     user = stack.db.users.find_one({"mp_openid": mp_openid})
     past = utcnow() - timedelta(minutes=5)
-    stack.db.outbox.insert_one({
-        "kind": "notify", "dedupe_key": key, "status": "sending", "lease_owner": "dead-worker",
-        "lease_until": past, "claims": 1, "tries": 0, "attempts": [], "next_try_at": past, "created_at": past,
-        "payload": {"user_id": user["_id"], "message": "contract_ready", "data": CONTRACT, "page": None},
-    })
+    stack.db.outbox.insert_one(
+        {
+            "kind": "notify",
+            "dedupe_key": key,
+            "status": "sending",
+            "lease_owner": "dead-worker",
+            "lease_until": past,
+            "claims": 1,
+            "tries": 0,
+            "attempts": [],
+            "next_try_at": past,
+            "created_at": past,
+            "payload": {"user_id": user["_id"], "message": "contract_ready", "data": CONTRACT, "page": None},
+        }
+    )
     doc = final(stack, key)
     assert doc["status"] == "sent" and doc["claims"] == 2 and doc["lease_owner"] != "dead-worker"
     assert len(oa_messages(stack, oa_openid)) == 1
@@ -240,10 +287,16 @@ def test_a_dead_workers_claim_is_taken_over(stack):
 def worker_stack(tmp_path_factory, mongodb_uri):
     receiver = WebhookReceiver("test-internal-secret", fail_first=2)
     workdir = tmp_path_factory.mktemp("workers")
-    s = Stack(workdir, mongodb_uri, extra_env={
-        "WX_EMBEDDED_WORKERS": "0", "WX_WEBHOOK_URL": receiver.url, "WX_OUTBOX_RETRY_BASE": "0.2",
-        "WX_OUTBOX_POLL": "0.3",
-    })
+    s = Stack(
+        workdir,
+        mongodb_uri,
+        extra_env={
+            "WX_EMBEDDED_WORKERS": "0",
+            "WX_WEBHOOK_URL": receiver.url,
+            "WX_OUTBOX_RETRY_BASE": "0.2",
+            "WX_OUTBOX_POLL": "0.3",
+        },
+    )
     s.start()
     yield s, receiver
     s.stop()
@@ -252,8 +305,17 @@ def worker_stack(tmp_path_factory, mongodb_uri):
 
 def test_two_worker_processes_send_every_message_exactly_once(worker_stack):
     stack, receiver = worker_stack
-    result = scenario(stack.env, stack.api_url, stack.sandbox_url, stack.workdir, messages=100, workers=2,
-                      webhooks=10, receiver=receiver, timeout=90)
+    result = scenario(
+        stack.env,
+        stack.api_url,
+        stack.sandbox_url,
+        stack.workdir,
+        messages=100,
+        workers=2,
+        webhooks=10,
+        receiver=receiver,
+        timeout=90,
+    )
     print("delivery counts:", result)
     assert result["finished"] and result["not_final"] == 0
     assert result["duplicates"] == 0
@@ -271,8 +333,14 @@ def test_messages_script_lists_resends_and_shows_links(stack):
     from wx_backend.embedded import ROOT
 
     def script(*args):
-        return subprocess.run([sys.executable, "-m", "scripts.messages", *args], env=stack.env, cwd=ROOT,
-                              capture_output=True, text=True, timeout=60)
+        return subprocess.run(
+            [sys.executable, "-m", "scripts.messages", *args],
+            env=stack.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
 
     mp_openid, oa_openid, unionid = ids("admin")
     stack.login(mp_openid, unionid)
@@ -316,8 +384,9 @@ def test_webhook_opens_sealed_personal_data_only_in_the_signed_request(stack):
     sent = _json.loads(request.body)
     assert sent["body"] == {"app_no": "1", "personal": values}
     h = request.headers
-    assert h["X-Signature"] == request_signature(config.internal_secret, "POST", "/hook", h["X-Timestamp"],
-                                                 h["X-Nonce"], request.body)
+    assert h["X-Signature"] == request_signature(
+        config.internal_secret, "POST", "/hook", h["X-Timestamp"], h["X-Nonce"], request.body
+    )
 
 
 # -- account-level faults: the operator's problem, never the customer's message ------------------
@@ -325,16 +394,26 @@ def account_fault(stack, appid_env: str, errcode: int | None) -> None:
     if errcode is None:
         stack.sandbox_call("DELETE", "/sandbox/account-faults").raise_for_status()
         return
-    resp = stack.sandbox_call("POST", "/sandbox/account-faults", json={"appid": stack.env[appid_env],
-                                                                      "errcode": errcode})
+    resp = stack.sandbox_call(
+        "POST", "/sandbox/account-faults", json={"appid": stack.env[appid_env], "errcode": errcode}
+    )
     assert resp.status_code == 200, resp.text
 
 
-@pytest.mark.parametrize(("channel", "errcode"), [
-    ("official_account", 48001), ("official_account", 61004), ("official_account", 40125),
-    ("official_account", 40001), ("official_account", 89503), ("subscribe", 40164), ("subscribe", 40243),
-    ("subscribe", 48001), ("subscribe", 40013),
-])
+@pytest.mark.parametrize(
+    ("channel", "errcode"),
+    [
+        ("official_account", 48001),
+        ("official_account", 61004),
+        ("official_account", 40125),
+        ("official_account", 40001),
+        ("official_account", 89503),
+        ("subscribe", 40164),
+        ("subscribe", 40243),
+        ("subscribe", 48001),
+        ("subscribe", 40013),
+    ],
+)
 def test_account_fault_pauses_the_channel_and_keeps_the_message(stack, channel, errcode):
     mp_openid, oa_openid, unionid = ids(f"acct{errcode}")
     stack.login(mp_openid, unionid)
@@ -356,8 +435,11 @@ def test_account_fault_pauses_the_channel_and_keeps_the_message(stack, channel, 
         assert doc["status"] == "queued", "the customer's message is kept, never undeliverable"
         assert {a["result"] for a in doc["attempts"]} <= {"account_fault", "paused"}
         assert doc["tries"] == 0
-        alerts = [line for line in stack.logs().splitlines()
-                  if "WECHAT ACCOUNT FAULT" in line and f"errcode {errcode}" in line and f"resume {channel}" in line]
+        alerts = [
+            line
+            for line in stack.logs().splitlines()
+            if "WECHAT ACCOUNT FAULT" in line and f"errcode {errcode}" in line and f"resume {channel}" in line
+        ]
         assert len(alerts) == 1, alerts
         assert f"python -m scripts.messages resume {channel}" in alerts[0]
         assert stack.db.outbox_pauses.find_one({"_id": channel})["errcode"] == errcode
@@ -381,17 +463,37 @@ def test_operator_resumes_a_paused_channel_at_once(stack):
     stack.login(mp_openid, unionid)
     accept(stack, mp_openid)
     # a long pause: only the operator's resume gets the message out quickly
-    stack.db.outbox_pauses.insert_one({"_id": "subscribe", "until": utcnow() + timedelta(hours=1), "errcode": 48001,
-                                       "strikes": 1, "at": utcnow(), "since": utcnow()})
+    stack.db.outbox_pauses.insert_one(
+        {
+            "_id": "subscribe",
+            "until": utcnow() + timedelta(hours=1),
+            "errcode": 48001,
+            "strikes": 1,
+            "at": utcnow(),
+            "since": utcnow(),
+        }
+    )
     try:
         key = notify(stack, mp_openid)
         doc = wait_until(lambda: (d := stack.db.outbox.find_one({"dedupe_key": key})) and d["attempts"] and d)
         assert doc["status"] == "queued" and doc["attempts"][0]["result"] == "paused"
-        out = subprocess.run([sys.executable, "-m", "scripts.messages", "pauses"], env=stack.env, cwd=ROOT,
-                             capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "scripts.messages", "pauses"],
+            env=stack.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0 and "subscribe" in out.stdout and "errcode=48001" in out.stdout
-        out = subprocess.run([sys.executable, "-m", "scripts.messages", "resume", "subscribe"], env=stack.env,
-                             cwd=ROOT, capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [sys.executable, "-m", "scripts.messages", "resume", "subscribe"],
+            env=stack.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert out.returncode == 0 and "1 message(s) sent now" in out.stdout, out.stdout + out.stderr
         doc = final(stack, key)
         assert doc["status"] == "sent" and doc["channel"] == "subscribe"
@@ -412,8 +514,9 @@ def test_retry_after_a_lost_answer_checks_the_receipt_and_sends_once(stack):
     wait_idle(stack)
     [received] = oa_messages(stack, oa_openid)
     assert doc["msgid"] == received["msgid"]
-    assert wait_until(lambda: (stack.db.outbox.find_one({"_id": doc["_id"]}).get("delivery") or {})
-                      .get("status") == "success")
+    assert wait_until(
+        lambda: (stack.db.outbox.find_one({"_id": doc["_id"]}).get("delivery") or {}).get("status") == "success"
+    )
 
 
 def test_subscribe_retry_after_a_lost_answer_spends_no_second_consent(stack):
@@ -432,8 +535,11 @@ def test_subscribe_retry_after_a_lost_answer_spends_no_second_consent(stack):
 def test_mini_program_push_needs_the_token_signature(stack):
     from test_official_account import signed_query
 
-    body = {"FromUserName": "o_forged", "Event": "subscribe_msg_sent_event",
-            "List": {"TemplateId": "t", "MsgID": "1", "ErrorCode": "0", "ErrorStatus": "success"}}
+    body = {
+        "FromUserName": "o_forged",
+        "Event": "subscribe_msg_sent_event",
+        "List": {"TemplateId": "t", "MsgID": "1", "ErrorCode": "0", "ErrorStatus": "success"},
+    }
     forged = stack.api("POST", "/wechat/mini-program", params=signed_query("wrong-token"), json=body)
     assert forged.status_code == 403
     bad = stack.api("POST", "/wechat/mini-program", params=signed_query(stack.env["WX_MP_TOKEN"]), data=b"[1")

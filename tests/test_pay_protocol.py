@@ -24,8 +24,13 @@ from wx_backend.wechat.pay import (
 )
 
 # WECHAT_PROTOCOL A.1 / A.6: WeChat's own examples
-VECTOR = {"appid": "wxd930ea5d5a258f4f", "mch_id": "10000100", "device_info": "1000", "body": "test",
-          "nonce_str": "ibuaiVcKdpRxkhJA"}
+VECTOR = {
+    "appid": "wxd930ea5d5a258f4f",
+    "mch_id": "10000100",
+    "device_info": "1000",
+    "body": "test",
+    "nonce_str": "ibuaiVcKdpRxkhJA",
+}
 VECTOR_KEY = "192006250b4c09247ec02edce69f6a2d"
 VECTOR_MD5 = "9A0A8659F005D6984697E2CA0A9CF3B7"
 VECTOR_HMAC = "6A9AE1657590FD6257D693A078E1C3E4BB6BA4DC30B23E0EE2496E54170DACD6"
@@ -44,11 +49,14 @@ def test_gateway_signing_reproduces_wechat_vectors():
 
 def test_gateway_pay_sign_reproduces_the_mini_program_example():
     api = PayAPI(None, appid="wxd678efh567hg6787", mch_id="1", key="qazwsxedcrfvtgbyhnujmikolp111111")
-    params = api.jsapi_params("wx2017033010242291fcfe0db70013231072", timestamp=1490840662,
-                              nonce_str="5K8264ILTKCH16CQ2502SI8ZNMTM67VS")
+    params = api.jsapi_params(
+        "wx2017033010242291fcfe0db70013231072", timestamp=1490840662, nonce_str="5K8264ILTKCH16CQ2502SI8ZNMTM67VS"
+    )
     assert params == {
-        "timeStamp": "1490840662", "nonceStr": "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
-        "package": "prepay_id=wx2017033010242291fcfe0db70013231072", "signType": "MD5",
+        "timeStamp": "1490840662",
+        "nonceStr": "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
+        "package": "prepay_id=wx2017033010242291fcfe0db70013231072",
+        "signType": "MD5",
         "paySign": "22D9B4E54AB1950F51E0649E8810ACD6",
     }
 
@@ -62,8 +70,7 @@ def test_sandbox_signature_check_reproduces_wechat_vectors():
     assert not verify_pay_signature({**VECTOR, "nonce_str": "x", "sign": VECTOR_MD5}, VECTOR_KEY)
     # sign_type is signed too: the HMAC request names it, and its signature covers it
     with_type = {**VECTOR, "sign_type": "HMAC-SHA256"}
-    assert verify_pay_signature({**with_type, "sign": pay_signature(with_type, VECTOR_KEY, "HMAC-SHA256")},
-                                VECTOR_KEY)
+    assert verify_pay_signature({**with_type, "sign": pay_signature(with_type, VECTOR_KEY, "HMAC-SHA256")}, VECTOR_KEY)
     assert not verify_pay_signature({**with_type, "sign": VECTOR_HMAC}, VECTOR_KEY)
 
 
@@ -71,8 +78,13 @@ def test_sandbox_signature_check_reproduces_wechat_vectors():
 def vector_sandbox(stack):
     """A second sandbox whose merchant is the one of WeChat's example (appid, mch_id, key)."""
     port = free_port()
-    env = {**stack.env, "WX_SANDBOX_PORT": str(port), "WX_MP_APPID": VECTOR["appid"],
-           "WX_PAY_MCH_ID": VECTOR["mch_id"], "WX_PAY_API_KEY": VECTOR_KEY}
+    env = {
+        **stack.env,
+        "WX_SANDBOX_PORT": str(port),
+        "WX_MP_APPID": VECTOR["appid"],
+        "WX_PAY_MCH_ID": VECTOR["mch_id"],
+        "WX_PAY_API_KEY": VECTOR_KEY,
+    }
     proc = Process(["-m", "wx_backend.sandbox"], env, port, stack.workdir / "vector-sandbox.log").start()
     yield f"http://127.0.0.1:{port}"
     proc.stop()
@@ -86,16 +98,18 @@ def test_sandbox_accepts_the_vector_signed_request_and_refuses_it_altered(vector
     assert answer["result_code"] == "FAIL" and answer["err_code"] == "LACK_PARAMS"
     assert verify_pay_signature(answer, VECTOR_KEY)  # and the answer is signed, even a FAIL
 
-    for altered in ({**signed, "body": "test2"}, {**signed, "sign": VECTOR_MD5.lower()},
-                    {**signed, "sign_type": "HMAC-SHA256"}, {**signed, "sign": VECTOR_HMAC}):
-        answer = parse_pay_xml(requests.post(vector_sandbox + "/pay/orderquery", data=xml(altered),
-                                             timeout=10).content)
+    for altered in (
+        {**signed, "body": "test2"},
+        {**signed, "sign": VECTOR_MD5.lower()},
+        {**signed, "sign_type": "HMAC-SHA256"},
+        {**signed, "sign": VECTOR_HMAC},
+    ):
+        answer = parse_pay_xml(requests.post(vector_sandbox + "/pay/orderquery", data=xml(altered), timeout=10).content)
         assert answer == {"return_code": "FAIL", "return_msg": "签名错误"}, (altered, answer)
 
     hmac_signed = {**VECTOR, "sign_type": "HMAC-SHA256"}
     hmac_signed["sign"] = pay_signature(hmac_signed, VECTOR_KEY, "HMAC-SHA256")
-    answer = parse_pay_xml(requests.post(vector_sandbox + "/pay/orderquery", data=xml(hmac_signed),
-                                         timeout=10).content)
+    answer = parse_pay_xml(requests.post(vector_sandbox + "/pay/orderquery", data=xml(hmac_signed), timeout=10).content)
     assert answer["return_code"] == "SUCCESS" and answer["sign_type"] == "HMAC-SHA256"
     assert verify_pay_signature(answer, VECTOR_KEY)
 
@@ -105,17 +119,19 @@ def test_transport_errors_are_return_code_fail_without_sign(stack):
     cases = [
         (b"", "POST_DATA_EMPTY"),
         (b"<xml><appid>wx", "XML_FORMAT_ERROR"),
-        (b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY e "boom">]><xml><appid>&e;</appid></xml>',
-         "XML_FORMAT_ERROR"),
-        (xml({"appid": stack.env["WX_MP_APPID"], "mch_id": stack.env["WX_PAY_MCH_ID"]}),
-         "LACK_PARAMS: nonce_str,sign"),
+        (b'<?xml version="1.0"?><!DOCTYPE xml [<!ENTITY e "boom">]><xml><appid>&e;</appid></xml>', "XML_FORMAT_ERROR"),
+        (xml({"appid": stack.env["WX_MP_APPID"], "mch_id": stack.env["WX_PAY_MCH_ID"]}), "LACK_PARAMS: nonce_str,sign"),
     ]
     for body, msg in cases:
         resp = requests.post(url, data=body, timeout=10)
         assert resp.status_code == 200
         assert parse_pay_xml(resp.content) == {"return_code": "FAIL", "return_msg": msg}
-    fields = {"appid": "wxunknown0000001", "mch_id": stack.env["WX_PAY_MCH_ID"], "nonce_str": "n1",
-              "out_trade_no": "x1"}
+    fields = {
+        "appid": "wxunknown0000001",
+        "mch_id": stack.env["WX_PAY_MCH_ID"],
+        "nonce_str": "n1",
+        "out_trade_no": "x1",
+    }
     fields["sign"] = pay_signature(fields, stack.env["WX_PAY_API_KEY"])
     answer = parse_pay_xml(requests.post(url, data=xml(fields), timeout=10).content)
     assert answer == {"return_code": "FAIL", "return_msg": "appid不存在"}
@@ -138,8 +154,11 @@ def test_gateway_records_every_call_without_sign(stack):
 
     api = gateway(stack, on_call=hook)
     no = trade_no()
-    result = run(lambda: api.unifiedorder(no, 1500, "电费", "o_record", "http://127.0.0.1:9/notify",
-                                          "127.0.0.1", in_an_hour(), attach="0000000001"))
+    result = run(
+        lambda: api.unifiedorder(
+            no, 1500, "电费", "o_record", "http://127.0.0.1:9/notify", "127.0.0.1", in_an_hour(), attach="0000000001"
+        )
+    )
     assert result.ok and result["prepay_id"].startswith("wx")
     call = calls[0]
     assert call is result.call and call.outcome == "ok" and call.operation == "unifiedorder"
@@ -151,8 +170,7 @@ def test_gateway_records_every_call_without_sign(stack):
 def test_hmac_sha256_merchant_round_trip(stack):
     api = gateway(stack, sign_type="HMAC-SHA256")
     no = trade_no()
-    result = run(lambda: api.unifiedorder(no, 100, "电费", "o_hmac", "http://127.0.0.1:9/n", "127.0.0.1",
-                                          in_an_hour()))
+    result = run(lambda: api.unifiedorder(no, 100, "电费", "o_hmac", "http://127.0.0.1:9/n", "127.0.0.1", in_an_hour()))
     assert result.ok and result["sign_type"] == "HMAC-SHA256"
     params = api.jsapi_params(result["prepay_id"])
     assert params["signType"] == "HMAC-SHA256" and len(params["paySign"]) == 64
@@ -174,8 +192,7 @@ def test_forged_answer_raises_pay_signature_error(stack):
     no = trade_no()
     stack.fault("unifiedorder", "bad_signature", match=no)
     with pytest.raises(PaySignatureError) as err:
-        run(lambda: api.unifiedorder(no, 100, "电费", "o_forged", "http://127.0.0.1:9/n", "127.0.0.1",
-                                     in_an_hour()))
+        run(lambda: api.unifiedorder(no, 100, "电费", "o_forged", "http://127.0.0.1:9/n", "127.0.0.1", in_an_hour()))
     assert err.value.call.outcome == "bad_signature" and "<prepay_id>" in err.value.call.response_raw
     assert isinstance(err.value, WeChatUnavailable)  # unknown outcome, as after a timeout
     # the order was in fact placed: the same request again gets its prepay_id
@@ -198,16 +215,27 @@ def test_timeout_raises_wechat_unavailable(stack):
 
 def test_connection_refused_raises_wechat_unavailable(stack):
     from wx_backend.wechat.http import WeChatHTTP
+
     api = PayAPI(WeChatHTTP(f"http://127.0.0.1:{free_port()}", 2), appid="a", mch_id="m", key="k")
     with pytest.raises(WeChatUnavailable):
         run(lambda: api.orderquery("x"))
 
 
 def _notification(stack, **changes) -> bytes:
-    fields = {"appid": stack.env["WX_MP_APPID"], "mch_id": stack.env["WX_PAY_MCH_ID"], "nonce_str": "abc",
-              "return_code": "SUCCESS", "result_code": "SUCCESS", "openid": "o1", "trade_type": "JSAPI",
-              "total_fee": "100", "transaction_id": "4200000000000000000000000001", "out_trade_no": "N1",
-              "time_end": "20260226101010", **changes}
+    fields = {
+        "appid": stack.env["WX_MP_APPID"],
+        "mch_id": stack.env["WX_PAY_MCH_ID"],
+        "nonce_str": "abc",
+        "return_code": "SUCCESS",
+        "result_code": "SUCCESS",
+        "openid": "o1",
+        "trade_type": "JSAPI",
+        "total_fee": "100",
+        "transaction_id": "4200000000000000000000000001",
+        "out_trade_no": "N1",
+        "time_end": "20260226101010",
+        **changes,
+    }
     key = stack.env["WX_PAY_API_KEY"]
     fields["sign"] = pay_signature(fields, key, fields.get("sign_type", "MD5"))
     return xml(fields)

@@ -44,19 +44,22 @@ def test_unifiedorder_is_idempotent_for_identical_parameters(stack):
     no, expires = trade_no("J"), in_an_hour()
 
     def order(total_fee=500, body="电费"):
-        return run(lambda: api.unifiedorder(no, total_fee, body, "o_idem", "http://127.0.0.1:9/n", "127.0.0.1",
-                                            expires))
+        return run(
+            lambda: api.unifiedorder(no, total_fee, body, "o_idem", "http://127.0.0.1:9/n", "127.0.0.1", expires)
+        )
 
     first, again = order(), order()
     assert first.ok and again.ok and first["prepay_id"] == again["prepay_id"]
     assert first["nonce_str"] != again["nonce_str"]
     for changed in (order(total_fee=501), order(body="其他")):
         assert changed["result_code"] == "FAIL" and changed["err_code"] == "INVALID_REQUEST"
-    missing = run(lambda: api.unifiedorder(trade_no(), 500, "电费", "", "http://127.0.0.1:9/n", "127.0.0.1",
-                                           expires))
+    missing = run(lambda: api.unifiedorder(trade_no(), 500, "电费", "", "http://127.0.0.1:9/n", "127.0.0.1", expires))
     assert missing["err_code"] == "LACK_PARAMS"
-    short = run(lambda: api.unifiedorder(trade_no(), 500, "电费", "o", "http://127.0.0.1:9/n", "127.0.0.1",
-                                         datetime.now(SHANGHAI)))
+    short = run(
+        lambda: api.unifiedorder(
+            trade_no(), 500, "电费", "o", "http://127.0.0.1:9/n", "127.0.0.1", datetime.now(SHANGHAI)
+        )
+    )
     assert short["err_code"] == "PARAM_ERROR"
     assert order_view(stack, no)["state"] == "NOTPAY"
 
@@ -222,8 +225,9 @@ def test_micropay_password_timeout_is_revoked_automatically(stack):
     result = run(lambda: api.micropay(no, 400, "电费", auth_code(stack, "password_timeout"), "10.0.0.8"))
     assert result["err_code"] == "USERPAYING"
     assert run(lambda: api.orderquery(no))["trade_state"] == "USERPAYING"  # never paid
-    query = wait_for(lambda: (q := run(lambda: api.orderquery(no)))["trade_state"] == "REVOKED" and q,
-                     timeout=20, step=0.25)
+    query = wait_for(
+        lambda: (q := run(lambda: api.orderquery(no)))["trade_state"] == "REVOKED" and q, timeout=20, step=0.25
+    )
     assert time.monotonic() - started >= 8.5  # 45 s x WX_SANDBOX_TIME_SCALE=0.2 in tests
     assert "transaction_id" not in query
     assert order_view(stack, no)["revoked_by"] == "timeout"
@@ -280,8 +284,11 @@ def test_jsapi_orders_cannot_be_reversed_and_close(stack):
     assert run(lambda: api.orderquery(no))["trade_state"] == "CLOSED"
     assert run(lambda: api.closeorder(no))["err_code"] == "ORDERCLOSED"
     assert confirm(stack, prepay_id).status_code == 409
-    again = run(lambda: api.unifiedorder(no, 700, "电费", "o_jsapi", "http://127.0.0.1:9/wechat/pay/notify",
-                                         "127.0.0.1", in_an_hour()))
+    again = run(
+        lambda: api.unifiedorder(
+            no, 700, "电费", "o_jsapi", "http://127.0.0.1:9/wechat/pay/notify", "127.0.0.1", in_an_hour()
+        )
+    )
     assert again["err_code"] == "ORDERCLOSED"
     assert run(lambda: api.closeorder(trade_no()))["err_code"] == "ORDERNOTEXIST"
 
@@ -374,8 +381,15 @@ def _check_bill(stack, api, today, paid_no, refund_no, micro, reversed_no):
     text = run(lambda: api.downloadbill(today))
     header, rows, totals = _parse_bill(text)
     assert header[:3] == ["交易时间", "公众账号ID", "商户号"] and len(header) == 27 and header[-1] == "费率备注"
-    assert list(totals) == ["总交易单数", "应结订单总金额", "退款总金额", "充值券退款总金额", "手续费总金额",
-                            "订单总金额", "申请退款总金额"]
+    assert list(totals) == [
+        "总交易单数",
+        "应结订单总金额",
+        "退款总金额",
+        "充值券退款总金额",
+        "手续费总金额",
+        "订单总金额",
+        "申请退款总金额",
+    ]
     mine = {(r["商户订单号"], r["交易状态"]): r for r in rows}
     assert mine[(paid_no, "SUCCESS")]["应结订单金额"] == "123.45"
     assert mine[(paid_no, "REFUND")]["退款金额"] == "20.05"
@@ -390,8 +404,9 @@ def _check_bill(stack, api, today, paid_no, refund_no, micro, reversed_no):
     orders = stack.sandbox_call("GET", "/sandbox/pay/orders").json()["orders"]
     paid_today = [o for o in orders if o["time_end"] and o["time_end"][:8] == today.strftime("%Y%m%d")]
     assert _fen(totals["订单总金额"]) == sum(o["total_fee"] for o in paid_today)
-    refunded = sum(o["refunded_fee"] for o in paid_today) + sum(o["total_fee"] for o in paid_today
-                                                                if o["state"] == "REVOKED")
+    refunded = sum(o["refunded_fee"] for o in paid_today) + sum(
+        o["total_fee"] for o in paid_today if o["state"] == "REVOKED"
+    )
     assert _fen(totals["退款总金额"]) == refunded
     assert sum(1 for r in rows if r["交易状态"] != "REFUND") == len(paid_today)
 

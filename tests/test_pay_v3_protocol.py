@@ -66,9 +66,11 @@ KEY_PEM = (Path(__file__).parent / "data" / "pay_v3_test_key.pem").read_bytes()
 KEY = load_private_key(str(Path(__file__).parent / "data" / "pay_v3_test_key.pem"), "test key")
 
 # WeChat's JSAPI example order (the body exactly as sent), timestamp and nonce of its signing guide
-REQUEST_BODY = ('{"appid":"wxd678efh567hg6787","mchid":"1230000109","description":"Image形象店-深圳腾大-QQ公仔",'
-                '"out_trade_no":"1217752501201407033233368018","notify_url":"https://www.weixin.qq.com/wxpay/pay.php",'
-                '"amount":{"total":100,"currency":"CNY"},"payer":{"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}}')
+REQUEST_BODY = (
+    '{"appid":"wxd678efh567hg6787","mchid":"1230000109","description":"Image形象店-深圳腾大-QQ公仔",'
+    '"out_trade_no":"1217752501201407033233368018","notify_url":"https://www.weixin.qq.com/wxpay/pay.php",'
+    '"amount":{"total":100,"currency":"CNY"},"payer":{"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"}}'
+)
 REQUEST_TS, REQUEST_NONCE = "1554208460", "593BEC0C930BF1AFEB40B4A08C8FB242"
 REQUEST_SIGNATURE = (
     "XDrxOVuSzvAC7tx4LgTQvUKN9OB7PuXTY6p5hfSEUw4X5Utpf3ty2baxJ1nHF9yD83g9ExZph7DlCgPu2QJ6Vrf0mQX7lYuHS+aI5ogY+CZH"
@@ -92,11 +94,13 @@ RESPONSE_SIGNATURE = (
 )
 # a notification resource: WeChat's example transaction, encrypted with a known key, nonce and AD
 APIV3_KEY, AEAD_NONCE, AEAD_AD = "testapiv3key0123456789abcdefghij", "fdasflkja484", "transaction"
-PLAINTEXT = ('{"appid":"wxd678efh567hg6787","mchid":"1230000109","out_trade_no":"1217752501201407033233368018",'
-             '"transaction_id":"1217752501201407033233368018","trade_type":"JSAPI","trade_state":"SUCCESS",'
-             '"trade_state_desc":"支付成功","bank_type":"CMC","success_time":"2018-06-08T10:34:56+08:00",'
-             '"payer":{"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},"amount":{"total":100,"payer_total":100,'
-             '"currency":"CNY","payer_currency":"CNY"}}')
+PLAINTEXT = (
+    '{"appid":"wxd678efh567hg6787","mchid":"1230000109","out_trade_no":"1217752501201407033233368018",'
+    '"transaction_id":"1217752501201407033233368018","trade_type":"JSAPI","trade_state":"SUCCESS",'
+    '"trade_state_desc":"支付成功","bank_type":"CMC","success_time":"2018-06-08T10:34:56+08:00",'
+    '"payer":{"openid":"oUpF8uMuAJO_M2pxb1Q9zNjWeS6o"},"amount":{"total":100,"payer_total":100,'
+    '"currency":"CNY","payer_currency":"CNY"}}'
+)
 CIPHERTEXT = (
     "ct0YExAVjoNO0BartBLO1+mjMPI0HmWskUmWsKaOBYLTwKfVNyoivJKEc1WOBx6WwhlDgz1XeM9JwmpbgZ7C63uDkngSiHW26mgBsez5lo91"
     "qQVKJ8D9/A9sIQU14SGdNOOcdTk1qjT6dIMGlZJHpSpT9Y/Zuah1yRRrHIrIW7hSRYHzG8soW5xYQnfRWrSK3smCopxp+twPOWgpt3Q1sqdO"
@@ -113,33 +117,67 @@ def sdk_key():
 
 
 def offline_api(**kwargs) -> PayV3API:
-    options = {"appid": "wxd678efh567hg6787", "mch_id": "1230000109", "apiv3_key": APIV3_KEY,
-               "serial_no": "5157F09EFDC096DE15EBE81A47057A7232F1B8E1", "private_key": KEY,
-               "wechatpay_public_key": KEY.public_key(), "wechatpay_key_id": KEY_ID, **kwargs}
+    options = {
+        "appid": "wxd678efh567hg6787",
+        "mch_id": "1230000109",
+        "apiv3_key": APIV3_KEY,
+        "serial_no": "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+        "private_key": KEY,
+        "wechatpay_public_key": KEY.public_key(),
+        "wechatpay_key_id": KEY_ID,
+        **kwargs,
+    }
     return PayV3API(None, **options)
 
 
 # -- fixed vectors, each cross-checked ------------------------------------------------------------
 def test_request_signature_vector_and_the_sdk_agree():
     message = request_message("POST", "/v3/pay/transactions/jsapi", REQUEST_TS, REQUEST_NONCE, REQUEST_BODY)
-    assert message == ("POST\n/v3/pay/transactions/jsapi\n1554208460\n593BEC0C930BF1AFEB40B4A08C8FB242\n"
-                       + REQUEST_BODY + "\n").encode()
+    assert (
+        message
+        == (
+            "POST\n/v3/pay/transactions/jsapi\n1554208460\n593BEC0C930BF1AFEB40B4A08C8FB242\n" + REQUEST_BODY + "\n"
+        ).encode()
+    )
     assert rsa_sign(KEY, message) == REQUEST_SIGNATURE
     assert sdk.rsa_sign(sdk_key(), message.decode()) == REQUEST_SIGNATURE
-    header = authorization("1230000109", "5157F09EFDC096DE15EBE81A47057A7232F1B8E1", KEY, "POST",
-                           "/v3/pay/transactions/jsapi", REQUEST_BODY, timestamp=int(REQUEST_TS), nonce=REQUEST_NONCE)
-    assert header == ('WECHATPAY2-SHA256-RSA2048 mchid="1230000109",nonce_str="593BEC0C930BF1AFEB40B4A08C8FB242",'
-                      f'signature="{REQUEST_SIGNATURE}",timestamp="1554208460",'
-                      'serial_no="5157F09EFDC096DE15EBE81A47057A7232F1B8E1"')
+    header = authorization(
+        "1230000109",
+        "5157F09EFDC096DE15EBE81A47057A7232F1B8E1",
+        KEY,
+        "POST",
+        "/v3/pay/transactions/jsapi",
+        REQUEST_BODY,
+        timestamp=int(REQUEST_TS),
+        nonce=REQUEST_NONCE,
+    )
+    assert header == (
+        'WECHATPAY2-SHA256-RSA2048 mchid="1230000109",nonce_str="593BEC0C930BF1AFEB40B4A08C8FB242",'
+        f'signature="{REQUEST_SIGNATURE}",timestamp="1554208460",'
+        'serial_no="5157F09EFDC096DE15EBE81A47057A7232F1B8E1"'
+    )
 
 
 def test_authorization_header_equals_the_sdks_for_the_same_moment():
-    theirs = sdk.build_authorization("/v3/pay/transactions/out-trade-no/1217752501201407033233368018?mchid=1230000109",
-                                     "GET", "1230000109", "SERIAL01", sdk_key(), nonce_str=REQUEST_NONCE)
+    theirs = sdk.build_authorization(
+        "/v3/pay/transactions/out-trade-no/1217752501201407033233368018?mchid=1230000109",
+        "GET",
+        "1230000109",
+        "SERIAL01",
+        sdk_key(),
+        nonce_str=REQUEST_NONCE,
+    )
     fields = parse_authorization(theirs)
-    ours = authorization("1230000109", "SERIAL01", KEY, "GET",
-                         "/v3/pay/transactions/out-trade-no/1217752501201407033233368018?mchid=1230000109", "",
-                         timestamp=int(fields["timestamp"]), nonce=REQUEST_NONCE)
+    ours = authorization(
+        "1230000109",
+        "SERIAL01",
+        KEY,
+        "GET",
+        "/v3/pay/transactions/out-trade-no/1217752501201407033233368018?mchid=1230000109",
+        "",
+        timestamp=int(fields["timestamp"]),
+        nonce=REQUEST_NONCE,
+    )
     assert ours == theirs
 
 
@@ -149,30 +187,56 @@ def test_answer_signature_vector_verified_by_both_and_altered_answers_refused():
     assert rsa_verify(KEY.public_key(), message, RESPONSE_SIGNATURE)
     assert sdk.rsa_verify(RESPONSE_TS, RESPONSE_NONCE, RESPONSE_BODY, RESPONSE_SIGNATURE, KEY.public_key())
     api = offline_api()
-    headers = {"Wechatpay-Timestamp": RESPONSE_TS, "Wechatpay-Nonce": RESPONSE_NONCE,
-               "Wechatpay-Signature": RESPONSE_SIGNATURE, "Wechatpay-Serial": KEY_ID}
+    headers = {
+        "Wechatpay-Timestamp": RESPONSE_TS,
+        "Wechatpay-Nonce": RESPONSE_NONCE,
+        "Wechatpay-Signature": RESPONSE_SIGNATURE,
+        "Wechatpay-Serial": KEY_ID,
+    }
     at = int(RESPONSE_TS) + 10
     assert api.check_signature(headers, RESPONSE_BODY.encode(), now=at) is None
     assert "verify" in api.check_signature(headers, RESPONSE_BODY.replace("wx20", "wx21").encode(), now=at)
-    assert "verify" in api.check_signature({**headers, "Wechatpay-Nonce": "x" + RESPONSE_NONCE[1:]},
-                                           RESPONSE_BODY.encode(), now=at)
-    assert "key" in api.check_signature({**headers, "Wechatpay-Serial": "PUB_KEY_ID_OTHER"},
-                                        RESPONSE_BODY.encode(), now=at)
+    assert "verify" in api.check_signature(
+        {**headers, "Wechatpay-Nonce": "x" + RESPONSE_NONCE[1:]}, RESPONSE_BODY.encode(), now=at
+    )
+    assert "key" in api.check_signature(
+        {**headers, "Wechatpay-Serial": "PUB_KEY_ID_OTHER"}, RESPONSE_BODY.encode(), now=at
+    )
     assert "5 minutes" in api.check_signature(headers, RESPONSE_BODY.encode(), now=int(RESPONSE_TS) + 301)
     assert api.check_signature(headers, RESPONSE_BODY.encode(), now=int(RESPONSE_TS) - 300) is None
     assert "not signed" in api.check_signature({}, RESPONSE_BODY.encode(), now=at)
 
 
 def test_pay_sign_vector_and_the_sdk_agree():
-    params = offline_api().jsapi_params("wx201410272009395522657a690389285100", timestamp=1490840662,
-                                        nonce_str="5K8264ILTKCH16CQ2502SI8ZNMTM67VS")
-    assert params == {"timeStamp": "1490840662", "nonceStr": "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
-                      "package": "prepay_id=wx201410272009395522657a690389285100", "signType": "RSA",
-                      "paySign": PAY_SIGN}
-    core = SDKCore("1230000109", "SERIAL01", KEY_PEM.decode(), APIV3_KEY,
-                   public_key=public_pem(KEY.public_key()).decode(), public_key_id=KEY_ID)
-    assert core.sign(["wxd678efh567hg6787", "1490840662", "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
-                      "prepay_id=wx201410272009395522657a690389285100"]) == PAY_SIGN
+    params = offline_api().jsapi_params(
+        "wx201410272009395522657a690389285100", timestamp=1490840662, nonce_str="5K8264ILTKCH16CQ2502SI8ZNMTM67VS"
+    )
+    assert params == {
+        "timeStamp": "1490840662",
+        "nonceStr": "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
+        "package": "prepay_id=wx201410272009395522657a690389285100",
+        "signType": "RSA",
+        "paySign": PAY_SIGN,
+    }
+    core = SDKCore(
+        "1230000109",
+        "SERIAL01",
+        KEY_PEM.decode(),
+        APIV3_KEY,
+        public_key=public_pem(KEY.public_key()).decode(),
+        public_key_id=KEY_ID,
+    )
+    assert (
+        core.sign(
+            [
+                "wxd678efh567hg6787",
+                "1490840662",
+                "5K8264ILTKCH16CQ2502SI8ZNMTM67VS",
+                "prepay_id=wx201410272009395522657a690389285100",
+            ]
+        )
+        == PAY_SIGN
+    )
     assert pay_sign_message("a", "1", "n", "p") == b"a\n1\nn\np\n"
 
 
@@ -184,26 +248,46 @@ def test_notification_resource_vector_decrypts_in_both_and_refuses_any_change():
     raw = base64.b64decode(CIPHERTEXT)
     assert len(raw) == len(PLAINTEXT.encode()) + 16  # the tag is appended
     flipped = base64.b64encode(bytes([raw[0] ^ 1]) + raw[1:]).decode()
-    for args in ((key, AEAD_NONCE, AEAD_AD, flipped), (key, AEAD_NONCE, "certificate", CIPHERTEXT),
-                 (key, "fdasflkja485", AEAD_AD, CIPHERTEXT), (b"x" * 32, AEAD_NONCE, AEAD_AD, CIPHERTEXT)):
+    for args in (
+        (key, AEAD_NONCE, AEAD_AD, flipped),
+        (key, AEAD_NONCE, "certificate", CIPHERTEXT),
+        (key, "fdasflkja485", AEAD_AD, CIPHERTEXT),
+        (b"x" * 32, AEAD_NONCE, AEAD_AD, CIPHERTEXT),
+    ):
         with pytest.raises(InvalidTag):
             aead_decrypt(*args)
         assert sdk.aes_decrypt(args[1], args[3], args[2], args[0].decode()) is None
 
 
 def notification_body(ciphertext: str = CIPHERTEXT) -> str:
-    return json.dumps({"id": "EV-2018022511223320873", "create_time": "2018-06-08T10:34:56+08:00",
-                       "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
-                       "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
-                                    "ciphertext": ciphertext, "associated_data": AEAD_AD, "nonce": AEAD_NONCE}},
-                      ensure_ascii=False)
+    return json.dumps(
+        {
+            "id": "EV-2018022511223320873",
+            "create_time": "2018-06-08T10:34:56+08:00",
+            "resource_type": "encrypt-resource",
+            "event_type": "TRANSACTION.SUCCESS",
+            "summary": "支付成功",
+            "resource": {
+                "original_type": "transaction",
+                "algorithm": "AEAD_AES_256_GCM",
+                "ciphertext": ciphertext,
+                "associated_data": AEAD_AD,
+                "nonce": AEAD_NONCE,
+            },
+        },
+        ensure_ascii=False,
+    )
 
 
 def signed(body: str, key=KEY, ts: int | None = None) -> dict[str, str]:
     ts = str(int(time.time()) if ts is None else ts)
-    return {"Wechatpay-Timestamp": ts, "Wechatpay-Nonce": "n0nce", "Wechatpay-Serial": KEY_ID,
-            "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
-            "Wechatpay-Signature": rsa_sign(key, response_message(ts, "n0nce", body))}
+    return {
+        "Wechatpay-Timestamp": ts,
+        "Wechatpay-Nonce": "n0nce",
+        "Wechatpay-Serial": KEY_ID,
+        "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+        "Wechatpay-Signature": rsa_sign(key, response_message(ts, "n0nce", body)),
+    }
 
 
 def test_gateway_reads_a_notification_as_the_sdk_does():
@@ -211,11 +295,24 @@ def test_gateway_reads_a_notification_as_the_sdk_does():
     headers = signed(body)
     fields = offline_api().parse_notification(body.encode(), headers)
     assert fields | {"notification_id": "x"} == fields | {
-        "result_code": "SUCCESS", "trade_state": "SUCCESS", "out_trade_no": "1217752501201407033233368018",
-        "total_fee": "100", "time_end": "20180608103456", "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
-        "appid": "wxd678efh567hg6787", "mch_id": "1230000109", "notification_id": "x"}
-    core = SDKCore("1230000109", "SERIAL01", KEY_PEM.decode(), APIV3_KEY,
-                   public_key=public_pem(KEY.public_key()).decode(), public_key_id=KEY_ID)
+        "result_code": "SUCCESS",
+        "trade_state": "SUCCESS",
+        "out_trade_no": "1217752501201407033233368018",
+        "total_fee": "100",
+        "time_end": "20180608103456",
+        "openid": "oUpF8uMuAJO_M2pxb1Q9zNjWeS6o",
+        "appid": "wxd678efh567hg6787",
+        "mch_id": "1230000109",
+        "notification_id": "x",
+    }
+    core = SDKCore(
+        "1230000109",
+        "SERIAL01",
+        KEY_PEM.decode(),
+        APIV3_KEY,
+        public_key=public_pem(KEY.public_key()).decode(),
+        public_key_id=KEY_ID,
+    )
     assert core.callback(headers, body)["resource"] == json.loads(PLAINTEXT)
 
 
@@ -224,8 +321,12 @@ def test_gateway_refuses_forged_notifications():
     other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     raw = base64.b64decode(CIPHERTEXT)
     tampered = notification_body(base64.b64encode(raw[:-1] + bytes([raw[-1] ^ 1])).decode())
-    for forged, headers in ((body, signed(body, key=other)), (body, signed(body, ts=int(time.time()) - 400)),
-                            (tampered, signed(tampered)), (body, {})):
+    for forged, headers in (
+        (body, signed(body, key=other)),
+        (body, signed(body, ts=int(time.time()) - 400)),
+        (tampered, signed(tampered)),
+        (body, {}),
+    ):
         with pytest.raises(PaySignatureError):
             api.parse_notification(forged.encode(), headers)
     with pytest.raises(PayNotificationError):  # genuine, but another merchant's
@@ -235,23 +336,48 @@ def test_gateway_refuses_forged_notifications():
 
 
 # -- against the sandbox ---------------------------------------------------------------------------
-def sandbox_request(stack, method: str, path: str, body: dict | None = None, *, sign_body: str | None = None,
-                    sign_url: str | None = None, serial: str | None = None, ts: int | None = None,
-                    key: rsa.RSAPrivateKey | None = None) -> requests.Response:
+def sandbox_request(
+    stack,
+    method: str,
+    path: str,
+    body: dict | None = None,
+    *,
+    sign_body: str | None = None,
+    sign_url: str | None = None,
+    serial: str | None = None,
+    ts: int | None = None,
+    key: rsa.RSAPrivateKey | None = None,
+) -> requests.Response:
     """A v3 request to the sandbox, signed as the merchant; the keywords alter what was signed."""
     text = "" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
     merchant = key or load_private_key(stack.env["WX_PAY_V3_PRIVATE_KEY"], "merchant key")
-    header = authorization(stack.env["WX_PAY_MCH_ID"], serial or stack.env["WX_PAY_MCH_SERIAL"], merchant, method,
-                           sign_url or path, text if sign_body is None else sign_body, timestamp=ts)
-    return stack.sandbox_call(method, path, data=text.encode() if body is not None else None,
-                              headers={"Authorization": header, "Content-Type": "application/json",
-                                       "Accept": "application/json"})
+    header = authorization(
+        stack.env["WX_PAY_MCH_ID"],
+        serial or stack.env["WX_PAY_MCH_SERIAL"],
+        merchant,
+        method,
+        sign_url or path,
+        text if sign_body is None else sign_body,
+        timestamp=ts,
+    )
+    return stack.sandbox_call(
+        method,
+        path,
+        data=text.encode() if body is not None else None,
+        headers={"Authorization": header, "Content-Type": "application/json", "Accept": "application/json"},
+    )
 
 
 def jsapi_body(stack, otn: str, total: int = 100) -> dict:
-    return {"appid": stack.env["WX_MP_APPID"], "mchid": stack.env["WX_PAY_MCH_ID"], "description": "电费",
-            "out_trade_no": otn, "notify_url": "http://127.0.0.1:9/wechat/pay/notify/v3",
-            "amount": {"total": total, "currency": "CNY"}, "payer": {"openid": "o_v3"}}
+    return {
+        "appid": stack.env["WX_MP_APPID"],
+        "mchid": stack.env["WX_PAY_MCH_ID"],
+        "description": "电费",
+        "out_trade_no": otn,
+        "notify_url": "http://127.0.0.1:9/wechat/pay/notify/v3",
+        "amount": {"total": total, "currency": "CNY"},
+        "payer": {"openid": "o_v3"},
+    }
 
 
 def verified(stack, resp: requests.Response) -> bool:
@@ -267,13 +393,19 @@ def test_sandbox_refuses_altered_requests(stack, alteration):
     if alteration == "missing":
         resp = stack.sandbox_call("POST", path, json=body)
     else:
-        resp = sandbox_request(stack, "POST", path, body, **{
-            "body": {"sign_body": json.dumps({**body, "amount": {"total": 1, "currency": "CNY"}})},
-            "url": {"sign_url": path + "?x=1"},
-            "serial_no": {"serial": "0" * 40},
-            "timestamp": {"ts": int(time.time()) - 6 * 60},
-            "key": {"key": rsa.generate_private_key(public_exponent=65537, key_size=2048)},
-        }[alteration])
+        resp = sandbox_request(
+            stack,
+            "POST",
+            path,
+            body,
+            **{
+                "body": {"sign_body": json.dumps({**body, "amount": {"total": 1, "currency": "CNY"}})},
+                "url": {"sign_url": path + "?x=1"},
+                "serial_no": {"serial": "0" * 40},
+                "timestamp": {"ts": int(time.time()) - 6 * 60},
+                "key": {"key": rsa.generate_private_key(public_exponent=65537, key_size=2048)},
+            }[alteration],
+        )
     assert resp.status_code == 401, resp.text
     assert resp.json()["code"] == "SIGN_ERROR" and resp.json()["message"]
     assert verified(stack, resp)  # errors are signed too
@@ -288,33 +420,87 @@ def test_sandbox_speaks_v3_error_codes(stack):
     cases = []
     resp = sandbox_request(stack, "GET", f"/v3/pay/transactions/out-trade-no/{otn}?mchid={stack.env['WX_PAY_MCH_ID']}")
     cases.append((resp, 404, "ORDER_NOT_EXIST"))
-    cases.append((sandbox_request(stack, "POST", "/v3/pay/transactions/jsapi", jsapi_body(stack, otn, total=0)),
-                  400, "PARAM_ERROR"))
+    cases.append(
+        (
+            sandbox_request(stack, "POST", "/v3/pay/transactions/jsapi", jsapi_body(stack, otn, total=0)),
+            400,
+            "PARAM_ERROR",
+        )
+    )
     assert sandbox_request(stack, "POST", "/v3/pay/transactions/jsapi", jsapi_body(stack, otn)).status_code == 200
-    cases.append((sandbox_request(stack, "POST", "/v3/pay/transactions/jsapi", jsapi_body(stack, otn, total=5)),
-                  400, "INVALID_REQUEST"))  # the same out_trade_no with other parameters
+    cases.append(
+        (
+            sandbox_request(stack, "POST", "/v3/pay/transactions/jsapi", jsapi_body(stack, otn, total=5)),
+            400,
+            "INVALID_REQUEST",
+        )
+    )  # the same out_trade_no with other parameters
     close = f"/v3/pay/transactions/out-trade-no/{otn}/close"
     first = sandbox_request(stack, "POST", close, {"mchid": stack.env["WX_PAY_MCH_ID"]})
     assert first.status_code == 204 and first.content == b"" and verified(stack, first)
     cases.append((sandbox_request(stack, "POST", close, {"mchid": stack.env["WX_PAY_MCH_ID"]}), 400, "ORDER_CLOSED"))
-    code = {"appid": stack.env["WX_MP_APPID"], "mchid": stack.env["WX_PAY_MCH_ID"], "description": "电费",
-            "amount": {"total": 100, "currency": "CNY"}, "scene_info": {"device_ip": "127.0.0.1"}}
-    cases.append((sandbox_request(stack, "POST", "/v3/pay/transactions/codepay", {
-        **code, "out_trade_no": trade_no("C"), "payer": {"auth_code": auth_code(stack, "insufficient")}}),
-        403, "NOT_ENOUGH"))
-    cases.append((sandbox_request(stack, "POST", "/v3/pay/transactions/codepay", {
-        **code, "out_trade_no": trade_no("C"), "payer": {"auth_code": auth_code(stack, "password_then_pay")}}),
-        202, "USERPAYING"))
+    code = {
+        "appid": stack.env["WX_MP_APPID"],
+        "mchid": stack.env["WX_PAY_MCH_ID"],
+        "description": "电费",
+        "amount": {"total": 100, "currency": "CNY"},
+        "scene_info": {"device_ip": "127.0.0.1"},
+    }
+    cases.append(
+        (
+            sandbox_request(
+                stack,
+                "POST",
+                "/v3/pay/transactions/codepay",
+                {**code, "out_trade_no": trade_no("C"), "payer": {"auth_code": auth_code(stack, "insufficient")}},
+            ),
+            403,
+            "NOT_ENOUGH",
+        )
+    )
+    cases.append(
+        (
+            sandbox_request(
+                stack,
+                "POST",
+                "/v3/pay/transactions/codepay",
+                {**code, "out_trade_no": trade_no("C"), "payer": {"auth_code": auth_code(stack, "password_then_pay")}},
+            ),
+            202,
+            "USERPAYING",
+        )
+    )
     lost, limited = trade_no("C"), trade_no("F")  # faults aimed at these: the backend calls the sandbox too
     stack.fault("micropay", "system_error", match=lost)
-    cases.append((sandbox_request(stack, "POST", "/v3/pay/transactions/codepay", {
-        **code, "out_trade_no": lost, "payer": {"auth_code": auth_code(stack, "pay")}}), 500, "SYSTEM_ERROR"))
+    cases.append(
+        (
+            sandbox_request(
+                stack,
+                "POST",
+                "/v3/pay/transactions/codepay",
+                {**code, "out_trade_no": lost, "payer": {"auth_code": auth_code(stack, "pay")}},
+            ),
+            500,
+            "SYSTEM_ERROR",
+        )
+    )
     stack.fault("unifiedorder", "frequency_limited", match=limited)
-    cases.append((sandbox_request(stack, "POST", "/v3/pay/transactions/jsapi", jsapi_body(stack, limited)),
-                  429, "FREQUENCY_LIMITED"))
-    cases.append((sandbox_request(stack, "POST", "/v3/pay/transactions/jsapi",
-                                  {**jsapi_body(stack, trade_no("M")), "mchid": "1900000999"}),
-                  400, "APPID_MCHID_NOT_MATCH"))
+    cases.append(
+        (
+            sandbox_request(stack, "POST", "/v3/pay/transactions/jsapi", jsapi_body(stack, limited)),
+            429,
+            "FREQUENCY_LIMITED",
+        )
+    )
+    cases.append(
+        (
+            sandbox_request(
+                stack, "POST", "/v3/pay/transactions/jsapi", {**jsapi_body(stack, trade_no("M")), "mchid": "1900000999"}
+            ),
+            400,
+            "APPID_MCHID_NOT_MATCH",
+        )
+    )
     for resp, status, code_name in cases:
         assert (resp.status_code, resp.json()["code"]) == (status, code_name), resp.text
         assert resp.json()["message"] and verified(stack, resp)
@@ -323,8 +509,7 @@ def test_sandbox_speaks_v3_error_codes(stack):
 def test_gateway_against_the_sandbox_order_query_close_refund_bill(stack):
     api = gateway_v3(stack)
     otn = trade_no("G")
-    created = run(lambda: api.unifiedorder(otn, 321, "电费", "o_gw", "http://127.0.0.1:9/n", "127.0.0.1",
-                                           in_an_hour()))
+    created = run(lambda: api.unifiedorder(otn, 321, "电费", "o_gw", "http://127.0.0.1:9/n", "127.0.0.1", in_an_hour()))
     assert created.ok and created["prepay_id"].startswith("wx")
     assert created.call.request["amount"] == {"total": 321, "currency": "CNY"} and created.call.outcome == "ok"
     queried = run(lambda: api.orderquery(otn))
@@ -389,9 +574,14 @@ def test_sandbox_v3_notification_is_what_the_gateway_and_the_sdk_accept(stack):
     fields = api.parse_notification(body, headers)
     assert (fields["out_trade_no"], fields["total_fee"], fields["result_code"]) == (otn, "555", "SUCCESS")
     wechatpay = load_private_key(stack.env["WX_SANDBOX_PAY_PRIVATE_KEY"], "sandbox key").public_key()
-    core = SDKCore(stack.env["WX_PAY_MCH_ID"], stack.env["WX_PAY_MCH_SERIAL"],
-                   open(stack.env["WX_PAY_V3_PRIVATE_KEY"]).read(), stack.env["WX_PAY_APIV3_KEY"],
-                   public_key=public_pem(wechatpay).decode(), public_key_id=stack.env["WX_PAY_PUBLIC_KEY_ID"])
+    core = SDKCore(
+        stack.env["WX_PAY_MCH_ID"],
+        stack.env["WX_PAY_MCH_SERIAL"],
+        open(stack.env["WX_PAY_V3_PRIVATE_KEY"]).read(),
+        stack.env["WX_PAY_APIV3_KEY"],
+        public_key=public_pem(wechatpay).decode(),
+        public_key_id=stack.env["WX_PAY_PUBLIC_KEY_ID"],
+    )
     resource = core.callback(headers, body.decode())["resource"]
     assert (resource["out_trade_no"], resource["amount"]["total"]) == (otn, 555)
     assert wait_for(lambda: order_view(stack, otn)["notify_status"] == "delivered")  # 200 stops the retries
@@ -403,10 +593,21 @@ def test_configuration_chooses_the_gateway_and_names_what_is_missing(tmp_path):
     from wx_backend.wechat.http import WeChatHTTP
     from wx_backend.wechat.pay import PayAPI
 
-    base = {"WX_ENV": "prod", "MONGODB_URI": "mongodb://127.0.0.1:1/", "WX_INTERNAL_SECRET": "s",
-            "WX_DATA_KEY": base64.b64encode(b"k" * 32).decode(), "WX_MP_APPID": "wxa", "WX_MP_SECRET": "m",
-            "WX_OA_APPID": "wxo", "WX_OA_SECRET": "o", "WX_OA_TOKEN": "t", "WX_PAY_MCH_ID": "1230000109",
-            "WX_PAY_API_KEY": "k" * 32, "WX_PUBLIC_BASE": "https://hall.example", "WX_SANDBOX_CALLBACK_BASE": "x"}
+    base = {
+        "WX_ENV": "prod",
+        "MONGODB_URI": "mongodb://127.0.0.1:1/",
+        "WX_INTERNAL_SECRET": "s",
+        "WX_DATA_KEY": base64.b64encode(b"k" * 32).decode(),
+        "WX_MP_APPID": "wxa",
+        "WX_MP_SECRET": "m",
+        "WX_OA_APPID": "wxo",
+        "WX_OA_SECRET": "o",
+        "WX_OA_TOKEN": "t",
+        "WX_PAY_MCH_ID": "1230000109",
+        "WX_PAY_API_KEY": "k" * 32,
+        "WX_PUBLIC_BASE": "https://hall.example",
+        "WX_SANDBOX_CALLBACK_BASE": "x",
+    }
     http = WeChatHTTP("https://pay.example", 2)
     assert isinstance(pay_gateway(Config.from_env(base), http), PayAPI)
     with pytest.raises(ConfigError, match="WX_PAY_API"):
@@ -415,8 +616,14 @@ def test_configuration_chooses_the_gateway_and_names_what_is_missing(tmp_path):
         pay_gateway(Config.from_env({**base, "WX_PAY_API": "v3"}), http)
     key = tmp_path / "apiclient_key.pem"
     key.write_bytes(KEY_PEM)
-    v3 = {**base, "WX_PAY_API": "v3", "WX_PAY_V3_PRIVATE_KEY": str(key), "WX_PAY_PUBLIC_KEY": str(key),
-          "WX_PAY_MCH_SERIAL": "SERIAL01", "WX_PAY_PUBLIC_KEY_ID": KEY_ID}
+    v3 = {
+        **base,
+        "WX_PAY_API": "v3",
+        "WX_PAY_V3_PRIVATE_KEY": str(key),
+        "WX_PAY_PUBLIC_KEY": str(key),
+        "WX_PAY_MCH_SERIAL": "SERIAL01",
+        "WX_PAY_PUBLIC_KEY_ID": KEY_ID,
+    }
     with pytest.raises(ConfigError, match="WX_PAY_APIV3_KEY"):
         pay_gateway(Config.from_env(v3), http)
     assert not (tmp_path / "wechatpay_public_key.pem").exists()  # outside dev/test no key is ever made

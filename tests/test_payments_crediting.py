@@ -57,24 +57,37 @@ def test_a_crash_between_steps_is_finished_by_the_follow_up_without_double_count
     no = cust["account_no"]
     now = datetime.now(UTC)
     # the state after the crash (the order at WeChat is unpaid here: only our records matter)
-    stack.db.payments.update_one({"out_trade_no": otn}, {"$set": {"status": "paid", "transaction_id": "4200x",
-                                                                  "paid_at": now, "next_check_at": None}})
-    stack.db.payment_credits.insert_one({"_id": otn, "account_no": no, "amount_fen": 7000, "transaction_id": "4200x",
-                                         "paid_at": now, "state": "owed",
-                                         "created_at": now - timedelta(seconds=5)})
+    stack.db.payments.update_one(
+        {"out_trade_no": otn},
+        {"$set": {"status": "paid", "transaction_id": "4200x", "paid_at": now, "next_check_at": None}},
+    )
+    stack.db.payment_credits.insert_one(
+        {
+            "_id": otn,
+            "account_no": no,
+            "amount_fen": 7000,
+            "transaction_id": "4200x",
+            "paid_at": now,
+            "state": "owed",
+            "created_at": now - timedelta(seconds=5),
+        }
+    )
     if crash_after in ("account_credited", "one_bill_settled"):
         stack.db.accounts.update_one({"account_no": no}, {"$inc": {"balance_fen": 7000}, "$push": {"credited": otn}})
     if crash_after == "one_bill_settled":
-        stack.db.bills.update_one({"account_no": no, "period": AGO_6}, {
-            "$set": {"paid_fen": 4000, "status": "paid"},
-            "$push": {"settlements": {"out_trade_no": otn, "amount_fen": 4000, "at": now}}})
+        stack.db.bills.update_one(
+            {"account_no": no, "period": AGO_6},
+            {
+                "$set": {"paid_fen": 4000, "status": "paid"},
+                "$push": {"settlements": {"out_trade_no": otn, "amount_fen": 4000, "at": now}},
+            },
+        )
     assert wait_status(stack, otn, ("credited",), timeout=15)["status"] == "credited"
     assert balance(stack, no) == -9000 + 7000
     assert stack.db.accounts.find_one({"account_no": no})["credited"].count(otn) == 1
     b = bills(stack, no)
     assert (b[AGO_6]["paid_fen"], b[AGO_6]["status"], len(b[AGO_6]["settlements"])) == (4000, "paid", 1)
-    assert (b[AGO_5]["paid_fen"], b[AGO_5]["status"], len(b[AGO_5]["settlements"])) == \
-        (3000, "partial", 1)
+    assert (b[AGO_5]["paid_fen"], b[AGO_5]["status"], len(b[AGO_5]["settlements"])) == (3000, "partial", 1)
 
 
 def test_random_faults_and_a_killed_process_every_order_ends_right(stack, workdir):
@@ -134,8 +147,9 @@ def age_everything(stack, days: int) -> None:
     """Every order and refund of the stack happened ``days`` earlier, at WeChat and here."""
     shift = timedelta(days=days)
     for view in stack.sandbox_call("GET", "/sandbox/pay/orders").json()["orders"]:
-        stack.sandbox_call("POST", "/sandbox/pay/age",
-                           json={"out_trade_no": view["out_trade_no"], "days": days}).raise_for_status()
+        stack.sandbox_call(
+            "POST", "/sandbox/pay/age", json={"out_trade_no": view["out_trade_no"], "days": days}
+        ).raise_for_status()
     for doc in stack.db.payments.find({"paid_at": {"$ne": None}}):
         stack.db.payments.update_one({"_id": doc["_id"]}, {"$set": {"paid_at": doc["paid_at"] - shift}})
     for doc in stack.db.payment_refunds.find({"accepted_at": {"$ne": None}}):
@@ -143,14 +157,19 @@ def age_everything(stack, days: int) -> None:
 
 
 def booked(stack, refund_no: str) -> dict:
-    return wait_for(lambda: (r := stack.db.payment_refunds.find_one({"_id": refund_no}))
-                    and r["state"] == "succeeded" and r.get("booked_at") and r)
+    return wait_for(
+        lambda: (
+            (r := stack.db.payment_refunds.find_one({"_id": refund_no}))
+            and r["state"] == "succeeded"
+            and r.get("booked_at")
+            and r
+        )
+    )
 
 
 def test_reconcile_agrees_then_lists_every_difference(stack, workdir):
     (workdir / f"recon-{api_of(stack)}").mkdir()
-    own = Stack(workdir / f"recon-{api_of(stack)}", stack.mongodb_uri,
-                extra_env={"WX_PAY_API": api_of(stack)}).start()
+    own = Stack(workdir / f"recon-{api_of(stack)}", stack.mongodb_uri, extra_env={"WX_PAY_API": api_of(stack)}).start()
     try:
         cust = customer(own)
         paid = []
@@ -159,8 +178,9 @@ def test_reconcile_agrees_then_lists_every_difference(stack, workdir):
             confirm(own, created)
             paid.append(created["out_trade_no"])
         terminal = register_terminal(own)
-        answer = terminal_pay(own, terminal, {"account_no": cust["account_no"], "amount_fen": 3333,
-                                              "auth_code": auth_code(own, "pay")}).json()
+        answer = terminal_pay(
+            own, terminal, {"account_no": cust["account_no"], "amount_fen": 3333, "auth_code": auth_code(own, "pay")}
+        ).json()
         paid.append(answer["out_trade_no"])
         for otn in paid:
             wait_status(own, otn)
@@ -182,8 +202,12 @@ def test_reconcile_agrees_then_lists_every_difference(stack, workdir):
         with bill_clock(own, creating_at):
             creating = run_script(own, "scripts.reconcile", "--date", day.isoformat(), env={"WX_PAY_BILL_RETRY": "0.2"})
         assert creating.returncode == 2 and "bill_creating" in creating.stderr
-        assert own.db.payment_events.count_documents(
-            {"kind": "call", "operation": "downloadbill", "outcome": "bill_creating"}) == 5
+        assert (
+            own.db.payment_events.count_documents(
+                {"kind": "call", "operation": "downloadbill", "outcome": "bill_creating"}
+            )
+            == 5
+        )
 
         # now break the books: a payment WeChat has but we do not (with commas in its 商品名称),
         # an amount and a status

@@ -87,8 +87,9 @@ def test_jsapi_happy_path_credits_once_settles_bills_oldest_first(stack):
     # the customer sees it, with its state; another user does not
     resp = stack.api("GET", f"/api/v1/payments/{otn}", token=cust["token"])
     assert resp.status_code == 200 and resp.json()["payment"]["status"] == "credited"
-    listed = stack.api("GET", "/api/v1/payments", token=cust["token"],
-                       params={"account_no": cust["account_no"]}).json()["payments"]
+    listed = stack.api(
+        "GET", "/api/v1/payments", token=cust["token"], params={"account_no": cust["account_no"]}
+    ).json()["payments"]
     assert [p["out_trade_no"] for p in listed] == [otn]
     stranger = stack.login()
     resp = stack.api("GET", f"/api/v1/payments/{otn}", token=stranger)
@@ -139,8 +140,7 @@ def test_unpaid_order_past_expiry_is_closed(stack):
     resp = stack.api("GET", f"/api/v1/payments/{otn}", token=cust["token"])
     assert resp.json()["payment"]["status"] == "closed"
     assert order_view(stack, otn)["state"] == "CLOSED"
-    assert stack.sandbox_call("POST", "/sandbox/pay/confirm",
-                              json={"prepay_id": prepay_id(created)}).status_code == 409
+    assert stack.sandbox_call("POST", "/sandbox/pay/confirm", json={"prepay_id": prepay_id(created)}).status_code == 409
     assert balance(stack, cust["account_no"]) == 0
 
 
@@ -159,8 +159,7 @@ def test_unifiedorder_retried_after_system_error_with_the_same_trade_no(stack):
     tried = calls(stack, created["out_trade_no"], "unifiedorder")
     assert len(tried) == 2
     first, second = (c["call"]["request"] for c in tried)
-    assert {k: v for k, v in first.items() if k != "nonce_str"} == \
-        {k: v for k, v in second.items() if k != "nonce_str"}
+    assert {k: v for k, v in first.items() if k != "nonce_str"} == {k: v for k, v in second.items() if k != "nonce_str"}
     confirm(stack, created)
     assert wait_status(stack, created["out_trade_no"])["status"] == "credited"
 
@@ -183,8 +182,9 @@ def tampered(stack, otn: str, amount: int) -> bytes:
     return notification_xml(stack, otn, amount).replace(f"[{amount}]".encode(), f"[{amount * 10}]".encode())
 
 
-@pytest.mark.parametrize("forgery", ["bad_signature", "wrong_amount", "wrong_mch_id", "unknown_order", "tampered",
-                                     "stale"])
+@pytest.mark.parametrize(
+    "forgery", ["bad_signature", "wrong_amount", "wrong_mch_id", "unknown_order", "tampered", "stale"]
+)
 def test_forged_notifications_change_nothing(stack, forgery):
     cust = customer(stack)
     created = pay_jsapi(stack, cust, 1000)
@@ -226,16 +226,21 @@ def test_duplicate_concurrent_notifications_credit_once(stack):
     stack.fault("pay_notify", "duplicate_notify", match=created["out_trade_no"])
     confirm(stack, created)
     wait_status(stack, created["out_trade_no"])
-    wait_for(lambda: len(list(stack.db.payment_events.find(
-        {"out_trade_no": created["out_trade_no"], "kind": "notification"}))) >= 2)
+    wait_for(
+        lambda: (
+            len(list(stack.db.payment_events.find({"out_trade_no": created["out_trade_no"], "kind": "notification"})))
+            >= 2
+        )
+    )
     assert balance(stack, cust["account_no"]) == 1600
 
 
 @pytest.mark.parametrize("amount", [0, -5, 1.5, "100", True, None, 5_000_001])
 def test_amount_must_be_integer_fen_within_limits(stack, amount):
     cust = customer(stack)
-    resp = stack.api("POST", "/api/v1/payments", token=cust["token"],
-                     json={"account_no": cust["account_no"], "amount_fen": amount})
+    resp = stack.api(
+        "POST", "/api/v1/payments", token=cust["token"], json={"account_no": cust["account_no"], "amount_fen": amount}
+    )
     assert resp.status_code == 422, resp.text
     assert error_of(resp)["code"] == "validation_failed"
     assert stack.db.payments.count_documents({"account_no": cust["account_no"]}) == 0
@@ -244,8 +249,9 @@ def test_amount_must_be_integer_fen_within_limits(stack, amount):
 def test_only_bound_accounts_can_be_paid(stack):
     cust = customer(stack)
     other = customer(stack)
-    resp = stack.api("POST", "/api/v1/payments", token=cust["token"],
-                     json={"account_no": other["account_no"], "amount_fen": 100})
+    resp = stack.api(
+        "POST", "/api/v1/payments", token=cust["token"], json={"account_no": other["account_no"], "amount_fen": 100}
+    )
     assert resp.status_code == 404 and error_of(resp)["code"] == "account_not_found"
     resp = stack.api("POST", "/api/v1/payments", json={"account_no": cust["account_no"], "amount_fen": 100})
     assert resp.status_code == 401

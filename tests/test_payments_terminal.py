@@ -36,8 +36,12 @@ def terminal(stack):
 
 def pay(stack, terminal, behaviour: str, amount: int = 1234, **extra):
     account = put_account(stack)
-    body = {"account_no": account["account_no"], "amount_fen": amount, "auth_code": auth_code(stack, behaviour),
-            **extra}
+    body = {
+        "account_no": account["account_no"],
+        "amount_fen": amount,
+        "auth_code": auth_code(stack, behaviour),
+        **extra,
+    }
     resp = terminal_pay(stack, terminal, body)
     assert resp.status_code == 200, resp.text
     return account["account_no"], resp.json()
@@ -73,8 +77,10 @@ def test_password_timeout_is_reversed_after_the_window(stack, terminal):
     assert balance(stack, account_no) == 0
 
 
-@pytest.mark.parametrize(("behaviour", "reason"), [("insufficient", "余额不足，请更换付款方式"),
-                                                   ("card_not_supported", "不支持该银行卡，请更换付款方式")])
+@pytest.mark.parametrize(
+    ("behaviour", "reason"),
+    [("insufficient", "余额不足，请更换付款方式"), ("card_not_supported", "不支持该银行卡，请更换付款方式")],
+)
 def test_a_declined_payer_fails_at_once_with_a_reason(stack, terminal, behaviour, reason):
     """NOTENOUGH / NOTSUPORTCARD: nothing was charged; the cashier hears it at once (no reverse,
     which WeChat would refuse within 15 s of the order anyway)."""
@@ -115,8 +121,9 @@ def test_timeout_then_query_until_the_charge_appears(stack, terminal):
 def test_auth_code_format_checked_before_wechat(stack, terminal):
     account = put_account(stack)
     for code in ("123", "191234567890123456", "13123456789012345a", 134567890123456789):
-        resp = terminal_pay(stack, terminal, {"account_no": account["account_no"], "amount_fen": 100,
-                                              "auth_code": code})
+        resp = terminal_pay(
+            stack, terminal, {"account_no": account["account_no"], "amount_fen": 100, "auth_code": code}
+        )
         assert resp.status_code == 422, resp.text
         assert error_of(resp)["details"][0]["field"] == "auth_code"
     assert stack.db.payments.count_documents({"account_no": account["account_no"]}) == 0
@@ -151,8 +158,12 @@ def test_signature_replay_disabled_and_unknown_terminals_are_refused(stack, term
 
 def test_retry_with_the_same_terminal_trade_no_returns_the_same_outcome(stack, terminal):
     account = put_account(stack)
-    body = {"account_no": account["account_no"], "amount_fen": 2500, "auth_code": auth_code(stack, "pay"),
-            "terminal_trade_no": f"T{uuid.uuid4().hex[:16]}"}
+    body = {
+        "account_no": account["account_no"],
+        "amount_fen": 2500,
+        "auth_code": auth_code(stack, "pay"),
+        "terminal_trade_no": f"T{uuid.uuid4().hex[:16]}",
+    }
     first = terminal_pay(stack, terminal, body).json()
     second = terminal_pay(stack, terminal, body).json()  # a fresh nonce: a retry, not a replay
     assert first["status"] == second["status"] == "paid"

@@ -17,8 +17,11 @@ def follower(stack) -> tuple[str, str, object]:
     token = stack.login(openid, unionid)
     resp = stack.sandbox_call("POST", "/sandbox/oa/follow", json={"openid": oa_openid, "unionid": unionid})
     assert resp.status_code == 200, resp.text
-    user = wait_until(lambda: (u := stack.db.users.find_one({"mp_openid": openid})) and u.get("oa_openid") and u,
-                      10, what="the follow linked")
+    user = wait_until(
+        lambda: (u := stack.db.users.find_one({"mp_openid": openid})) and u.get("oa_openid") and u,
+        10,
+        what="the follow linked",
+    )
     return token, oa_openid, user["_id"]
 
 

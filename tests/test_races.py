@@ -64,23 +64,35 @@ def test_fifty_credits_to_one_account_with_every_step_slowed(slow_stack):
     def one(i: int) -> None:
         base = bases[i % 2]
         if i % 2 == 0:  # mini-program: the sandbox notifies, and two copies go to each process
-            resp = requests.post(base + "/api/v1/payments", json={"account_no": no, "amount_fen": amounts[i]},
-                                 headers={"Authorization": f"Bearer {person['token']}"}, timeout=60)
+            resp = requests.post(
+                base + "/api/v1/payments",
+                json={"account_no": no, "amount_fen": amounts[i]},
+                headers={"Authorization": f"Bearer {person['token']}"},
+                timeout=60,
+            )
             assert resp.status_code == 201, resp.text
             created = resp.json()
             paid = stack.sandbox_call("POST", "/sandbox/pay/confirm", json={"prepay_id": prepay_id(created)})
             assert paid.status_code == 200, paid.text
-            body = notification_xml(stack, created["out_trade_no"], amounts[i],
-                                    transaction_id=paid.json()["transaction_id"])
+            body = notification_xml(
+                stack, created["out_trade_no"], amounts[i], transaction_id=paid.json()["transaction_id"]
+            )
             for target in bases + bases:
-                answer = requests.post(target + "/wechat/pay/notify", data=body,
-                                       headers={"Content-Type": "text/xml"}, timeout=60)
+                answer = requests.post(
+                    target + "/wechat/pay/notify", data=body, headers={"Content-Type": "text/xml"}, timeout=60
+                )
                 with lock:
                     outcomes[f"notify_{answer.status_code}"] += 1
             otn = created["out_trade_no"]
         else:  # a payment code at a terminal
-            raw = json.dumps({"account_no": no, "amount_fen": amounts[i], "auth_code": auth_code(stack, "pay"),
-                              "terminal_trade_no": f"S{i}x{rng.randint(0, 10**9)}"}).encode()
+            raw = json.dumps(
+                {
+                    "account_no": no,
+                    "amount_fen": amounts[i],
+                    "auth_code": auth_code(stack, "pay"),
+                    "terminal_trade_no": f"S{i}x{rng.randint(0, 10**9)}",
+                }
+            ).encode()
             path = "/api/v1/terminal/payments"
             headers = stack.signed_headers("POST", path, raw, secret=terminal[1])
             headers.update({"X-Terminal-Id": terminal[0], "Content-Type": "application/json"})
@@ -96,8 +108,11 @@ def test_fifty_credits_to_one_account_with_every_step_slowed(slow_stack):
         with ThreadPoolExecutor(25) as pool:
             for future in [pool.submit(one, i) for i in range(50)]:
                 future.result()
-        wait_for(lambda: stack.db.payment_credits.count_documents(
-            {"_id": {"$in": made}, "state": "done"}) == 50, timeout=600, step=1)
+        wait_for(
+            lambda: stack.db.payment_credits.count_documents({"_id": {"$in": made}, "state": "done"}) == 50,
+            timeout=600,
+            step=1,
+        )
     finally:
         proc_b.stop()
         stack.apps = [p for p in stack.apps if p.port != port_b]
@@ -147,7 +162,8 @@ def test_accept_versus_cancel_one_wins(stack):
         app_no = create_application(stack, token, stage="submitted")
         cancel, accept = race(
             lambda app_no=app_no: stack.api("POST", f"/api/v1/applications/{app_no}/cancel", token=token),
-            lambda app_no=app_no: advance(stack, app_no, "accepted"))
+            lambda app_no=app_no: advance(stack, app_no, "accepted"),
+        )
         codes = (cancel.status_code, accept.status_code)
         assert sorted(codes) == [200, 409], (cancel.text, accept.text)
         loser = cancel if cancel.status_code == 409 else accept
@@ -169,16 +185,21 @@ def _previewed_contract(stack) -> tuple[str, str, dict, str]:
     token = stack.login()
     no = issue_contract(stack, create_application(stack, token))["contract_no"]
     seal = apply_seal(stack, token, org_name="郏县惠源纺织有限公司")
-    preview = stack.api("POST", f"/api/v1/contracts/{no}/preview", token=token,
-                        json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}})
+    preview = stack.api(
+        "POST",
+        f"/api/v1/contracts/{no}/preview",
+        token=token,
+        json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}},
+    )
     assert preview.status_code == 201, preview.text
     return token, no, seal, preview.json()["preview"]["preview_id"]
 
 
 def _confirm_versus_confirm_signs_once_round(stack):
     token, no, _seal, pid = _previewed_contract(stack)
-    answers = race(*[lambda: stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token,
-                                       json={"preview_id": pid})] * 2)
+    answers = race(
+        *[lambda: stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token, json={"preview_id": pid})] * 2
+    )
     assert sorted(a.status_code for a in answers) == [200, 409], [a.text for a in answers]
     loser = next(a for a in answers if a.status_code == 409)
     assert error_of(loser)["code"] in ("contract_signing_in_progress", "contract_already_signed")
@@ -201,16 +222,24 @@ def test_revoke_versus_sign_never_signs_with_a_revoked_seal(stack):
 def _revoke_versus_sign_round(stack, during_signing: bool) -> str:
     token, no, seal, pid = _previewed_contract(stack)
     code = seal_sms_code(stack, token, seal["_mobile"])
+
     def revoke_call():
         if during_signing:
-            wait_for(lambda: stack.db.seals.find_one({"cert_serial": seal["cert_serial"]}).get("signing"),
-                     timeout=60, step=0.01)
-        return stack.api("DELETE", f"/api/v1/seals/{seal['seal_id']}", token=token,
-                         json={"mobile": seal["_mobile"], "sms_code": code})
+            wait_for(
+                lambda: stack.db.seals.find_one({"cert_serial": seal["cert_serial"]}).get("signing"),
+                timeout=60,
+                step=0.01,
+            )
+        return stack.api(
+            "DELETE",
+            f"/api/v1/seals/{seal['seal_id']}",
+            token=token,
+            json={"mobile": seal["_mobile"], "sms_code": code},
+        )
 
     sign, revoke = race(
-        lambda: stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token, json={"preview_id": pid}),
-        revoke_call)
+        lambda: stack.api("POST", f"/api/v1/contracts/{no}/confirm", token=token, json={"preview_id": pid}), revoke_call
+    )
     doc = stack.db.contracts.find_one({"_id": no})
     seal_doc = stack.db.seals.find_one({"cert_serial": seal["cert_serial"]})
     if sign.status_code == 200:
@@ -241,19 +270,31 @@ def _bind_ninth_versus_tenth_binds_one_round(stack):
     uid = user_id_of(stack, token)
     for _ in range(8):  # set-up: eight bindings as binding leaves them
         held = put_account(stack)
-        stack.db.accounts.update_one({"_id": held["account_no"]}, {"$push": {"bindings": {
-            "user_id": uid, "role": "holder", "bound_at": datetime.now(UTC)}}})
+        stack.db.accounts.update_one(
+            {"_id": held["account_no"]},
+            {"$push": {"bindings": {"user_id": uid, "role": "holder", "bound_at": datetime.now(UTC)}}},
+        )
     stack.db.binding_quota.insert_one({"_id": uid, "count": 8, "rev": 1, "changed_at": datetime.now(UTC)})
     ninth, tenth = put_account(stack), put_account(stack)
     bodies = []
     for account in (ninth, tenth):
-        sent = stack.api("POST", "/api/v1/sms-codes", token=token,
-                         json={"purpose": "bind_account", "account_no": account["account_no"]})
+        sent = stack.api(
+            "POST",
+            "/api/v1/sms-codes",
+            token=token,
+            json={"purpose": "bind_account", "account_no": account["account_no"]},
+        )
         assert sent.status_code == 201, sent.text
-        bodies.append({"account_no": account["account_no"], "holder_name": account["holder_name"],
-                       "sms_code": stack.last_sms_code(account["phone"])})
-    answers = race(*[lambda body=body: stack.api("POST", "/api/v1/accounts", token=token, json=body)
-                     for body in bodies])
+        bodies.append(
+            {
+                "account_no": account["account_no"],
+                "holder_name": account["holder_name"],
+                "sms_code": stack.last_sms_code(account["phone"]),
+            }
+        )
+    answers = race(
+        *[lambda body=body: stack.api("POST", "/api/v1/accounts", token=token, json=body) for body in bodies]
+    )
     assert sorted(a.status_code for a in answers) == [201, 409], [a.text for a in answers]
     loser = next(a for a in answers if a.status_code == 409)
     assert error_of(loser)["code"] == "too_many_accounts"
@@ -269,11 +310,18 @@ def test_one_sms_code_tried_five_ways_binds_once(stack):
 def _one_sms_code_tried_five_ways_binds_once_round(stack):
     account = put_account(stack)
     tokens = [stack.login() for _ in range(5)]
-    sent = stack.api("POST", "/api/v1/sms-codes", token=tokens[0],
-                     json={"purpose": "bind_account", "account_no": account["account_no"]})
+    sent = stack.api(
+        "POST",
+        "/api/v1/sms-codes",
+        token=tokens[0],
+        json={"purpose": "bind_account", "account_no": account["account_no"]},
+    )
     assert sent.status_code == 201, sent.text
-    body = {"account_no": account["account_no"], "holder_name": account["holder_name"],
-            "sms_code": stack.last_sms_code(account["phone"])}
+    body = {
+        "account_no": account["account_no"],
+        "holder_name": account["holder_name"],
+        "sms_code": stack.last_sms_code(account["phone"]),
+    }
     answers = race(*[lambda t=t: stack.api("POST", "/api/v1/accounts", token=t, json=body) for t in tokens])
     assert sorted(a.status_code for a in answers) == [201, 400, 400, 400, 400], [a.text for a in answers]
     assert {error_of(a)["code"] for a in answers if a.status_code == 400} == {"sms_code_invalid"}

@@ -44,21 +44,31 @@ EXCLUDED = [use_after_free, ensure_resource_availability]
 # valid (positive_data_acceptance).
 PRECONDITIONS = {
     # a WeChat credential, an SMS code or a signature only the real party has
-    ("POST", "/api/v1/session"), ("POST", "/api/v1/me/phone"), ("POST", "/api/v1/accounts"),
-    ("POST", "/api/v1/seals"), ("POST", "/wechat/pay/notify/v3"),
+    ("POST", "/api/v1/session"),
+    ("POST", "/api/v1/me/phone"),
+    ("POST", "/api/v1/accounts"),
+    ("POST", "/api/v1/seals"),
+    ("POST", "/wechat/pay/notify/v3"),
     # a body that must be a real document: a signed PDF, a DER OCSP request
-    ("POST", "/api/v1/contracts/verify"), ("POST", "/pki/ocsp"), ("GET", "/pki/ocsp/{request}"),
+    ("POST", "/api/v1/contracts/verify"),
+    ("POST", "/pki/ocsp"),
+    ("GET", "/pki/ocsp/{request}"),
     # fields another field's value makes required or forbidden (the catalog's forms, an invoice
     # title's kind, an outcome's kind, a reading's day or month, an outage's regions or feeders)
-    ("POST", "/api/v1/applications"), ("POST", "/api/v1/invoice-titles"),
-    ("PUT", "/internal/v1/invoices/{invoice_id}"), ("PUT", "/internal/v1/accounts/{account_no}/usage"),
-    ("GET", "/api/v1/accounts/{account_no}/usage"), ("POST", "/internal/v1/outages"),
-    ("PUT", "/internal/v1/outages/{outage_id}"), ("POST", "/api/v1/sms-codes"),
+    ("POST", "/api/v1/applications"),
+    ("POST", "/api/v1/invoice-titles"),
+    ("PUT", "/internal/v1/invoices/{invoice_id}"),
+    ("PUT", "/internal/v1/accounts/{account_no}/usage"),
+    ("GET", "/api/v1/accounts/{account_no}/usage"),
+    ("POST", "/internal/v1/outages"),
+    ("PUT", "/internal/v1/outages/{outage_id}"),
+    ("POST", "/api/v1/sms-codes"),
     ("POST", "/internal/v1/accounts/{account_no}/supply-events"),
     # money is an integer in JSON: 100.0 is refused although JSON Schema counts it an integer
     ("POST", "/api/v1/payments"),
     # a default account when neither account_no nor region is given; a non-empty file
-    ("GET", "/api/v1/outages"), ("POST", "/api/v1/uploads"),
+    ("GET", "/api/v1/outages"),
+    ("POST", "/api/v1/uploads"),
 }
 # Documented more loosely than the service checks (free-text fields without the service's
 # length and blank rules; times outside the years 2000 to 2099): to be tightened like
@@ -109,9 +119,14 @@ def _send(stack, case, headers: dict[str, str]) -> tuple[requests.Response, dict
 
 
 @schema.parametrize()
-@hypothesis.settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
-                     suppress_health_check=list(hypothesis.HealthCheck),
-                     phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate])
+@hypothesis.settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=list(hypothesis.HealthCheck),
+    phases=[hypothesis.Phase.explicit, hypothesis.Phase.generate],
+)
 def test_operation(case, stack, fuzz_user):
     headers: dict[str, str] = {}
     if _security(case) == "bearerAuth":
@@ -123,8 +138,10 @@ def test_operation(case, stack, fuzz_user):
         rid = response.headers.get("X-Request-Id", "?")
         lines = stack.logs().splitlines()
         first = next((i for i, line in enumerate(lines) if rid in line), len(lines))
-        pytest.fail(f"{case.method} {case.path}: {response.status_code} {response.text[:300]}\n"
-                    + "\n".join(lines[first:first + 40]))
+        pytest.fail(
+            f"{case.method} {case.path}: {response.status_code} {response.text[:300]}\n"
+            + "\n".join(lines[first : first + 40])
+        )
     # only the credentials count as explicit: the no-auth probe must go without them
     unchecked = PRECONDITIONS | LOOSE_SCHEMAS
     excluded = EXCLUDED + ([positive_data_acceptance] if (case.method, case.path) in unchecked else [])

@@ -13,10 +13,21 @@ PASSPHRASE = "a long test passphrase"
 
 
 def _config(**overrides) -> Config:
-    env = {"WX_ENV": "prod", "MONGODB_URI": "mongodb://127.0.0.1:1/", "WX_INTERNAL_SECRET": "s",
-           "WX_DATA_KEY": "dGVzdC1kYXRhLWtleS0wMTIzNDU2Nzg5YWJjZGVmISE=", "WX_MP_APPID": "a", "WX_MP_SECRET": "b",
-           "WX_OA_APPID": "c", "WX_OA_SECRET": "d", "WX_OA_TOKEN": "e", "WX_PAY_MCH_ID": "f",
-           "WX_PAY_API_KEY": "g", "WX_PUBLIC_BASE": "https://example.com", "WX_SANDBOX_CALLBACK_BASE": "x"}
+    env = {
+        "WX_ENV": "prod",
+        "MONGODB_URI": "mongodb://127.0.0.1:1/",
+        "WX_INTERNAL_SECRET": "s",
+        "WX_DATA_KEY": "dGVzdC1kYXRhLWtleS0wMTIzNDU2Nzg5YWJjZGVmISE=",
+        "WX_MP_APPID": "a",
+        "WX_MP_SECRET": "b",
+        "WX_OA_APPID": "c",
+        "WX_OA_SECRET": "d",
+        "WX_OA_TOKEN": "e",
+        "WX_PAY_MCH_ID": "f",
+        "WX_PAY_API_KEY": "g",
+        "WX_PUBLIC_BASE": "https://example.com",
+        "WX_SANDBOX_CALLBACK_BASE": "x",
+    }
     return Config.from_env(env, **overrides)
 
 

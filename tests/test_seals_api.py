@@ -52,9 +52,15 @@ def test_uploaded_seal_is_normalised_and_a_bad_image_is_refused_without_spending
     code = seal_sms_code(stack, token, mobile)
     blank = io.BytesIO()
     Image.new("RGB", (400, 400), (250, 250, 250)).save(blank, format="PNG")
-    body = {"kind": "uploaded", "org_name": "郏县新华印刷有限公司", "credit_code": credit_code(),
-            "legal_rep": "李华", "mobile": mobile, "sms_code": code, "file_id": _upload(stack, token, blank.getvalue(),
-                                                                                       "blank.png")}
+    body = {
+        "kind": "uploaded",
+        "org_name": "郏县新华印刷有限公司",
+        "credit_code": credit_code(),
+        "legal_rep": "李华",
+        "mobile": mobile,
+        "sms_code": code,
+        "file_id": _upload(stack, token, blank.getvalue(), "blank.png"),
+    }
     resp = stack.api("POST", "/api/v1/seals", token=token, json=body)
     assert resp.status_code == 422, resp.text
     err = error_of(resp)
@@ -81,17 +87,37 @@ def test_uploaded_seal_is_normalised_and_a_bad_image_is_refused_without_spending
 
 def test_bad_fields_and_a_wrong_code_are_refused_and_nothing_is_issued(stack):
     token = stack.login()
-    resp = stack.api("POST", "/api/v1/seals", token=token, json={
-        "kind": "painted", "org_name": "", "credit_code": "91410425MA44XX0001", "legal_rep": "",
-        "mobile": "123", "sms_code": ""})
+    resp = stack.api(
+        "POST",
+        "/api/v1/seals",
+        token=token,
+        json={
+            "kind": "painted",
+            "org_name": "",
+            "credit_code": "91410425MA44XX0001",
+            "legal_rep": "",
+            "mobile": "123",
+            "sms_code": "",
+        },
+    )
     assert resp.status_code == 422
     fields = {d["field"] for d in resp.json()["error"]["details"]}
     assert fields == {"kind", "org_name", "credit_code", "legal_rep", "mobile", "sms_code"}
     mobile = new_mobile()
     seal_sms_code(stack, token, mobile)
-    resp = stack.api("POST", "/api/v1/seals", token=token, json={
-        "kind": "generated", "org_name": "郏县某某有限公司", "credit_code": credit_code(), "legal_rep": "王五",
-        "mobile": mobile, "sms_code": "000000" if stack.last_sms_code(mobile) != "000000" else "111111"})
+    resp = stack.api(
+        "POST",
+        "/api/v1/seals",
+        token=token,
+        json={
+            "kind": "generated",
+            "org_name": "郏县某某有限公司",
+            "credit_code": credit_code(),
+            "legal_rep": "王五",
+            "mobile": mobile,
+            "sms_code": "000000" if stack.last_sms_code(mobile) != "000000" else "111111",
+        },
+    )
     assert resp.status_code == 400 and error_of(resp)["code"] == "sms_code_invalid"
     assert stack.api("GET", "/api/v1/seals", token=token).json()["seals"] == []
 
@@ -101,8 +127,12 @@ def test_revocation_needs_a_code_to_the_applying_mobile_and_happens_once(stack):
     seal = apply_seal(stack, token)
     path = f"/api/v1/seals/{seal['seal_id']}"
     other_mobile = new_mobile()
-    resp = stack.api("DELETE", path, token=token,
-                     json={"mobile": other_mobile, "sms_code": seal_sms_code(stack, token, other_mobile)})
+    resp = stack.api(
+        "DELETE",
+        path,
+        token=token,
+        json={"mobile": other_mobile, "sms_code": seal_sms_code(stack, token, other_mobile)},
+    )
     assert resp.status_code == 422 and error_of(resp)["code"] == "mobile_mismatch"
     stranger = stack.login()
     resp = stack.api("DELETE", path, token=stranger, json={"mobile": seal["_mobile"], "sms_code": "123456"})
@@ -124,13 +154,26 @@ def test_at_most_five_active_seals_per_user(stack):
     seals = [apply_seal(stack, token, org_name=f"郏县第{n}纺织有限公司") for n in range(5)]
     mobile = new_mobile()
     code = seal_sms_code(stack, token, mobile)
-    body = {"kind": "generated", "org_name": "郏县第六纺织有限公司", "credit_code": credit_code(),
-            "legal_rep": "王立新", "mobile": mobile, "sms_code": code}
+    body = {
+        "kind": "generated",
+        "org_name": "郏县第六纺织有限公司",
+        "credit_code": credit_code(),
+        "legal_rep": "王立新",
+        "mobile": mobile,
+        "sms_code": code,
+    }
     resp = stack.api("POST", "/api/v1/seals", token=token, json=body)
     assert resp.status_code == 409 and error_of(resp)["code"] == "seal_limit_reached"
     # revoking one frees a place, and the unspent code still works
     first = seals[0]
     revoke_code = seal_sms_code(stack, token, first["_mobile"])
-    assert stack.api("DELETE", f"/api/v1/seals/{first['seal_id']}", token=token,
-                     json={"mobile": first["_mobile"], "sms_code": revoke_code}).status_code == 200
+    assert (
+        stack.api(
+            "DELETE",
+            f"/api/v1/seals/{first['seal_id']}",
+            token=token,
+            json={"mobile": first["_mobile"], "sms_code": revoke_code},
+        ).status_code
+        == 200
+    )
     assert stack.api("POST", "/api/v1/seals", token=token, json=body).status_code == 201

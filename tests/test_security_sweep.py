@@ -63,8 +63,12 @@ def world(stack):
     a_mobile = new_mobile()
     code = stack.sandbox_call("POST", "/sandbox/mp/phone-code", json={"phone": a_mobile}).json()["code"]
     assert stack.api("POST", "/api/v1/me/phone", token=a_token, json={"code": code}).status_code == 200
-    resp = stack.api("PATCH", f"/api/v1/accounts/{account['account_no']}/preferences", token=a_token,
-                     json={"remark": "家", "default": True})
+    resp = stack.api(
+        "PATCH",
+        f"/api/v1/accounts/{account['account_no']}/preferences",
+        token=a_token,
+        json={"remark": "家", "default": True},
+    )
     assert resp.status_code == 200, resp.text
     resp = stack.api("GET", f"/api/v1/accounts/by-meter/{meter_no}", token=a_token)
     assert resp.status_code == 200, resp.text
@@ -74,15 +78,20 @@ def world(stack):
     put_bill(stack, account["account_no"], PERIOD, flat_bill(200, 5600, due="2026-11-25"))
     created, body = submitted(stack, a_token, "other")
     app_no = created["app_no"]
-    resp = stack.api("POST", "/api/v1/payments", token=a_token,
-                     json={"account_no": account["account_no"], "amount_fen": 100})
+    resp = stack.api(
+        "POST", "/api/v1/payments", token=a_token, json={"account_no": account["account_no"], "amount_fen": 100}
+    )
     assert resp.status_code == 201, resp.text
     out_trade_no = resp.json()["out_trade_no"]
     file_id = next(f for files in body["attachments"].values() for f in files)
     seal = apply_seal(stack, a_token)
     contract = issue_contract(stack, create_application(stack, a_token, account["account_no"]))
-    resp = stack.api("POST", f"/api/v1/contracts/{contract['contract_no']}/preview", token=a_token,
-                     json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}})
+    resp = stack.api(
+        "POST",
+        f"/api/v1/contracts/{contract['contract_no']}/preview",
+        token=a_token,
+        json={"seal_id": seal["seal_id"], "signature": {"type": "typed", "name": "王立新"}},
+    )
     assert resp.status_code == 201, resp.text
     preview_id = resp.json()["preview"]["preview_id"]
     # an invoice title and the invoice request of a second, credited payment
@@ -92,15 +101,33 @@ def world(stack):
     credited = pay_jsapi(stack, {"token": a_token, "account_no": account["account_no"]}, 200)
     confirm(stack, credited)
     wait_status(stack, credited["out_trade_no"], ("credited",))
-    resp = stack.api("POST", f"/api/v1/payments/{credited['out_trade_no']}/invoice", token=a_token,
-                     json={"title_id": title_id})
+    resp = stack.api(
+        "POST", f"/api/v1/payments/{credited['out_trade_no']}/invoice", token=a_token, json={"title_id": title_id}
+    )
     assert resp.status_code == 201, resp.text
-    values = {"account_no": account["account_no"], "app_no": app_no, "file_id": file_id,
-              "out_trade_no": out_trade_no, "period": PERIOD, "seal_id": seal["seal_id"],
-              "contract_no": contract["contract_no"], "preview_id": preview_id, "title_id": title_id,
-              "invoice_id": resp.json()["invoice"]["invoice_id"], "meter_no": meter_no, "candidate_id": candidate_id}
-    return {"a": a_token, "b": b_token, "account": account, "values": values, "body": body, "a_mobile": a_mobile,
-            "terminal": register_terminal(stack, "安全巡检终端")}
+    values = {
+        "account_no": account["account_no"],
+        "app_no": app_no,
+        "file_id": file_id,
+        "out_trade_no": out_trade_no,
+        "period": PERIOD,
+        "seal_id": seal["seal_id"],
+        "contract_no": contract["contract_no"],
+        "preview_id": preview_id,
+        "title_id": title_id,
+        "invoice_id": resp.json()["invoice"]["invoice_id"],
+        "meter_no": meter_no,
+        "candidate_id": candidate_id,
+    }
+    return {
+        "a": a_token,
+        "b": b_token,
+        "account": account,
+        "values": values,
+        "body": body,
+        "a_mobile": a_mobile,
+        "terminal": register_terminal(stack, "安全巡检终端"),
+    }
 
 
 def snapshot(stack, values: dict[str, str]) -> dict:
@@ -114,22 +141,31 @@ def snapshot(stack, values: dict[str, str]) -> dict:
     a_id = account["bindings"][0]["user_id"]
     invoice = stack.db.invoices.find_one({"_id": values["invoice_id"]})
     title = stack.db.invoice_titles.find_one({"_id": ObjectId(values["title_id"])})
-    return json.loads(json.dumps({
-        "account": account, "bindings": account["bindings"],
-        "app": {k: app.get(k) for k in ("stage", "status", "history", "user_id", "updated_at")},
-        "payment": {k: payment.get(k) for k in ("status", "user_id", "amount_fen")},
-        "bill": bill, "contract": contract,
-        "seal": {k: seal.get(k) for k in ("status", "user_id", "revoked_at")},
-        "phone": stack.db.verified_phones.find_one({"_id": a_id}),
-        "preferences": stack.db.binding_preferences.find_one({"_id": a_id}),
-        "candidate": stack.db.account_candidates.find_one({"_id": values["candidate_id"]}),
-        "invoice": invoice, "title": title,
-    }, default=str))
+    return json.loads(
+        json.dumps(
+            {
+                "account": account,
+                "bindings": account["bindings"],
+                "app": {k: app.get(k) for k in ("stage", "status", "history", "user_id", "updated_at")},
+                "payment": {k: payment.get(k) for k in ("status", "user_id", "amount_fen")},
+                "bill": bill,
+                "contract": contract,
+                "seal": {k: seal.get(k) for k in ("status", "user_id", "revoked_at")},
+                "phone": stack.db.verified_phones.find_one({"_id": a_id}),
+                "preferences": stack.db.binding_preferences.find_one({"_id": a_id}),
+                "candidate": stack.db.account_candidates.find_one({"_id": values["candidate_id"]}),
+                "invoice": invoice,
+                "title": title,
+            },
+            default=str,
+        )
+    )
 
 
 def query_for(op: dict, values: dict[str, str]) -> dict[str, str]:
-    return {p["name"]: values[p["name"]] for p in op.get("parameters", [])
-            if p["in"] == "query" and p["name"] in values}
+    return {
+        p["name"]: values[p["name"]] for p in op.get("parameters", []) if p["in"] == "query" and p["name"] in values
+    }
 
 
 def body_for(op: dict, values: dict[str, str]) -> dict | None:
@@ -174,8 +210,9 @@ def test_every_operation_refuses_callers_without_its_auth(stack, world):
                 variants.append({**stack.signed_headers(method, url, raw), "X-Terminal-Id": terminal_id})
                 variants.append(stack.signed_headers(method, url, raw, secret=secret))  # no terminal id
             for headers in variants:
-                resp = stack.api(method, url, data=raw, params=params,
-                                 headers={**headers, "Content-Type": "application/json"})
+                resp = stack.api(
+                    method, url, data=raw, params=params, headers={**headers, "Content-Type": "application/json"}
+                )
                 assert resp.status_code == 401, (method, path, headers, resp.text)
                 assert error_of(resp)["code"] in SIGNATURE_401
                 checked += 1
@@ -222,8 +259,12 @@ def test_another_user_reaches_none_of_a_s_objects(stack, world):
     after = snapshot(stack, values)
     assert after == before
     # and A still reaches each of them
-    for url in (f"/api/v1/applications/{values['app_no']}", f"/api/v1/uploads/{values['file_id']}",
-                f"/api/v1/payments/{values['out_trade_no']}", f"/api/v1/accounts/{values['account_no']}/charges"):
+    for url in (
+        f"/api/v1/applications/{values['app_no']}",
+        f"/api/v1/uploads/{values['file_id']}",
+        f"/api/v1/payments/{values['out_trade_no']}",
+        f"/api/v1/accounts/{values['account_no']}/charges",
+    ):
         assert stack.api("GET", url, token=world["a"]).status_code == 200, url
 
 
@@ -236,8 +277,16 @@ def test_a_s_own_views_are_masked(stack, world):
     assert f"{phone[:3]}****{phone[-4:]}" in resp.text
     resp = stack.api("GET", f"/api/v1/applications/{world['values']['app_no']}", token=world["a"])
     assert resp.status_code == 200
-    clear = [v for v in (body["applicant"].get("mobile"), body["applicant"].get("id_number"),
-                         body["applicant"].get("agent_mobile"), resident_id()) if v]
+    clear = [
+        v
+        for v in (
+            body["applicant"].get("mobile"),
+            body["applicant"].get("id_number"),
+            body["applicant"].get("agent_mobile"),
+            resident_id(),
+        )
+        if v
+    ]
     assert len(clear) >= 2
     for value in clear:
         assert value not in resp.text, value

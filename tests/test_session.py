@@ -122,9 +122,16 @@ def test_request_id_is_echoed_only_from_trusted_proxy(stack):
 def test_minute_quota_is_429_with_retry_after(stack):
     # WeChat counts code2session calls per user per minute (100): the sandbox's quota is spent
     for _ in range(100):
-        direct = stack.sandbox_call("GET", "/sns/jscode2session", params={
-            "appid": stack.env["WX_MP_APPID"], "secret": stack.env["WX_MP_SECRET"],
-            "js_code": stack.login_code("o_quota_login"), "grant_type": "authorization_code"})
+        direct = stack.sandbox_call(
+            "GET",
+            "/sns/jscode2session",
+            params={
+                "appid": stack.env["WX_MP_APPID"],
+                "secret": stack.env["WX_MP_SECRET"],
+                "js_code": stack.login_code("o_quota_login"),
+                "grant_type": "authorization_code",
+            },
+        )
         assert "openid" in direct.json(), direct.text
     resp = stack.api("POST", "/api/v1/session", json={"code": stack.login_code("o_quota_login")})
     assert resp.status_code == 429, resp.text
@@ -147,8 +154,9 @@ def test_high_risk_user_is_403_with_wechats_reason(stack):
 
 def test_bad_app_credentials_are_503_and_alert_the_operator(stack):
     for errcode in (40125, 40013):
-        stack.sandbox_call("POST", "/sandbox/account-faults", json={
-            "appid": stack.env["WX_MP_APPID"], "errcode": errcode}).raise_for_status()
+        stack.sandbox_call(
+            "POST", "/sandbox/account-faults", json={"appid": stack.env["WX_MP_APPID"], "errcode": errcode}
+        ).raise_for_status()
         try:
             resp = stack.api("POST", "/api/v1/session", json={"code": stack.login_code(f"o_secret_{errcode}")})
         finally:

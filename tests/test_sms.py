@@ -74,8 +74,12 @@ def test_strangers_cannot_use_up_the_holders_codes(stack):
     resp = send(stack, holder, purpose="bind_account", account_no=account["account_no"])
     assert resp.status_code == 201, resp.text
     code = stack.last_sms_code(account["phone"])
-    resp = stack.api("POST", "/api/v1/accounts", token=holder, json={
-        "account_no": account["account_no"], "holder_name": account["holder_name"], "sms_code": code})
+    resp = stack.api(
+        "POST",
+        "/api/v1/accounts",
+        token=holder,
+        json={"account_no": account["account_no"], "holder_name": account["holder_name"], "sms_code": code},
+    )
     assert resp.status_code == 201, resp.text
 
 
@@ -85,9 +89,16 @@ def test_codes_to_other_peoples_mobiles_count_against_the_requester(stack):
     # a mobile becomes the user's own once they prove a code sent to it
     account = put_account(stack, phone=own)
     assert send(stack, token, purpose="bind_account", account_no=account["account_no"]).status_code == 201
-    resp = stack.api("POST", "/api/v1/accounts", token=token, json={
-        "account_no": account["account_no"], "holder_name": account["holder_name"],
-        "sms_code": stack.last_sms_code(own)})
+    resp = stack.api(
+        "POST",
+        "/api/v1/accounts",
+        token=token,
+        json={
+            "account_no": account["account_no"],
+            "holder_name": account["holder_name"],
+            "sms_code": stack.last_sms_code(own),
+        },
+    )
     assert resp.status_code == 201
     key = "sms:others:" + stack.api("GET", "/api/v1/me", token=token).json()["user"]["id"]
 
@@ -118,11 +129,13 @@ def test_twenty_texts_an_hour_per_user(stack):
 
 def test_bad_input_and_no_login(stack):
     token = stack.login()
-    for body, fields in (({"mobile": "12345678901", "purpose": "apply"}, {"mobile"}),
-                         ({"mobile": "1391234567", "purpose": "apply"}, {"mobile"}),
-                         ({"mobile": new_mobile(), "purpose": "lottery"}, {"purpose"}),
-                         ({}, {"mobile", "purpose"}),
-                         ({"purpose": "bind_account", "account_no": "12ab"}, {"account_no"})):
+    for body, fields in (
+        ({"mobile": "12345678901", "purpose": "apply"}, {"mobile"}),
+        ({"mobile": "1391234567", "purpose": "apply"}, {"mobile"}),
+        ({"mobile": new_mobile(), "purpose": "lottery"}, {"purpose"}),
+        ({}, {"mobile", "purpose"}),
+        ({"purpose": "bind_account", "account_no": "12ab"}, {"account_no"}),
+    ):
         resp = send(stack, token, **body)
         assert resp.status_code == 422, resp.text
         assert {d["field"] for d in error_of(resp)["details"]} == fields
@@ -140,9 +153,14 @@ def test_provider_failure_is_503_and_leaves_no_usable_code(stack):
 
 # -- checking codes, through account binding (the code is proven by POST /accounts) ----------
 
+
 def bind(stack, token, account, code, name=None):
-    return stack.api("POST", "/api/v1/accounts", token=token, json={
-        "account_no": account["account_no"], "holder_name": name or account["holder_name"], "sms_code": code})
+    return stack.api(
+        "POST",
+        "/api/v1/accounts",
+        token=token,
+        json={"account_no": account["account_no"], "holder_name": name or account["holder_name"], "sms_code": code},
+    )
 
 
 def request_bind_code(stack, token, account) -> str:
@@ -179,8 +197,9 @@ def test_expired_code_is_refused(stack):
     token = stack.login()
     code = request_bind_code(stack, token, account)
     past = datetime.now(UTC) - timedelta(seconds=1)
-    stack.db.sms_codes.update_many({"purpose": "bind_account", "expires_at": {"$gt": past}},
-                                   {"$set": {"expires_at": past}})
+    stack.db.sms_codes.update_many(
+        {"purpose": "bind_account", "expires_at": {"$gt": past}}, {"$set": {"expires_at": past}}
+    )
     resp = bind(stack, token, account, code)
     assert resp.status_code == 400 and error_of(resp)["code"] == "sms_code_expired"
     assert stack.db.accounts.find_one({"account_no": account["account_no"]})["bindings"] == []

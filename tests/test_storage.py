@@ -65,8 +65,12 @@ def contend(n: int, action: Callable[[int], object]) -> list[object]:
 def test_one_of_sixty_conditional_updates_wins(coll):
     for round_no in range(ROUNDS):
         coll.insert_one({"_id": round_no, "state": "open", "winner": None})
-        results = contend(60, lambda i, r=round_no: coll.update_one(
-            {"_id": r, "state": "open"}, {"$set": {"state": "taken", "winner": i}}).modified_count)
+        results = contend(
+            60,
+            lambda i, r=round_no: (
+                coll.update_one({"_id": r, "state": "open"}, {"$set": {"state": "taken", "winner": i}}).modified_count
+            ),
+        )
         assert sum(results) == 1, f"round {round_no}: {sum(results)} winners"
         doc = coll.find_one({"_id": round_no})
         assert doc["state"] == "taken" and results[doc["winner"]] == 1
@@ -75,9 +79,12 @@ def test_one_of_sixty_conditional_updates_wins(coll):
 def test_one_of_sixty_find_one_and_updates_gets_the_document(coll):
     for round_no in range(ROUNDS):
         coll.insert_one({"_id": round_no, "state": "open"})
-        results = contend(60, lambda i, r=round_no: coll.find_one_and_update(
-            {"_id": r, "state": "open"}, {"$set": {"state": "taken", "by": i}},
-            return_document=ReturnDocument.AFTER))
+        results = contend(
+            60,
+            lambda i, r=round_no: coll.find_one_and_update(
+                {"_id": r, "state": "open"}, {"$set": {"state": "taken", "by": i}}, return_document=ReturnDocument.AFTER
+            ),
+        )
         won = [doc for doc in results if doc is not None]
         assert len(won) == 1, f"round {round_no}: {len(won)} documents returned"
         assert coll.find_one({"_id": round_no})["by"] == won[0]["by"]
@@ -88,8 +95,12 @@ def test_a_conditional_update_on_an_indexed_field_has_one_winner(coll):
     coll.create_index([("ticket", ASCENDING)])
     for round_no in range(ROUNDS):
         coll.insert_one({"ticket": f"t{round_no}", "state": "open"})
-        results = contend(60, lambda i, r=round_no: coll.update_one(
-            {"ticket": f"t{r}", "state": "open"}, {"$set": {"state": "taken"}}).modified_count)
+        results = contend(
+            60,
+            lambda i, r=round_no: (
+                coll.update_one({"ticket": f"t{r}", "state": "open"}, {"$set": {"state": "taken"}}).modified_count
+            ),
+        )
         assert sum(results) == 1, f"round {round_no}: {sum(results)} winners"
 
 
@@ -117,8 +128,9 @@ def test_upserts_by_a_unique_field_make_one_document(coll):
     coll.create_index([("key", ASCENDING)], unique=True)
     for round_no in range(ROUNDS):
         key = f"k{round_no}"
-        results = contend(20, lambda _i, k=key: coll.update_one(
-            {"key": k}, {"$inc": {"hits": 1}}, upsert=True).upserted_id)
+        results = contend(
+            20, lambda _i, k=key: coll.update_one({"key": k}, {"$inc": {"hits": 1}}, upsert=True).upserted_id
+        )
         assert sum(1 for r in results if r is not None) == 1, f"round {round_no}"
         docs = list(coll.find({"key": key}))
         assert len(docs) == 1 and docs[0]["hits"] == 20, f"round {round_no}: {docs}"
@@ -127,8 +139,7 @@ def test_upserts_by_a_unique_field_make_one_document(coll):
 def test_a_conditional_delete_has_one_winner(coll):
     for round_no in range(ROUNDS):
         coll.insert_one({"_id": round_no, "state": "done"})
-        results = contend(30, lambda _i, r=round_no: coll.delete_one(
-            {"_id": r, "state": "done"}).deleted_count)
+        results = contend(30, lambda _i, r=round_no: coll.delete_one({"_id": r, "state": "done"}).deleted_count)
         assert sum(results) == 1, f"round {round_no}"
         results = contend(30, lambda _i, r=round_no: coll.find_one_and_delete({"_id": r}))
         assert results == [None] * 30
@@ -136,6 +147,7 @@ def test_a_conditional_delete_has_one_winner(coll):
 
 def test_an_insert_racing_an_upsert_keeps_one_document(coll):
     for round_no in range(ROUNDS):
+
         def act(i, r=round_no):
             if i % 2:
                 try:
@@ -150,6 +162,7 @@ def test_an_insert_racing_an_upsert_keeps_one_document(coll):
 
 
 # -- equality served by an index must find exactly what MongoDB finds --------------------------
+
 
 def test_indexed_equality_finds_what_mongodb_finds(coll):
     coll.create_index([("f", ASCENDING)])
@@ -224,13 +237,17 @@ def test_an_id_lookup_is_an_index_search(coll):
 def test_equality_on_an_indexed_field_is_an_index_search_among_fifty_thousand(coll):
     if not is_ferretdb(coll):
         pytest.skip("MongoDB: its planner is its own")
-    coll.insert_many([{"account_no": f"{i % 1000:010d}", "period": f"2026-{i % 12 + 1:02d}", "n": i}
-                      for i in range(50_000)])
+    coll.insert_many(
+        [{"account_no": f"{i % 1000:010d}", "period": f"2026-{i % 12 + 1:02d}", "n": i} for i in range(50_000)]
+    )
     coll.create_index([("account_no", ASCENDING), ("period", DESCENDING)])
     coll.create_index([("status", ASCENDING)])
 
-    for filter_ in ({"account_no": "0000000042"}, {"account_no": {"$in": ["0000000042", "0000000043"]}},
-                    {"account_no": "0000000042", "period": {"$gte": "2026-06"}}):
+    for filter_ in (
+        {"account_no": "0000000042"},
+        {"account_no": {"$in": ["0000000042", "0000000043"]}},
+        {"account_no": "0000000042", "period": {"$gte": "2026-06"}},
+    ):
         plan = plan_of(coll, filter_)
         assert any("USING INDEX" in step for step in plan), (filter_, plan)
     assert not any("USING INDEX" in step for step in plan_of(coll, {"n": 5})), "n has no index"
@@ -241,5 +258,7 @@ def test_equality_on_an_indexed_field_is_an_index_search_among_fifty_thousand(co
         found = list(coll.find({"account_no": f"{i % 1000:010d}"}).sort("period", -1))
         timings.append(time.perf_counter() - started)
         assert len(found) == 50
-    print(f"\nindexed equality among 50,000 documents, 50 found: median {statistics.median(timings) * 1000:.1f} ms"
-          f" over 200 finds")
+    print(
+        f"\nindexed equality among 50,000 documents, 50 found: median {statistics.median(timings) * 1000:.1f} ms"
+        f" over 200 finds"
+    )

@@ -19,13 +19,17 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 
 def estimate(stack, account_no: str, balance_fen: int, as_of: dt.datetime, daily_fen: int | None = 800, **extra):
-    return stack.internal("PUT", f"/internal/v1/accounts/{account_no}/balance-estimate",
-                          json={"balance_fen": balance_fen, "as_of": iso(as_of), "daily_fen": daily_fen, **extra})
+    return stack.internal(
+        "PUT",
+        f"/internal/v1/accounts/{account_no}/balance-estimate",
+        json={"balance_fen": balance_fen, "as_of": iso(as_of), "daily_fen": daily_fen, **extra},
+    )
 
 
 def event(stack, account_no: str, kind: str, at: dt.datetime, **extra):
-    return stack.internal("POST", f"/internal/v1/accounts/{account_no}/supply-events",
-                          json={"kind": kind, "at": iso(at), **extra})
+    return stack.internal(
+        "POST", f"/internal/v1/accounts/{account_no}/supply-events", json={"kind": kind, "at": iso(at), **extra}
+    )
 
 
 def test_low_balance_message_once_per_crossing(hall):
@@ -80,8 +84,12 @@ def test_alert_settings_and_the_balance_view(hall):
     assert stack.db.outbox.count_documents({"dedupe_key": {"$regex": f"^low_balance:{no}:"}}) == 1
 
     # bad input: every field named, nothing changed
-    resp = stack.api("PUT", f"/api/v1/accounts/{no}/alerts", token=token,
-                     json={"low_balance_fen": 12.5, "enabled": "yes", "colour": "red"})
+    resp = stack.api(
+        "PUT",
+        f"/api/v1/accounts/{no}/alerts",
+        token=token,
+        json={"low_balance_fen": 12.5, "enabled": "yes", "colour": "red"},
+    )
     assert resp.status_code == 422
     assert {d["field"] for d in error_of(resp)["details"]} == {"low_balance_fen", "enabled", "colour"}
     assert stack.api("GET", f"/api/v1/accounts/{no}/alerts", token=token).json()["alerts"]["enabled"] is False
@@ -94,8 +102,11 @@ def test_alert_settings_and_the_balance_view(hall):
     postpaid = put_account(stack)
     resp = estimate(stack, postpaid["account_no"], 100, now)
     assert resp.status_code == 409 and error_of(resp)["code"] == "account_not_prepaid"
-    resp = stack.internal("PUT", f"/internal/v1/accounts/{no}/balance-estimate",
-                          json={"balance_fen": "1", "as_of": "yesterday", "daily_fen": -1})
+    resp = stack.internal(
+        "PUT",
+        f"/internal/v1/accounts/{no}/balance-estimate",
+        json={"balance_fen": "1", "as_of": "yesterday", "daily_fen": -1},
+    )
     assert resp.status_code == 422
     assert {d["field"] for d in error_of(resp)["details"]} == {"balance_fen", "as_of", "daily_fen"}
     resp = stack.internal("PUT", f"/internal/v1/accounts/{no}", json={"billing_mode": "monthly"})
@@ -107,8 +118,12 @@ def test_overdue_reminder_a_configured_number_of_days_before_the_due_date(hall):
     cust = customer(stack)  # postpaid by default
     no = cust["account_no"]
     today = dt.datetime.now(SHANGHAI).date()
-    due = {"2026-01": today + dt.timedelta(days=2), "2026-02": today + dt.timedelta(days=5),
-           "2026-03": today - dt.timedelta(days=1), "2026-04": today + dt.timedelta(days=3)}
+    due = {
+        "2026-01": today + dt.timedelta(days=2),
+        "2026-02": today + dt.timedelta(days=5),
+        "2026-03": today - dt.timedelta(days=1),
+        "2026-04": today + dt.timedelta(days=3),
+    }
     for period, day in due.items():
         if period != "2026-04":
             put_bill(stack, no, period, flat_bill(100, 5600, due=day.isoformat()))
@@ -120,8 +135,12 @@ def test_overdue_reminder_a_configured_number_of_days_before_the_due_date(hall):
 
     key = f"overdue:{no}:2026-01:{cust['user_id']}"
     reminder = wait_for(lambda: stack.db.outbox.find_one({"dedupe_key": key}))
-    assert reminder["payload"]["data"] == {"account_no": no, "period": "2026-01", "owed_fen": 5600,
-                                           "due_date": due["2026-01"].isoformat()}
+    assert reminder["payload"]["data"] == {
+        "account_no": no,
+        "period": "2026-01",
+        "owed_fen": 5600,
+        "due_date": due["2026-01"].isoformat(),
+    }
     # two more passes of the job: still only that one, once
     runs = stack.db.jobs.find_one({"_id": "supply"})["runs"]
     wait_for(lambda: stack.db.jobs.find_one({"_id": "supply"})["runs"] >= runs + 2)
@@ -138,14 +157,12 @@ def test_cut_off_payment_reconnection_and_restored_in_order(hall):
     no, token = cust["account_no"], cust["token"]
     now = dt.datetime.now(dt.UTC)
     cutoff_at = now + dt.timedelta(hours=1)
-    resp = event(stack, no, "cutoff_warning", now - dt.timedelta(hours=2), reason="余额不足",
-                 cutoff_at=iso(cutoff_at))
+    resp = event(stack, no, "cutoff_warning", now - dt.timedelta(hours=2), reason="余额不足", cutoff_at=iso(cutoff_at))
     assert resp.status_code == 201, resp.text
     view = stack.api("GET", f"/api/v1/accounts/{no}/alerts", token=token).json()["alerts"]
     assert view["supply_state_label"] == "停电预警"
     assert view["expected_cutoff_date"] == cutoff_at.astimezone(SHANGHAI).date().isoformat()
-    again = event(stack, no, "cutoff_warning", now - dt.timedelta(hours=2), reason="余额不足",
-                  cutoff_at=iso(cutoff_at))
+    again = event(stack, no, "cutoff_warning", now - dt.timedelta(hours=2), reason="余额不足", cutoff_at=iso(cutoff_at))
     assert again.status_code == 200 and again.json()["created"] is False
     assert event(stack, no, "cut_off", now - dt.timedelta(minutes=30), reason="欠费停电").status_code == 201
     assert stack.api("GET", f"/api/v1/accounts/{no}/supply", token=token).json()["state_label"] == "已停电"
@@ -155,8 +172,12 @@ def test_cut_off_payment_reconnection_and_restored_in_order(hall):
     confirm(stack, created)
     otn = created["out_trade_no"]
     assert wait_status(stack, otn)["status"] == "credited"
-    hook = wait_for(lambda: hooks.of("account.reconnect_requested") and
-                    [h for h in hooks.of("account.reconnect_requested") if h["body"]["account_no"] == no])
+    hook = wait_for(
+        lambda: (
+            hooks.of("account.reconnect_requested")
+            and [h for h in hooks.of("account.reconnect_requested") if h["body"]["account_no"] == no]
+        )
+    )
     assert len(hook) == 1 and hook[0]["body"]["out_trade_no"] == otn and hook[0]["body"]["amount_fen"] == 20000
     assert hook[0]["id"] == f"webhook:account.reconnect_requested:{otn}"
     timeline = stack.api("GET", f"/api/v1/accounts/{no}/supply", token=token).json()
@@ -167,7 +188,8 @@ def test_cut_off_payment_reconnection_and_restored_in_order(hall):
     out = run_script(stack, "scripts.pending", "reconnections", "--older-than", "0", "--json")
     assert out.returncode == 3, out.stderr
     assert {"account_no": no, "out_trade_no": otn} in [
-        {k: r[k] for k in ("account_no", "out_trade_no")} for r in json.loads(out.stdout)]
+        {k: r[k] for k in ("account_no", "out_trade_no")} for r in json.loads(out.stdout)
+    ]
 
     restored_at = dt.datetime.now(dt.UTC) + dt.timedelta(seconds=1)
     assert event(stack, no, "restored", restored_at).status_code == 201
@@ -176,15 +198,22 @@ def test_cut_off_payment_reconnection_and_restored_in_order(hall):
     timeline = stack.api("GET", f"/api/v1/accounts/{no}/supply", token=token).json()
     assert timeline["state"] == "normal"
     assert [(e["kind"], e["label"]) for e in timeline["events"]] == [
-        ("cutoff_warning", "停电预警"), ("cut_off", "已停电"), ("reconnect_requested", "复电处理中"),
-        ("restored", "已复电")]
+        ("cutoff_warning", "停电预警"),
+        ("cut_off", "已停电"),
+        ("reconnect_requested", "复电处理中"),
+        ("restored", "已复电"),
+    ]
     assert timeline["events"][2]["out_trade_no"] == otn and timeline["events"][2]["amount_fen"] == 20000
     # the customer's messages, in that order: 停电预警, the receipt, 复电
     wait_for(lambda: len(oa_messages(stack, cust["oa_openid"])) >= 3 and settled(stack, cust["user_id"]))
-    order = {CATALOGUE[k].official_account.template_id: k
-             for k in ("cutoff_warning", "payment_received", "supply_restored")}
+    order = {
+        CATALOGUE[k].official_account.template_id: k for k in ("cutoff_warning", "payment_received", "supply_restored")
+    }
     assert [order.get(m["template_id"]) for m in oa_messages(stack, cust["oa_openid"])] == [
-        "cutoff_warning", "payment_received", "supply_restored"]
+        "cutoff_warning",
+        "payment_received",
+        "supply_restored",
+    ]
     # one request per payment, however many passes of the job ran
     runs = stack.db.jobs.find_one({"_id": "supply"})["runs"]
     wait_for(lambda: stack.db.jobs.find_one({"_id": "supply"})["runs"] >= runs + 2)
@@ -195,8 +224,11 @@ def test_bad_supply_events_are_refused_and_change_nothing(hall):
     stack, _, _ = hall
     cust = customer(stack, billing_mode="prepaid")
     no = cust["account_no"]
-    resp = stack.internal("POST", f"/internal/v1/accounts/{no}/supply-events",
-                          json={"kind": "blackout", "at": "soon", "reason": "", "extra": 1})
+    resp = stack.internal(
+        "POST",
+        f"/internal/v1/accounts/{no}/supply-events",
+        json={"kind": "blackout", "at": "soon", "reason": "", "extra": 1},
+    )
     assert resp.status_code == 422
     assert {d["field"] for d in error_of(resp)["details"]} == {"kind", "at", "reason", "extra"}
     resp = event(stack, no, "cut_off", dt.datetime.now(dt.UTC), cutoff_at=iso(dt.datetime.now(dt.UTC)))

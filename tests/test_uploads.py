@@ -33,8 +33,7 @@ def pdf_bytes() -> bytes:
 
 def upload(stack, token, data: bytes, filename="photo.jpg", content_type="image/jpeg", kind=None):
     form = {"kind": kind} if kind else None
-    return stack.api("POST", "/api/v1/uploads", token=token, files={"file": (filename, data, content_type)},
-                     data=form)
+    return stack.api("POST", "/api/v1/uploads", token=token, files={"file": (filename, data, content_type)}, data=form)
 
 
 def user_id(stack, token) -> ObjectId:
@@ -46,8 +45,9 @@ def test_png_jpeg_and_pdf_are_stored_with_their_owner(stack):
     owner = user_id(stack, token)
     for fmt, ctype in (("PNG", "image/png"), ("JPEG", "image/jpeg"), (None, "application/pdf")):
         data = image_bytes(fmt) if fmt else pdf_bytes()
-        resp = upload(stack, token, data, filename=f"x.{(fmt or 'pdf').lower()}", content_type=ctype,
-                      kind="owner_id_proof")
+        resp = upload(
+            stack, token, data, filename=f"x.{(fmt or 'pdf').lower()}", content_type=ctype, kind="owner_id_proof"
+        )
         assert resp.status_code == 201, resp.text
         body = resp.json()
         assert body["content_type"] == ctype and body["size"] == len(data)
@@ -105,12 +105,15 @@ def test_over_the_cap_is_413_and_empty_is_refused(stack):
 def test_a_body_declared_far_over_the_cap_is_refused_before_it_is_read(stack):
     token = stack.login()
     with socket.create_connection(("127.0.0.1", stack.app_port), timeout=10) as sock:
-        sock.sendall((
-            "POST /api/v1/uploads HTTP/1.1\r\nHost: x\r\n"
-            f"Authorization: Bearer {token}\r\n"
-            "Content-Type: multipart/form-data; boundary=zz\r\n"
-            f"Content-Length: {50 * MiB}\r\n\r\n"
-        ).encode() + b"--zz\r\n")
+        sock.sendall(
+            (
+                "POST /api/v1/uploads HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {token}\r\n"
+                "Content-Type: multipart/form-data; boundary=zz\r\n"
+                f"Content-Length: {50 * MiB}\r\n\r\n"
+            ).encode()
+            + b"--zz\r\n"
+        )
         answer = b""
         while b"\r\n\r\n" not in answer:
             chunk = sock.recv(65536)
@@ -122,8 +125,13 @@ def test_a_body_declared_far_over_the_cap_is_refused_before_it_is_read(stack):
 
 def test_a_malformed_multipart_body_is_a_400(stack):
     token = stack.login()
-    resp = stack.api("POST", "/api/v1/uploads", token=token, data=b"x" * 1024,
-                     headers={"Content-Type": "multipart/form-data; boundary=zz"})
+    resp = stack.api(
+        "POST",
+        "/api/v1/uploads",
+        token=token,
+        data=b"x" * 1024,
+        headers={"Content-Type": "multipart/form-data; boundary=zz"},
+    )
     assert resp.status_code == 400 and error_of(resp)["code"] == "invalid_multipart"
 
 

@@ -9,15 +9,23 @@ from query_support import bound_account, flat_bill, put_bill, put_usage, tou_bil
 def fixture_account(stack) -> tuple[str, str]:
     token, account = bound_account(stack)
     no = account["account_no"]
-    put_bill(stack, no, "2023-01", flat_bill(100, 5000))          # 5000 fen
-    put_bill(stack, no, "2023-02", flat_bill(200, 5000))          # 10000 fen
-    put_usage(stack, no, [{"month": "2023-04", "kwh": 150}])       # a reading, no bill
-    put_bill(stack, no, "2024-01", tou_bill(10, 40, 60, 90))      # 200 kWh, 10950 fen
-    put_bill(stack, no, "2024-02", tou_bill(20, 60, 80, 140))     # 300 kWh, 16500 fen
+    put_bill(stack, no, "2023-01", flat_bill(100, 5000))  # 5000 fen
+    put_bill(stack, no, "2023-02", flat_bill(200, 5000))  # 10000 fen
+    put_usage(stack, no, [{"month": "2023-04", "kwh": 150}])  # a reading, no bill
+    put_bill(stack, no, "2024-01", tou_bill(10, 40, 60, 90))  # 200 kWh, 10950 fen
+    put_bill(stack, no, "2024-02", tou_bill(20, 60, 80, 140))  # 300 kWh, 16500 fen
     # 2024-03: nothing at all
     put_usage(stack, no, [{"month": "2024-04", "kwh": 180, "tou": {"jian": 0, "feng": 50, "ping": 50, "gu": 80}}])
-    put_usage(stack, no, [{"date": "2024-02-01", "kwh": 10}, {"date": "2024-02-15", "kwh": 12},
-                          {"date": "2024-02-29", "kwh": 9}, {"date": "2024-03-01", "kwh": 99}])
+    put_usage(
+        stack,
+        no,
+        [
+            {"date": "2024-02-01", "kwh": 10},
+            {"date": "2024-02-15", "kwh": 12},
+            {"date": "2024-02-29", "kwh": 9},
+            {"date": "2024-03-01", "kwh": 99},
+        ],
+    )
     return token, no
 
 
@@ -41,9 +49,18 @@ def test_monthly_analysis_matches_hand_computed_figures(stack):
     assert feb["kwh_yoy_permille"] == 500 and feb["amount_yoy_permille"] == 650
 
     # a month with no data is null, and so is every change against it
-    assert mar == {"period": "2024-03", "kwh": None, "amount_fen": None, "source": None, "kwh_by_period": None,
-                   "avg_price": None, "kwh_mom_permille": None, "kwh_yoy_permille": None,
-                   "amount_mom_permille": None, "amount_yoy_permille": None}
+    assert mar == {
+        "period": "2024-03",
+        "kwh": None,
+        "amount_fen": None,
+        "source": None,
+        "kwh_by_period": None,
+        "avg_price": None,
+        "kwh_mom_permille": None,
+        "kwh_yoy_permille": None,
+        "amount_mom_permille": None,
+        "amount_yoy_permille": None,
+    }
     assert (apr["kwh"], apr["amount_fen"], apr["source"]) == (180, None, "reading")
     assert apr["kwh_mom_permille"] is None  # against the empty March
     assert apr["kwh_yoy_permille"] == 200  # 180 against the 150 read in 2023-04
@@ -63,8 +80,10 @@ def test_daily_view_of_a_leap_february(stack):
     assert read == {"2024-02-01": 10, "2024-02-15": 12, "2024-02-29": 9}
     assert body["total_kwh"] == 31 and body["days_read"] == 3
     assert body["days"][1] == {"date": "2024-02-02", "kwh": None, "kwh_by_period": None}
-    assert len(stack.api("GET", f"/api/v1/accounts/{no}/usage?granularity=day&month=2023-02",
-                         token=token).json()["days"]) == 28
+    assert (
+        len(stack.api("GET", f"/api/v1/accounts/{no}/usage?granularity=day&month=2023-02", token=token).json()["days"])
+        == 28
+    )
     empty = stack.api("GET", f"/api/v1/accounts/{no}/usage?granularity=day&month=2022-02", token=token).json()
     assert empty["total_kwh"] is None and empty["days_read"] == 0
 
@@ -73,10 +92,15 @@ def test_range_limits_and_bad_parameters_are_422(stack):
     token, no = fixture_account(stack)
     url = f"/api/v1/accounts/{no}/usage"
     assert stack.api("GET", f"{url}?from=2021-02&to=2024-01", token=token).status_code == 200  # 36 months
-    for query, field in [("from=2021-01&to=2024-01", "to"), ("from=2024-05&to=2024-01", "from"),
-                         ("from=2024-1&to=2024-04", "from"), ("from=2024-01&to=2024-13", "to"),
-                         ("granularity=week", "granularity"), ("granularity=day", "month"),
-                         ("granularity=day&month=2024-02&from=2024-01", "from")]:
+    for query, field in [
+        ("from=2021-01&to=2024-01", "to"),
+        ("from=2024-05&to=2024-01", "from"),
+        ("from=2024-1&to=2024-04", "from"),
+        ("from=2024-01&to=2024-13", "to"),
+        ("granularity=week", "granularity"),
+        ("granularity=day", "month"),
+        ("granularity=day&month=2024-02&from=2024-01", "from"),
+    ]:
         resp = stack.api("GET", f"{url}?{query}", token=token)
         assert resp.status_code == 422, query
         assert field in {d["field"] for d in error_of(resp)["details"]}, query
@@ -87,17 +111,30 @@ def test_range_limits_and_bad_parameters_are_422(stack):
 def test_bad_readings_are_refused_whole(stack):
     account = put_account(stack)
     no = account["account_no"]
-    resp = stack.internal("PUT", f"/internal/v1/accounts/{no}/usage", json={"entries": [
-        {"date": "2024-02-30", "kwh": 1}, {"date": "2024-02-01", "kwh": -3}, {"month": "2024-02", "date": "2024-02-01",
-                                                                            "kwh": 1},
-        {"month": "2024-03", "kwh": 10, "tou": {"jian": 1, "feng": 1, "ping": 1, "gu": 1}},
-        {"date": "2024-02-02", "kwh": 5}]})
+    resp = stack.internal(
+        "PUT",
+        f"/internal/v1/accounts/{no}/usage",
+        json={
+            "entries": [
+                {"date": "2024-02-30", "kwh": 1},
+                {"date": "2024-02-01", "kwh": -3},
+                {"month": "2024-02", "date": "2024-02-01", "kwh": 1},
+                {"month": "2024-03", "kwh": 10, "tou": {"jian": 1, "feng": 1, "ping": 1, "gu": 1}},
+                {"date": "2024-02-02", "kwh": 5},
+            ]
+        },
+    )
     assert resp.status_code == 422
     assert {d["field"] for d in error_of(resp)["details"]} == {
-        "entries[0].date", "entries[1].kwh", "entries[2]", "entries[3].tou"}
+        "entries[0].date",
+        "entries[1].kwh",
+        "entries[2]",
+        "entries[3].tou",
+    }
     assert stack.db.usage.count_documents({"account_no": no}) == 0  # not even the good entry
-    resp = stack.internal("PUT", f"/internal/v1/accounts/{new_account_no()}/usage",
-                          json={"entries": [{"date": "2024-02-02", "kwh": 5}]})
+    resp = stack.internal(
+        "PUT", f"/internal/v1/accounts/{new_account_no()}/usage", json={"entries": [{"date": "2024-02-02", "kwh": 5}]}
+    )
     assert resp.status_code == 404 and error_of(resp)["code"] == "account_not_found"
     resp = put_usage(stack, no, [{"date": "2024-02-02", "kwh": 5}, {"month": "2024-02", "kwh": 150}])
     assert resp.json() == {"received": 2, "created": 2, "updated": 0}
@@ -109,14 +146,21 @@ def test_bad_readings_are_refused_whole(stack):
 def test_another_user_gets_404_on_every_query_endpoint_and_parameter(stack):
     _, no = fixture_account(stack)
     stranger = stack.login()
-    paths = [f"/api/v1/accounts/{no}/bills", f"/api/v1/accounts/{no}/bills?year=2024",
-             f"/api/v1/accounts/{no}/bills?year=bad", f"/api/v1/accounts/{no}/bills/2024-01",
-             f"/api/v1/accounts/{no}/bills/bad", f"/api/v1/accounts/{no}/charges",
-             f"/api/v1/accounts/{no}/usage", f"/api/v1/accounts/{no}/usage?from=2024-01&to=2024-04",
-             f"/api/v1/accounts/{no}/usage?from=1999-01&to=2024-04",
-             f"/api/v1/accounts/{no}/usage?granularity=day&month=2024-02",
-             f"/api/v1/accounts/{no}/usage?granularity=day&month=bad",
-             f"/api/v1/accounts/{no}/usage?granularity=week", f"/api/v1/outages?account_no={no}"]
+    paths = [
+        f"/api/v1/accounts/{no}/bills",
+        f"/api/v1/accounts/{no}/bills?year=2024",
+        f"/api/v1/accounts/{no}/bills?year=bad",
+        f"/api/v1/accounts/{no}/bills/2024-01",
+        f"/api/v1/accounts/{no}/bills/bad",
+        f"/api/v1/accounts/{no}/charges",
+        f"/api/v1/accounts/{no}/usage",
+        f"/api/v1/accounts/{no}/usage?from=2024-01&to=2024-04",
+        f"/api/v1/accounts/{no}/usage?from=1999-01&to=2024-04",
+        f"/api/v1/accounts/{no}/usage?granularity=day&month=2024-02",
+        f"/api/v1/accounts/{no}/usage?granularity=day&month=bad",
+        f"/api/v1/accounts/{no}/usage?granularity=week",
+        f"/api/v1/outages?account_no={no}",
+    ]
     for path in paths:
         resp = stack.api("GET", path, token=stranger)
         assert resp.status_code == 404, path

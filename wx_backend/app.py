@@ -84,7 +84,12 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     try:
         # the path only: query strings may carry codes or signatures
         logging.getLogger("access").log(
-            level, "%s %s %d %.1fms", req.method, req.path, status, 1000.0 * req.request_time(),
+            level,
+            "%s %s %d %.1fms",
+            req.method,
+            req.path,
+            status,
+            1000.0 * req.request_time(),
         )
     finally:
         request_id.reset(token)

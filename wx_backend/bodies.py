@@ -34,8 +34,9 @@ LARGE_BODY = 12 * 1024 * 1024  # a whole PDF or upload with multipart overhead; 
 DRAIN_MAX = 16 * 1024 * 1024  # an over-limit body up to this size is read and dropped before the 413
 MAX_JSON_DEPTH = 32
 
-_TOO_LARGE = json.dumps({"error": {"code": "payload_too_large", "message": "请求内容过大"}},
-                        ensure_ascii=False).encode()
+_TOO_LARGE = json.dumps(
+    {"error": {"code": "payload_too_large", "message": "请求内容过大"}}, ensure_ascii=False
+).encode()
 
 
 def parse_json(raw: bytes) -> Any:
@@ -77,8 +78,9 @@ class BoundedBody(httputil.HTTPMessageDelegate):
         self.start_line: httputil.RequestStartLine | None = None
         self.started = time.monotonic()
 
-    def headers_received(self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine,
-                         headers: httputil.HTTPHeaders) -> Any:
+    def headers_received(
+        self, start_line: httputil.RequestStartLine | httputil.ResponseStartLine, headers: httputil.HTTPHeaders
+    ) -> Any:
         result = self.inner.headers_received(start_line, headers)
         target = getattr(self.inner, "delegate", None)  # the routed handler's delegate
         handler_class = getattr(target, "handler_class", None)
@@ -113,18 +115,27 @@ class BoundedBody(httputil.HTTPMessageDelegate):
         self.inner.on_connection_close()
 
     def _response(self, close: bool) -> Any:
-        headers = httputil.HTTPHeaders({
-            "Content-Type": "application/json; charset=UTF-8", "Content-Length": str(len(_TOO_LARGE)),
-            "Cache-Control": "no-store", "X-Request-Id": uuid.uuid4().hex,
-        })
+        headers = httputil.HTTPHeaders(
+            {
+                "Content-Type": "application/json; charset=UTF-8",
+                "Content-Length": str(len(_TOO_LARGE)),
+                "Cache-Control": "no-store",
+                "X-Request-Id": uuid.uuid4().hex,
+            }
+        )
         if close:
             headers["Connection"] = "close"
         line = self.start_line
-        log.warning("%s %s 413 %.1fms (body over %d bytes)", line.method if line else "-",
-                    line.path.split("?")[0] if line else "-", 1000 * (time.monotonic() - self.started),
-                    self.limit or 0)
-        return self.conn.write_headers(httputil.ResponseStartLine("HTTP/1.1", 413, "Payload Too Large"),
-                                       headers, _TOO_LARGE)
+        log.warning(
+            "%s %s 413 %.1fms (body over %d bytes)",
+            line.method if line else "-",
+            line.path.split("?")[0] if line else "-",
+            1000 * (time.monotonic() - self.started),
+            self.limit or 0,
+        )
+        return self.conn.write_headers(
+            httputil.ResponseStartLine("HTTP/1.1", 413, "Payload Too Large"), headers, _TOO_LARGE
+        )
 
     def _answer(self) -> None:
         self._response(close=False)

@@ -41,8 +41,9 @@ async def sweep(db: AsyncDatabase, now: datetime | None = None) -> dict[str, int
     removed: dict[str, int] = {}
     for name in EXPIRING:
         removed[name] = (await db[name].delete_many({"expires_at": {"$lt": now}})).deleted_count
-    removed["rate_limits"] = (await db.rate_limits.delete_many({"last_at": {"$lt": now - RATE_LIMIT_KEEP}})
-                              ).deleted_count
+    removed["rate_limits"] = (
+        await db.rate_limits.delete_many({"last_at": {"$lt": now - RATE_LIMIT_KEEP}})
+    ).deleted_count
     for name in RETIRED:
         removed[name] = (await db[name].delete_many({})).deleted_count
     return removed

@@ -56,21 +56,26 @@ def demo_accounts(count: int = DEMO_ACCOUNTS) -> list[dict[str, Any]]:
         name = rng.choice(SURNAMES) + rng.choice(GIVEN) + (rng.choice(GIVEN) if i % 2 else "")
         if cls != "低压居民":
             name = f"郏县{rng.choice(GIVEN)}{rng.choice(GIVEN)}实业有限公司"
-        accounts.append({
-            "account_no": f"52639{i:05d}",
-            "holder_name": name,
-            "phone": _phone(i, f"182{rng.randrange(10**8):08d}"),
-            "address": f"河南省平顶山市{region}{rng.randrange(1, 300)}号",
-            "region": region,
-            "feeder": f"{region}{rng.randrange(1, 4)}号线",
-            "customer_class": cls,
-            "tariff": {"tou": cls != "低压居民" or i % 4 == 0, "two_part": cls == "高压",
-                       "max_demand": cls == "高压" and i % 2 == 0},
-            "capacity_kva": 8 if cls == "低压居民" else (100 if cls == "低压非居民" else 630),
-            "balance_fen": 0,
-            "meter_no": f"41{0:010d}52639{i:05d}",
-            "billing_mode": "prepaid" if i == 0 else "postpaid",  # the demo user's first account: 费控
-        })
+        accounts.append(
+            {
+                "account_no": f"52639{i:05d}",
+                "holder_name": name,
+                "phone": _phone(i, f"182{rng.randrange(10**8):08d}"),
+                "address": f"河南省平顶山市{region}{rng.randrange(1, 300)}号",
+                "region": region,
+                "feeder": f"{region}{rng.randrange(1, 4)}号线",
+                "customer_class": cls,
+                "tariff": {
+                    "tou": cls != "低压居民" or i % 4 == 0,
+                    "two_part": cls == "高压",
+                    "max_demand": cls == "高压" and i % 2 == 0,
+                },
+                "capacity_kva": 8 if cls == "低压居民" else (100 if cls == "低压非居民" else 630),
+                "balance_fen": 0,
+                "meter_no": f"41{0:010d}52639{i:05d}",
+                "billing_mode": "prepaid" if i == 0 else "postpaid",  # the demo user's first account: 费控
+            }
+        )
     return accounts
 
 
@@ -106,9 +111,11 @@ def demo_bill(account: dict[str, Any], period: str, start_reading: int, rng: ran
         t2 = min(max(total - TIER_LIMITS[0], 0), TIER_LIMITS[1] - TIER_LIMITS[0])
         t3 = total - t1 - t2
         body["prices"] = {"flat": TIER_PRICES[0]}
-        body["tiers"] = [{"tier": 1, "upto_kwh": TIER_LIMITS[0], "kwh": t1, "price": TIER_PRICES[0]},
-                         {"tier": 2, "upto_kwh": TIER_LIMITS[1], "kwh": t2, "price": TIER_PRICES[1]},
-                         {"tier": 3, "upto_kwh": None, "kwh": t3, "price": TIER_PRICES[2]}]
+        body["tiers"] = [
+            {"tier": 1, "upto_kwh": TIER_LIMITS[0], "kwh": t1, "price": TIER_PRICES[0]},
+            {"tier": 2, "upto_kwh": TIER_LIMITS[1], "kwh": t2, "price": TIER_PRICES[1]},
+            {"tier": 3, "upto_kwh": None, "kwh": t3, "price": TIER_PRICES[2]},
+        ]
         amount_e4 = t1 * TIER_PRICES[0] + t2 * TIER_PRICES[1] + t3 * TIER_PRICES[2]
     else:
         body["prices"] = {"flat": FLAT_BUSINESS}
@@ -157,10 +164,19 @@ async def _load_bills_and_usage(db: AsyncDatabase, accounts: list[dict[str, Any]
         for day in last_days + this_days:
             values, errors = check_entry({"date": day, "kwh": daily * rng.randrange(70, 131) // 100})
             assert not errors, errors
-            days.append({"_id": reading_id(no, values["kind"], values["key"]), "account_no": no, **values,
-                         "created_at": now, "updated_at": now})
-    summary = {"bills_created": await _insert_missing(db.bills, bills),
-               "readings_created": await _insert_missing(db.usage, days)}
+            days.append(
+                {
+                    "_id": reading_id(no, values["kind"], values["key"]),
+                    "account_no": no,
+                    **values,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+    summary = {
+        "bills_created": await _insert_missing(db.bills, bills),
+        "readings_created": await _insert_missing(db.usage, days),
+    }
     await db.demo_state.update_one({"_id": marker}, {"$set": {"at": now}}, upsert=True)
     return summary
 
@@ -173,9 +189,14 @@ async def _load_outages(db: AsyncDatabase, service: OutageService) -> int:
         if await db.outages.count_documents({"ref_key": ref}, limit=1):
             continue
         begin = start + timedelta(days=i)
-        fields = {"ref": ref, "kind": "planned", "start": begin.isoformat(),
-                  "end": (begin + timedelta(hours=9)).isoformat(), "reason": "线路计划检修",
-                  "area": f"{region}部分区域，具体以现场公告为准"}
+        fields = {
+            "ref": ref,
+            "kind": "planned",
+            "start": begin.isoformat(),
+            "end": (begin + timedelta(hours=9)).isoformat(),
+            "reason": "线路计划检修",
+            "area": f"{region}部分区域，具体以现场公告为准",
+        }
         fields.update({"regions": [region]} if i % 2 == 0 else {"feeders": [f"{region}1号线"]})
         await service.publish(fields, notify=False)  # no notifications from demo data
         created += 1
@@ -187,8 +208,9 @@ async def load(services: Services, accounts: int = DEMO_ACCOUNTS) -> dict[str, i
     db = services.db
     all_accounts = demo_accounts(accounts)
     # bulk, only the missing ones: what a local run changed (balances, bindings) stays
-    created = await services.accounts.insert_new([(a["account_no"], {k: v for k, v in a.items() if k != "account_no"})
-                                         for a in all_accounts])
+    created = await services.accounts.insert_new(
+        [(a["account_no"], {k: v for k, v in a.items() if k != "account_no"}) for a in all_accounts]
+    )
     summary = {"accounts_created": created}
     summary.update(await _load_bills_and_usage(db, all_accounts))
     summary["outages_created"] = await _load_outages(db, services.outages)
@@ -201,21 +223,61 @@ async def load(services: Services, accounts: int = DEMO_ACCOUNTS) -> dict[str, i
 DEMO_OPENID = "o_demo_user"  # log in as this user through the sandbox (README) to see the demo records
 DEMO_MOBILE = "18200000490"  # the demo user's verified mobile, on record for the proposed accounts
 DEMO_PROPOSED = ("5263900002", "5263900003")
-DEMO_APPLICANT = {"identity": "owner", "id_type": "resident_id", "name": "王伟", "id_no": "41042519850307123X",
-                  "mobile": DEMO_MOBILE}
-DEMO_ORG = {"identity": "owner", "id_type": "credit_code", "name": "郏县明超实业有限公司",
-            "id_no": "91410425MA44XKQ0DY", "mobile": "18200000491"}
+DEMO_APPLICANT = {
+    "identity": "owner",
+    "id_type": "resident_id",
+    "name": "王伟",
+    "id_no": "41042519850307123X",
+    "mobile": DEMO_MOBILE,
+}
+DEMO_ORG = {
+    "identity": "owner",
+    "id_type": "credit_code",
+    "name": "郏县明超实业有限公司",
+    "id_no": "91410425MA44XKQ0DY",
+    "mobile": "18200000491",
+}
 # (app_no, service, account_no, applicant, form, stage reached along the main path)
 DEMO_APPLICATIONS = [
-    ("20260226900001", "tou_change", "5263900000", DEMO_APPLICANT,
-     {"tou_option": "enable", "effective_month": "2026-03", "reason": "家中白天无人，申请峰谷电价"}, "submitted"),
-    ("20260226900002", "capacity_increase", "5263900001", DEMO_ORG,
-     {"added_capacity_kva": 50, "voltage": "380V", "reason": "新增生产设备", "expected_date": "2026-04-01"}, "survey"),
-    ("20260226900003", "enterprise_new", None, DEMO_ORG,
-     {"customer_class": "高压", "address": "河南省平顶山市郏县产业集聚区纬三路8号", "voltage": "10kV",
-      "capacity_kva": 630, "use_category": "industry", "expected_date": "2026-06-01"}, "contract_signing"),
-    ("20260226900004", "meter_test", "5263900000", DEMO_APPLICANT,
-     {"reason": "fast", "preferred_date": "2026-03-02"}, "archived"),
+    (
+        "20260226900001",
+        "tou_change",
+        "5263900000",
+        DEMO_APPLICANT,
+        {"tou_option": "enable", "effective_month": "2026-03", "reason": "家中白天无人，申请峰谷电价"},
+        "submitted",
+    ),
+    (
+        "20260226900002",
+        "capacity_increase",
+        "5263900001",
+        DEMO_ORG,
+        {"added_capacity_kva": 50, "voltage": "380V", "reason": "新增生产设备", "expected_date": "2026-04-01"},
+        "survey",
+    ),
+    (
+        "20260226900003",
+        "enterprise_new",
+        None,
+        DEMO_ORG,
+        {
+            "customer_class": "高压",
+            "address": "河南省平顶山市郏县产业集聚区纬三路8号",
+            "voltage": "10kV",
+            "capacity_kva": 630,
+            "use_category": "industry",
+            "expected_date": "2026-06-01",
+        },
+        "contract_signing",
+    ),
+    (
+        "20260226900004",
+        "meter_test",
+        "5263900000",
+        DEMO_APPLICANT,
+        {"reason": "fast", "preferred_date": "2026-03-02"},
+        "archived",
+    ),
 ]
 
 
@@ -229,7 +291,9 @@ async def load_applications(services: Services) -> int:
     db, catalog, service = services.db, services.catalog, services.applications
     now = utcnow()
     user = await db.users.find_one_and_update(
-        {"mp_openid": DEMO_OPENID}, {"$setOnInsert": {"created_at": now}}, upsert=True,
+        {"mp_openid": DEMO_OPENID},
+        {"$setOnInsert": {"created_at": now}},
+        upsert=True,
         return_document=ReturnDocument.AFTER,
     )
     for account_no in ("5263900000", "5263900001"):
@@ -238,9 +302,9 @@ async def load_applications(services: Services) -> int:
             {"$push": {"bindings": {"user_id": user["_id"], "role": "holder", "bound_at": now}}},
         )
         if bound.modified_count:
-            await db.binding_quota.update_one({"_id": user["_id"]},
-                                              {"$inc": {"count": 1, "rev": 1}, "$set": {"changed_at": now}},
-                                              upsert=True)
+            await db.binding_quota.update_one(
+                {"_id": user["_id"]}, {"$inc": {"count": 1, "rev": 1}, "$set": {"changed_at": now}}, upsert=True
+            )
     created = 0
     for app_no, code, account_no, applicant, form, target in DEMO_APPLICATIONS:
         if await db.applications.count_documents({"app_no": app_no}, limit=1):
@@ -251,15 +315,35 @@ async def load_applications(services: Services) -> int:
         while stage != target:
             stage = stype.stage_index[stage]["next"][0]
             path.append(stage)
-        history = [{"stage": s, "at": now, "operator": "customer" if s == "submitted" else "营销系统",
-                    "note": "" if s == "submitted" else f"{stype.stage_index[s]['name']}（演示数据）",
-                    "source": "customer" if s == "submitted" else "marketing"} for s in path]
-        await db.applications.insert_one({
-            "app_no": app_no, "service": code, "account_no": account_no, "user_id": user["_id"],
-            "applicant": parts["applicant"], "form": parts["form"], "encrypted": encrypted, "attachments": {},
-            "stage": target, "status": status_of(stype.stage_index[target]), "history": history,
-            "contract_no": None, "idempotency_key": f"app:{app_no}", "created_at": now, "updated_at": now,
-        })
+        history = [
+            {
+                "stage": s,
+                "at": now,
+                "operator": "customer" if s == "submitted" else "营销系统",
+                "note": "" if s == "submitted" else f"{stype.stage_index[s]['name']}（演示数据）",
+                "source": "customer" if s == "submitted" else "marketing",
+            }
+            for s in path
+        ]
+        await db.applications.insert_one(
+            {
+                "app_no": app_no,
+                "service": code,
+                "account_no": account_no,
+                "user_id": user["_id"],
+                "applicant": parts["applicant"],
+                "form": parts["form"],
+                "encrypted": encrypted,
+                "attachments": {},
+                "stage": target,
+                "status": status_of(stype.stage_index[target]),
+                "history": history,
+                "contract_no": None,
+                "idempotency_key": f"app:{app_no}",
+                "created_at": now,
+                "updated_at": now,
+            }
+        )
         created += 1
     return created
 
@@ -269,12 +353,19 @@ async def load_verified_phone(db: AsyncDatabase, protector: DataProtector) -> in
     user = await db.users.find_one({"mp_openid": DEMO_OPENID})
     if user is None or await db.verified_phones.count_documents({"_id": user["_id"]}, limit=1):
         return 0
-    await db.verified_phones.insert_one({
-        "_id": user["_id"], "phone_enc": protector.encrypt(DEMO_MOBILE, "phone"),
-        "phone_hash": protector.lookup_hash(DEMO_MOBILE, "phone"), "country_code": "86",
-        "watermark_at": None, "verified_at": utcnow(),
-    })
+    await db.verified_phones.insert_one(
+        {
+            "_id": user["_id"],
+            "phone_enc": protector.encrypt(DEMO_MOBILE, "phone"),
+            "phone_hash": protector.lookup_hash(DEMO_MOBILE, "phone"),
+            "country_code": "86",
+            "watermark_at": None,
+            "verified_at": utcnow(),
+        }
+    )
     return 1
+
+
 DEMO_PAYMENT = "PDEMO20260226000000000000001"
 DEMO_PAID_AT = datetime(2026, 2, 26, 2, 0, tzinfo=UTC)  # a past day: no reconciliation of today sees it
 
@@ -288,36 +379,91 @@ async def load_prepaid_and_invoice(db: AsyncDatabase) -> dict[str, int]:
     user = await db.users.find_one({"mp_openid": DEMO_OPENID})
     estimates = 0
     if not await db.balance_estimates.count_documents({"_id": "5263900000"}, limit=1):
-        await db.balance_estimates.insert_one({"_id": "5263900000", "balance_fen": 5600, "daily_fen": 700,
-                                               "as_of": now, "cutoff_date": None, "received_at": now})
+        await db.balance_estimates.insert_one(
+            {
+                "_id": "5263900000",
+                "balance_fen": 5600,
+                "daily_fen": 700,
+                "as_of": now,
+                "cutoff_date": None,
+                "received_at": now,
+            }
+        )
         estimates = 1
     invoices = 0
     if user is not None and not await db.invoices.count_documents({"_id": "FP" + DEMO_PAYMENT}, limit=1):
         from weasyprint import HTML  # only here: the demo's one PDF
 
-        title = {"kind": "company", "name": "郏县明超实业有限公司", "tax_no": "91410425MA44XKQ0DY",
-                 "email": "caiwu@example.com"}
+        title = {
+            "kind": "company",
+            "name": "郏县明超实业有限公司",
+            "tax_no": "91410425MA44XKQ0DY",
+            "email": "caiwu@example.com",
+        }
         title_doc = await db.invoice_titles.find_one_and_update(
             {"user_id": user["_id"], "name": title["name"]},
-            {"$setOnInsert": {**title, "created_at": now, "updated_at": now}}, upsert=True,
-            return_document=ReturnDocument.AFTER)
-        await db.payments.update_one({"out_trade_no": DEMO_PAYMENT}, {"$setOnInsert": {
-            "channel": "jsapi", "account_no": "5263900001", "user_id": user["_id"], "amount_fen": 20000,
-            "status": "credited", "transaction_id": "4200000000DEMO", "paid_at": DEMO_PAID_AT,
-            "credited_at": DEMO_PAID_AT, "created_at": now, "updated_at": now, "demo": True}}, upsert=True)
-        pdf = HTML(string=(
-            "<html><body style='font-family: Noto Sans CJK SC'><h1>电子发票（普通发票）</h1>"
-            "<p>发票号码：26412000000000000001</p><p>购买方：郏县明超实业有限公司 91410425MA44XKQ0DY</p>"
-            "<p>项目：电费（户号 5263900001）</p><p>金额：200.00 元</p><p>开票日期：2026-02-26</p>"
-            "<p>（演示数据）</p></body></html>")).write_pdf()
-        file_id = await files(db).upload_from_stream("26412000000000000001.pdf", pdf, metadata={
-            "purpose": "invoice", "invoice_id": "FP" + DEMO_PAYMENT, "content_type": "application/pdf",
-            "size": len(pdf), "created_at": now})
-        await db.invoices.insert_one({
-            "_id": "FP" + DEMO_PAYMENT, "out_trade_no": DEMO_PAYMENT, "account_no": "5263900001",
-            "user_id": user["_id"], "title_id": title_doc["_id"], "title": title, "amount_fen": 20000,
-            "paid_at": DEMO_PAID_AT, "status": "issued", "attempt": 1, "requested_at": now, "updated_at": now,
-            "invoice_no": "26412000000000000001", "issued_amount_fen": 20000, "issued_on": "2026-02-26",
-            "pdf_file_id": file_id, "decided_at": now})
+            {"$setOnInsert": {**title, "created_at": now, "updated_at": now}},
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
+        )
+        await db.payments.update_one(
+            {"out_trade_no": DEMO_PAYMENT},
+            {
+                "$setOnInsert": {
+                    "channel": "jsapi",
+                    "account_no": "5263900001",
+                    "user_id": user["_id"],
+                    "amount_fen": 20000,
+                    "status": "credited",
+                    "transaction_id": "4200000000DEMO",
+                    "paid_at": DEMO_PAID_AT,
+                    "credited_at": DEMO_PAID_AT,
+                    "created_at": now,
+                    "updated_at": now,
+                    "demo": True,
+                }
+            },
+            upsert=True,
+        )
+        pdf = HTML(
+            string=(
+                "<html><body style='font-family: Noto Sans CJK SC'><h1>电子发票（普通发票）</h1>"
+                "<p>发票号码：26412000000000000001</p><p>购买方：郏县明超实业有限公司 91410425MA44XKQ0DY</p>"
+                "<p>项目：电费（户号 5263900001）</p><p>金额：200.00 元</p><p>开票日期：2026-02-26</p>"
+                "<p>（演示数据）</p></body></html>"
+            )
+        ).write_pdf()
+        file_id = await files(db).upload_from_stream(
+            "26412000000000000001.pdf",
+            pdf,
+            metadata={
+                "purpose": "invoice",
+                "invoice_id": "FP" + DEMO_PAYMENT,
+                "content_type": "application/pdf",
+                "size": len(pdf),
+                "created_at": now,
+            },
+        )
+        await db.invoices.insert_one(
+            {
+                "_id": "FP" + DEMO_PAYMENT,
+                "out_trade_no": DEMO_PAYMENT,
+                "account_no": "5263900001",
+                "user_id": user["_id"],
+                "title_id": title_doc["_id"],
+                "title": title,
+                "amount_fen": 20000,
+                "paid_at": DEMO_PAID_AT,
+                "status": "issued",
+                "attempt": 1,
+                "requested_at": now,
+                "updated_at": now,
+                "invoice_no": "26412000000000000001",
+                "issued_amount_fen": 20000,
+                "issued_on": "2026-02-26",
+                "pdf_file_id": file_id,
+                "decided_at": now,
+            }
+        )
         invoices = 1
     return {"estimates_created": estimates, "invoices_created": invoices}

@@ -22,11 +22,22 @@ TEMPLATES: dict[str, dict] = {
     "hv_new_connection": {
         "title": "高压供用电合同",
         "required": [
-            *_COMMON, "capacity_kva", "supply_voltage", "power_source", "property_boundary", "metering_point", "tariff",
+            *_COMMON,
+            "capacity_kva",
+            "supply_voltage",
+            "power_source",
+            "property_boundary",
+            "metering_point",
+            "tariff",
         ],
         "optional": [
-            "industry", "circuits", "backup_power", "metering_method", "basic_charge_method",
-            "power_factor_standard", "special_terms",
+            "industry",
+            "circuits",
+            "backup_power",
+            "metering_method",
+            "basic_charge_method",
+            "power_factor_standard",
+            "special_terms",
         ],
     },
     "lv_non_residential": {

@@ -25,7 +25,10 @@ def free_port() -> int:
 def ferretdb_binary() -> Path:
     """The FerretDB binary, built into the cache folder on first use."""
     out = subprocess.run(
-        [str(ROOT / "scripts" / "install-ferretdb.sh")], check=True, capture_output=True, text=True,
+        [str(ROOT / "scripts" / "install-ferretdb.sh")],
+        check=True,
+        capture_output=True,
+        text=True,
     )
     return Path(out.stdout.strip().splitlines()[-1])
 
@@ -74,7 +77,9 @@ class FerretDB:
                 "--debug-addr=-",
                 "--log-level=warn",
             ],
-            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             env={**os.environ, "FERRETDB_TELEMETRY": "disable", "DO_NOT_TRACK": "1"},
         )
         log.close()

@@ -13,8 +13,9 @@ class AppError(Exception):
     code = "bad_request"
     message = "请求有误"
 
-    def __init__(self, message: str | None = None, *, code: str | None = None,
-                 status: int | None = None, details: Any = None):
+    def __init__(
+        self, message: str | None = None, *, code: str | None = None, status: int | None = None, details: Any = None
+    ):
         super().__init__(message or self.message)
         if message is not None:
             self.message = message

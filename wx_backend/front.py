@@ -77,9 +77,17 @@ def render(text: str, values: Mapping[str, str | Sequence[str]]) -> str:
     return "".join(out)
 
 
-def local_values(prefix: Path, *, http_port: int, https_port: int, upstreams: Iterable[str],
-                 certificate: Path, certificate_key: Path, internal_allow: Iterable[str],
-                 bind: str = "127.0.0.1") -> dict[str, str | list[str]]:
+def local_values(
+    prefix: Path,
+    *,
+    http_port: int,
+    https_port: int,
+    upstreams: Iterable[str],
+    certificate: Path,
+    certificate_key: Path,
+    internal_allow: Iterable[str],
+    bind: str = "127.0.0.1",
+) -> dict[str, str | list[str]]:
     """Values for an unprivileged copy on loopback: every file under ``prefix``.
 
     ``upstreams`` are ``host:port`` of the app processes; ``internal_allow`` are the addresses
@@ -93,14 +101,20 @@ def local_values(prefix: Path, *, http_port: int, https_port: int, upstreams: It
         "worker_processes": "worker_processes 1;",
         "pid": f"pid {prefix / 'nginx.pid'};",
         "error_log": f"error_log {prefix / 'error.log'} info;",
-        "temp_paths": [f"{name}_temp_path {temp / short};" for name, short in (
-            ("client_body", "body"), ("proxy", "proxy"), ("fastcgi", "fastcgi"),
-            ("uwsgi", "uwsgi"), ("scgi", "scgi"))],
+        "temp_paths": [
+            f"{name}_temp_path {temp / short};"
+            for name, short in (
+                ("client_body", "body"),
+                ("proxy", "proxy"),
+                ("fastcgi", "fastcgi"),
+                ("uwsgi", "uwsgi"),
+                ("scgi", "scgi"),
+            )
+        ],
         "access_log": f"access_log {prefix / 'access.log'} wx;",
         "listen_http": f"listen {bind}:{http_port} default_server;",
         "listen_https": f"listen {bind}:{https_port} ssl http2 default_server;",
-        "tls_certificate": [f"ssl_certificate     {certificate};",
-                            f"ssl_certificate_key {certificate_key};"],
+        "tls_certificate": [f"ssl_certificate     {certificate};", f"ssl_certificate_key {certificate_key};"],
         "upstream": [f"server {server} max_fails=1 fail_timeout=10s;" for server in upstreams],
         "internal_allow": [f"allow {network};" for network in internal_allow],
     }

@@ -42,8 +42,10 @@ class ImportReport:
         self.rejected.append((where, reasons))
 
     def summary(self) -> str:
-        lines = [f"{self.label}: rows read {self.read}, upserted {self.upserted} "
-                 f"(created {self.created}, updated {self.updated}), rejected {len(self.rejected)}"]
+        lines = [
+            f"{self.label}: rows read {self.read}, upserted {self.upserted} "
+            f"(created {self.created}, updated {self.updated}), rejected {len(self.rejected)}"
+        ]
         lines += [f"  {where}: {reasons}" for where, reasons in self.rejected]
         return "\n".join(lines)
 
@@ -94,6 +96,7 @@ def read_rows(path: Path) -> tuple[int, Iterator[tuple[str, Any]]]:
         def csv_rows() -> Iterator[tuple[str, Any]]:
             for i, row in enumerate(rows):
                 yield f"line {i + 2}", {k.strip(): _cell(v) for k, v in row.items() if k}
+
         return len(rows), csv_rows()
     if suffix == ".jsonl":
         lines = path.read_text(encoding="utf-8").splitlines()
@@ -105,6 +108,7 @@ def read_rows(path: Path) -> tuple[int, Iterator[tuple[str, Any]]]:
                     yield f"line {number}", json.loads(line)
                 except ValueError:
                     yield f"line {number}", None
+
         return len(numbered), jsonl_rows()
     if suffix == ".json":
         data = json.loads(path.read_text(encoding="utf-8"))
@@ -129,9 +133,13 @@ def bill_from_csv(row: dict[str, Any]) -> dict[str, Any]:
         return {n: row[f"{prefix}{n}"] for n in names if row.get(f"{prefix}{n}") is not None}
 
     body: dict[str, Any] = {
-        "amount_fen": row.get("amount_fen"), "due_date": row.get("due_date"),
-        "readings": {"previous": row.get("reading_previous"), "current": row.get("reading_current"),
-                     **({"multiplier": row["multiplier"]} if row.get("multiplier") is not None else {})},
+        "amount_fen": row.get("amount_fen"),
+        "due_date": row.get("due_date"),
+        "readings": {
+            "previous": row.get("reading_previous"),
+            "current": row.get("reading_current"),
+            **({"multiplier": row["multiplier"]} if row.get("multiplier") is not None else {}),
+        },
         "kwh": {"total": row.get("kwh_total"), **pick("kwh_", ("jian", "feng", "ping", "gu"))},
         "prices": pick("price_", ("flat", "jian", "feng", "ping", "gu")),
     }
@@ -139,8 +147,14 @@ def bill_from_csv(row: dict[str, Any]) -> dict[str, Any]:
     for n in (1, 2, 3):
         if row.get(f"tier{n}_kwh") is None and row.get(f"tier{n}_price") is None:
             break
-        tiers.append({"tier": n, "upto_kwh": row.get(f"tier{n}_upto"), "kwh": row.get(f"tier{n}_kwh"),
-                      "price": row.get(f"tier{n}_price")})
+        tiers.append(
+            {
+                "tier": n,
+                "upto_kwh": row.get(f"tier{n}_upto"),
+                "kwh": row.get(f"tier{n}_kwh"),
+                "price": row.get(f"tier{n}_price"),
+            }
+        )
     if tiers:
         body["tiers"] = tiers
     if row.get("offline_paid_fen") is not None:
@@ -148,8 +162,9 @@ def bill_from_csv(row: dict[str, Any]) -> dict[str, Any]:
     return body
 
 
-async def import_bills(bills: BillService, path: Path, *, notify: bool = True,
-                       stream: TextIO | None = None) -> ImportReport:
+async def import_bills(
+    bills: BillService, path: Path, *, notify: bool = True, stream: TextIO | None = None
+) -> ImportReport:
     report = ImportReport("bills")
     total, rows = read_rows(path)
     progress = Progress("bills", total, stream)

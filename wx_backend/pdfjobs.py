@@ -46,7 +46,9 @@ class DocumentPool:
     def _pool(self) -> ProcessPoolExecutor:
         if self._executor is None:
             self._executor = ProcessPoolExecutor(
-                max_workers=self.workers, mp_context=multiprocessing.get_context("spawn"), initializer=_quiet,
+                max_workers=self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_quiet,
             )
         return self._executor
 
@@ -139,8 +141,9 @@ def text_png(text: str, height_px: int = 64) -> bytes:
     probe = ImageDraw.Draw(Image.new("RGBA", (1, 1)))
     left, top, right, bottom = probe.textbbox((0, 0), text, font=font)
     img = Image.new("RGBA", (right - left + 8, height_px), (0, 0, 0, 0))
-    ImageDraw.Draw(img).text((4 - left, (height_px - (bottom - top)) / 2 - top), text, font=font,
-                             fill=(24, 24, 48, 255))
+    ImageDraw.Draw(img).text(
+        (4 - left, (height_px - (bottom - top)) / 2 - top), text, font=font, fill=(24, 24, 48, 255)
+    )
     out = io.BytesIO()
     img.save(out, format="PNG")
     return out.getvalue()
@@ -172,8 +175,9 @@ def draw_then_seal(pdf: bytes, specs: list[MarkSpec], seal: dict) -> bytes:
     return seal_only(pdf, seal)
 
 
-def sign_contract(draft: bytes, specs: list[MarkSpec], date_text: str, date_spots: list, customer: dict,
-                  supplier: dict) -> tuple[bytes, bytes]:
+def sign_contract(
+    draft: bytes, specs: list[MarkSpec], date_text: str, date_spots: list, customer: dict, supplier: dict
+) -> tuple[bytes, bytes]:
     """The whole of 确认并盖章's PDF work: ``specs`` (the customer's signature) and ``date_text`` at
     each of ``date_spots`` drawn, sealed with ``customer``, countersigned with ``supplier``
     (``seal_pdf`` keyword arguments each). Returns the customer-sealed and the final PDF."""

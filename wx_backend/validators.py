@@ -111,6 +111,7 @@ def check(kind: str, value: Any, field: str | None = None, message: str | None =
 
 # -- identifiers ---------------------------------------------------------------------------
 
+
 def is_account_no(value: Any) -> bool:
     return matches("account_no", value)
 
@@ -205,6 +206,7 @@ def parse_datetime(value: Any) -> datetime | None:
 
 
 # -- free text -----------------------------------------------------------------------------
+
 
 def has_control_characters(value: str, multiline: bool = False) -> bool:
     """Control characters (Cc: NUL, escapes, DEL...) or unpaired surrogates (Cs) in ``value``."""

@@ -34,8 +34,14 @@ log = logging.getLogger(__name__)
 class OutboxWorker:
     """Claims due outbox messages and sends them, ``concurrency`` at a time."""
 
-    def __init__(self, config: Config, outbox: Outbox, notifications: Notifications, webhook: WebhookSender,
-                 mail: MailSender | None = None):
+    def __init__(
+        self,
+        config: Config,
+        outbox: Outbox,
+        notifications: Notifications,
+        webhook: WebhookSender,
+        mail: MailSender | None = None,
+    ):
         self.config = config
         self.outbox = outbox
         self.senders = {"notify": notifications, "webhook": webhook, "email": mail}
@@ -80,11 +86,13 @@ class OutboxWorker:
     async def process(self, doc: dict[str, Any]) -> None:
         sender = self.senders.get(doc["kind"])
         try:
-            outcome = (await sender.deliver(doc) if sender
-                       else Outcome("failed", [attempt("none", "unknown_kind")]))
+            outcome = await sender.deliver(doc) if sender else Outcome("failed", [attempt("none", "unknown_kind")])
         except PyMongoError as exc:
-            log.warning("outbox %s: database error %s; the lease will run out and it is tried again",
-                        doc["_id"], type(exc).__name__)
+            log.warning(
+                "outbox %s: database error %s; the lease will run out and it is tried again",
+                doc["_id"],
+                type(exc).__name__,
+            )
             return
         except Exception as exc:
             log.exception("outbox %s: sending failed unexpectedly", doc["_id"])
@@ -101,8 +109,9 @@ class OutboxWorker:
                 ok = await self.outbox.finish(doc, self.owner, "failed", outcome.attempts, outcome.fields)
             else:
                 when = outcome.retry_at or utcnow() + backoff(tries, self.config.outbox_retry_base)
-                ok = await self.outbox.retry_at(doc, self.owner, when, outcome.attempts, outcome.fields,
-                                                count_try=outcome.count_try)
+                ok = await self.outbox.retry_at(
+                    doc, self.owner, when, outcome.attempts, outcome.fields, count_try=outcome.count_try
+                )
         else:
             ok = await self.outbox.finish(doc, self.owner, outcome.status, outcome.attempts, outcome.fields)
         if not ok:
@@ -138,8 +147,7 @@ class Worker:
 
 
 def build(services: Services) -> Worker:
-    sender = OutboxWorker(services.config, services.outbox, services.notifications, services.webhook,
-                          services.mail)
+    sender = OutboxWorker(services.config, services.outbox, services.notifications, services.webhook, services.mail)
     return Worker(sender, services.supply, services.config.supply_interval)
 
 

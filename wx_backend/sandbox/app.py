@@ -32,8 +32,22 @@ from .state import SandboxState
 log = logging.getLogger(__name__)
 
 # every module that answers requests; a new one is added here
-ROUTE_MODULES = (account_faults, auth, control, oauth, official_account, pay, pay_control, pay_v3, pay_v3_refunds,
-                 phone, sms, subscribe, templates, tsa)
+ROUTE_MODULES = (
+    account_faults,
+    auth,
+    control,
+    oauth,
+    official_account,
+    pay,
+    pay_control,
+    pay_v3,
+    pay_v3_refunds,
+    phone,
+    sms,
+    subscribe,
+    templates,
+    tsa,
+)
 
 
 def make_app(config: Config, **state_options) -> tornado.web.Application:
@@ -47,7 +61,11 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
     # the path only: WeChat's query strings carry secrets and access tokens
     req = handler.request
     logging.getLogger("sandbox.access").info(
-        "%d %s %s %.1fms", handler.get_status(), req.method, req.path, 1000.0 * req.request_time(),
+        "%d %s %s %.1fms",
+        handler.get_status(),
+        req.method,
+        req.path,
+        1000.0 * req.request_time(),
     )
 
 

@@ -20,7 +20,9 @@ class LoginCodeHandler(SandboxHandler):
             return
         code = secrets.token_urlsafe(24)
         self.state.login_codes[code] = LoginCode(
-            openid=openid, unionid=body.get("unionid") or None, issued_at=time.time(),
+            openid=openid,
+            unionid=body.get("unionid") or None,
+            issued_at=time.time(),
         )
         self.write_json({"code": code})
 
@@ -33,8 +35,12 @@ class FaultsHandler(SandboxHandler):
         body = self.json_body()
         endpoint, fault = body.get("endpoint"), body.get("fault")
         count, match = body.get("count", 1), body.get("match")
-        if not isinstance(endpoint, str) or not isinstance(fault, str) or not isinstance(count, int) \
-                or not isinstance(match, str | None):
+        if (
+            not isinstance(endpoint, str)
+            or not isinstance(fault, str)
+            or not isinstance(count, int)
+            or not isinstance(match, str | None)
+        ):
             self.write_json({"error": "endpoint, fault and count are required; match is a string"}, status=400)
             return
         try:
@@ -72,13 +78,15 @@ class ExpireTokensHandler(SandboxHandler):
             self.write_json({"expired": True})
             return
         appid, grace = body.get("appid"), body.get("grace")
-        if appid not in self.state.apps or not (grace is None or (isinstance(grace, int | float)
-                                                                   and not isinstance(grace, bool) and grace >= 0)):
+        if appid not in self.state.apps or not (
+            grace is None or (isinstance(grace, int | float) and not isinstance(grace, bool) and grace >= 0)
+        ):
             self.write_json({"error": "appid of a known app; grace a number of seconds"}, status=400)
             return
         self.state.issue_token(appid, grace=grace)
-        self.write_json({"refreshed": appid, "grace": self.state.config.sandbox_token_grace if grace is None
-                         else grace})
+        self.write_json(
+            {"refreshed": appid, "grace": self.state.config.sandbox_token_grace if grace is None else grace}
+        )
 
 
 class LatencyHandler(SandboxHandler):

@@ -64,11 +64,13 @@ def _sign(*parts: str) -> str:
 
 
 def event_xml(openid: str, create_time: int, event: str, **extra: str) -> str:
-    parts = [f"<ToUserName><![CDATA[{GH_ID}]]></ToUserName>",
-             f"<FromUserName><![CDATA[{escape(openid)}]]></FromUserName>",
-             f"<CreateTime>{create_time}</CreateTime>",
-             "<MsgType><![CDATA[event]]></MsgType>",
-             f"<Event><![CDATA[{event}]]></Event>"]
+    parts = [
+        f"<ToUserName><![CDATA[{GH_ID}]]></ToUserName>",
+        f"<FromUserName><![CDATA[{escape(openid)}]]></FromUserName>",
+        f"<CreateTime>{create_time}</CreateTime>",
+        "<MsgType><![CDATA[event]]></MsgType>",
+        f"<Event><![CDATA[{event}]]></Event>",
+    ]
     parts += [f"<{name}>{escape(str(value))}</{name}>" for name, value in extra.items()]
     return "<xml>" + "".join(parts) + "</xml>"
 
@@ -102,16 +104,23 @@ async def _push_once(state: SandboxState, xml: str) -> tuple[int, str]:
     body = xml
     if config.oa_aes_key:
         envelope = WeChatCrypto(config.oa_token, config.oa_aes_key, config.oa_appid).encrypt_message(
-            xml, nonce, timestamp)
+            xml, nonce, timestamp
+        )
         encrypt = safe_et.fromstring(envelope).findtext("Encrypt")
         query.update(encrypt_type="aes", msg_signature=_sign(config.oa_token, timestamp, nonce, encrypt))
         body = f"<xml><ToUserName><![CDATA[{GH_ID}]]></ToUserName><Encrypt><![CDATA[{encrypt}]]></Encrypt></xml>"
     url = config.sandbox_callback_base.rstrip("/") + "/wechat/official-account?" + urlencode(query)
     try:
-        resp = await AsyncHTTPClient().fetch(HTTPRequest(
-            url, method="POST", body=body.encode(), headers={"Content-Type": "text/xml"},
-            connect_timeout=config.sandbox_push_timeout, request_timeout=config.sandbox_push_timeout,
-        ))
+        resp = await AsyncHTTPClient().fetch(
+            HTTPRequest(
+                url,
+                method="POST",
+                body=body.encode(),
+                headers={"Content-Type": "text/xml"},
+                connect_timeout=config.sandbox_push_timeout,
+                request_timeout=config.sandbox_push_timeout,
+            )
+        )
         return resp.code, resp.body.decode(errors="replace")
     except HTTPClientError as exc:
         if exc.code == 599:
@@ -142,9 +151,18 @@ class UserInfoHandler(JSONAPIHandler):
         if not follower["subscribe"]:
             body: dict[str, Any] = {"subscribe": 0, "openid": openid, "tagid_list": []}
         else:
-            body = {"subscribe": 1, "openid": openid, "language": "zh_CN",
-                    "subscribe_time": follower["subscribe_time"], "remark": "", "groupid": 0, "tagid_list": [],
-                    "subscribe_scene": "ADD_SCENE_SEARCH", "qr_scene": 0, "qr_scene_str": ""}
+            body = {
+                "subscribe": 1,
+                "openid": openid,
+                "language": "zh_CN",
+                "subscribe_time": follower["subscribe_time"],
+                "remark": "",
+                "groupid": 0,
+                "tagid_list": [],
+                "subscribe_scene": "ADD_SCENE_SEARCH",
+                "qr_scene": 0,
+                "qr_scene_str": "",
+            }
         if follower.get("unionid"):
             body["unionid"] = follower["unionid"]
         self.write_json(body)
@@ -192,15 +210,27 @@ class TemplateSendHandler(JSONAPIHandler):
         msgid = oa.next_msgid
         if isinstance(client_msg_id, str):
             oa.client_msg_ids[(touser, client_msg_id)] = (msgid, time.time())
-        oa.messages.append({
-            "msgid": msgid, "touser": touser, "template_id": template_id,
-            "data": {k: v.get("value") for k, v in data.items() if isinstance(v, dict)},
-            "miniprogram": miniprogram, "url": body.get("url"), "client_msg_id": client_msg_id,
-            "at": time.time(),
-        })
-        asyncio.get_running_loop().call_later(RECEIPT_DELAY, lambda: asyncio.ensure_future(
-            push(state, event_xml(touser, int(time.time()), "TEMPLATESENDJOBFINISH",
-                                  MsgID=str(msgid), Status="success"))))
+        oa.messages.append(
+            {
+                "msgid": msgid,
+                "touser": touser,
+                "template_id": template_id,
+                "data": {k: v.get("value") for k, v in data.items() if isinstance(v, dict)},
+                "miniprogram": miniprogram,
+                "url": body.get("url"),
+                "client_msg_id": client_msg_id,
+                "at": time.time(),
+            }
+        )
+        asyncio.get_running_loop().call_later(
+            RECEIPT_DELAY,
+            lambda: asyncio.ensure_future(
+                push(
+                    state,
+                    event_xml(touser, int(time.time()), "TEMPLATESENDJOBFINISH", MsgID=str(msgid), Status="success"),
+                )
+            ),
+        )
         if fault == "lost_answer":  # sent, but the answer never reaches the caller in time
             await asyncio.sleep(state.timeout_delay)
         self.write_json({"errcode": 0, "errmsg": "ok", "msgid": msgid})
@@ -217,12 +247,14 @@ class FollowHandler(SandboxHandler):
             return
         oa = oa_state(self.state)
         previous = oa.followers.get(openid, {})
-        oa.followers[openid] = {"unionid": unionid or previous.get("unionid"), "subscribe": True,
-                                "subscribe_time": int(time.time())}
+        oa.followers[openid] = {
+            "unionid": unionid or previous.get("unionid"),
+            "subscribe": True,
+            "subscribe_time": int(time.time()),
+        }
         tries = self.state.extra.get("oa_push_tries", 0)
         status, answer = await push(self.state, event_xml(openid, _event_time(oa, openid), "subscribe"))
-        self.write_json({"status": status, "body": answer,
-                         "tries": self.state.extra.get("oa_push_tries", 0) - tries})
+        self.write_json({"status": status, "body": answer, "tries": self.state.extra.get("oa_push_tries", 0) - tries})
 
 
 class UnfollowHandler(SandboxHandler):

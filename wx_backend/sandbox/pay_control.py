@@ -70,8 +70,9 @@ class OrdersHandler(PayControlHandler):
                 return self.fail(404, "no such order")
             return self.write_json(order.view())
         openid, state = self.get_argument("openid", ""), self.get_argument("state", "")
-        orders = [o.view() for o in pay.all_orders()
-                  if (not openid or o.openid == openid) and (not state or o.state == state)]
+        orders = [
+            o.view() for o in pay.all_orders() if (not openid or o.openid == openid) and (not state or o.state == state)
+        ]
         self.write_json({"orders": orders})
 
 
@@ -84,10 +85,14 @@ class SummaryHandler(PayControlHandler):
         by_state: dict[str, int] = {}
         for o in orders:
             by_state[o.trade_state] = by_state.get(o.trade_state, 0) + 1
-        self.write_json({
-            "count": len(paid), "total_fee": sum(o.total_fee for o in paid),
-            "refund_fee": sum(o.refunded for o in paid), "by_state": by_state,
-        })
+        self.write_json(
+            {
+                "count": len(paid),
+                "total_fee": sum(o.total_fee for o in paid),
+                "refund_fee": sum(o.refunded for o in paid),
+                "by_state": by_state,
+            }
+        )
 
 
 class AgeHandler(PayControlHandler):
@@ -121,8 +126,10 @@ class RefundOutcomeHandler(PayControlHandler):
         if status not in ("SUCCESS", "REFUNDCLOSE", "CHANGE"):
             return self.fail(400, "status must be SUCCESS, REFUNDCLOSE or CHANGE")
         pay = self.pay
-        found = next(((o, r) for o in pay.orders.values() for r in o.refunds
-                      if r.out_refund_no == body.get("out_refund_no")), None)
+        found = next(
+            ((o, r) for o in pay.orders.values() for r in o.refunds if r.out_refund_no == body.get("out_refund_no")),
+            None,
+        )
         if found is None:
             return self.fail(404, "no such refund")
         order, refund = found

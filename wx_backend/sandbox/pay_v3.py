@@ -53,17 +53,30 @@ from .pay.bills import bill_refusal
 SKEW = 300
 # v2 business codes as v3 answers them: (HTTP status, code)
 V3_ERRORS = {
-    "SYSTEMERROR": (500, "SYSTEM_ERROR"), "BANKERROR": (500, "BANK_ERROR"), "USERPAYING": (202, "USERPAYING"),
-    "NOTENOUGH": (403, "NOT_ENOUGH"), "TRADE_ERROR": (403, "TRADE_ERROR"), "ORDERCLOSED": (400, "ORDER_CLOSED"),
-    "ORDERPAID": (400, "ORDER_PAID"), "ORDERREVERSED": (400, "ORDER_REVERSED"),
-    "ORDERNOTEXIST": (404, "ORDER_NOT_EXIST"), "REFUNDNOTEXIST": (404, "RESOURCE_NOT_EXISTS"),
-    "PARAM_ERROR": (400, "PARAM_ERROR"), "LACK_PARAMS": (400, "PARAM_ERROR"),
-    "INVALID_REQUEST": (400, "INVALID_REQUEST"), "OUT_TRADE_NO_USED": (400, "OUT_TRADE_NO_USED"),
+    "SYSTEMERROR": (500, "SYSTEM_ERROR"),
+    "BANKERROR": (500, "BANK_ERROR"),
+    "USERPAYING": (202, "USERPAYING"),
+    "NOTENOUGH": (403, "NOT_ENOUGH"),
+    "TRADE_ERROR": (403, "TRADE_ERROR"),
+    "ORDERCLOSED": (400, "ORDER_CLOSED"),
+    "ORDERPAID": (400, "ORDER_PAID"),
+    "ORDERREVERSED": (400, "ORDER_REVERSED"),
+    "ORDERNOTEXIST": (404, "ORDER_NOT_EXIST"),
+    "REFUNDNOTEXIST": (404, "RESOURCE_NOT_EXISTS"),
+    "PARAM_ERROR": (400, "PARAM_ERROR"),
+    "LACK_PARAMS": (400, "PARAM_ERROR"),
+    "INVALID_REQUEST": (400, "INVALID_REQUEST"),
+    "OUT_TRADE_NO_USED": (400, "OUT_TRADE_NO_USED"),
 }
 V3_REFUND_STATUS = {"REFUNDCLOSE": "CLOSED", "CHANGE": "ABNORMAL"}  # PROCESSING and SUCCESS alike
 TRADE_STATE_DESC = {
-    "SUCCESS": "支付成功", "REFUND": "转入退款", "NOTPAY": "未支付", "CLOSED": "已关闭", "REVOKED": "已撤销",
-    "USERPAYING": "用户支付中", "PAYERROR": "支付失败",
+    "SUCCESS": "支付成功",
+    "REFUND": "转入退款",
+    "NOTPAY": "未支付",
+    "CLOSED": "已关闭",
+    "REVOKED": "已撤销",
+    "USERPAYING": "用户支付中",
+    "PAYERROR": "支付失败",
 }
 
 
@@ -101,9 +114,14 @@ class V3Keys:
         signature = self.sign(ts, nonce, body)
         if bad_sign:
             signature = ("A" if signature[0] != "A" else "B") + signature[1:]
-        return {"Wechatpay-Timestamp": ts, "Wechatpay-Nonce": nonce, "Wechatpay-Signature": signature,
-                "Wechatpay-Serial": self.config.pay_public_key_id,
-                "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048", "Request-ID": str(uuid.uuid4())}
+        return {
+            "Wechatpay-Timestamp": ts,
+            "Wechatpay-Nonce": nonce,
+            "Wechatpay-Signature": signature,
+            "Wechatpay-Serial": self.config.pay_public_key_id,
+            "Wechatpay-Signature-Type": "WECHATPAY2-SHA256-RSA2048",
+            "Request-ID": str(uuid.uuid4()),
+        }
 
     def check_request(self, method: str, uri: str, body: bytes, header: str) -> None:
         """``V3Error`` 401 SIGN_ERROR unless ``header`` is the merchant's valid signature."""
@@ -113,7 +131,8 @@ class V3Keys:
             name, _, value = part.strip().partition("=")
             fields[name] = value.strip('"')
         if schema != "WECHATPAY2-SHA256-RSA2048" or not all(
-                fields.get(k) for k in ("mchid", "nonce_str", "signature", "timestamp", "serial_no")):
+            fields.get(k) for k in ("mchid", "nonce_str", "signature", "timestamp", "serial_no")
+        ):
             raise V3Error(401, "SIGN_ERROR", "Authorization 缺失或格式错误")
         if fields["mchid"] != self.config.mch_id:
             raise V3Error(400, "MCH_NOT_EXISTS", "商户号不存在")
@@ -136,10 +155,14 @@ def rfc3339(ts: float) -> str:
 def transaction(pay: PayState, order: Order) -> dict[str, Any]:
     """The order as v3's transaction object (query, codepay, notification)."""
     data: dict[str, Any] = {
-        "appid": order.appid, "mchid": pay.config.mch_id, "out_trade_no": order.out_trade_no,
+        "appid": order.appid,
+        "mchid": pay.config.mch_id,
+        "out_trade_no": order.out_trade_no,
         "trade_type": "MICROPAY" if order.trade_type == "MICROPAY" else order.trade_type,
-        "trade_state": order.trade_state, "trade_state_desc": TRADE_STATE_DESC[order.trade_state],
-        "attach": order.attach or None, "payer": {"openid": order.openid},
+        "trade_state": order.trade_state,
+        "trade_state_desc": TRADE_STATE_DESC[order.trade_state],
+        "attach": order.attach or None,
+        "payer": {"openid": order.openid},
         "amount": {"total": order.total_fee, "currency": "CNY"},
     }
     if order.was_paid:
@@ -150,15 +173,26 @@ def transaction(pay: PayState, order: Order) -> dict[str, Any]:
 
 def refund_object(order: Order, refund: v2.Refund) -> dict[str, Any]:
     return {
-        "refund_id": refund.refund_id, "out_refund_no": refund.out_refund_no,
-        "transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no, "channel": "ORIGINAL",
+        "refund_id": refund.refund_id,
+        "out_refund_no": refund.out_refund_no,
+        "transaction_id": order.transaction_id,
+        "out_trade_no": order.out_trade_no,
+        "channel": "ORIGINAL",
         "user_received_account": "支付用户零钱",
         "success_time": rfc3339(refund.finished_at) if refund.status == "SUCCESS" and refund.finished_at else None,
-        "create_time": rfc3339(refund.created_at), "status": V3_REFUND_STATUS.get(refund.status, refund.status),
+        "create_time": rfc3339(refund.created_at),
+        "status": V3_REFUND_STATUS.get(refund.status, refund.status),
         "funds_account": "AVAILABLE",
-        "amount": {"total": order.total_fee, "refund": refund.refund_fee, "payer_total": order.total_fee,
-                   "payer_refund": refund.refund_fee, "settlement_total": order.total_fee,
-                   "settlement_refund": refund.refund_fee, "discount_refund": 0, "currency": "CNY"},
+        "amount": {
+            "total": order.total_fee,
+            "refund": refund.refund_fee,
+            "payer_total": order.total_fee,
+            "payer_refund": refund.refund_fee,
+            "settlement_total": order.total_fee,
+            "settlement_refund": refund.refund_fee,
+            "discount_refund": 0,
+            "currency": "CNY",
+        },
     }
 
 
@@ -172,12 +206,23 @@ class V3Notifier:
         nonce, associated = secrets.token_hex(6), "transaction"
         plain = json.dumps(transaction(pay, order), ensure_ascii=False).encode()
         ciphertext = base64.b64encode(AESGCM(keys.apiv3_key).encrypt(nonce.encode(), plain, associated.encode()))
-        body = json.dumps({
-            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, order.transaction_id)), "create_time": rfc3339(time.time()),
-            "resource_type": "encrypt-resource", "event_type": "TRANSACTION.SUCCESS", "summary": "支付成功",
-            "resource": {"original_type": "transaction", "algorithm": "AEAD_AES_256_GCM",
-                         "ciphertext": ciphertext.decode(), "associated_data": associated, "nonce": nonce},
-        }, ensure_ascii=False).encode()
+        body = json.dumps(
+            {
+                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, order.transaction_id)),
+                "create_time": rfc3339(time.time()),
+                "resource_type": "encrypt-resource",
+                "event_type": "TRANSACTION.SUCCESS",
+                "summary": "支付成功",
+                "resource": {
+                    "original_type": "transaction",
+                    "algorithm": "AEAD_AES_256_GCM",
+                    "ciphertext": ciphertext.decode(),
+                    "associated_data": associated,
+                    "nonce": nonce,
+                },
+            },
+            ensure_ascii=False,
+        ).encode()
         return body, {"Content-Type": "application/json", **keys.signed_headers(body, bad_sign)}
 
     @staticmethod
@@ -217,8 +262,12 @@ class V3Handler(PayHandler):
             fault = await self.begin(key)
             if fault == "frequency_limited":
                 raise V3Error(429, "FREQUENCY_LIMITED", "请求频率超限，请降低频率后重试")
-            keys.check_request(self.request.method, self.request.uri, self.request.body or b"",
-                               self.request.headers.get("Authorization", ""))
+            keys.check_request(
+                self.request.method,
+                self.request.uri,
+                self.request.body or b"",
+                self.request.headers.get("Authorization", ""),
+            )
             if not isinstance(body, dict):
                 raise V3Error(400, "PARAM_ERROR", "请求体不是JSON对象")
             if body.get("appid") is not None and body["appid"] not in self.pay.appids:
@@ -265,11 +314,17 @@ class V3Handler(PayHandler):
 
 class JsapiV3Handler(V3Handler, UnifiedOrderHandler):
     def to_v2(self, body, *args):
-        req = {**self.base_fields(body), "body": str(body.get("description") or ""),
-               "out_trade_no": str(body.get("out_trade_no") or ""), "total_fee": self.amount(body),
-               "spbill_create_ip": str((body.get("scene_info") or {}).get("payer_client_ip") or "127.0.0.1"),
-               "notify_url": str(body.get("notify_url") or ""), "trade_type": "JSAPI",
-               "openid": str((body.get("payer") or {}).get("openid") or ""), "attach": str(body.get("attach") or "")}
+        req = {
+            **self.base_fields(body),
+            "body": str(body.get("description") or ""),
+            "out_trade_no": str(body.get("out_trade_no") or ""),
+            "total_fee": self.amount(body),
+            "spbill_create_ip": str((body.get("scene_info") or {}).get("payer_client_ip") or "127.0.0.1"),
+            "notify_url": str(body.get("notify_url") or ""),
+            "trade_type": "JSAPI",
+            "openid": str((body.get("payer") or {}).get("openid") or ""),
+            "attach": str(body.get("attach") or ""),
+        }
         if body.get("time_expire"):
             try:
                 expire = datetime.fromisoformat(str(body["time_expire"]))
@@ -287,11 +342,15 @@ class JsapiV3Handler(V3Handler, UnifiedOrderHandler):
 
 class CodepayV3Handler(V3Handler, MicropayHandler):
     def to_v2(self, body, *args):
-        req = {**self.base_fields(body), "body": str(body.get("description") or ""),
-               "out_trade_no": str(body.get("out_trade_no") or ""), "total_fee": self.amount(body),
-               "spbill_create_ip": str((body.get("scene_info") or {}).get("device_ip") or ""),
-               "auth_code": str((body.get("payer") or {}).get("auth_code") or ""),
-               "attach": str(body.get("attach") or "")}
+        req = {
+            **self.base_fields(body),
+            "body": str(body.get("description") or ""),
+            "out_trade_no": str(body.get("out_trade_no") or ""),
+            "total_fee": self.amount(body),
+            "spbill_create_ip": str((body.get("scene_info") or {}).get("device_ip") or ""),
+            "auth_code": str((body.get("payer") or {}).get("auth_code") or ""),
+            "attach": str(body.get("attach") or ""),
+        }
         return {k: v for k, v in req.items() if v != ""}
 
     def handle(self, req, fault):
@@ -334,13 +393,21 @@ class ReverseV3Handler(V3Handler, ReverseHandler):
 
 class RefundV3Handler(V3Handler, RefundHandler):
     def to_v2(self, body, *args):
-        return {k: v for k, v in {
-            **self.base_fields(body), "out_trade_no": str(body.get("out_trade_no") or ""),
-            "transaction_id": str(body.get("transaction_id") or ""),
-            "out_refund_no": str(body.get("out_refund_no") or ""), "total_fee": self.amount(body, "total"),
-            "refund_fee": self.amount(body, "refund"), "refund_desc": str(body.get("reason") or ""),
-            "notify_url": str(body.get("notify_url") or ""), "notify_api": "v3",
-        }.items() if v != ""}
+        return {
+            k: v
+            for k, v in {
+                **self.base_fields(body),
+                "out_trade_no": str(body.get("out_trade_no") or ""),
+                "transaction_id": str(body.get("transaction_id") or ""),
+                "out_refund_no": str(body.get("out_refund_no") or ""),
+                "total_fee": self.amount(body, "total"),
+                "refund_fee": self.amount(body, "refund"),
+                "refund_desc": str(body.get("reason") or ""),
+                "notify_url": str(body.get("notify_url") or ""),
+                "notify_api": "v3",
+            }.items()
+            if v != ""
+        }
 
     def to_v3(self, result, req):
         order = self.pay.find(req.get("out_trade_no", ""), req.get("transaction_id", ""))
@@ -396,8 +463,11 @@ class TradeBillV3Handler(V3Handler):
     def to_v3(self, result, req):
         data = self.pay.extra["v3_bills"][result["token"]]
         url = f"{self.request.protocol}://{self.request.host}/v3/billdownload/file?token={result['token']}"
-        return 200, {"hash_type": "SHA1", "hash_value": hashlib.sha1(data).hexdigest(),  # noqa: S324
-                     "download_url": url}
+        return 200, {
+            "hash_type": "SHA1",
+            "hash_value": hashlib.sha1(data).hexdigest(),  # noqa: S324
+            "download_url": url,
+        }
 
 
 class BillFileV3Handler(PayHandler):

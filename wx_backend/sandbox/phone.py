@@ -49,14 +49,20 @@ class PhoneCodeHandler(SandboxHandler):
         country = body.get("country_code", "86")
         appid = body.get("appid") or self.state.config.mp_appid
         watermark = body.get("watermark_appid") or appid
-        if not isinstance(phone, str) or not _PURE.match(phone) or not isinstance(country, str) \
-                or not country.isdigit() or not isinstance(appid, str) or not isinstance(watermark, str):
-            self.write_json({"error": "phone (digits), country_code (digits) and appid (string) expected"},
-                            status=400)
+        if (
+            not isinstance(phone, str)
+            or not _PURE.match(phone)
+            or not isinstance(country, str)
+            or not country.isdigit()
+            or not isinstance(appid, str)
+            or not isinstance(watermark, str)
+        ):
+            self.write_json({"error": "phone (digits), country_code (digits) and appid (string) expected"}, status=400)
             return
         code = secrets.token_hex(32)
-        phone_codes(self.state)[code] = PhoneCode(phone=phone, country_code=country, appid=appid,
-                                                  watermark_appid=watermark, issued_at=time.time())
+        phone_codes(self.state)[code] = PhoneCode(
+            phone=phone, country_code=country, appid=appid, watermark_appid=watermark, issued_at=time.time()
+        )
         self.write_json({"code": code})
 
 
@@ -74,11 +80,18 @@ class GetUserPhoneNumberHandler(JSONAPIHandler):
             raise SandboxError(40013, "invalid appid")
         issued.used = True
         prefix = "" if issued.country_code == "86" else f"+{issued.country_code}"
-        self.write_json({"errcode": 0, "errmsg": "ok", "phone_info": {
-            "phoneNumber": prefix + issued.phone, "purePhoneNumber": issued.phone,
-            "countryCode": issued.country_code,
-            "watermark": {"timestamp": int(time.time()), "appid": issued.watermark_appid},
-        }})
+        self.write_json(
+            {
+                "errcode": 0,
+                "errmsg": "ok",
+                "phone_info": {
+                    "phoneNumber": prefix + issued.phone,
+                    "purePhoneNumber": issued.phone,
+                    "countryCode": issued.country_code,
+                    "watermark": {"timestamp": int(time.time()), "appid": issued.watermark_appid},
+                },
+            }
+        )
 
 
 routes = [

@@ -14,10 +14,23 @@ from typing import Any
 from ..config import Config
 
 KNOWN_FAULTS = {
-    "timeout", "system_error", "bad_signature", "duplicate_notify", "quota", "bank_error",
-    "unsubscribed", "late_notify", "drop_notify", "frequency_limited", "lost_answer",
+    "timeout",
+    "system_error",
+    "bad_signature",
+    "duplicate_notify",
+    "quota",
+    "bank_error",
+    "unsubscribed",
+    "late_notify",
+    "drop_notify",
+    "frequency_limited",
+    "lost_answer",
     # WeChat Pay refunds (sandbox/pay/refunds.py)
-    "notenough", "user_account_abnormal", "biz_retry", "refund_close", "refund_change",
+    "notenough",
+    "user_account_abnormal",
+    "biz_retry",
+    "refund_close",
+    "refund_change",
 }
 
 

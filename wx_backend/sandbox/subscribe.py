@@ -58,15 +58,27 @@ async def push_sent_event(state: SandboxState, touser: str, template_id: str, ms
     signer = WeChatSigner()
     signer.add_data(config.mp_token, timestamp, nonce)
     query = urlencode({"signature": signer.signature, "timestamp": timestamp, "nonce": nonce})
-    body = {"ToUserName": "gh_sandboxmp001", "FromUserName": touser, "CreateTime": timestamp, "MsgType": "event",
-            "Event": "subscribe_msg_sent_event",
-            "SubscribeMsgSentEvent": {"List": {"TemplateId": template_id, "MsgID": str(msgid), "ErrorCode": "0",
-                                               "ErrorStatus": "success"}}}
+    body = {
+        "ToUserName": "gh_sandboxmp001",
+        "FromUserName": touser,
+        "CreateTime": timestamp,
+        "MsgType": "event",
+        "Event": "subscribe_msg_sent_event",
+        "SubscribeMsgSentEvent": {
+            "List": {"TemplateId": template_id, "MsgID": str(msgid), "ErrorCode": "0", "ErrorStatus": "success"}
+        },
+    }
     try:
-        resp = await AsyncHTTPClient().fetch(HTTPRequest(
-            f"{config.sandbox_callback_base.rstrip('/')}/wechat/mini-program?{query}", method="POST",
-            body=json.dumps(body).encode(), headers={"Content-Type": "application/json"},
-            request_timeout=config.sandbox_push_timeout), raise_error=False)
+        resp = await AsyncHTTPClient().fetch(
+            HTTPRequest(
+                f"{config.sandbox_callback_base.rstrip('/')}/wechat/mini-program?{query}",
+                method="POST",
+                body=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+                request_timeout=config.sandbox_push_timeout,
+            ),
+            raise_error=False,
+        )
         return resp.code
     except OSError:
         return 599
@@ -95,11 +107,19 @@ class SubscribeSendHandler(JSONAPIHandler):
         mp.consents[(touser, template_id)] -= 1
         mp.next_msgid += 1
         msgid = mp.next_msgid
-        mp.messages.append({"msgid": msgid, "touser": touser, "template_id": template_id, "page": body.get("page"),
-                            "data": {k: v.get("value") for k, v in data.items() if isinstance(v, dict)},
-                            "at": time.time()})
-        asyncio.get_running_loop().call_later(RECEIPT_DELAY, lambda: asyncio.ensure_future(
-            push_sent_event(state, touser, template_id, msgid)))
+        mp.messages.append(
+            {
+                "msgid": msgid,
+                "touser": touser,
+                "template_id": template_id,
+                "page": body.get("page"),
+                "data": {k: v.get("value") for k, v in data.items() if isinstance(v, dict)},
+                "at": time.time(),
+            }
+        )
+        asyncio.get_running_loop().call_later(
+            RECEIPT_DELAY, lambda: asyncio.ensure_future(push_sent_event(state, touser, template_id, msgid))
+        )
         if fault == "lost_answer":  # sent (the consent spent), but the answer never reaches the caller in time
             await asyncio.sleep(state.timeout_delay)
         self.write_json({"errcode": 0, "errmsg": "ok", "msgid": msgid})
@@ -111,8 +131,13 @@ class SubscribeAcceptHandler(SandboxHandler):
     async def post(self) -> None:
         body = self.json_body()
         openid, template_id, count = body.get("openid"), body.get("template_id"), body.get("count", 1)
-        if not isinstance(openid, str) or not openid or not isinstance(template_id, str) \
-                or not isinstance(count, int) or count < 1:
+        if (
+            not isinstance(openid, str)
+            or not openid
+            or not isinstance(template_id, str)
+            or not isinstance(count, int)
+            or count < 1
+        ):
             self.write_json({"error": "openid, template_id and a positive count are required"}, status=400)
             return
         mp = mp_state(self.state)
@@ -120,8 +145,7 @@ class SubscribeAcceptHandler(SandboxHandler):
             self.write_json({"error": "unknown template_id", "known": sorted(mp.templates)}, status=400)
             return
         mp.consents[(openid, template_id)] += count
-        self.write_json({"openid": openid, "template_id": template_id,
-                         "remaining": mp.consents[(openid, template_id)]})
+        self.write_json({"openid": openid, "template_id": template_id, "remaining": mp.consents[(openid, template_id)]})
 
 
 class MPMessagesHandler(SandboxHandler):

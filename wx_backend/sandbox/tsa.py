@@ -32,11 +32,13 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from .base import SandboxHandler
 
 _SEED = b"wx-backend sandbox TSA root (public test seed, never trust in production)"
-_ROOT_NAME = x509.Name([
-    x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "WX Sandbox"),
-    x509.NameAttribute(NameOID.COMMON_NAME, "WX Sandbox TSA Root (test only)"),
-])
+_ROOT_NAME = x509.Name(
+    [
+        x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "WX Sandbox"),
+        x509.NameAttribute(NameOID.COMMON_NAME, "WX Sandbox TSA Root (test only)"),
+    ]
+)
 _ROOT_FROM = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 _ROOT_UNTIL = dt.datetime(2075, 1, 1, tzinfo=dt.UTC)
 TSA_YEARS = 30
@@ -48,13 +50,27 @@ def _root() -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
     key = ec.derive_private_key(int.from_bytes(hashlib.sha256(_SEED).digest()) % (order - 1) + 1, ec.SECP256R1())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_ROOT_NAME).issuer_name(_ROOT_NAME).public_key(key.public_key())
+        .subject_name(_ROOT_NAME)
+        .issuer_name(_ROOT_NAME)
+        .public_key(key.public_key())
         .serial_number(int.from_bytes(hashlib.sha256(_SEED + b"serial").digest()[:16]) >> 1)
-        .not_valid_before(_ROOT_FROM).not_valid_after(_ROOT_UNTIL)
+        .not_valid_before(_ROOT_FROM)
+        .not_valid_after(_ROOT_UNTIL)
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                                     crl_sign=True, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .sign(key, hashes.SHA256(), ecdsa_deterministic=True)
     )
@@ -73,18 +89,35 @@ def _tsa() -> tuple[x509.Certificate, rsa.RSAPrivateKey]:
     now = dt.datetime.now(dt.UTC).replace(microsecond=0)
     cert = (
         x509.CertificateBuilder()
-        .subject_name(x509.Name([
-            x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "WX Sandbox"),
-            x509.NameAttribute(NameOID.COMMON_NAME, "WX Sandbox TSA"),
-        ]))
-        .issuer_name(root.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .subject_name(
+            x509.Name(
+                [
+                    x509.NameAttribute(NameOID.COUNTRY_NAME, "CN"),
+                    x509.NameAttribute(NameOID.ORGANIZATION_NAME, "WX Sandbox"),
+                    x509.NameAttribute(NameOID.COMMON_NAME, "WX Sandbox TSA"),
+                ]
+            )
+        )
+        .issuer_name(root.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(min(now + dt.timedelta(days=365 * TSA_YEARS), _ROOT_UNTIL))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=True, content_commitment=True, key_encipherment=False,
-                                     data_encipherment=False, key_agreement=False, key_cert_sign=False,
-                                     crl_sign=False, encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=True,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.TIME_STAMPING]), critical=True)
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key()), critical=False)
@@ -98,8 +131,9 @@ def _stamper():
     from pyhanko.sign.timestamps import DummyTimeStamper
 
     cert, key = _tsa()
-    der_key = key.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption())
+    der_key = key.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     return DummyTimeStamper(
         tsa_cert=asn1_x509.Certificate.load(cert.public_bytes(serialization.Encoding.DER)),
         tsa_key=asn1_keys.PrivateKeyInfo.load(der_key),
@@ -129,7 +163,6 @@ class TsaHandler(SandboxHandler):
         response = _stamper().request_tsa_response(request)
         self.set_header("Content-Type", "application/timestamp-reply")
         self.finish(response.dump())
-
 
 
 class TsaCertsHandler(SandboxHandler):

@@ -52,8 +52,7 @@ SEARCH_DAILY = 30
 METER_HOURLY = 10
 METER_DAILY = 30
 SOURCES = ("proposal", "search", "meter")
-_PROJECTION = {"account_no": 1, "holder_name": 1, "address": 1, "region": 1, "phone_hash": 1,
-               "bindings": 1}
+_PROJECTION = {"account_no": 1, "holder_name": 1, "address": 1, "region": 1, "phone_hash": 1, "bindings": 1}
 
 
 def mask_account_no(account_no: str) -> str:
@@ -65,7 +64,7 @@ def shorten_address(address: str) -> str:
     """The address without its last third (at least 4 characters: the house or room number),
     digits hidden: ``河南省平顶山市郏县城关镇人民路1号`` -> ``河南省平顶山市郏县城关镇****``."""
     hidden = max(4, len(address) // 3)
-    shown = address[:max(len(address) - hidden, 0)]
+    shown = address[: max(len(address) - hidden, 0)]
     return re.sub(r"[0-9０-９]", "*", shown) + "****"
 
 
@@ -80,8 +79,9 @@ def _candidate_gone() -> NotFound:
 
 
 class AccountFinder:
-    def __init__(self, db: AsyncDatabase, accounts: AccountService, phones: PhoneService,
-                 limiter: RateLimiter | None = None):
+    def __init__(
+        self, db: AsyncDatabase, accounts: AccountService, phones: PhoneService, limiter: RateLimiter | None = None
+    ):
         self.db = db
         self.accounts = accounts
         self.phones = phones
@@ -94,8 +94,12 @@ class AccountFinder:
         phone_hash = await self.phones.verified_hash(user)
         if phone is None or phone_hash is None:
             raise Conflict("请先授权微信手机号，再查看推荐户号", code="phone_not_verified")
-        found = await self.db.accounts.find({"phone_hash": phone_hash}, _PROJECTION) \
-            .sort("account_no", 1).limit(MAX_PROPOSALS + MAX_RESULTS * 2).to_list(None)
+        found = (
+            await self.db.accounts.find({"phone_hash": phone_hash}, _PROJECTION)
+            .sort("account_no", 1)
+            .limit(MAX_PROPOSALS + MAX_RESULTS * 2)
+            .to_list(None)
+        )
         unbound = [a for a in found if not _bound_by(a, user["_id"])][:MAX_PROPOSALS]
         return {"phone": phone["phone"], "proposals": await self._candidates(user, unbound, "proposal")}
 
@@ -112,11 +116,19 @@ class AccountFinder:
             raise ValidationFailed(details=errors)
         await self._charge(user, "search", SEARCH_HOURLY, SEARCH_DAILY)
         fragment = {"$regex": _literal(query)}
-        found = await self.db.accounts.find(
-            {"region": region, "$or": [{"holder_name": fragment}, {"address": fragment}]}, _PROJECTION,
-        ).sort("account_no", 1).limit(MAX_RESULTS + 1).to_list(None)
-        return {"candidates": await self._candidates(user, found[:MAX_RESULTS], "search"),
-                "more": len(found) > MAX_RESULTS}
+        found = (
+            await self.db.accounts.find(
+                {"region": region, "$or": [{"holder_name": fragment}, {"address": fragment}]},
+                _PROJECTION,
+            )
+            .sort("account_no", 1)
+            .limit(MAX_RESULTS + 1)
+            .to_list(None)
+        )
+        return {
+            "candidates": await self._candidates(user, found[:MAX_RESULTS], "search"),
+            "more": len(found) > MAX_RESULTS,
+        }
 
     async def by_meter(self, user: dict[str, Any], meter_no: Any) -> dict[str, Any]:
         """The account of a scanned meter barcode."""
@@ -153,32 +165,55 @@ class AccountFinder:
     async def _charge(self, user: dict[str, Any], kind: str, hourly: int, daily: int) -> None:
         now = utcnow()
         uid = user["_id"]
-        await self.limiter.take(f"find:{kind}:hour:{uid}", period=local_hour(now), limit=hourly, now=now,
-                                message=f"查询过于频繁：每小时最多 {hourly} 次，请稍后再试")
-        await self.limiter.take(f"find:{kind}:day:{uid}", period=local_day(now), limit=daily, now=now,
-                                message=f"今日查询次数已达上限（{daily} 次），请明天再试或直接输入户号")
+        await self.limiter.take(
+            f"find:{kind}:hour:{uid}",
+            period=local_hour(now),
+            limit=hourly,
+            now=now,
+            message=f"查询过于频繁：每小时最多 {hourly} 次，请稍后再试",
+        )
+        await self.limiter.take(
+            f"find:{kind}:day:{uid}",
+            period=local_day(now),
+            limit=daily,
+            now=now,
+            message=f"今日查询次数已达上限（{daily} 次），请明天再试或直接输入户号",
+        )
 
-    async def _candidates(self, user: dict[str, Any], accounts: list[dict[str, Any]],
-                          source: str) -> list[dict[str, Any]]:
+    async def _candidates(
+        self, user: dict[str, Any], accounts: list[dict[str, Any]], source: str
+    ) -> list[dict[str, Any]]:
         if not accounts:
             return []
         now = utcnow()
         uid = user["_id"]
         await self.db.account_candidates.delete_many({"expires_at": {"$lt": now}})  # anyone's, long unused
-        docs = [{"_id": secrets.token_urlsafe(18), "user_id": uid, "account_no": a["account_no"], "source": source,
-                 "created_at": now, "expires_at": now + timedelta(seconds=CANDIDATE_TTL)} for a in accounts]
+        docs = [
+            {
+                "_id": secrets.token_urlsafe(18),
+                "user_id": uid,
+                "account_no": a["account_no"],
+                "source": source,
+                "created_at": now,
+                "expires_at": now + timedelta(seconds=CANDIDATE_TTL),
+            }
+            for a in accounts
+        ]
         await self.db.account_candidates.insert_many(docs)
-        return [{
-            "candidate_id": doc["_id"],
-            "source": source,
-            "account_no": mask_account_no(a["account_no"]),
-            "holder_name": mask_name(a["holder_name"]),
-            "address": shorten_address(a.get("address") or ""),
-            "region": a.get("region"),
-            "bound": _bound_by(a, uid),
-            "needs_sms": source != "proposal",
-            "expires_in": CANDIDATE_TTL,
-        } for doc, a in zip(docs, accounts, strict=True)]
+        return [
+            {
+                "candidate_id": doc["_id"],
+                "source": source,
+                "account_no": mask_account_no(a["account_no"]),
+                "holder_name": mask_name(a["holder_name"]),
+                "address": shorten_address(a.get("address") or ""),
+                "region": a.get("region"),
+                "bound": _bound_by(a, uid),
+                "needs_sms": source != "proposal",
+                "expires_in": CANDIDATE_TTL,
+            }
+            for doc, a in zip(docs, accounts, strict=True)
+        ]
 
     async def _candidate(self, user: dict[str, Any], candidate_id: Any) -> dict[str, Any]:
         if not isinstance(candidate_id, str) or not 8 <= len(candidate_id) <= 64:

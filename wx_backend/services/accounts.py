@@ -84,12 +84,16 @@ class AccountService:
         # one atomic upsert: fields the marketing system does not own (balance, bindings,
         # payment markers) are left as they are, whoever else writes the account meanwhile
         before = await self.db.accounts.find_one_and_update(
-            {"_id": account_no}, update, upsert=True, return_document=ReturnDocument.BEFORE,
+            {"_id": account_no},
+            update,
+            upsert=True,
+            return_document=ReturnDocument.BEFORE,
         )
         if before is None:
             # FerretDB drops an empty array given in $setOnInsert; $set keeps it
-            await self.db.accounts.update_one({"_id": account_no, "bindings": {"$exists": False}},
-                                              {"$set": {"bindings": []}})
+            await self.db.accounts.update_one(
+                {"_id": account_no, "bindings": {"$exists": False}}, {"$set": {"bindings": []}}
+            )
         account = await self.db.accounts.find_one({"_id": account_no})
         return account, before is None
 
@@ -101,12 +105,20 @@ class AccountService:
         for account_no, fields in items:
             values = self._validate(account_no, fields)
             phone = values.pop("phone")
-            docs.append({"_id": account_no, "account_no": account_no, **values,
-                         "balance_fen": values.get("balance_fen", 0),
-                         "billing_mode": values.get("billing_mode", "postpaid"),
-                         "phone_enc": self.protector.encrypt(phone, "phone"),
-                         "phone_hash": self.protector.lookup_hash(phone, "phone"),
-                         "bindings": [], "created_at": now, "updated_at": now})
+            docs.append(
+                {
+                    "_id": account_no,
+                    "account_no": account_no,
+                    **values,
+                    "balance_fen": values.get("balance_fen", 0),
+                    "billing_mode": values.get("billing_mode", "postpaid"),
+                    "phone_enc": self.protector.encrypt(phone, "phone"),
+                    "phone_hash": self.protector.lookup_hash(phone, "phone"),
+                    "bindings": [],
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
         if not docs:
             return 0
         try:
@@ -125,8 +137,17 @@ class AccountService:
             bad("account_no", MESSAGES["account_no"])
         if not isinstance(fields, dict):
             raise ValidationFailed(details=[*errors, {"field": "body", "message": "应为 JSON 对象"}])
-        known = {*_TEXT_FIELDS, "phone", "customer_class", "tariff", "capacity_kva", "balance_fen", "account_no",
-                 "meter_no", "billing_mode"}
+        known = {
+            *_TEXT_FIELDS,
+            "phone",
+            "customer_class",
+            "tariff",
+            "capacity_kva",
+            "balance_fen",
+            "account_no",
+            "meter_no",
+            "billing_mode",
+        }
         for name in sorted(set(fields) - known):
             bad(name, "未知字段")
         if "account_no" in fields and fields["account_no"] != account_no:
@@ -226,8 +247,12 @@ class AccountService:
             raise _too_many()  # before the code is spent
         await self._sms.verify(self._phone(account), "bind_account", sms_code, uid)
         if holder_name.strip() != account["holder_name"].strip():
-            raise AppError("户主姓名与户号登记信息不一致", code="holder_name_mismatch", status=422,
-                           details=[{"field": "holder_name", "message": "与登记信息不一致"}])
+            raise AppError(
+                "户主姓名与户号登记信息不一致",
+                code="holder_name_mismatch",
+                status=422,
+                details=[{"field": "holder_name", "message": "与登记信息不一致"}],
+            )
         return await self._attach(uid, account_no, "sms")
 
     async def bind_verified(self, user: dict[str, Any], account_no: str, proof: str) -> dict[str, Any]:
@@ -251,7 +276,8 @@ class AccountService:
         try:
             # pushed only if this user holds no binding yet (a concurrent request of theirs may have)
             pushed = await self.db.accounts.update_one(
-                {"_id": account_no, "bindings.user_id": {"$ne": uid}}, {"$push": {"bindings": binding}})
+                {"_id": account_no, "bindings.user_id": {"$ne": uid}}, {"$push": {"bindings": binding}}
+            )
             created = pushed.modified_count == 1
         finally:
             if not created:
@@ -270,8 +296,9 @@ class AccountService:
             raise _account_not_found()
         # $pull of the exact element read (FerretDB does not pull by a partial condition); the
         # filter names the user, so of two concurrent unbinds only one gives the slot back
-        pulled = await self.db.accounts.update_one({"_id": account_no, "bindings.user_id": user["_id"]},
-                                                   {"$pull": {"bindings": binding}})
+        pulled = await self.db.accounts.update_one(
+            {"_id": account_no, "bindings.user_id": user["_id"]}, {"$pull": {"bindings": binding}}
+        )
         if not pulled.modified_count:
             raise _account_not_found()
         await self._release_slot(user["_id"])
@@ -357,7 +384,8 @@ class AccountService:
             )
             if repaired.modified_count:
                 taken = await self.db.binding_quota.find_one_and_update(
-                    {"_id": uid, "count": {"$lt": MAX_ACCOUNTS}}, bump,
+                    {"_id": uid, "count": {"$lt": MAX_ACCOUNTS}},
+                    bump,
                 )
                 if taken is not None:
                     return

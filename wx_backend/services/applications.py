@@ -53,6 +53,7 @@ INDEXES = {
 SOURCES = ("marketing", "admin", "customer", "system")
 MAX_PER_PAGE = 50
 
+
 class ApplicationNotFound(NotFound):
     code = "application_not_found"
     message = "未找到该申请"
@@ -87,8 +88,18 @@ def status_of(stage: dict[str, Any]) -> str:
 class ApplicationService:
     """The applications and their work orders (``app.applications``)."""
 
-    def __init__(self, db: AsyncDatabase, catalog: Catalog, protector: DataProtector, *,
-                 accounts: Any, uploads: Any, sms: Any, outbox: Any, notifications: Any):
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        catalog: Catalog,
+        protector: DataProtector,
+        *,
+        accounts: Any,
+        uploads: Any,
+        sms: Any,
+        outbox: Any,
+        notifications: Any,
+    ):
         self.db = db
         self.catalog = catalog
         self.protector = protector
@@ -141,8 +152,15 @@ class ApplicationService:
         finally:
             await self.idempotency.release(idem)
 
-    async def _submit(self, user: dict[str, Any], body: Mapping[str, Any], code: str, service: Any,
-                      idem: str | None, print_: str | None) -> dict[str, Any]:
+    async def _submit(
+        self,
+        user: dict[str, Any],
+        body: Mapping[str, Any],
+        code: str,
+        service: Any,
+        idem: str | None,
+        print_: str | None,
+    ) -> dict[str, Any]:
         errors: list[dict[str, str]] = []
         account = None
         if service.requires_account:
@@ -154,8 +172,9 @@ class ApplicationService:
             if reason:
                 raise NotEligible(reason)
         elif service.class_field:
-            wanted = (body.get("form") or {}).get(service.class_field) if isinstance(body.get("form"), Mapping) \
-                else None
+            wanted = (
+                (body.get("form") or {}).get(service.class_field) if isinstance(body.get("form"), Mapping) else None
+            )
             if wanted in self.catalog.common["customer_classes"]:
                 reason = self.catalog.eligible(code, None, {service.class_field: wanted})
                 if reason:
@@ -179,8 +198,14 @@ class ApplicationService:
                 problem = self.catalog.check_attachment(code, kind, meta["content_type"])
                 if problem:
                     errors.append({"field": f"attachments.{kind}", "message": problem})
-                files[kind].append({"file_id": meta["file_id"], "content_type": meta["content_type"],
-                                    "size": meta["size"], "sha256": meta["sha256"]})
+                files[kind].append(
+                    {
+                        "file_id": meta["file_id"],
+                        "content_type": meta["content_type"],
+                        "size": meta["size"],
+                        "sha256": meta["sha256"],
+                    }
+                )
         if errors:
             raise ValidationFailed(details=errors)
         reason = self.catalog.eligible(code, account, clean["form"])
@@ -204,8 +229,7 @@ class ApplicationService:
             "attachments": files,
             "stage": "submitted",
             "status": status_of(stage),
-            "history": [{"stage": "submitted", "at": now, "operator": "customer", "note": "",
-                         "source": "customer"}],
+            "history": [{"stage": "submitted", "at": now, "operator": "customer", "note": "", "source": "customer"}],
             "contract_no": None,
             "created_at": now,
             "updated_at": now,
@@ -230,8 +254,9 @@ class ApplicationService:
         await self.messages.created(doc)
         return {**doc, "created": True}
 
-    def encrypt_sensitive(self, code: str, clean: Mapping[str, Any]
-                          ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
+    def encrypt_sensitive(
+        self, code: str, clean: Mapping[str, Any]
+    ) -> tuple[dict[str, dict[str, Any]], dict[str, dict[str, str]]]:
         """Split cleaned ``applicant``/``form`` values into what is stored in clear and ``encrypted``
         (the type's sensitive paths, AES-GCM encrypted; ``encrypted[section][name]`` because field
         names may not contain dots)."""
@@ -249,7 +274,9 @@ class ApplicationService:
         for _ in range(3):
             try:
                 counter = await self.db.counters.find_one_and_update(
-                    {"_id": f"app_no:{day}"}, {"$inc": {"seq": 1}}, upsert=True,
+                    {"_id": f"app_no:{day}"},
+                    {"$inc": {"seq": 1}},
+                    upsert=True,
                     return_document=ReturnDocument.AFTER,
                 )
                 return int(counter["seq"])
@@ -258,8 +285,9 @@ class ApplicationService:
         raise AppError("申请编号分配失败，请稍后重试", code="app_no_unavailable", status=503)
 
     # -- reading ----------------------------------------------------------------------------
-    async def list_for_user(self, user: dict[str, Any], status: str | None = None, page: Any = 1,
-                            per_page: Any = 20) -> dict[str, Any]:
+    async def list_for_user(
+        self, user: dict[str, Any], status: str | None = None, page: Any = 1, per_page: Any = 20
+    ) -> dict[str, Any]:
         """服务记录: the user's applications, newest first: ``{items, page, per_page, total}``."""
         errors = []
         if status not in (None, "") and status not in STATUSES:
@@ -275,8 +303,12 @@ class ApplicationService:
         if status:
             query["status"] = status
         total = await self.db.applications.count_documents(query)
-        cursor = self.db.applications.find(query).sort([("created_at", DESCENDING), ("app_no", DESCENDING)]) \
-            .skip((page_n - 1) * per_n).limit(per_n)
+        cursor = (
+            self.db.applications.find(query)
+            .sort([("created_at", DESCENDING), ("app_no", DESCENDING)])
+            .skip((page_n - 1) * per_n)
+            .limit(per_n)
+        )
         items = [self.views.public(doc) async for doc in cursor]
         return {"items": items, "page": page_n, "per_page": per_n, "total": total}
 
@@ -310,12 +342,10 @@ class ApplicationService:
         if "cancelled" not in self.catalog.next_stages(doc["service"], doc["stage"]):
             raise CannotCancel()
         now = utcnow()
-        entry = {"stage": "cancelled", "at": now, "operator": "customer", "note": "客户撤销申请",
-                 "source": "customer"}
+        entry = {"stage": "cancelled", "at": now, "operator": "customer", "note": "客户撤销申请", "source": "customer"}
         updated = await self.db.applications.find_one_and_update(
             {"_id": doc["_id"], "stage": doc["stage"]},
-            {"$set": {"stage": "cancelled", "status": "cancelled", "updated_at": now},
-             "$push": {"history": entry}},
+            {"$set": {"stage": "cancelled", "status": "cancelled", "updated_at": now}, "$push": {"history": entry}},
             return_document=ReturnDocument.AFTER,
         )
         if updated is None:  # the stage moved meanwhile (accepted, or cancelled concurrently)
@@ -327,8 +357,16 @@ class ApplicationService:
         return updated
 
     # -- work-order stages ------------------------------------------------------------------
-    async def advance(self, app_no: str, to_stage: str, *, operator: str, note: str = "",
-                      source: str = "marketing", contract_no: str | None = None) -> dict[str, Any]:
+    async def advance(
+        self,
+        app_no: str,
+        to_stage: str,
+        *,
+        operator: str,
+        note: str = "",
+        source: str = "marketing",
+        contract_no: str | None = None,
+    ) -> dict[str, Any]:
         """Move a work order to ``to_stage``; returns the application document.
 
         Only the catalogue's next stages are allowed (409 ``invalid_stage_transition`` with
@@ -343,8 +381,12 @@ class ApplicationService:
         errors = []
         if not isinstance(to_stage, str) or not to_stage:
             errors.append({"field": "stage", "message": "请指定目标环节"})
-        if not isinstance(operator, str) or not operator.strip() or len(operator) > 50 \
-                or has_control_characters(operator):
+        if (
+            not isinstance(operator, str)
+            or not operator.strip()
+            or len(operator) > 50
+            or has_control_characters(operator)
+        ):
             errors.append({"field": "operator", "message": "请填写操作人（50 字以内）"})
         if not isinstance(note, str) or len(note) > 500 or has_control_characters(note, multiline=True):
             errors.append({"field": "note", "message": "备注应为 500 字以内的文字"})
@@ -359,10 +401,14 @@ class ApplicationService:
             doc = await self.get(app_no)
             if doc["stage"] == to_stage:
                 if contract_no and doc.get("contract_no") != contract_no:
-                    doc = await self.db.applications.find_one_and_update(
-                        {"_id": doc["_id"]}, {"$set": {"contract_no": contract_no, "updated_at": utcnow()}},
-                        return_document=ReturnDocument.AFTER,
-                    ) or doc
+                    doc = (
+                        await self.db.applications.find_one_and_update(
+                            {"_id": doc["_id"]},
+                            {"$set": {"contract_no": contract_no, "updated_at": utcnow()}},
+                            return_document=ReturnDocument.AFTER,
+                        )
+                        or doc
+                    )
                 # a repeat: re-queue with the same dedupe keys, which queues nothing already queued
                 # (and repairs a crash between the update and the enqueue)
                 await self.messages.stage_changed(doc, source)
@@ -377,8 +423,13 @@ class ApplicationService:
                 )
             stage = self.catalog.stage(doc["service"], to_stage)
             now = utcnow()
-            entry = {"stage": to_stage, "at": now, "operator": scrub(operator),
-                     "note": scrub(note.strip(), list(self.views.sensitive_values(doc).values())), "source": source}
+            entry = {
+                "stage": to_stage,
+                "at": now,
+                "operator": scrub(operator),
+                "note": scrub(note.strip(), list(self.views.sensitive_values(doc).values())),
+                "source": source,
+            }
             update: dict[str, Any] = {"stage": to_stage, "status": status_of(stage), "updated_at": now}
             if contract_no:
                 update["contract_no"] = contract_no
@@ -403,21 +454,37 @@ class ApplicationService:
         if (doc.get("contract_signed") or {}).get("contract_no") == contract_no:
             return doc
         now = utcnow()
-        entry = {"stage": doc["stage"], "at": now, "operator": "customer", "source": "customer",
-                 "note": note or f"供用电合同 {contract_no} 已签字", "event": "contract_signed",
-                 "contract_no": contract_no}
+        entry = {
+            "stage": doc["stage"],
+            "at": now,
+            "operator": "customer",
+            "source": "customer",
+            "note": note or f"供用电合同 {contract_no} 已签字",
+            "event": "contract_signed",
+            "contract_no": contract_no,
+        }
         updated = await self.db.applications.find_one_and_update(
             {"_id": doc["_id"], "contract_signed.contract_no": {"$ne": contract_no}},
-            {"$set": {"contract_signed": {"contract_no": contract_no, "at": now}, "updated_at": now},
-             "$push": {"history": entry}},
+            {
+                "$set": {"contract_signed": {"contract_no": contract_no, "at": now}, "updated_at": now},
+                "$push": {"history": entry},
+            },
             return_document=ReturnDocument.AFTER,
         )
         return updated or await self.get(app_no)
 
     # -- operations (admin script) -----------------------------------------------------------------
-    async def search(self, *, service: str | None = None, stage: str | None = None, account_no: str | None = None,
-                     app_no: str | None = None, since: datetime | None = None, until: datetime | None = None,
-                     limit: int = 50) -> list[dict[str, Any]]:
+    async def search(
+        self,
+        *,
+        service: str | None = None,
+        stage: str | None = None,
+        account_no: str | None = None,
+        app_no: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        limit: int = 50,
+    ) -> list[dict[str, Any]]:
         """Work orders for operations staff, newest first (``app_no`` matches a prefix)."""
         query: dict[str, Any] = {}
         if service:
@@ -435,8 +502,9 @@ class ApplicationService:
             created["$lt"] = until
         if created:
             query["created_at"] = created
-        cursor = self.db.applications.find(query).sort([("created_at", DESCENDING), ("app_no", DESCENDING)]) \
-            .limit(limit)
+        cursor = (
+            self.db.applications.find(query).sort([("created_at", DESCENDING), ("app_no", DESCENDING)]).limit(limit)
+        )
         return [doc async for doc in cursor]
 
 

@@ -72,8 +72,9 @@ class BillService:
         self.notifications = notifications  # Notifications (notify_user); an import may pass notify=False
 
     # -- from the marketing system and the import script ---------------------------------
-    async def upsert(self, account_no: str, period: str, fields: dict[str, Any], *,
-                     notify: bool = True) -> tuple[dict[str, Any], bool]:
+    async def upsert(
+        self, account_no: str, period: str, fields: dict[str, Any], *, notify: bool = True
+    ) -> tuple[dict[str, Any], bool]:
         """Create or update the bill of ``account_no`` for ``period``: ``(bill, created)``.
 
         422 ``validation_failed`` for bad figures, 404 ``account_not_found``, 409
@@ -94,16 +95,18 @@ class BillService:
             await self._announce(bill)
         return bill, created
 
-    async def _write(self, account_no: str, period: str, values: dict[str, Any],
-                     offline: int | None) -> tuple[dict[str, Any], bool]:
+    async def _write(
+        self, account_no: str, period: str, values: dict[str, Any], offline: int | None
+    ) -> tuple[dict[str, Any], bool]:
         for _ in range(WRITE_TRIES):
             written = await self._write_once(account_no, period, values, offline)
             if written is not None:
                 return written
         raise Conflict("账单正在入账，请稍后重试", code="account_busy")
 
-    async def _write_once(self, account_no: str, period: str, values: dict[str, Any],
-                          offline: int | None) -> tuple[dict[str, Any], bool] | None:
+    async def _write_once(
+        self, account_no: str, period: str, values: dict[str, Any], offline: int | None
+    ) -> tuple[dict[str, Any], bool] | None:
         """One try: ``None`` if a payment or another upsert changed the bill between our read and
         our write (the write names ``paid_fen`` and ``rev`` as read, so it then matches nothing)."""
         now = utcnow()
@@ -122,8 +125,11 @@ class BillService:
         if extra < 0:
             raise Conflict("营销系统报告的线下缴费金额不能减少", code="offline_paid_decreased")
         if values["amount_fen"] < paid + extra:
-            raise Conflict(f"账单已缴 {paid + extra} 分，金额不能低于已缴金额", code="bill_amount_below_paid",
-                           details={"paid_fen": paid + extra})
+            raise Conflict(
+                f"账单已缴 {paid + extra} 分，金额不能低于已缴金额",
+                code="bill_amount_below_paid",
+                details={"paid_fen": paid + extra},
+            )
         update: dict[str, Any] = {
             "$set": {**values, "status": bill_status(values["amount_fen"], paid + extra), "updated_at": now},
             "$inc": {"rev": 1},
@@ -135,8 +141,15 @@ class BillService:
         if unset:
             update["$unset"] = unset
         result = await self.db.bills.update_one(
-            {"_id": key, **{name: current[name] if name in current else {"$exists": False}
-                            for name in ("paid_fen", "offline_paid_fen", "rev")}}, update)
+            {
+                "_id": key,
+                **{
+                    name: current[name] if name in current else {"$exists": False}
+                    for name in ("paid_fen", "offline_paid_fen", "rev")
+                },
+            },
+            update,
+        )
         if not result.modified_count:
             return None
         return await self.db.bills.find_one({"_id": key}), False
@@ -144,17 +157,23 @@ class BillService:
     async def _announce(self, bill: dict[str, Any]) -> None:
         """Tell every subscriber bound to the account that the bill is out; once per bill and user."""
         account_no, period = bill["account_no"], bill["period"]
-        data = {"account_no": account_no, "period": period, "amount_fen": bill["amount_fen"],
-                "due_date": bill["due_date"]}
+        data = {
+            "account_no": account_no,
+            "period": period,
+            "amount_fen": bill["amount_fen"],
+            "due_date": bill["due_date"],
+        }
         page = f"pages/bills/detail?account_no={account_no}&period={period}"
         for user_id in await self.accounts.user_ids_of(account_no):
-            await self.notifications.notify_user(user_id, "bill_issued", data, page,
-                                                 f"bill:{account_no}:{period}:{user_id}")
+            await self.notifications.notify_user(
+                user_id, "bill_issued", data, page, f"bill:{account_no}:{period}:{user_id}"
+            )
         await self.db.bills.update_one({"_id": bill["_id"]}, {"$set": {"notified": True}})
 
     # -- for the customer --------------------------------------------------------------------
-    async def list_for(self, user: dict[str, Any], account_no: str, year: Any = None,
-                       now: datetime | None = None) -> dict[str, Any]:
+    async def list_for(
+        self, user: dict[str, Any], account_no: str, year: Any = None, now: datetime | None = None
+    ) -> dict[str, Any]:
         """The account's bills, newest first: of one year (``YYYY``), or of the last
         ``HISTORY_MONTHS`` months."""
         await self.accounts.get_owned(user, account_no)
@@ -193,12 +212,15 @@ class BillService:
         # the bills of the last three years and this month's daily readings, one indexed query
         # each (services/keys.py), summed here
         by_period = await read_bills(
-            self.db, account_no, *history_window(now or utcnow()),
+            self.db,
+            account_no,
+            *history_window(now or utcnow()),
             {"period": 1, "amount_fen": 1, "paid_fen": 1, "status": 1, "kwh.total": 1},
         )
         bills = list(by_period.values())
-        days = list((await read_readings(self.db, account_no, "day", period_days(this_period),
-                                         {"key": 1, "kwh": 1})).values())
+        days = list(
+            (await read_readings(self.db, account_no, "day", period_days(this_period), {"key": 1, "kwh": 1})).values()
+        )
         owing = [b for b in bills if b.get("status") in ("unpaid", "partial")]
         in_year = [b for b in bills if b["period"][:4] == year]
         month_kwh = sum(d["kwh"] for d in days)
@@ -207,24 +229,47 @@ class BillService:
         last = by_period.get(last_period)
         price = avg_price(latest) if latest else None
         estimate = None if price is None or not days_read else ratio_round(month_kwh * price, 100)
-        owed = {"amount": sum(b["amount_fen"] for b in owing), "paid": sum(b.get("paid_fen", 0) for b in owing),
-                "count": len(owing)}
-        totals = {"kwh": sum(b["kwh"]["total"] for b in in_year), "amount": sum(b["amount_fen"] for b in in_year),
-                  "paid": sum(b.get("paid_fen", 0) for b in in_year), "count": len(in_year)}
+        owed = {
+            "amount": sum(b["amount_fen"] for b in owing),
+            "paid": sum(b.get("paid_fen", 0) for b in owing),
+            "count": len(owing),
+        }
+        totals = {
+            "kwh": sum(b["kwh"]["total"] for b in in_year),
+            "amount": sum(b["amount_fen"] for b in in_year),
+            "paid": sum(b.get("paid_fen", 0) for b in in_year),
+            "count": len(in_year),
+        }
         return {
             "account_no": account_no,
             "balance_fen": account.get("balance_fen", 0),
             "owed_fen": owed["amount"] - owed["paid"],
             "unpaid_bills": owed["count"],
             "this_month": {
-                "period": this_period, "kwh": month_kwh if days_read else None, "days_read": days_read,
-                "price": price, "price_unit": PRICE_UNIT, "price_from": latest["period"] if latest else None,
-                "estimated_amount_fen": estimate, "estimated": True,
+                "period": this_period,
+                "kwh": month_kwh if days_read else None,
+                "days_read": days_read,
+                "price": price,
+                "price_unit": PRICE_UNIT,
+                "price_from": latest["period"] if latest else None,
+                "estimated_amount_fen": estimate,
+                "estimated": True,
             },
-            "last_month": {"period": last_period, **(_month_figures(last) if last else {
-                "kwh": None, "amount_fen": None, "paid_fen": None, "status": None})},
-            "this_year": {"year": int(year), "bills": totals["count"], "kwh": totals["kwh"],
-                          "amount_fen": totals["amount"], "paid_fen": totals["paid"]},
+            "last_month": {
+                "period": last_period,
+                **(
+                    _month_figures(last)
+                    if last
+                    else {"kwh": None, "amount_fen": None, "paid_fen": None, "status": None}
+                ),
+            },
+            "this_year": {
+                "year": int(year),
+                "bills": totals["count"],
+                "kwh": totals["kwh"],
+                "amount_fen": totals["amount"],
+                "paid_fen": totals["paid"],
+            },
         }
 
 
@@ -235,14 +280,25 @@ def history_window(now: datetime) -> tuple[str, str]:
     return add_months(last, 1 - HISTORY_MONTHS), last
 
 
-def new_bill_doc(account_no: str, period: str, values: dict[str, Any], offline_paid_fen: int,
-                 now: datetime) -> dict[str, Any]:
+def new_bill_doc(
+    account_no: str, period: str, values: dict[str, Any], offline_paid_fen: int, now: datetime
+) -> dict[str, Any]:
     """A bill as first stored, from ``validate_bill``'s values (also used by the demo loader)."""
     paid = offline_paid_fen
-    return {"_id": bill_id(account_no, period), "account_no": account_no, "period": period, **values,
-            "paid_fen": paid, "offline_paid_fen": paid, "status": bill_status(values["amount_fen"], paid),
-            "settlements": [_offline_settlement(paid, now)] if paid else [],
-            "issued_at": now, "updated_at": now, "rev": 1, "notified": False}
+    return {
+        "_id": bill_id(account_no, period),
+        "account_no": account_no,
+        "period": period,
+        **values,
+        "paid_fen": paid,
+        "offline_paid_fen": paid,
+        "status": bill_status(values["amount_fen"], paid),
+        "settlements": [_offline_settlement(paid, now)] if paid else [],
+        "issued_at": now,
+        "updated_at": now,
+        "rev": 1,
+        "notified": False,
+    }
 
 
 def _offline_settlement(amount: int, at: datetime) -> dict[str, Any]:
@@ -256,14 +312,19 @@ def avg_price(bill: dict[str, Any]) -> int | None:
 
 
 def _month_figures(doc: dict[str, Any]) -> dict[str, Any]:
-    return {"kwh": doc["kwh"]["total"], "amount_fen": doc["amount_fen"], "paid_fen": doc.get("paid_fen", 0),
-            "status": doc.get("status")}
+    return {
+        "kwh": doc["kwh"]["total"],
+        "amount_fen": doc["amount_fen"],
+        "paid_fen": doc.get("paid_fen", 0),
+        "status": doc.get("status"),
+    }
 
 
 def summary_view(doc: dict[str, Any]) -> dict[str, Any]:
     paid = doc.get("paid_fen", 0)
     return {
-        "period": doc["period"], **_month_figures(doc),
+        "period": doc["period"],
+        **_month_figures(doc),
         "owed_fen": max(doc["amount_fen"] - paid, 0) if doc.get("status") != "paid" else 0,
         "due_date": doc["due_date"],
     }
@@ -271,16 +332,25 @@ def summary_view(doc: dict[str, Any]) -> dict[str, Any]:
 
 def detail_view(doc: dict[str, Any]) -> dict[str, Any]:
     view = summary_view(doc)
-    view.update({
-        "account_no": doc["account_no"],
-        "readings": doc.get("readings"),
-        "kwh_by_period": {p: doc["kwh"][p] for p in TOU_PERIODS if p in doc["kwh"]} or None,
-        "tiers": doc.get("tiers"),
-        "prices": doc.get("prices"),
-        "price_unit": PRICE_UNIT,
-        "avg_price": avg_price(doc),
-        "issued_at": doc.get("issued_at"),
-        "settlements": [{"amount_fen": s.get("amount_fen"), "at": s.get("at"), "out_trade_no": s.get("out_trade_no"),
-                         "source": s.get("source", "wechat")} for s in doc.get("settlements", [])],
-    })
+    view.update(
+        {
+            "account_no": doc["account_no"],
+            "readings": doc.get("readings"),
+            "kwh_by_period": {p: doc["kwh"][p] for p in TOU_PERIODS if p in doc["kwh"]} or None,
+            "tiers": doc.get("tiers"),
+            "prices": doc.get("prices"),
+            "price_unit": PRICE_UNIT,
+            "avg_price": avg_price(doc),
+            "issued_at": doc.get("issued_at"),
+            "settlements": [
+                {
+                    "amount_fen": s.get("amount_fen"),
+                    "at": s.get("at"),
+                    "out_trade_no": s.get("out_trade_no"),
+                    "source": s.get("source", "wechat"),
+                }
+                for s in doc.get("settlements", [])
+            ],
+        }
+    )
     return view

@@ -45,8 +45,11 @@ class BindingPreferences:
         """Add ``remark`` and ``is_default`` to account views of the user's own bindings."""
         prefs = await self.db.binding_preferences.find_one({"_id": user["_id"]}) or {}
         current = {v["account_no"]: v.get("bound_at") for v in views}
-        remarks = {r["account_no"]: r["text"] for r in prefs.get("remarks", [])
-                   if r["account_no"] in current and current[r["account_no"]] == r.get("bound_at")}
+        remarks = {
+            r["account_no"]: r["text"]
+            for r in prefs.get("remarks", [])
+            if r["account_no"] in current and current[r["account_no"]] == r.get("bound_at")
+        }
         default = self._default(prefs, views)
         for view in views:
             view["remark"] = remarks.get(view["account_no"])
@@ -73,8 +76,11 @@ class BindingPreferences:
         for name in sorted(set(body) - {"remark", "default"}):
             errors.append({"field": name, "message": "未知字段"})
         remark = body.get("remark")
-        if "remark" in body and remark is not None and (
-                not isinstance(remark, str) or len(remark.strip()) > MAX_REMARK or not remark.isprintable()):
+        if (
+            "remark" in body
+            and remark is not None
+            and (not isinstance(remark, str) or len(remark.strip()) > MAX_REMARK or not remark.isprintable())
+        ):
             errors.append({"field": "remark", "message": f"备注不超过 {MAX_REMARK} 个字"})
         if "default" in body and not isinstance(body["default"], bool):
             errors.append({"field": "default", "message": "应为 true 或 false"})
@@ -88,8 +94,9 @@ class BindingPreferences:
         if "remark" in body:
             text = (remark or "").strip()
             kept = [r for r in prefs.get("remarks", []) if r["account_no"] != account_no]
-            changes["remarks"] = kept + ([{"account_no": account_no, "text": text, "bound_at": bound_at}]
-                                         if text else [])
+            changes["remarks"] = kept + (
+                [{"account_no": account_no, "text": text, "bound_at": bound_at}] if text else []
+            )
         if body.get("default") is True:
             changes["default"] = {"account_no": account_no, "bound_at": bound_at}
         elif body.get("default") is False and (prefs.get("default") or {}).get("account_no") == account_no:

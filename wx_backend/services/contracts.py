@@ -68,10 +68,20 @@ class ContractNotFound(NotFound):
 class ContractService(ContractSigning):
     """Contracts: issue, reads, views, verification; the signing itself is ``ContractSigning``."""
 
-    def __init__(self, db: AsyncDatabase, seals: SealService, authority: AuthorityStore, pool: DocumentPool,
-                 uploads: UploadService, applications: Any, outbox: Any, notifications: Any,
-                 location: str = "网上国网", timestamping: Timestamping | None = None,
-                 revocation: RevocationService | None = None):
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        seals: SealService,
+        authority: AuthorityStore,
+        pool: DocumentPool,
+        uploads: UploadService,
+        applications: Any,
+        outbox: Any,
+        notifications: Any,
+        location: str = "网上国网",
+        timestamping: Timestamping | None = None,
+        revocation: RevocationService | None = None,
+    ):
         self.db = db
         self.bucket = files(db)
         self.seals = seals
@@ -98,8 +108,11 @@ class ContractService(ContractSigning):
                 await self._on_issued(application, existing, operator)  # repair an interrupted issue
             return existing, False
         if application["stage"] != CONTRACT_STAGE and not self._may_sign(application):
-            raise Conflict("工单当前环节不能签订合同", code="invalid_stage_transition",
-                           details={"from": application["stage"], "to": CONTRACT_STAGE})
+            raise Conflict(
+                "工单当前环节不能签订合同",
+                code="invalid_stage_transition",
+                details={"from": application["stage"], "to": CONTRACT_STAGE},
+            )
         authority = await self.authority.get()
         contract_no = self._new_contract_no()
         context = self._context(application, contract_no, terms, term_months, authority.utility_org)
@@ -114,9 +127,12 @@ class ContractService(ContractSigning):
             try:
                 rendered = await self.pool.run(pdfjobs.render, template, context)
             except ContractTemplateError as exc:
-                raise ValidationFailed("合同条款不完整", code="contract_terms_invalid", details=[
-                    {"field": "terms." + name, "message": "缺少合同条款"} for name in exc.missing
-                ] or [{"field": "template", "message": str(exc)}]) from None
+                raise ValidationFailed(
+                    "合同条款不完整",
+                    code="contract_terms_invalid",
+                    details=[{"field": "terms." + name, "message": "缺少合同条款"} for name in exc.missing]
+                    or [{"field": "template", "message": str(exc)}],
+                ) from None
             now = utcnow()
             draft_id = await self._store(rendered.pdf, f"{contract_no}.pdf", application["user_id"], "contract_draft")
             doc = {
@@ -135,8 +151,9 @@ class ContractService(ContractSigning):
                 # FerretDB stores no nested arrays: each spot is {"page", "box": [x1, y1, x2, y2]}
                 "spots": {name: {"page": page, "box": list(box)} for name, (page, box) in rendered.spots.items()},
                 "page_count": rendered.page_count,
-                "files": {"draft": {"file_id": draft_id, "sha256": sha256_hex(rendered.pdf),
-                                    "size": len(rendered.pdf)}},
+                "files": {
+                    "draft": {"file_id": draft_id, "sha256": sha256_hex(rendered.pdf), "size": len(rendered.pdf)}
+                },
                 "signatures": [],
                 "status": "pending",
                 "issued_by": operator,
@@ -170,8 +187,9 @@ class ContractService(ContractSigning):
             raise ValidationFailed(details=errors)
         return template, terms, term_months
 
-    def _context(self, application: dict[str, Any], contract_no: str, terms: dict[str, Any], term_months: int,
-                 utility_org: str) -> dict[str, Any]:
+    def _context(
+        self, application: dict[str, Any], contract_no: str, terms: dict[str, Any], term_months: int, utility_org: str
+    ) -> dict[str, Any]:
         supplier = dict(terms.get("supplier") or {})
         supplier["name"] = utility_org  # the party that countersigns is the utility seal's organisation
         customer = dict(terms.get("customer") or {})
@@ -246,8 +264,12 @@ class ContractService(ContractSigning):
             **view,
             "terms": doc["terms"],
             "issued_by": doc.get("issued_by"),
-            "files": {name: {"sha256": doc["files"][name]["sha256"], "size": doc["files"][name]["size"]}
-                      if name in doc["files"] else None for name in ("draft", "signed")},
+            "files": {
+                name: {"sha256": doc["files"][name]["sha256"], "size": doc["files"][name]["size"]}
+                if name in doc["files"]
+                else None
+                for name in ("draft", "signed")
+            },
             "pdf_url": f"/internal/v1/contracts/{doc['_id']}/pdf",
         }
 
@@ -258,24 +280,30 @@ class ContractService(ContractSigning):
         return await self._read(doc["files"]["signed"]["file_id"])
 
     # -- verification ---------------------------------------------------------------------
-    async def verify(self, pdf: bytes, extra_roots: tuple[bytes, ...] = (),
-                     at: datetime | None = None) -> dict[str, Any]:
+    async def verify(
+        self, pdf: bytes, extra_roots: tuple[bytes, ...] = (), at: datetime | None = None
+    ) -> dict[str, Any]:
         """Check every signature of ``pdf`` against the seal authority's root (and ``extra_roots``,
         e.g. a retired root): signer, timestamp, integrity, trust and revocation at the signature's
         time, any change made after signing, and whether the document carries what long-term
         validation needs. The authority's current CRL is consulted too, so a seal revoked after
         signing shows as ``revocation.revoked_later_at``. ``at``: validate as of that time."""
         if not pdf:
-            raise ValidationFailed("文件为空", code="empty_file",
-                                   details=[{"field": "file", "message": "请上传 PDF 文件"}])
+            raise ValidationFailed(
+                "文件为空", code="empty_file", details=[{"field": "file", "message": "请上传 PDF 文件"}]
+            )
         if len(pdf) > MAX_VERIFY_BYTES:
             raise AppError("文件过大", code="payload_too_large", status=413)
         if not pdf.startswith(b"%PDF-"):
             raise AppError("请上传 PDF 文件", code="unsupported_file_type", status=415)
         authority = await self.authority.get()
         crls = [await self.revocation.crl()] if self.revocation is not None else []
-        report = await self.pool.run(pdfjobs.verify, pdf, [authority.root_pem, *extra_roots], {
-            "tsa_roots": list(self.timestamping.roots), "crls": crls, "at": at.isoformat() if at else None})
+        report = await self.pool.run(
+            pdfjobs.verify,
+            pdf,
+            [authority.root_pem, *extra_roots],
+            {"tsa_roots": list(self.timestamping.roots), "crls": crls, "at": at.isoformat() if at else None},
+        )
         report["sha256"] = sha256_hex(pdf)
         return report
 
@@ -289,10 +317,18 @@ class ContractService(ContractSigning):
         return (page, box, png)
 
     async def _store(self, data: bytes, filename: str, owner: Any, purpose: str) -> Any:
-        file_id = await self.bucket.upload_from_stream(filename, data, metadata={
-            "owner": owner, "purpose": purpose, "content_type": "application/pdf", "sha256": sha256_hex(data),
-            "size": len(data), "created_at": utcnow(),
-        })
+        file_id = await self.bucket.upload_from_stream(
+            filename,
+            data,
+            metadata={
+                "owner": owner,
+                "purpose": purpose,
+                "content_type": "application/pdf",
+                "sha256": sha256_hex(data),
+                "size": len(data),
+                "created_at": utcnow(),
+            },
+        )
         return file_id
 
     async def _read(self, file_id: Any) -> bytes:
@@ -319,11 +355,18 @@ class ContractService(ContractSigning):
             "term_months": doc["term_months"],
             "start_date": doc.get("start_date"),
             "end_date": doc.get("end_date"),
-            "parties": {role: {k: v for k, v in party.items() if k in ("name", "address", "contact", "credit_code")}
-                        for role, party in doc["parties"].items()},
+            "parties": {
+                role: {k: v for k, v in party.items() if k in ("name", "address", "contact", "credit_code")}
+                for role, party in doc["parties"].items()
+            },
             "signatures": [
-                {"role": s["role"], "org_name": s["org_name"], "signer_name": s.get("signer_name"),
-                 "cert_serial": s["cert_serial"], "signed_at": s["signed_at"]}
+                {
+                    "role": s["role"],
+                    "org_name": s["org_name"],
+                    "signer_name": s.get("signer_name"),
+                    "cert_serial": s["cert_serial"],
+                    "signed_at": s["signed_at"],
+                }
                 for s in doc.get("signatures", [])
             ],
             "sha256": current["sha256"],
@@ -340,8 +383,13 @@ class ContractService(ContractSigning):
     async def _on_issued(self, application: dict[str, Any], contract: dict[str, Any], operator: str) -> None:
         """The work order moves to 合同签订 with the contract number (the applications service
         notifies the customer with the ``contract_ready`` message)."""
-        await self.applications.advance(application["app_no"], CONTRACT_STAGE, operator=operator,
-                                        note=f"供用电合同 {contract['_id']} 待签署", contract_no=contract["_id"])
+        await self.applications.advance(
+            application["app_no"],
+            CONTRACT_STAGE,
+            operator=operator,
+            note=f"供用电合同 {contract['_id']} 待签署",
+            contract_no=contract["_id"],
+        )
 
     async def _on_signed(self, contract: dict[str, Any], signed: bytes) -> None:
         """After 已签字: the timeline entry, the customer's notice and the marketing system's copy,
@@ -349,24 +397,47 @@ class ContractService(ContractSigning):
         no = contract["_id"]
         await asyncio.gather(
             self.applications.record_contract_signed(contract["app_no"], no, note=f"供用电合同 {no} 已签字"),
-            self._send_signed(contract, signed), self._notify_signed(contract))
+            self._send_signed(contract, signed),
+            self._notify_signed(contract),
+        )
 
     async def _send_signed(self, contract: dict[str, Any], signed: bytes) -> None:
         no = contract["_id"]
-        await self.outbox.enqueue("webhook", f"contract.signed:{no}", {"event": "contract.signed", "body": {
-                "contract_no": no, "app_no": contract["app_no"], "account_no": contract["account_no"],
-                "status": "effective", "signed_at": contract["signed_at"].isoformat(),
-                "start_date": contract["start_date"], "end_date": contract["end_date"],
-                "sha256": contract["files"]["signed"]["sha256"], "filename": f"{no}.pdf",
-                "pdf_base64": base64.b64encode(signed).decode(),
-                "signatures": [{"role": s["role"], "org_name": s["org_name"], "cert_serial": s["cert_serial"],
-                                "signed_at": s["signed_at"].isoformat()} for s in contract["signatures"]],
-            }})
+        await self.outbox.enqueue(
+            "webhook",
+            f"contract.signed:{no}",
+            {
+                "event": "contract.signed",
+                "body": {
+                    "contract_no": no,
+                    "app_no": contract["app_no"],
+                    "account_no": contract["account_no"],
+                    "status": "effective",
+                    "signed_at": contract["signed_at"].isoformat(),
+                    "start_date": contract["start_date"],
+                    "end_date": contract["end_date"],
+                    "sha256": contract["files"]["signed"]["sha256"],
+                    "filename": f"{no}.pdf",
+                    "pdf_base64": base64.b64encode(signed).decode(),
+                    "signatures": [
+                        {
+                            "role": s["role"],
+                            "org_name": s["org_name"],
+                            "cert_serial": s["cert_serial"],
+                            "signed_at": s["signed_at"].isoformat(),
+                        }
+                        for s in contract["signatures"]
+                    ],
+                },
+            },
+        )
 
     async def _notify_signed(self, contract: dict[str, Any]) -> None:
         no = contract["_id"]
         await self.notifications.notify_user(
-            contract["user_id"], "stage_changed",
+            contract["user_id"],
+            "stage_changed",
             {"app_no": contract["app_no"], "service_name": contract["title"], "stage": "合同已签字"},
-            f"pages/contract/sign?contract_no={no}", f"contract.signed.notice:{no}",
+            f"pages/contract/sign?contract_no={no}",
+            f"contract.signed.notice:{no}",
         )

@@ -46,8 +46,9 @@ class Idempotency:
     def __init__(self, db: AsyncDatabase):
         self.coll = db.idempotency_keys
 
-    async def claim(self, key: str, print_: str,
-                    find_done: Callable[[], Awaitable[dict[str, Any] | None]]) -> dict[str, Any] | None:
+    async def claim(
+        self, key: str, print_: str, find_done: Callable[[], Awaitable[dict[str, Any] | None]]
+    ) -> dict[str, Any] | None:
         """The earlier result for ``key`` (``find_done``), or None once the caller holds the key
         and must do the work and then ``release`` it."""
         deadline = time.monotonic() + WAIT

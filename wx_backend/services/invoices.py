@@ -42,8 +42,10 @@ from .uploads import UnsupportedFileType, _check_pdf
 
 INDEXES = {
     "invoice_titles": [IndexModel([("user_id", 1), ("created_at", 1)])],
-    "invoices": [IndexModel([("user_id", 1), ("requested_at", DESCENDING)]),
-                 IndexModel([("status", 1), ("requested_at", 1)])],
+    "invoices": [
+        IndexModel([("user_id", 1), ("requested_at", DESCENDING)]),
+        IndexModel([("status", 1), ("requested_at", 1)]),
+    ],
 }
 
 MAX_TITLES = 20
@@ -106,8 +108,10 @@ def validate_title(body: Any) -> dict[str, Any]:
         for name in ("address", "phone", "bank", "bank_account"):
             if body.get(name) is not None:
                 bad(name, "个人抬头无需填写")
-    for name, pattern, message in (("phone", _PHONE, "电话号码格式不正确"),
-                                   ("bank_account", _BANK_ACCOUNT, "银行账号应为 5 至 40 位数字")):
+    for name, pattern, message in (
+        ("phone", _PHONE, "电话号码格式不正确"),
+        ("bank_account", _BANK_ACCOUNT, "银行账号应为 5 至 40 位数字"),
+    ):
         value = body.get(name)
         if value is not None and kind == "company":
             if not isinstance(value, str) or pattern.fullmatch(value) is None:
@@ -126,8 +130,16 @@ def validate_title(body: Any) -> dict[str, Any]:
 
 
 class InvoiceService:
-    def __init__(self, db: AsyncDatabase, protector: DataProtector, outbox: Outbox, notifications: Notifications,
-                 accounts: Any, max_pdf_bytes: int, email_enabled: bool):
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        protector: DataProtector,
+        outbox: Outbox,
+        notifications: Notifications,
+        accounts: Any,
+        max_pdf_bytes: int,
+        email_enabled: bool,
+    ):
         self.db = db
         self.bucket = files(db)
         self.protector = protector
@@ -164,8 +176,13 @@ class InvoiceService:
     async def update_title(self, user: dict[str, Any], title_id: str, body: Any) -> dict[str, Any]:
         doc = await self._owned_title(user, title_id)  # someone else's title: 404 before any check
         values = validate_title(body)
-        replaced = {"_id": doc["_id"], "user_id": user["_id"], **values, "created_at": doc["created_at"],
-                    "updated_at": utcnow()}
+        replaced = {
+            "_id": doc["_id"],
+            "user_id": user["_id"],
+            **values,
+            "created_at": doc["created_at"],
+            "updated_at": utcnow(),
+        }
         await self.db.invoice_titles.replace_one({"_id": doc["_id"], "user_id": user["_id"]}, replaced)
         return title_view(replaced)
 
@@ -179,7 +196,8 @@ class InvoiceService:
         order = await self.db.payments.find_one({"out_trade_no": out_trade_no})
         if order is not None and order.get("user_id") != user["_id"]:
             bound = order.get("user_id") is None and await self.db.accounts.find_one(
-                {"_id": order["account_no"], "bindings.user_id": user["_id"]}, {"_id": 1})
+                {"_id": order["account_no"], "bindings.user_id": user["_id"]}, {"_id": 1}
+            )
             if not bound:
                 order = None
         if order is None:
@@ -192,8 +210,10 @@ class InvoiceService:
         order = await self._owned_payment(user, out_trade_no)
         unknown = sorted(set(body) - {"title_id"})
         if unknown or not isinstance(body.get("title_id"), str):
-            raise ValidationFailed(details=[{"field": name, "message": "未知字段"} for name in unknown]
-                                   or [{"field": "title_id", "message": "请选择发票抬头"}])
+            raise ValidationFailed(
+                details=[{"field": name, "message": "未知字段"} for name in unknown]
+                or [{"field": "title_id", "message": "请选择发票抬头"}]
+            )
         title = await self._owned_title(user, body["title_id"])
         if order["status"] != "credited":
             raise Conflict("交费尚未入账，入账后才能开具发票", code="payment_not_credited")
@@ -203,10 +223,20 @@ class InvoiceService:
         invoice_id = "FP" + out_trade_no
         snapshot = {k: v for k, v in title.items() if k not in ("_id", "user_id", "created_at", "updated_at")}
         now = utcnow()
-        doc = {"_id": invoice_id, "out_trade_no": out_trade_no, "account_no": order["account_no"],
-               "user_id": user["_id"], "title_id": title["_id"], "title": snapshot, "amount_fen": amount,
-               "paid_at": order.get("paid_at"), "status": "requested", "attempt": 1, "requested_at": now,
-               "updated_at": now}
+        doc = {
+            "_id": invoice_id,
+            "out_trade_no": out_trade_no,
+            "account_no": order["account_no"],
+            "user_id": user["_id"],
+            "title_id": title["_id"],
+            "title": snapshot,
+            "amount_fen": amount,
+            "paid_at": order.get("paid_at"),
+            "status": "requested",
+            "attempt": 1,
+            "requested_at": now,
+            "updated_at": now,
+        }
         created = True
         try:
             await self.db.invoices.insert_one(doc)
@@ -216,15 +246,26 @@ class InvoiceService:
             if held["status"] == "refused":
                 doc = await self.db.invoices.find_one_and_update(
                     {"_id": invoice_id, "status": "refused", "attempt": held["attempt"]},
-                    {"$set": {"status": "requested", "title_id": title["_id"], "title": snapshot,
-                              "requested_at": now, "updated_at": now, "refusal": None},
-                     "$inc": {"attempt": 1}}, return_document=ReturnDocument.AFTER)
+                    {
+                        "$set": {
+                            "status": "requested",
+                            "title_id": title["_id"],
+                            "title": snapshot,
+                            "requested_at": now,
+                            "updated_at": now,
+                            "refusal": None,
+                        },
+                        "$inc": {"attempt": 1},
+                    },
+                    return_document=ReturnDocument.AFTER,
+                )
                 if doc is None:
                     raise Conflict("发票申请正在处理，请稍后再试", code="invoice_busy") from None
                 created = True
             elif held["title_id"] != title["_id"]:
-                raise Conflict("该笔交费已申请发票", code="invoice_already_requested",
-                               details={"invoice_id": invoice_id}) from None
+                raise Conflict(
+                    "该笔交费已申请发票", code="invoice_already_requested", details={"invoice_id": invoice_id}
+                ) from None
             else:
                 doc = held
         await self._announce_request(doc)
@@ -233,12 +274,23 @@ class InvoiceService:
     async def _announce_request(self, doc: dict[str, Any]) -> None:
         """``invoice.requested`` to the marketing system, once per request (attempt)."""
         encrypted = self.protector.encrypt(json.dumps(doc["title"], ensure_ascii=False), "webhook")
-        await self.outbox.enqueue("webhook", f"webhook:invoice.requested:{doc['_id']}:{doc['attempt']}", {
-            "event": "invoice.requested",
-            "body": {"invoice_id": doc["_id"], "out_trade_no": doc["out_trade_no"], "account_no": doc["account_no"],
-                     "amount_fen": doc["amount_fen"], "paid_at": doc.get("paid_at"), "attempt": doc["attempt"],
-                     "title_kind": doc["title"]["kind"], "encrypted": encrypted},
-        })
+        await self.outbox.enqueue(
+            "webhook",
+            f"webhook:invoice.requested:{doc['_id']}:{doc['attempt']}",
+            {
+                "event": "invoice.requested",
+                "body": {
+                    "invoice_id": doc["_id"],
+                    "out_trade_no": doc["out_trade_no"],
+                    "account_no": doc["account_no"],
+                    "amount_fen": doc["amount_fen"],
+                    "paid_at": doc.get("paid_at"),
+                    "attempt": doc["attempt"],
+                    "title_kind": doc["title"]["kind"],
+                    "encrypted": encrypted,
+                },
+            },
+        )
 
     # -- from the marketing system --------------------------------------------------------------
     async def record_outcome(self, invoice_id: str, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
@@ -280,8 +332,12 @@ class InvoiceService:
                 except UnsupportedFileType as exc:
                     errors.append({"field": "pdf_base64", "message": exc.message})
             if not errors:
-                values = {"invoice_no": body["invoice_no"], "issued_amount_fen": amount,
-                          "issued_on": issued_on.isoformat(), "pdf_sha256": hashlib.sha256(pdf).hexdigest()}
+                values = {
+                    "invoice_no": body["invoice_no"],
+                    "issued_amount_fen": amount,
+                    "issued_on": issued_on.isoformat(),
+                    "pdf_sha256": hashlib.sha256(pdf).hexdigest(),
+                }
         elif status == "refused":
             reason, problem = clean_text(body.get("reason"), 100)
             if problem:
@@ -299,32 +355,54 @@ class InvoiceService:
             raise Conflict(f"该发票已{STATUS_LABELS[held['status']]}，不能再更改", code="invoice_already_decided")
         if status == "issued":
             if values["issued_amount_fen"] != held["amount_fen"]:
-                raise AppError("开票金额与交费金额不符", code="invoice_amount_mismatch", status=422,
-                               details=[{"field": "amount_fen", "message": f"应为 {held['amount_fen']} 分"}])
+                raise AppError(
+                    "开票金额与交费金额不符",
+                    code="invoice_amount_mismatch",
+                    status=422,
+                    details=[{"field": "amount_fen", "message": f"应为 {held['amount_fen']} 分"}],
+                )
             values["pdf_file_id"] = await self.bucket.upload_from_stream(
-                f"{values['invoice_no']}.pdf", pdf, metadata={
-                    "purpose": PURPOSE, "invoice_id": invoice_id, "content_type": "application/pdf",
-                    "size": len(pdf), "sha256": values["pdf_sha256"], "created_at": utcnow()})
+                f"{values['invoice_no']}.pdf",
+                pdf,
+                metadata={
+                    "purpose": PURPOSE,
+                    "invoice_id": invoice_id,
+                    "content_type": "application/pdf",
+                    "size": len(pdf),
+                    "sha256": values["pdf_sha256"],
+                    "created_at": utcnow(),
+                },
+            )
         now = utcnow()
         doc = await self.db.invoices.find_one_and_update(
             {"_id": invoice_id, "status": "requested", "attempt": held["attempt"]},
             {"$set": {**values, "status": status, "decided_at": now, "updated_at": now}},
-            return_document=ReturnDocument.AFTER)
+            return_document=ReturnDocument.AFTER,
+        )
         if doc is None:  # decided concurrently: the other request's outcome stands
             if status == "issued":
                 await self.bucket.delete(values["pdf_file_id"])
             raise Conflict("该发票正在被更新，请重新查询后再试", code="invoice_busy")
-        data = {"account_no": doc["account_no"], "amount_fen": doc["amount_fen"],
-                "invoice_no": doc.get("invoice_no") or "-", "reason": doc.get("refusal") or "-"}
+        data = {
+            "account_no": doc["account_no"],
+            "amount_fen": doc["amount_fen"],
+            "invoice_no": doc.get("invoice_no") or "-",
+            "reason": doc.get("refusal") or "-",
+        }
         message = "invoice_issued" if status == "issued" else "invoice_refused"
-        await self.notifications.notify_user(doc["user_id"], message, data, None,
-                                             f"invoice:{invoice_id}:{doc['attempt']}:{status}")
+        await self.notifications.notify_user(
+            doc["user_id"], message, data, None, f"invoice:{invoice_id}:{doc['attempt']}:{status}"
+        )
         return doc, True
 
     # -- the customer's views -------------------------------------------------------------------
     async def list_for_user(self, user: dict[str, Any]) -> list[dict[str, Any]]:
-        docs = await self.db.invoices.find({"user_id": user["_id"]}).sort("requested_at", DESCENDING) \
-            .limit(200).to_list(None)
+        docs = (
+            await self.db.invoices.find({"user_id": user["_id"]})
+            .sort("requested_at", DESCENDING)
+            .limit(200)
+            .to_list(None)
+        )
         return [invoice_view(d) for d in docs]
 
     async def get_owned(self, user: dict[str, Any], invoice_id: str) -> dict[str, Any]:
@@ -366,16 +444,20 @@ class InvoiceService:
             raise AppError("暂未开通邮件发送，请下载发票 PDF", code="email_unavailable", status=503)
         day = utcnow().astimezone(SHANGHAI).date().isoformat()
         digest = hashlib.sha256(to.lower().encode()).hexdigest()[:16]
-        queued = await self.outbox.enqueue("email", f"email:{invoice_id}:{digest}:{day}", {
-            "invoice_id": invoice_id, "to": to})
+        queued = await self.outbox.enqueue(
+            "email", f"email:{invoice_id}:{digest}:{day}", {"invoice_id": invoice_id, "to": to}
+        )
         return {"queued": queued, "to": mask_email(to)}
-
 
 
 async def pending_invoices(db: AsyncDatabase, older_than: timedelta, limit: int = 500) -> list[dict[str, Any]]:
     """Requests the marketing system has not answered for ``older_than`` (scripts/pending.py)."""
-    return await db.invoices.find({"status": "requested", "requested_at": {"$lte": utcnow() - older_than}}) \
-        .sort("requested_at", 1).limit(limit).to_list(None)
+    return (
+        await db.invoices.find({"status": "requested", "requested_at": {"$lte": utcnow() - older_than}})
+        .sort("requested_at", 1)
+        .limit(limit)
+        .to_list(None)
+    )
 
 
 def mask_email(value: str) -> str:
@@ -393,10 +475,16 @@ def title_view(doc: dict[str, Any]) -> dict[str, Any]:
 
 def invoice_view(doc: dict[str, Any]) -> dict[str, Any]:
     return {
-        "invoice_id": doc["_id"], "out_trade_no": doc["out_trade_no"], "account_no": doc["account_no"],
-        "amount_fen": doc["amount_fen"], "status": doc["status"], "status_label": STATUS_LABELS[doc["status"]],
+        "invoice_id": doc["_id"],
+        "out_trade_no": doc["out_trade_no"],
+        "account_no": doc["account_no"],
+        "amount_fen": doc["amount_fen"],
+        "status": doc["status"],
+        "status_label": STATUS_LABELS[doc["status"]],
         "title": {"kind": doc["title"]["kind"], "name": doc["title"]["name"], "tax_no": doc["title"].get("tax_no")},
-        "requested_at": doc["requested_at"], "invoice_no": doc.get("invoice_no"),
-        "issued_on": doc.get("issued_on"), "refusal": doc.get("refusal"),
+        "requested_at": doc["requested_at"],
+        "invoice_no": doc.get("invoice_no"),
+        "issued_on": doc.get("issued_on"),
+        "refusal": doc.get("refusal"),
         "pdf": f"/api/v1/invoices/{doc['_id']}/pdf" if doc["status"] == "issued" else None,
     }

@@ -29,20 +29,25 @@ def _with(projection: dict[str, Any] | None, field: str) -> dict[str, Any] | Non
     return None if projection is None else {**projection, field: 1}
 
 
-async def read_bills(db: AsyncDatabase, account_no: str, first: str, last: str,
-                     projection: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+async def read_bills(
+    db: AsyncDatabase, account_no: str, first: str, last: str, projection: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
     """The account's bills from period ``first`` to ``last``, by period (missing months left out)."""
-    cursor = db.bills.find({"account_no": account_no, "period": {"$gte": first, "$lte": last}},
-                           _with(projection, "period"))
+    cursor = db.bills.find(
+        {"account_no": account_no, "period": {"$gte": first, "$lte": last}}, _with(projection, "period")
+    )
     return {doc["period"]: doc async for doc in cursor}
 
 
-async def read_readings(db: AsyncDatabase, account_no: str, kind: str, keys: list[str],
-                        projection: dict[str, Any] | None = None) -> dict[str, dict[str, Any]]:
+async def read_readings(
+    db: AsyncDatabase, account_no: str, kind: str, keys: list[str], projection: dict[str, Any] | None = None
+) -> dict[str, dict[str, Any]]:
     """The account's readings of ``kind`` with these keys (days or months), by key (missing ones left out)."""
     if not keys:
         return {}
     wanted = set(keys)
-    cursor = db.usage.find({"account_no": account_no, "kind": kind, "key": {"$gte": min(keys), "$lte": max(keys)}},
-                           _with(projection, "key"))
+    cursor = db.usage.find(
+        {"account_no": account_no, "kind": kind, "key": {"$gte": min(keys), "$lte": max(keys)}},
+        _with(projection, "key"),
+    )
     return {doc["key"]: doc async for doc in cursor if doc["key"] in wanted}

@@ -41,8 +41,9 @@ class MailSettings:
         self.port = parts.port or {"smtp": 25, "smtp+starttls": 587, "smtps": 465}[parts.scheme]
         self.username = unquote(parts.username) if parts.username else None
         self.password = unquote(parts.password) if parts.password else None
-        self.sender = sender or (self.username if self.username and "@" in self.username
-                                 else f"invoice@{self.hostname}")
+        self.sender = sender or (
+            self.username if self.username and "@" in self.username else f"invoice@{self.hostname}"
+        )
         self.tls_context = ssl.create_default_context(cafile=ca_file or None)
 
 
@@ -64,8 +65,7 @@ def compose(invoice: dict[str, Any], to: str, pdf: bytes, sender: str) -> EmailM
         f"本邮件由系统自动发送，请勿回复。\n",
         charset="utf-8",
     )
-    message.add_attachment(pdf, maintype="application", subtype="pdf",
-                           filename=f"电子发票-{invoice['invoice_no']}.pdf")
+    message.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"电子发票-{invoice['invoice_no']}.pdf")
     return message
 
 
@@ -79,8 +79,9 @@ class MailSender:
     """The outbox's ``email`` channel."""
 
     def __init__(self, config: Config, invoices: Any):
-        self.settings = MailSettings(config.smtp_url, config.smtp_from, config.smtp_ca_file) \
-            if config.smtp_url else None
+        self.settings = (
+            MailSettings(config.smtp_url, config.smtp_from, config.smtp_ca_file) if config.smtp_url else None
+        )
         self.invoices = invoices  # InvoiceService: the invoice and its PDF
         self.timeout = max(config.wechat_timeout, 5.0)
 
@@ -96,8 +97,15 @@ class MailSender:
         message = compose(invoice, payload["to"], pdf, s.sender)
         try:
             await aiosmtplib.send(
-                message, hostname=s.hostname, port=s.port, username=s.username, password=s.password,
-                use_tls=s.use_tls, start_tls=s.start_tls, tls_context=s.tls_context, timeout=self.timeout,
+                message,
+                hostname=s.hostname,
+                port=s.port,
+                username=s.username,
+                password=s.password,
+                use_tls=s.use_tls,
+                start_tls=s.start_tls,
+                tls_context=s.tls_context,
+                timeout=self.timeout,
             )
         except aiosmtplib.SMTPResponseException as exc:
             if 500 <= exc.code < 600:

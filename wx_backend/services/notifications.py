@@ -43,8 +43,10 @@ CHANNEL_FINAL = {40003, 43004, 43101}
 # transient: try again later (-1 arrives as WeChatUnavailable)
 TRANSIENT = {-1, 45011, 43108}  # 43108: concurrent sends to one user
 QUOTA = 45009
-CHANNEL_APPS = {"official_account": "official account (template messages)",
-                "subscribe": "mini-program (subscribe messages)"}
+CHANNEL_APPS = {
+    "official_account": "official account (template messages)",
+    "subscribe": "mini-program (subscribe messages)",
+}
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,11 @@ def load_message_templates(path: str | Path | None = None) -> MessageTemplates:
         if not any(templates.values()):
             raise ValueError(f"{path}: [{key}] has no official_account or subscribe template")
         book.messages[key] = Message(
-            key=key, description=entry.get("description", ""), fields=tuple(entry.get("fields", ())),
-            page=entry.get("page", ""), **templates,
+            key=key,
+            description=entry.get("description", ""),
+            fields=tuple(entry.get("fields", ())),
+            page=entry.get("page", ""),
+            **templates,
         )
     return book
 
@@ -149,8 +154,9 @@ class Notifications:
         self.account_pause = config.outbox_account_pause
         self.templates = load_message_templates(config.messages_file or None)
 
-    async def notify_user(self, user_id: ObjectId | str, message: str, data: dict[str, Any],
-                          page: str | None, dedupe_key: str) -> bool:
+    async def notify_user(
+        self, user_id: ObjectId | str, message: str, data: dict[str, Any], page: str | None, dedupe_key: str
+    ) -> bool:
         """Queue ``message`` (a key of the message templates) for a user; ``False`` if ``dedupe_key`` was queued before.
 
         ``data`` must hold the message's ``fields`` (see the templates file); ``page`` overrides the
@@ -165,9 +171,16 @@ class Notifications:
             raise ValidationFailed(details=[{"field": f"data.{name}", "message": "缺少消息内容"} for name in missing])
         if not isinstance(user_id, ObjectId):
             user_id = ObjectId(user_id)
-        return await self.outbox.enqueue("notify", dedupe_key, {
-            "user_id": user_id, "message": message, "data": data, "page": page,
-        })
+        return await self.outbox.enqueue(
+            "notify",
+            dedupe_key,
+            {
+                "user_id": user_id,
+                "message": message,
+                "data": data,
+                "page": page,
+            },
+        )
 
     async def user_links(self, user_id: ObjectId) -> dict[str, Any] | None:
         """Where a user can be reached: openids, unionid, follow state, bound accounts."""
@@ -176,12 +189,16 @@ class Notifications:
             return None
         follower = await self.db.oa_followers.find_one({"_id": user["oa_openid"]}) if user.get("oa_openid") else None
         accounts = [
-            {"account_no": acc.get("account_no"),
-             "role": next((b.get("role") for b in acc.get("bindings", []) if b.get("user_id") == user_id), None)}
+            {
+                "account_no": acc.get("account_no"),
+                "role": next((b.get("role") for b in acc.get("bindings", []) if b.get("user_id") == user_id), None),
+            }
             async for acc in self.db.accounts.find({"bindings.user_id": user_id}, {"account_no": 1, "bindings": 1})
         ]
         return {
-            "user_id": str(user_id), "mp_openid": user.get("mp_openid"), "unionid": user.get("unionid"),
+            "user_id": str(user_id),
+            "mp_openid": user.get("mp_openid"),
+            "unionid": user.get("unionid"),
             "oa_openid": user.get("oa_openid"),
             "follows_official_account": bool(user.get("oa_openid") and not user.get("oa_unsubscribed")),
             "followed_at": follower.get("subscribed_at") if follower else None,
@@ -226,20 +243,34 @@ class Notifications:
                 until = await self.outbox.paused_until(key)
                 if until:
                     attempts.append(attempt(channel, "paused", until=until))
-                    return Outcome("retry", attempts, {"channels_done": sorted(done), "paused_on": key},
-                                   retry_at=until, count_try=False)
+                    return Outcome(
+                        "retry",
+                        attempts,
+                        {"channels_done": sorted(done), "paused_on": key},
+                        retry_at=until,
+                        count_try=False,
+                    )
             uncertain = (doc.get("uncertain") or {}).get(channel)
             if uncertain:  # an earlier answer was lost: did WeChat send it? its receipt says so
                 if channel == "official_account":
                     receipt = await self.outbox.unclaimed_receipt(openid, uncertain, doc["_id"])
                 else:  # no second consent spent on a message that went out
-                    receipt = await self.outbox.unclaimed_subscribe_receipt(openid, template.template_id, uncertain,
-                                                                            doc["_id"])
+                    receipt = await self.outbox.unclaimed_subscribe_receipt(
+                        openid, template.template_id, uncertain, doc["_id"]
+                    )
                 if receipt:
                     attempts.append(attempt(channel, "receipt", msgid=receipt["_id"]))
-                    return Outcome("sent", attempts, {"channel": channel, "template_id": template.template_id,
-                                                      "msgid": receipt["_id"], "touser": openid,
-                                                      "channels_done": sorted(done)})
+                    return Outcome(
+                        "sent",
+                        attempts,
+                        {
+                            "channel": channel,
+                            "template_id": template.template_id,
+                            "msgid": receipt["_id"],
+                            "touser": openid,
+                            "channels_done": sorted(done),
+                        },
+                    )
             try:
                 values = render(template, data, channel)
             except (KeyError, ValueError) as exc:
@@ -250,13 +281,19 @@ class Notifications:
             try:
                 if channel == "official_account":
                     msgid = await self.wechat.official_account.send_template(
-                        openid, template.template_id, values,
+                        openid,
+                        template.template_id,
+                        values,
                         miniprogram={"appid": self.mp_appid, "pagepath": page},
                         url=page_url(self.public_base, page),
                         client_msg_id=f"{doc['_id']}",
                     )
-                    fields: dict[str, Any] = {"channel": channel, "template_id": template.template_id,
-                                              "msgid": msgid, "touser": openid}
+                    fields: dict[str, Any] = {
+                        "channel": channel,
+                        "template_id": template.template_id,
+                        "msgid": msgid,
+                        "touser": openid,
+                    }
                 else:
                     result = await self.wechat.miniprogram.send_subscribe(openid, template.template_id, values, page)
                     fields = {"channel": channel, "template_id": template.template_id, "touser": openid}
@@ -279,14 +316,14 @@ class Notifications:
                     await self.outbox.pause(pause_key, until)
                     log.warning("template %s over its daily quota; paused until %s", template.template_id, until)
                     attempts.append(attempt(channel, "quota", errcode=exc.errcode, until=until))
-                    return Outcome("retry", attempts, {"channels_done": sorted(done)}, retry_at=until,
-                                   count_try=False)
+                    return Outcome("retry", attempts, {"channels_done": sorted(done)}, retry_at=until, count_try=False)
                 attempts.append(attempt(channel, "refused", errcode=exc.errcode))
                 done.add(channel)
                 if channel == "official_account" and exc.errcode == 43004:
                     # WeChat says they do not follow: believe it for every later message
-                    await self.db.users.update_one({"_id": user["_id"], "oa_openid": openid},
-                                                   {"$set": {"oa_unsubscribed": True}})
+                    await self.db.users.update_one(
+                        {"_id": user["_id"], "oa_openid": openid}, {"$set": {"oa_unsubscribed": True}}
+                    )
                 continue
             attempts.append(attempt(channel, "sent", **({"msgid": fields["msgid"]} if "msgid" in fields else {})))
             if await self.outbox.clear_pause(channel):
@@ -296,19 +333,26 @@ class Notifications:
             attempts.append(attempt("none", "no_channel"))
         return Outcome("undeliverable", attempts, {"channels_done": sorted(done)})
 
-    async def _account_fault(self, channel: str, errcode: int, attempts: list[dict[str, Any]],
-                             done: set[str]) -> Outcome:
+    async def _account_fault(
+        self, channel: str, errcode: int, attempts: list[dict[str, Any]], done: set[str]
+    ) -> Outcome:
         """The app's WeChat account needs the operator: the channel waits, the message is kept."""
         until, strikes = await self.outbox.pause_channel(channel, errcode, self.account_pause)
         if strikes > 1:  # a probe after the pause: still broken, the alert stands
             log.info("%s still refused by WeChat (%s); paused until %s", channel, errcode, until)
         elif strikes == 1:
-            log.error(alert_line(CHANNEL_APPS[channel], errcode,
-                                 f"{channel} messages paused until {until:%Y-%m-%d %H:%M:%S} UTC, then tried again; "
-                                 f"after fixing it resume at once: python -m scripts.messages resume {channel}"))
+            log.error(
+                alert_line(
+                    CHANNEL_APPS[channel],
+                    errcode,
+                    f"{channel} messages paused until {until:%Y-%m-%d %H:%M:%S} UTC, then tried again; "
+                    f"after fixing it resume at once: python -m scripts.messages resume {channel}",
+                )
+            )
         attempts.append(attempt(channel, "account_fault", errcode=errcode, until=until))
-        return Outcome("retry", attempts, {"channels_done": sorted(done), "paused_on": channel},
-                       retry_at=until, count_try=False)
+        return Outcome(
+            "retry", attempts, {"channels_done": sorted(done), "paused_on": channel}, retry_at=until, count_try=False
+        )
 
 
 def _reason(exc: WeChatUnavailable) -> str:

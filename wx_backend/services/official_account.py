@@ -69,8 +69,10 @@ class CallbackReply:
 
 def mp_links(text: str, mp_appid: str) -> str:
     return _MP_LINK.sub(
-        lambda m: (f'<a data-miniprogram-appid="{escape(mp_appid)}" data-miniprogram-path="{escape(m[1])}" '
-                   f'href="https://mp.weixin.qq.com">{escape(m[2])}</a>'),
+        lambda m: (
+            f'<a data-miniprogram-appid="{escape(mp_appid)}" data-miniprogram-path="{escape(m[1])}" '
+            f'href="https://mp.weixin.qq.com">{escape(m[2])}</a>'
+        ),
         text,
     )
 
@@ -122,10 +124,15 @@ class OfficialAccountService:
 
     async def _first_time(self, key: str, fields: dict[str, str]) -> bool:
         try:
-            await self.db.oa_events.insert_one({
-                "_id": key, "openid": fields["FromUserName"], "type": fields.get("MsgType"),
-                "event": fields.get("Event"), "received_at": utcnow(),
-            })
+            await self.db.oa_events.insert_one(
+                {
+                    "_id": key,
+                    "openid": fields["FromUserName"],
+                    "type": fields.get("MsgType"),
+                    "event": fields.get("Event"),
+                    "received_at": utcnow(),
+                }
+            )
         except DuplicateKeyError:
             return False
         return True
@@ -167,8 +174,9 @@ class OfficialAccountService:
         )
         if result.matched_count == 0:
             try:
-                await self.db.oa_followers.insert_one({"_id": openid, "subscribed": True, "subscribed_at": now,
-                                                       "event_time": created, "updated_at": now})
+                await self.db.oa_followers.insert_one(
+                    {"_id": openid, "subscribed": True, "subscribed_at": now, "event_time": created, "updated_at": now}
+                )
             except DuplicateKeyError:
                 return  # a later event already decided this follower's state
         await self.db.users.update_many({"oa_openid": openid}, {"$set": {"oa_unsubscribed": False}})
@@ -190,12 +198,20 @@ class OfficialAccountService:
         )
         if not await self.db.oa_followers.find_one({"_id": openid}):
             try:
-                await self.db.oa_followers.insert_one({"_id": openid, "subscribed": False, "unsubscribed_at": now,
-                                                       "event_time": created, "updated_at": now})
+                await self.db.oa_followers.insert_one(
+                    {
+                        "_id": openid,
+                        "subscribed": False,
+                        "unsubscribed_at": now,
+                        "event_time": created,
+                        "updated_at": now,
+                    }
+                )
             except DuplicateKeyError:
                 pass
-        await self.db.users.update_many({"oa_openid": openid}, {"$set": {"oa_unsubscribed": True,
-                                                                        "oa_unsubscribed_at": now}})
+        await self.db.users.update_many(
+            {"oa_openid": openid}, {"$set": {"oa_unsubscribed": True, "oa_unsubscribed_at": now}}
+        )
 
     async def _link(self, openid: str) -> None:
         delay = 1.0
@@ -211,8 +227,11 @@ class OfficialAccountService:
                 delay *= 2
             except WeChatAPIError as exc:
                 if is_account_fault(exc.errcode):
-                    log.error(alert_line("official account", exc.errcode,
-                                         "new followers are linked at their next login instead"))
+                    log.error(
+                        alert_line(
+                            "official account", exc.errcode, "new followers are linked at their next login instead"
+                        )
+                    )
                 else:
                     log.warning("user info refused: %s", exc.errcode)
                 return
@@ -221,12 +240,19 @@ class OfficialAccountService:
             return
         await self.db.oa_followers.update_one({"_id": openid}, {"$set": {"unionid": unionid}})
         follower = await self.db.oa_followers.find_one({"_id": openid})
-        result = await self.db.users.update_many({"unionid": unionid}, {"$set": {
-            "oa_openid": openid, "oa_unsubscribed": not follower.get("subscribed", False),
-            "oa_linked_at": utcnow(),
-        }})
+        result = await self.db.users.update_many(
+            {"unionid": unionid},
+            {
+                "$set": {
+                    "oa_openid": openid,
+                    "oa_unsubscribed": not follower.get("subscribed", False),
+                    "oa_linked_at": utcnow(),
+                }
+            },
+        )
         if result.matched_count:
             await self.db.oa_followers.update_one({"_id": openid}, {"$set": {"linked": True}})
+
 
 async def link_follower_on_login(db: AsyncDatabase, user: dict[str, Any]) -> dict[str, Any]:
     """A mini-program user whose unionid already follows the account gets its openid and state."""
@@ -236,8 +262,11 @@ async def link_follower_on_login(db: AsyncDatabase, user: dict[str, Any]) -> dic
     follower = await db.oa_followers.find_one({"unionid": unionid})
     if not follower:
         return user
-    update = {"oa_openid": follower["_id"], "oa_unsubscribed": not follower.get("subscribed", False),
-              "oa_linked_at": utcnow()}
+    update = {
+        "oa_openid": follower["_id"],
+        "oa_unsubscribed": not follower.get("subscribed", False),
+        "oa_linked_at": utcnow(),
+    }
     await db.users.update_one({"_id": user["_id"]}, {"$set": update})
     await db.oa_followers.update_one({"_id": follower["_id"]}, {"$set": {"linked": True}})
     return {**user, **update}

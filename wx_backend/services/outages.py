@@ -59,8 +59,7 @@ def _parse_time(value: Any) -> datetime | None:
 def _names(value: Any, field: str, errors: list[dict[str, str]]) -> list[str]:
     if value is None:
         return []
-    if not isinstance(value, list) or len(value) > MAX_NAMES or not all(
-            clean_text(v, 50)[0] for v in value):
+    if not isinstance(value, list) or len(value) > MAX_NAMES or not all(clean_text(v, 50)[0] for v in value):
         errors.append({"field": field, "message": f"应为名称列表（每项 1 至 50 字，最多 {MAX_NAMES} 项）"})
         return []
     return sorted({v.strip() for v in value})
@@ -83,11 +82,19 @@ def local_iso(value: datetime) -> str:
 
 def outage_view(doc: dict[str, Any]) -> dict[str, Any]:
     return {
-        "outage_id": str(doc["_id"]), "ref": doc.get("ref"), "kind": doc["kind"], "status": doc["status"],
-        "regions": doc["regions"], "feeders": doc["feeders"],
-        "start": local_iso(doc["start"]), "end": local_iso(doc["end"]),
-        "reason": doc["reason"], "area": doc["area"], "version": doc["version"],
-        "published_at": local_iso(doc["created_at"]), "updated_at": local_iso(doc["updated_at"]),
+        "outage_id": str(doc["_id"]),
+        "ref": doc.get("ref"),
+        "kind": doc["kind"],
+        "status": doc["status"],
+        "regions": doc["regions"],
+        "feeders": doc["feeders"],
+        "start": local_iso(doc["start"]),
+        "end": local_iso(doc["end"]),
+        "reason": doc["reason"],
+        "area": doc["area"],
+        "version": doc["version"],
+        "published_at": local_iso(doc["created_at"]),
+        "updated_at": local_iso(doc["updated_at"]),
     }
 
 
@@ -109,13 +116,20 @@ class OutageService:
         if not partial:
             values["regions"] = _names(fields.get("regions"), "regions", errors)
             values["feeders"] = _names(fields.get("feeders"), "feeders", errors)
-            if not values["regions"] and not values["feeders"] and not any(e["field"] in ("regions", "feeders")
-                                                                             for e in errors):
+            if (
+                not values["regions"]
+                and not values["feeders"]
+                and not any(e["field"] in ("regions", "feeders") for e in errors)
+            ):
                 errors.append({"field": "regions", "message": "停电范围至少包含一个区域或线路（regions / feeders）"})
             ref = fields.get("ref")
             if ref is not None:
-                if not isinstance(ref, str) or not 1 <= len(ref) <= 64 or ref != ref.strip() \
-                        or has_control_characters(ref):
+                if (
+                    not isinstance(ref, str)
+                    or not 1 <= len(ref) <= 64
+                    or ref != ref.strip()
+                    or has_control_characters(ref)
+                ):
                     errors.append({"field": "ref", "message": "营销系统停电编号应为 1 至 64 个字符"})
                 else:
                     values["ref"] = ref
@@ -159,10 +173,18 @@ class OutageService:
         self._check_window(values["start"], values["end"])
         now = utcnow()
         oid = ObjectId()
-        doc = {"_id": oid, "ref": None, **values, "ref_key": values.get("ref") or f"id:{oid}",
-               "status": "active", "version": 1, "match_regions": await self._match_regions(values),
-               "created_at": now, "updated_at": now,
-               "history": [{"version": 1, "event": "published", "at": now}]}
+        doc = {
+            "_id": oid,
+            "ref": None,
+            **values,
+            "ref_key": values.get("ref") or f"id:{oid}",
+            "status": "active",
+            "version": 1,
+            "match_regions": await self._match_regions(values),
+            "created_at": now,
+            "updated_at": now,
+            "history": [{"version": 1, "event": "published", "at": now}],
+        }
         try:
             await self.db.outages.insert_one(doc)
             created = True
@@ -189,9 +211,18 @@ class OutageService:
         now = utcnow()
         updated = await self.db.outages.find_one_and_update(
             {"_id": current["_id"], "version": current["version"], "status": "active"},
-            {"$set": {**values, "updated_at": now}, "$inc": {"version": 1},
-             "$push": {"history": {"version": current["version"] + 1, "event": "updated", "at": now,
-                                   "changes": sorted(values)}}},
+            {
+                "$set": {**values, "updated_at": now},
+                "$inc": {"version": 1},
+                "$push": {
+                    "history": {
+                        "version": current["version"] + 1,
+                        "event": "updated",
+                        "at": now,
+                        "changes": sorted(values),
+                    }
+                },
+            },
             return_document=ReturnDocument.AFTER,
         )
         if updated is None:
@@ -210,9 +241,11 @@ class OutageService:
         now = utcnow()
         updated = await self.db.outages.find_one_and_update(
             {"_id": current["_id"], "version": current["version"], "status": "active"},
-            {"$set": {"status": "cancelled", "cancel_reason": (reason or "").strip() or None, "updated_at": now},
-             "$inc": {"version": 1},
-             "$push": {"history": {"version": current["version"] + 1, "event": "cancelled", "at": now}}},
+            {
+                "$set": {"status": "cancelled", "cancel_reason": (reason or "").strip() or None, "updated_at": now},
+                "$inc": {"version": 1},
+                "$push": {"history": {"version": current["version"] + 1, "event": "cancelled", "at": now}},
+            },
             return_document=ReturnDocument.AFTER,
         )
         if updated is None:
@@ -257,11 +290,13 @@ class OutageService:
             "start": doc["start"].astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M"),
             "end": doc["end"].astimezone(SHANGHAI).strftime("%Y-%m-%d %H:%M"),
             "reason": doc["reason"] if event != "cancelled" else (doc.get("cancel_reason") or "停电计划取消"),
-            "area": doc["area"], "kind": "计划停电" if doc["kind"] == "planned" else "故障停电",
+            "area": doc["area"],
+            "kind": "计划停电" if doc["kind"] == "planned" else "故障停电",
         }
         seen: set[ObjectId] = set()
-        cursor = self.db.accounts.find({**self._affects(doc), "bindings.0": {"$exists": True}},
-                                       {"account_no": 1, "bindings": 1}).sort("account_no", ASCENDING)
+        cursor = self.db.accounts.find(
+            {**self._affects(doc), "bindings.0": {"$exists": True}}, {"account_no": 1, "bindings": 1}
+        ).sort("account_no", ASCENDING)
         async for account in cursor:
             for binding in account.get("bindings", []):
                 uid = binding["user_id"]
@@ -269,7 +304,9 @@ class OutageService:
                     continue
                 seen.add(uid)
                 await self.notifications.notify_user(
-                    uid, message, {**data, "account_no": account["account_no"]},
+                    uid,
+                    message,
+                    {**data, "account_no": account["account_no"]},
                     f"pages/outages/index?account_no={account['account_no']}",
                     f"outage:{doc['_id']}:{doc['version']}:{uid}",
                 )
@@ -279,18 +316,35 @@ class OutageService:
         """Current and upcoming outages affecting one of the user's bound accounts (404 otherwise)."""
         account = await self.accounts.get_owned(user, account_no)
         clauses = [{"regions": account.get("region")}, {"feeders": account.get("feeder")}]
-        docs = await self.db.outages.find(
-            {"$or": clauses, "status": "active", "end": {"$gt": now or utcnow()}},
-        ).sort("start", ASCENDING).to_list(None)
-        return {"account_no": account["account_no"], "region": account.get("region"),
-                "feeder": account.get("feeder"), "outages": [outage_view(d) for d in docs]}
+        docs = (
+            await self.db.outages.find(
+                {"$or": clauses, "status": "active", "end": {"$gt": now or utcnow()}},
+            )
+            .sort("start", ASCENDING)
+            .to_list(None)
+        )
+        return {
+            "account_no": account["account_no"],
+            "region": account.get("region"),
+            "feeder": account.get("feeder"),
+            "outages": [outage_view(d) for d in docs],
+        }
 
     async def for_region(self, region: Any, now: datetime | None = None) -> dict[str, Any]:
         """Public: current and upcoming outages in a region (named, or on one of its feeders)."""
-        if not isinstance(region, str) or not region.strip() or len(region) > 50 or region != region.strip() \
-                or has_control_characters(region):
+        if (
+            not isinstance(region, str)
+            or not region.strip()
+            or len(region) > 50
+            or region != region.strip()
+            or has_control_characters(region)
+        ):
             raise ValidationFailed(details=[{"field": "region", "message": "请提供区域名称"}])
-        docs = await self.db.outages.find(
-            {"match_regions": region.strip(), "status": "active", "end": {"$gt": now or utcnow()}},
-        ).sort("start", ASCENDING).to_list(None)
+        docs = (
+            await self.db.outages.find(
+                {"match_regions": region.strip(), "status": "active", "end": {"$gt": now or utcnow()}},
+            )
+            .sort("start", ASCENDING)
+            .to_list(None)
+        )
         return {"region": region.strip(), "outages": [outage_view(d) for d in docs]}

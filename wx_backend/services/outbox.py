@@ -62,9 +62,16 @@ class Outbox:
             raise ValueError("dedupe_key must be a non-empty string of at most 200 characters")
         now = utcnow()
         doc = {
-            "kind": kind, "dedupe_key": dedupe_key, "payload": payload, "status": "queued",
-            "next_try_at": now, "tries": 0, "claims": 0, "attempts": [],
-            "created_at": now, "updated_at": now,
+            "kind": kind,
+            "dedupe_key": dedupe_key,
+            "payload": payload,
+            "status": "queued",
+            "next_try_at": now,
+            "tries": 0,
+            "claims": 0,
+            "attempts": [],
+            "created_at": now,
+            "updated_at": now,
         }
         if kind == "notify" and payload.get("user_id") is not None:
             doc["user_id"] = payload["user_id"]
@@ -88,8 +95,12 @@ class Outbox:
         due = [{"status": "queued", "next_try_at": {"$lte": now}}, {"status": "sending", "lease_until": {"$lt": now}}]
         candidates = []
         for query in due:  # each an equality on the leading field of (status, next_try_at)
-            candidates += await self.coll.find(query, {"_id": 1, "claims": 1, "status": 1}) \
-                .sort("next_try_at", ASCENDING).limit(max(limit * 3, CLAIM_WINDOW)).to_list(None)
+            candidates += (
+                await self.coll.find(query, {"_id": 1, "claims": 1, "status": 1})
+                .sort("next_try_at", ASCENDING)
+                .limit(max(limit * 3, CLAIM_WINDOW))
+                .to_list(None)
+            )
         random.shuffle(candidates)  # concurrent workers spread over the due messages
         claimed: list[dict[str, Any]] = []
         for candidate in candidates:
@@ -97,8 +108,15 @@ class Outbox:
                 break
             doc = await self.coll.find_one_and_update(
                 {"_id": candidate["_id"], "status": candidate["status"], "claims": candidate.get("claims", 0)},
-                {"$set": {"status": "sending", "lease_owner": owner, "claims": candidate.get("claims", 0) + 1,
-                          "lease_until": now + timedelta(seconds=lease), "updated_at": now}},
+                {
+                    "$set": {
+                        "status": "sending",
+                        "lease_owner": owner,
+                        "claims": candidate.get("claims", 0) + 1,
+                        "lease_until": now + timedelta(seconds=lease),
+                        "updated_at": now,
+                    }
+                },
                 return_document=ReturnDocument.AFTER,
             )
             if doc is not None:  # else another worker took it first
@@ -108,27 +126,51 @@ class Outbox:
     def _held(self, doc: dict[str, Any], owner: str) -> dict[str, Any]:
         return {"_id": doc["_id"], "status": "sending", "lease_owner": owner, "claims": doc["claims"]}
 
-    async def finish(self, doc: dict[str, Any], owner: str, status: str, attempts: list[dict],
-                     fields: dict[str, Any] | None = None) -> bool:
+    async def finish(
+        self, doc: dict[str, Any], owner: str, status: str, attempts: list[dict], fields: dict[str, Any] | None = None
+    ) -> bool:
         """Record the final outcome; ``False`` if the claim was lost meanwhile."""
         assert status in FINAL
-        result = await self.coll.update_one(self._held(doc, owner), {
-            "$set": {"status": status, "lease_until": None, "finished_at": utcnow(), "updated_at": utcnow(),
-                     **(fields or {})},
-            "$push": {"attempts": {"$each": attempts}},
-            "$inc": {"tries": 1 if attempts else 0},
-        })
+        result = await self.coll.update_one(
+            self._held(doc, owner),
+            {
+                "$set": {
+                    "status": status,
+                    "lease_until": None,
+                    "finished_at": utcnow(),
+                    "updated_at": utcnow(),
+                    **(fields or {}),
+                },
+                "$push": {"attempts": {"$each": attempts}},
+                "$inc": {"tries": 1 if attempts else 0},
+            },
+        )
         return result.modified_count == 1
 
-    async def retry_at(self, doc: dict[str, Any], owner: str, when: datetime, attempts: list[dict],
-                       fields: dict[str, Any] | None = None, count_try: bool = True) -> bool:
+    async def retry_at(
+        self,
+        doc: dict[str, Any],
+        owner: str,
+        when: datetime,
+        attempts: list[dict],
+        fields: dict[str, Any] | None = None,
+        count_try: bool = True,
+    ) -> bool:
         """Put the message back in the queue until ``when``."""
-        result = await self.coll.update_one(self._held(doc, owner), {
-            "$set": {"status": "queued", "next_try_at": when, "lease_until": None, "updated_at": utcnow(),
-                     **(fields or {})},
-            "$push": {"attempts": {"$each": attempts}},
-            "$inc": {"tries": 1 if count_try else 0},
-        })
+        result = await self.coll.update_one(
+            self._held(doc, owner),
+            {
+                "$set": {
+                    "status": "queued",
+                    "next_try_at": when,
+                    "lease_until": None,
+                    "updated_at": utcnow(),
+                    **(fields or {}),
+                },
+                "$push": {"attempts": {"$each": attempts}},
+                "$inc": {"tries": 1 if count_try else 0},
+            },
+        )
         return result.modified_count == 1
 
     # -- pauses (45009: a template's daily quota is spent; account faults: a whole channel) --
@@ -139,8 +181,7 @@ class Outbox:
         return None
 
     async def pause(self, key: str, until: datetime) -> None:
-        await self.db.outbox_pauses.update_one({"_id": key}, {"$set": {"until": until, "at": utcnow()}},
-                                               upsert=True)
+        await self.db.outbox_pauses.update_one({"_id": key}, {"$set": {"until": until, "at": utcnow()}}, upsert=True)
 
     # -- account pauses (the operator must fix the WeChat account) -------------------------
     async def pause_channel(self, channel: str, errcode: int, base: float) -> tuple[datetime, int]:
@@ -156,12 +197,18 @@ class Outbox:
             return doc["until"], 0
         strikes = (doc or {}).get("strikes", 0) + 1
         until = now + timedelta(seconds=min(base * 2 ** (strikes - 1), MAX_ACCOUNT_PAUSE))
-        fields = {"until": until, "at": now, "errcode": errcode, "strikes": strikes,
-                  "since": (doc or {}).get("since") or now}
+        fields = {
+            "until": until,
+            "at": now,
+            "errcode": errcode,
+            "strikes": strikes,
+            "since": (doc or {}).get("since") or now,
+        }
         try:
             if doc:
-                changed = await self.db.outbox_pauses.update_one({"_id": channel, "until": doc["until"]},
-                                                                 {"$set": fields})
+                changed = await self.db.outbox_pauses.update_one(
+                    {"_id": channel, "until": doc["until"]}, {"$set": fields}
+                )
                 if changed.modified_count:
                     return until, strikes
             else:
@@ -180,8 +227,10 @@ class Outbox:
         """The operator fixed the account: lift the pauses and send the waiting messages now."""
         await self.db.outbox_pauses.delete_many({"_id": {"$in": list(channels)}})
         now = utcnow()
-        result = await self.coll.update_many({"status": "queued", "paused_on": {"$in": list(channels)}},
-                                             {"$set": {"next_try_at": now, "updated_at": now}})
+        result = await self.coll.update_many(
+            {"status": "queued", "paused_on": {"$in": list(channels)}},
+            {"$set": {"next_try_at": now, "updated_at": now}},
+        )
         return result.modified_count
 
     async def pauses(self) -> list[dict[str, Any]]:
@@ -195,8 +244,7 @@ class Outbox:
         that, and the update names ``status: sent``, so the receipt never races the worker's own writes.
         """
         receipt = {"status": status, "at": utcnow()}
-        await self.db.template_receipts.update_one({"_id": msgid}, {"$set": {**receipt, "openid": openid}},
-                                                   upsert=True)
+        await self.db.template_receipts.update_one({"_id": msgid}, {"$set": {**receipt, "openid": openid}}, upsert=True)
         sent = await self.db.template_msgids.find_one({"_id": msgid})
         if sent:
             await self.coll.update_one({"_id": sent["outbox_id"], "status": "sent"}, {"$set": {"delivery": receipt}})
@@ -206,8 +254,9 @@ class Outbox:
         await self.db.template_msgids.update_one({"_id": msgid}, {"$set": {"outbox_id": outbox_id}}, upsert=True)
         doc = await self.db.template_receipts.find_one({"_id": msgid})
         if doc:
-            await self.coll.update_one({"_id": outbox_id, "status": "sent"},
-                                       {"$set": {"delivery": {"status": doc["status"], "at": doc["at"]}}})
+            await self.coll.update_one(
+                {"_id": outbox_id, "status": "sent"}, {"$set": {"delivery": {"status": doc["status"], "at": doc["at"]}}}
+            )
 
     async def unclaimed_receipt(self, openid: str, since: datetime, outbox_id: Any) -> dict[str, Any] | None:
         """A receipt for ``openid`` since ``since`` that no message owns yet, now ``outbox_id``'s.
@@ -216,8 +265,9 @@ class Outbox:
         out: it names the user and the msgid, not our message, so the oldest receipt no message
         has claimed is taken, under the unique msgid, by one message only.
         """
-        async for receipt in self.db.template_receipts.find({"openid": openid, "at": {"$gte": since}}) \
-                .sort("at", ASCENDING).limit(20):
+        async for receipt in (
+            self.db.template_receipts.find({"openid": openid, "at": {"$gte": since}}).sort("at", ASCENDING).limit(20)
+        ):
             if await self.coll.find_one({"msgid": receipt["_id"]}, {"_id": 1}):
                 continue  # a message that knew its msgid
             try:
@@ -227,47 +277,66 @@ class Outbox:
             return receipt
         return None
 
-    async def record_subscribe_receipt(self, msgid: int, openid: str, template_id: str, errcode: int,
-                                       status: str) -> None:
+    async def record_subscribe_receipt(
+        self, msgid: int, openid: str, template_id: str, errcode: int, status: str
+    ) -> None:
         """WeChat's subscribe_msg_sent_event for one message (``errcode`` 0: delivered)."""
         await self.db.subscribe_receipts.update_one(
             {"_id": msgid},
-            {"$set": {"openid": openid, "template_id": template_id, "errcode": errcode, "status": status},
-             "$setOnInsert": {"at": utcnow()}}, upsert=True)
+            {
+                "$set": {"openid": openid, "template_id": template_id, "errcode": errcode, "status": status},
+                "$setOnInsert": {"at": utcnow()},
+            },
+            upsert=True,
+        )
 
-    async def unclaimed_subscribe_receipt(self, openid: str, template_id: str, since: datetime,
-                                          outbox_id: Any) -> dict[str, Any] | None:
+    async def unclaimed_subscribe_receipt(
+        self, openid: str, template_id: str, since: datetime, outbox_id: Any
+    ) -> dict[str, Any] | None:
         """A delivered subscribe message to ``openid`` of ``template_id`` since ``since`` that no
         message owns yet, now ``outbox_id``'s (taken by one conditional update)."""
         for _ in range(20):
             receipt = await self.db.subscribe_receipts.find_one(
-                {"openid": openid, "template_id": template_id, "errcode": 0, "at": {"$gte": since},
-                 "outbox_id": None}, sort=[("at", ASCENDING)])
+                {"openid": openid, "template_id": template_id, "errcode": 0, "at": {"$gte": since}, "outbox_id": None},
+                sort=[("at", ASCENDING)],
+            )
             if receipt is None:
                 return None
             owner = await self.coll.find_one({"msgid": receipt["_id"], "channel": "subscribe"}, {"_id": 1})
             claimed = await self.db.subscribe_receipts.find_one_and_update(
                 {"_id": receipt["_id"], "outbox_id": None},
-                {"$set": {"outbox_id": owner["_id"] if owner else outbox_id}})
+                {"$set": {"outbox_id": owner["_id"] if owner else outbox_id}},
+            )
             if claimed and not owner:
                 return claimed
         return None
 
     # -- operations (scripts/messages.py) ----------------------------------------------
-    async def find(self, statuses: tuple[str, ...] = ("undeliverable", "failed"),
-                   limit: int = 100) -> list[dict[str, Any]]:
+    async def find(
+        self, statuses: tuple[str, ...] = ("undeliverable", "failed"), limit: int = 100
+    ) -> list[dict[str, Any]]:
         cursor = self.coll.find({"status": {"$in": list(statuses)}}).sort("created_at", DESCENDING).limit(limit)
         return [doc async for doc in cursor]
 
-    async def requeue(self, message_id: ObjectId | None = None,
-                      statuses: tuple[str, ...] = ("undeliverable", "failed")) -> int:
+    async def requeue(
+        self, message_id: ObjectId | None = None, statuses: tuple[str, ...] = ("undeliverable", "failed")
+    ) -> int:
         """Send again: one message by id, or every message in ``statuses``. Returns how many."""
         query: dict[str, Any] = {"status": {"$in": list(statuses)}}
         if message_id is not None:
             query["_id"] = message_id
         now = utcnow()
-        result = await self.coll.update_many(query, {
-            "$set": {"status": "queued", "next_try_at": now, "tries": 0, "channels_done": [],
-                     "updated_at": now, "requeued_at": now},
-        })
+        result = await self.coll.update_many(
+            query,
+            {
+                "$set": {
+                    "status": "queued",
+                    "next_try_at": now,
+                    "tries": 0,
+                    "channels_done": [],
+                    "updated_at": now,
+                    "requeued_at": now,
+                },
+            },
+        )
         return result.modified_count

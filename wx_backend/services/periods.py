@@ -9,6 +9,8 @@ from datetime import date, datetime
 from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
+
+
 def add_months(period: str, months: int) -> str:
     """The period ``months`` after (or before, when negative) ``period``."""
     year, month = int(period[:4]), int(period[5:7])

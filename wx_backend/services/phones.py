@@ -78,8 +78,13 @@ class PhoneService:
         if str(info.get("countryCode")) != "86" or not is_mobile(mobile):
             raise PhoneNotSupported()
         now = utcnow()
-        doc = {"phone_enc": self.protector.encrypt(mobile, "phone"), "phone_hash": self.phone_hash(mobile),
-               "country_code": "86", "watermark_at": watermark.get("timestamp"), "verified_at": now}
+        doc = {
+            "phone_enc": self.protector.encrypt(mobile, "phone"),
+            "phone_hash": self.phone_hash(mobile),
+            "country_code": "86",
+            "watermark_at": watermark.get("timestamp"),
+            "verified_at": now,
+        }
         await self.db.verified_phones.update_one({"_id": user["_id"]}, {"$set": doc}, upsert=True)
         log.info("verified mobile %s kept", mask_phone(mobile))
         return self._view(mobile, now)

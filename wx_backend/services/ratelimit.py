@@ -34,8 +34,16 @@ class RateLimiter:
     def __init__(self, db: AsyncDatabase):
         self.db = db
 
-    async def take(self, key: str, *, period: str, limit: int, min_interval: int = 0,
-                   message: str = "操作过于频繁，请稍后再试", now: datetime | None = None) -> None:
+    async def take(
+        self,
+        key: str,
+        *,
+        period: str,
+        limit: int,
+        min_interval: int = 0,
+        message: str = "操作过于频繁，请稍后再试",
+        now: datetime | None = None,
+    ) -> None:
         """Count one call under ``key`` or raise ``TooManyRequests`` (429, ``details.retry_after``).
 
         At most ``limit`` calls per ``period`` (a label such as ``local_day(now)``), and at least

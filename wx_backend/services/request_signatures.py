@@ -43,7 +43,6 @@ INDEXES = {
 }
 
 
-
 class SignatureRejected(Unauthorized):
     """401: the request is not signed, signed wrongly, too old, or replayed. Nothing was done."""
 
@@ -65,8 +64,9 @@ class RequestVerifier:
         self.cleanup_every = cleanup_every
         self._last_cleanup = 0.0
 
-    async def verify(self, secret: str, method: str, path: str, headers: Mapping[str, str], body: bytes,
-                     scope: str = "internal") -> None:
+    async def verify(
+        self, secret: str, method: str, path: str, headers: Mapping[str, str], body: bytes, scope: str = "internal"
+    ) -> None:
         """Accept the request or raise ``SignatureRejected`` (401).
 
         ``secret`` is the shared key of the caller (the internal secret, or a terminal's own

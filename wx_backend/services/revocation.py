@@ -87,8 +87,9 @@ class RevocationService:
             serial = None
         status = await self.status_of(serial) if serial is not None else UNKNOWN
         authority = await self.authority.get()
-        return ocsp_response(authority.root, self._current_responder(authority.root), request_der,
-                             lambda _serial: status)
+        return ocsp_response(
+            authority.root, self._current_responder(authority.root), request_der, lambda _serial: status
+        )
 
     def _current_responder(self, root) -> OcspResponder:
         now = datetime.now(UTC)

@@ -71,8 +71,9 @@ def check_config(config: Config) -> None:
 
 def _plain_key(key_pem: bytes, password: bytes | None) -> bytes:
     key = serialization.load_pem_private_key(key_pem, password=password)
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def load_dir(folder: str | Path, passphrase: str) -> Authority:
@@ -92,8 +93,10 @@ def revocation_urls(config: Config) -> dict[str, str]:
     """Where the authority's CRL and OCSP responder are published: ``WX_SEAL_CRL_URL`` and
     ``WX_SEAL_OCSP_URL``, by default under ``WX_PUBLIC_BASE`` (served by ``handlers/pki.py``)."""
     base = (config.public_base or "").rstrip("/")
-    return {"crl_url": config.seal_crl_url or f"{base}/pki/seal-ca.crl",
-            "ocsp_url": config.seal_ocsp_url or f"{base}/pki/ocsp"}
+    return {
+        "crl_url": config.seal_crl_url or f"{base}/pki/seal-ca.crl",
+        "ocsp_url": config.seal_ocsp_url or f"{base}/pki/ocsp",
+    }
 
 
 def _create_dev(urls: dict[str, str]) -> tuple[SealAuthority, bytes, bytes, bytes]:

@@ -65,8 +65,15 @@ def _key_field(seal_id: ObjectId) -> str:
 
 
 class SealService:
-    def __init__(self, db: AsyncDatabase, protector: DataProtector, sms: SmsService, uploads: UploadService,
-                 authority: AuthorityStore, pool: DocumentPool):
+    def __init__(
+        self,
+        db: AsyncDatabase,
+        protector: DataProtector,
+        sms: SmsService,
+        uploads: UploadService,
+        authority: AuthorityStore,
+        pool: DocumentPool,
+    ):
         self.db = db
         self.bucket = files(db)
         self.protector = protector
@@ -93,14 +100,21 @@ class SealService:
             image = await self.pool.run(pdfjobs.seal_image_generated, fields["org_name"], fields["credit_code"])
         await self.sms.verify(fields["mobile"], "seal", body.get("sms_code"), user["_id"])
         authority = await self.authority.get()
-        issued = authority.root.issue(fields["org_name"], fields["credit_code"], legal_rep=fields["legal_rep"],
-                                      **self.authority.urls)
+        issued = authority.root.issue(
+            fields["org_name"], fields["credit_code"], legal_rep=fields["legal_rep"], **self.authority.urls
+        )
         seal_id = ObjectId()
         now = utcnow()
         image_id = await self.bucket.upload_from_stream(
-            f"seal-{seal_id}.png", image,
-            metadata={"owner": user["_id"], "purpose": "seal_image", "content_type": "image/png",
-                      "size": len(image), "created_at": now},
+            f"seal-{seal_id}.png",
+            image,
+            metadata={
+                "owner": user["_id"],
+                "purpose": "seal_image",
+                "content_type": "image/png",
+                "size": len(image),
+                "created_at": now,
+            },
         )
         doc = {
             "_id": seal_id,
@@ -167,14 +181,18 @@ class SealService:
     async def _uploaded_image(self, user: dict[str, Any], file_id: str) -> bytes:
         meta, chunks = await self.uploads.open(user, file_id)
         if meta["content_type"] not in ("image/png", "image/jpeg"):
-            raise ValidationFailed("印章图片仅支持 PNG 或 JPEG", code="seal_image_invalid",
-                                   details=[{"field": "file_id", "message": "仅支持 PNG 或 JPEG 图片"}])
+            raise ValidationFailed(
+                "印章图片仅支持 PNG 或 JPEG",
+                code="seal_image_invalid",
+                details=[{"field": "file_id", "message": "仅支持 PNG 或 JPEG 图片"}],
+            )
         data = b"".join([chunk async for chunk in chunks])
         try:
             return await self.pool.run(pdfjobs.seal_image_uploaded, data)
         except SealImageError as exc:
-            raise ValidationFailed(exc.reason, code="seal_image_invalid",
-                                   details=[{"field": "file_id", "message": exc.reason}]) from None
+            raise ValidationFailed(
+                exc.reason, code="seal_image_invalid", details=[{"field": "file_id", "message": exc.reason}]
+            ) from None
 
     # -- 我的印章 -------------------------------------------------------------------------
     async def list_for_user(self, user: dict[str, Any]) -> list[dict[str, Any]]:
@@ -222,16 +240,22 @@ class SealService:
         if not is_mobile(mobile):
             raise ValidationFailed(details=[field_error("mobile", "mobile")])
         if self.protector.lookup_hash(mobile, "phone") != doc["mobile_hash"]:
-            raise ValidationFailed("请使用申请该印章时的手机号接收验证码", code="mobile_mismatch",
-                                   details=[{"field": "mobile", "message": "与申请印章时的手机号不一致"}])
+            raise ValidationFailed(
+                "请使用申请该印章时的手机号接收验证码",
+                code="mobile_mismatch",
+                details=[{"field": "mobile", "message": "与申请印章时的手机号不一致"}],
+            )
         if doc.get("signing") and not all([await self._abandon_signing(no) for no in doc["signing"]]):
             raise _seal_in_use()  # before the code is spent
         await self.sms.verify(mobile, "seal", body.get("sms_code"), user["_id"])
         for _ in range(3):
             # not while a contract is being sealed with it (``hold_for_signing``)
             updated = await self.db.seals.find_one_and_update(
-                {"_id": doc["_id"], "status": "active",
-                 "$or": [{"signing": {"$exists": False}}, {"signing": {"$size": 0}}]},
+                {
+                    "_id": doc["_id"],
+                    "status": "active",
+                    "$or": [{"signing": {"$exists": False}}, {"signing": {"$size": 0}}],
+                },
                 {"$set": {"status": "revoked", "revoked_at": utcnow()}},
                 return_document=ReturnDocument.AFTER,
             )
@@ -250,8 +274,9 @@ class SealService:
     async def hold_for_signing(self, seal_id: ObjectId, contract_no: str) -> None:
         """Mark the seal as sealing ``contract_no`` (one conditional update, only while it is
         active): a revocation waits until ``release_signing``. 409 ``seal_revoked`` otherwise."""
-        held = await self.db.seals.update_one({"_id": seal_id, "status": "active"},
-                                              {"$addToSet": {"signing": contract_no}})
+        held = await self.db.seals.update_one(
+            {"_id": seal_id, "status": "active"}, {"$addToSet": {"signing": contract_no}}
+        )
         if not held.matched_count:
             raise SealRevoked()
 
@@ -268,8 +293,9 @@ class SealService:
             return True
         if since > utcnow() - SIGNING_CLAIM_TTL:
             return False
-        voided = await self.db.contracts.update_one({"_id": contract_no, "signing_since": since},
-                                                    {"$set": {"lock_token": None, "signing_since": None}})
+        voided = await self.db.contracts.update_one(
+            {"_id": contract_no, "signing_since": since}, {"$set": {"lock_token": None, "signing_since": None}}
+        )
         return bool(voided.modified_count)
 
     def view(self, doc: dict[str, Any]) -> dict[str, Any]:

@@ -63,11 +63,11 @@ USER_HOURLY = 20
 SIGNATURE = "【郏县供电】"
 
 
-
 def check_purpose(value: Any) -> str:
     if not isinstance(value, str) or value not in PURPOSES:  # a JSON object is unhashable
-        raise ValidationFailed(details=[{"field": "purpose", "message": "验证码用途无效，可选："
-                                         + "、".join(PURPOSES)}])
+        raise ValidationFailed(
+            details=[{"field": "purpose", "message": "验证码用途无效，可选：" + "、".join(PURPOSES)}]
+        )
     return value
 
 
@@ -85,8 +85,9 @@ class SmsCodeError(AppError):
 def _invalid(tries_left: int | None = None) -> SmsCodeError:
     if tries_left is None:
         return SmsCodeError("验证码错误或已失效，请重新获取", code="sms_code_invalid")
-    return SmsCodeError(f"验证码错误，还可尝试 {tries_left} 次", code="sms_code_invalid",
-                        details={"tries_left": tries_left})
+    return SmsCodeError(
+        f"验证码错误，还可尝试 {tries_left} 次", code="sms_code_invalid", details={"tries_left": tries_left}
+    )
 
 
 def _expired() -> SmsCodeError:
@@ -103,6 +104,7 @@ class SmsUnavailable(Unavailable):
 
 
 # -- providers ------------------------------------------------------------------------
+
 
 class SmsProvider:
     """Delivers one text to one mobile. Raise ``SmsUnavailable`` when it cannot.
@@ -138,9 +140,12 @@ class SandboxSmsProvider(SmsProvider):
 
     async def send(self, mobile: str, text: str) -> None:
         req = HTTPRequest(
-            self.url, method="POST", body=json.dumps({"mobile": mobile, "text": text}, ensure_ascii=False),
+            self.url,
+            method="POST",
+            body=json.dumps({"mobile": mobile, "text": text}, ensure_ascii=False),
             headers={"Content-Type": "application/json"},
-            connect_timeout=self.timeout, request_timeout=self.timeout,
+            connect_timeout=self.timeout,
+            request_timeout=self.timeout,
         )
         try:
             await AsyncHTTPClient().fetch(req)
@@ -166,9 +171,11 @@ def make_provider(config: Config) -> SmsProvider:
 
 # -- the service ----------------------------------------------------------------------
 
+
 class SmsService:
-    def __init__(self, db: AsyncDatabase, protector: DataProtector, provider: SmsProvider,
-                 limiter: RateLimiter | None = None):
+    def __init__(
+        self, db: AsyncDatabase, protector: DataProtector, provider: SmsProvider, limiter: RateLimiter | None = None
+    ):
         self.db = db
         self.protector = protector
         self.provider = provider
@@ -182,8 +189,12 @@ class SmsService:
 
     async def charge_user(self, user_id: ObjectId) -> None:
         """Count one send against the user's hourly allowance (429 ``too_many_requests``)."""
-        await self.limiter.take(f"sms:user:{user_id}", period=local_hour(utcnow()), limit=USER_HOURLY,
-                                message="验证码请求过于频繁，请一小时后再试")
+        await self.limiter.take(
+            f"sms:user:{user_id}",
+            period=local_hour(utcnow()),
+            limit=USER_HOURLY,
+            message="验证码请求过于频繁，请一小时后再试",
+        )
 
     async def request_code(self, user: dict[str, Any], mobile: Any, purpose: Any) -> dict[str, Any]:
         """``POST /sms-codes`` for a number the user typed: ``{"sent_to", "expires_in"}``."""
@@ -208,26 +219,38 @@ class SmsService:
         check_purpose(purpose)
         mobile_hash = self._mobile_hash(mobile)
         now = utcnow()
-        await self.limiter.take(f"sms:mobile:{mobile_hash}:{requester}", period=local_day(now),
-                                limit=MOBILE_DAILY, min_interval=MOBILE_INTERVAL, now=now,
-                                message="该手机号今日接收验证码次数已达上限，请明天再试")
+        await self.limiter.take(
+            f"sms:mobile:{mobile_hash}:{requester}",
+            period=local_day(now),
+            limit=MOBILE_DAILY,
+            min_interval=MOBILE_INTERVAL,
+            now=now,
+            message="该手机号今日接收验证码次数已达上限，请明天再试",
+        )
         if await self.db.sms_owners.find_one({"_id": f"{requester}:{mobile_hash}"}, {"_id": 1}) is None:
-            await self.limiter.take(f"sms:others:{requester}", period=local_day(now), limit=OTHERS_DAILY,
-                                    now=now, message="今日向他人手机号发送验证码的次数已达上限，请明天再试")
+            await self.limiter.take(
+                f"sms:others:{requester}",
+                period=local_day(now),
+                limit=OTHERS_DAILY,
+                now=now,
+                message="今日向他人手机号发送验证码的次数已达上限，请明天再试",
+            )
         await self.db.sms_codes.delete_many({"mobile_hash": mobile_hash, "expires_at": {"$lt": now}})
         code = f"{secrets.randbelow(10**6):06d}"
         record_id = ObjectId()
-        await self.db.sms_codes.insert_one({
-            "_id": record_id,
-            "mobile_hash": mobile_hash,
-            "mobile_enc": self.protector.encrypt(mobile, "phone"),
-            "purpose": purpose,
-            "code_hash": self._code_hash(record_id, code),
-            "attempts": 0,
-            "consumed_at": None,
-            "created_at": now,
-            "expires_at": now + timedelta(seconds=CODE_TTL),
-        })
+        await self.db.sms_codes.insert_one(
+            {
+                "_id": record_id,
+                "mobile_hash": mobile_hash,
+                "mobile_enc": self.protector.encrypt(mobile, "phone"),
+                "purpose": purpose,
+                "code_hash": self._code_hash(record_id, code),
+                "attempts": 0,
+                "consumed_at": None,
+                "created_at": now,
+                "expires_at": now + timedelta(seconds=CODE_TTL),
+            }
+        )
         try:
             await self.provider.send(mobile, sms_text(code, purpose))
         except SmsUnavailable:
@@ -256,8 +279,7 @@ class SmsService:
             raise _invalid()
         # take a try atomically: concurrent guesses cannot exceed MAX_TRIES between them
         record = await self.db.sms_codes.find_one_and_update(
-            {"_id": latest["_id"], "consumed_at": None, "attempts": {"$lt": MAX_TRIES},
-             "expires_at": {"$gt": now}},
+            {"_id": latest["_id"], "consumed_at": None, "attempts": {"$lt": MAX_TRIES}, "expires_at": {"$gt": now}},
             {"$inc": {"attempts": 1}},
             return_document=ReturnDocument.AFTER,
         )
@@ -274,10 +296,12 @@ class SmsService:
                 raise _exhausted()
             raise _invalid(left)
         used = await self.db.sms_codes.update_one(
-            {"_id": record["_id"], "consumed_at": None}, {"$set": {"consumed_at": now}},
+            {"_id": record["_id"], "consumed_at": None},
+            {"$set": {"consumed_at": now}},
         )
         if not used.modified_count:
             raise _invalid()  # the same code was just used by a concurrent request
         if user_id is not None:
-            await self.db.sms_owners.update_one({"_id": f"{user_id}:{record['mobile_hash']}"},
-                                                {"$set": {"at": now}}, upsert=True)
+            await self.db.sms_owners.update_one(
+                {"_id": f"{user_id}:{record['mobile_hash']}"}, {"$set": {"at": now}}, upsert=True
+            )

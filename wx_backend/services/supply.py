@@ -49,8 +49,13 @@ DEFAULT_THRESHOLD_FEN = 5000
 MAX_FEN = 10**12
 EVENT_KINDS = ("cutoff_warning", "cut_off", "restored")
 LABELS = {
-    "normal": "正常供电", "warned": "停电预警", "cut_off": "已停电", "reconnecting": "复电处理中",
-    "cutoff_warning": "停电预警", "reconnect_requested": "复电处理中", "restored": "已复电",
+    "normal": "正常供电",
+    "warned": "停电预警",
+    "cut_off": "已停电",
+    "reconnecting": "复电处理中",
+    "cutoff_warning": "停电预警",
+    "reconnect_requested": "复电处理中",
+    "restored": "已复电",
 }
 
 INDEXES = {
@@ -90,8 +95,9 @@ def _unknown(body: dict[str, Any], known: set[str], errors: list[dict[str, str]]
 
 
 class SupplyService:
-    def __init__(self, db: AsyncDatabase, accounts: AccountService, notifications: Notifications,
-                 outbox: Outbox, config: Config):
+    def __init__(
+        self, db: AsyncDatabase, accounts: AccountService, notifications: Notifications, outbox: Outbox, config: Config
+    ):
         self.db = db
         self.accounts = accounts
         self.notifications = notifications
@@ -118,13 +124,17 @@ class SupplyService:
             cutoff = estimate["cutoff_date"]
         current = state.get("state", "normal")
         return {
-            "account_no": account_no, "billing_mode": account.get("billing_mode", "postpaid"),
+            "account_no": account_no,
+            "billing_mode": account.get("billing_mode", "postpaid"),
             "low_balance_fen": alert.get("low_balance_fen", DEFAULT_THRESHOLD_FEN),
             "enabled": alert.get("enabled", True),
-            "balance_fen": balance, "as_of": estimate.get("as_of"), "daily_fen": estimate.get("daily_fen"),
+            "balance_fen": balance,
+            "as_of": estimate.get("as_of"),
+            "daily_fen": estimate.get("daily_fen"),
             "days_left": days_left(balance, estimate.get("daily_fen")),
             "expected_cutoff_date": cutoff,
-            "supply_state": current, "supply_state_label": LABELS[current],
+            "supply_state": current,
+            "supply_state_label": LABELS[current],
         }
 
     async def set_alerts(self, user: dict[str, Any], account_no: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -148,18 +158,29 @@ class SupplyService:
         key = f"{account_no}:{user['_id']}"
         await self.db.balance_alerts.update_one(
             {"_id": key},
-            {"$set": {**values, "below": False, "updated_at": utcnow()},
-             "$setOnInsert": {"account_no": account_no, "user_id": user["_id"], "crossings": 0}},
-            upsert=True)
+            {
+                "$set": {**values, "below": False, "updated_at": utcnow()},
+                "$setOnInsert": {"account_no": account_no, "user_id": user["_id"], "crossings": 0},
+            },
+            upsert=True,
+        )
         return await self.alerts_view(user, account_no)
 
     async def timeline(self, user: dict[str, Any], account_no: Any) -> dict[str, Any]:
         await self.accounts.get_owned(user, account_no)
         state = (await self.db.supply_states.find_one({"_id": account_no}) or {}).get("state", "normal")
-        events = await self.db.supply_events.find({"account_no": account_no}) \
-            .sort([("at", ASCENDING), ("received_at", ASCENDING)]).limit(200).to_list(None)
-        return {"account_no": account_no, "state": state, "state_label": LABELS[state],
-                "events": [event_view(e) for e in events]}
+        events = (
+            await self.db.supply_events.find({"account_no": account_no})
+            .sort([("at", ASCENDING), ("received_at", ASCENDING)])
+            .limit(200)
+            .to_list(None)
+        )
+        return {
+            "account_no": account_no,
+            "state": state,
+            "state_label": LABELS[state],
+            "events": [event_view(e) for e in events],
+        }
 
     # -- from the marketing system --------------------------------------------------------------
     async def put_estimate(self, account_no: Any, body: dict[str, Any]) -> dict[str, Any]:
@@ -182,13 +203,20 @@ class SupplyService:
         account = await self._account(account_no)
         if account.get("billing_mode") != "prepaid":
             raise Conflict("该户号不是费控户号，不接收余额测算", code="account_not_prepaid")
-        estimate = {"_id": account_no, "balance_fen": balance, "daily_fen": daily, "as_of": as_of,
-                    "cutoff_date": cutoff_date, "received_at": utcnow()}
+        estimate = {
+            "_id": account_no,
+            "balance_fen": balance,
+            "daily_fen": daily,
+            "as_of": as_of,
+            "cutoff_date": cutoff_date,
+            "received_at": utcnow(),
+        }
         try:
             # kept only if no newer estimate is held: the filter misses a newer one, and the upsert
             # then collides with it on _id
             await self.db.balance_estimates.update_one(
-                {"_id": account_no, "as_of": {"$lte": as_of}}, {"$set": estimate}, upsert=True)
+                {"_id": account_no, "as_of": {"$lte": as_of}}, {"$set": estimate}, upsert=True
+            )
         except DuplicateKeyError:
             held = await self.db.balance_estimates.find_one({"_id": account_no})
             return {"estimate": estimate_view(held), "applied": False}
@@ -207,25 +235,36 @@ class SupplyService:
         below = estimate["balance_fen"] < alert.get("low_balance_fen", DEFAULT_THRESHOLD_FEN)
         if below == bool(alert.get("below")):
             return
-        update: dict[str, Any] = {"$set": {"below": below, "account_no": account_no, "user_id": user_id,
-                                           "updated_at": utcnow()}}
+        update: dict[str, Any] = {
+            "$set": {"below": below, "account_no": account_no, "user_id": user_id, "updated_at": utcnow()}
+        }
         if below:
             update["$inc"] = {"crossings": 1}
         try:
             # the state as read is in the filter: of concurrent checks one flips it
             flipped = await self.db.balance_alerts.find_one_and_update(
-                {"_id": key, "below": bool(alert.get("below"))}, update, upsert="_id" not in alert,
-                return_document=ReturnDocument.AFTER)
+                {"_id": key, "below": bool(alert.get("below"))},
+                update,
+                upsert="_id" not in alert,
+                return_document=ReturnDocument.AFTER,
+            )
         except DuplicateKeyError:
             return
         if flipped is None or not below:
             return
         left = days_left(estimate["balance_fen"], estimate["daily_fen"])
-        await self.notifications.notify_user(user_id, "low_balance", {
-            "account_no": account_no, "balance_fen": estimate["balance_fen"],
-            "days_text": f"约{left}天" if left is not None else "暂无测算",
-            "as_of": beijing(estimate["as_of"]),
-        }, None, f"low_balance:{account_no}:{user_id}:{flipped['crossings']}")
+        await self.notifications.notify_user(
+            user_id,
+            "low_balance",
+            {
+                "account_no": account_no,
+                "balance_fen": estimate["balance_fen"],
+                "days_text": f"约{left}天" if left is not None else "暂无测算",
+                "as_of": beijing(estimate["as_of"]),
+            },
+            None,
+            f"low_balance:{account_no}:{user_id}:{flipped['crossings']}",
+        )
 
     async def record_event(self, account_no: Any, body: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """A supply event: ``(event, created)``; the same account, kind and time is one event."""
@@ -250,9 +289,15 @@ class SupplyService:
         if errors:
             raise ValidationFailed(details=errors)
         await self._account(account_no)
-        event = {"_id": f"{account_no}:{kind}:{at.isoformat()}", "account_no": account_no, "kind": kind,
-                 "at": at, "reason": reason, "cutoff_at": cutoff_at,
-                 "received_at": utcnow()}
+        event = {
+            "_id": f"{account_no}:{kind}:{at.isoformat()}",
+            "account_no": account_no,
+            "kind": kind,
+            "at": at,
+            "reason": reason,
+            "cutoff_at": cutoff_at,
+            "received_at": utcnow(),
+        }
         try:
             await self.db.supply_events.insert_one(event)
             created = True
@@ -261,19 +306,21 @@ class SupplyService:
         await self._follow_event(account_no, kind, at, cutoff_at)
         message = {"cutoff_warning": "cutoff_warning", "restored": "supply_restored"}.get(kind)
         if message:
-            data = {"account_no": account_no, "at": beijing(at),
-                    "cutoff_at": beijing(cutoff_at) or "请尽快交费", "reason": event.get("reason") or "欠费"}
+            data = {
+                "account_no": account_no,
+                "at": beijing(at),
+                "cutoff_at": beijing(cutoff_at) or "请尽快交费",
+                "reason": event.get("reason") or "欠费",
+            }
             for user_id in await self.accounts.user_ids_of(account_no):
-                await self.notifications.notify_user(user_id, message, data, None,
-                                                     f"supply:{event['_id']}:{user_id}")
+                await self.notifications.notify_user(user_id, message, data, None, f"supply:{event['_id']}:{user_id}")
         return event, created
 
     async def _follow_event(self, account_no: str, kind: str, at: datetime, cutoff_at: datetime | None) -> None:
         """The account's supply state follows its newest event; an older event arriving late joins
         the timeline only. One conditional write: the filter names what the event may replace."""
         values: dict[str, Any] = {"last_event_at": at, "since": at, "updated_at": utcnow()}
-        filter_: dict[str, Any] = {"_id": account_no,
-                                   "$or": [{"last_event_at": None}, {"last_event_at": {"$lte": at}}]}
+        filter_: dict[str, Any] = {"_id": account_no, "$or": [{"last_event_at": None}, {"last_event_at": {"$lte": at}}]}
         if kind == "cutoff_warning":
             values.update(state="warned", cutoff_at=cutoff_at)
             filter_["state"] = {"$nin": ["cut_off", "reconnecting"]}  # a warning does not undo a cut
@@ -293,30 +340,62 @@ class SupplyService:
         count = 0
         async for state in self.db.supply_states.find({"state": "cut_off"}):
             no = state["_id"]
-            payment = await self.db.payments.find({
-                "account_no": no, "status": "credited", "credited_at": {"$gte": state["cut_at"]},
-            }).sort("credited_at", ASCENDING).limit(1).to_list(None)
+            payment = (
+                await self.db.payments.find(
+                    {
+                        "account_no": no,
+                        "status": "credited",
+                        "credited_at": {"$gte": state["cut_at"]},
+                    }
+                )
+                .sort("credited_at", ASCENDING)
+                .limit(1)
+                .to_list(None)
+            )
             if not payment:
                 continue
             order = payment[0]
             otn = order["out_trade_no"]
-            body = {"account_no": no, "out_trade_no": otn, "transaction_id": order.get("transaction_id"),
-                    "amount_fen": order["amount_fen"], "paid_at": order.get("paid_at"),
-                    "credited_at": order["credited_at"], "cut_off_at": state["cut_at"]}
+            body = {
+                "account_no": no,
+                "out_trade_no": otn,
+                "transaction_id": order.get("transaction_id"),
+                "amount_fen": order["amount_fen"],
+                "paid_at": order.get("paid_at"),
+                "credited_at": order["credited_at"],
+                "cut_off_at": state["cut_at"],
+            }
             # each step is keyed by the payment: a crash between them is finished on the next pass
-            await self.outbox.enqueue("webhook", f"webhook:account.reconnect_requested:{otn}",
-                                      {"event": "account.reconnect_requested", "body": body})
+            await self.outbox.enqueue(
+                "webhook",
+                f"webhook:account.reconnect_requested:{otn}",
+                {"event": "account.reconnect_requested", "body": body},
+            )
             try:
-                await self.db.supply_events.insert_one({
-                    "_id": f"{no}:reconnect_requested:{otn}", "account_no": no, "kind": "reconnect_requested",
-                    "at": order["credited_at"], "reason": None, "out_trade_no": otn,
-                    "amount_fen": order["amount_fen"], "received_at": utcnow()})
+                await self.db.supply_events.insert_one(
+                    {
+                        "_id": f"{no}:reconnect_requested:{otn}",
+                        "account_no": no,
+                        "kind": "reconnect_requested",
+                        "at": order["credited_at"],
+                        "reason": None,
+                        "out_trade_no": otn,
+                        "amount_fen": order["amount_fen"],
+                        "received_at": utcnow(),
+                    }
+                )
             except DuplicateKeyError:
                 pass
             done = await self.db.supply_states.update_one(
                 {"_id": no, "state": "cut_off", "cut_at": state["cut_at"]},
-                {"$set": {"state": "reconnecting", "updated_at": utcnow(),
-                          "reconnect": {"out_trade_no": otn, "requested_at": utcnow()}}})
+                {
+                    "$set": {
+                        "state": "reconnecting",
+                        "updated_at": utcnow(),
+                        "reconnect": {"out_trade_no": otn, "requested_at": utcnow()},
+                    }
+                },
+            )
             if done.modified_count:
                 log.info("reconnection of %s requested after payment %s", no, otn)
                 count += 1
@@ -327,21 +406,32 @@ class SupplyService:
         today = (now or utcnow()).astimezone(SHANGHAI).date()
         last = today + timedelta(days=self.remind_days)
         count = 0
-        async for bill in self.db.bills.find({"status": {"$in": ["unpaid", "partial"]},
-                                              "due_date": {"$gte": today.isoformat(), "$lte": last.isoformat()}}):
+        async for bill in self.db.bills.find(
+            {
+                "status": {"$in": ["unpaid", "partial"]},
+                "due_date": {"$gte": today.isoformat(), "$lte": last.isoformat()},
+            }
+        ):
             owed = int(bill.get("amount_fen", 0)) - int(bill.get("paid_fen", 0))
             if owed <= 0:
                 continue
-            account = await self.db.accounts.find_one({"_id": bill["account_no"]},
-                                                      {"billing_mode": 1, "bindings": 1})
+            account = await self.db.accounts.find_one({"_id": bill["account_no"]}, {"billing_mode": 1, "bindings": 1})
             if account is None or account.get("billing_mode") == "prepaid":
                 continue
             for binding in account.get("bindings", []):
                 uid = binding["user_id"]
-                queued = await self.notifications.notify_user(uid, "overdue_reminder", {
-                    "account_no": bill["account_no"], "period": bill["period"], "owed_fen": owed,
-                    "due_date": bill["due_date"],
-                }, None, f"overdue:{bill['account_no']}:{bill['period']}:{uid}")
+                queued = await self.notifications.notify_user(
+                    uid,
+                    "overdue_reminder",
+                    {
+                        "account_no": bill["account_no"],
+                        "period": bill["period"],
+                        "owed_fen": owed,
+                        "due_date": bill["due_date"],
+                    },
+                    None,
+                    f"overdue:{bill['account_no']}:{bill['period']}:{uid}",
+                )
                 count += bool(queued)
         return count
 
@@ -349,27 +439,40 @@ class SupplyService:
         """One pass of the periodic work; counted in ``jobs`` so operations (and tests) can see
         that a pass ran."""
         counts = {"reconnections": await self.request_reconnections(), "reminders": await self.remind_overdue()}
-        await self.db.jobs.update_one({"_id": "supply"}, {"$inc": {"runs": 1},
-                                                          "$set": {"last_at": utcnow(), "last": counts}},
-                                      upsert=True)
+        await self.db.jobs.update_one(
+            {"_id": "supply"}, {"$inc": {"runs": 1}, "$set": {"last_at": utcnow(), "last": counts}}, upsert=True
+        )
         return counts
 
 
 async def stuck_reconnections(db: AsyncDatabase, older_than: timedelta) -> list[dict[str, Any]]:
     """Accounts shown 复电处理中 for longer than ``older_than`` since the request: ``restored``
     has not arrived (scripts/pending.py)."""
-    return [s async for s in db.supply_states.find({
-        "state": "reconnecting", "reconnect.requested_at": {"$lte": utcnow() - older_than}}).sort("since", ASCENDING)]
+    return [
+        s
+        async for s in db.supply_states.find(
+            {"state": "reconnecting", "reconnect.requested_at": {"$lte": utcnow() - older_than}}
+        ).sort("since", ASCENDING)
+    ]
 
 
 def estimate_view(doc: dict[str, Any]) -> dict[str, Any]:
-    return {"balance_fen": doc["balance_fen"], "daily_fen": doc.get("daily_fen"), "as_of": doc["as_of"],
-            "cutoff_date": doc.get("cutoff_date"), "days_left": days_left(doc["balance_fen"], doc.get("daily_fen"))}
+    return {
+        "balance_fen": doc["balance_fen"],
+        "daily_fen": doc.get("daily_fen"),
+        "as_of": doc["as_of"],
+        "cutoff_date": doc.get("cutoff_date"),
+        "days_left": days_left(doc["balance_fen"], doc.get("daily_fen")),
+    }
 
 
 def event_view(doc: dict[str, Any]) -> dict[str, Any]:
-    view = {"kind": doc["kind"], "label": LABELS.get(doc["kind"], doc["kind"]), "at": doc["at"],
-            "reason": doc.get("reason")}
+    view = {
+        "kind": doc["kind"],
+        "label": LABELS.get(doc["kind"], doc["kind"]),
+        "at": doc["at"],
+        "reason": doc.get("reason"),
+    }
     if doc.get("cutoff_at"):
         view["cutoff_at"] = doc["cutoff_at"]
     if doc.get("out_trade_no"):

@@ -42,10 +42,15 @@ class TerminalService:
             raise ValidationFailed(details=[{"field": "terminal_id", "message": "2 至 32 位字母、数字、_ 或 -"}])
         secret = secrets.token_urlsafe(32)
         try:
-            await self.db.terminals.insert_one({
-                "terminal_id": terminal_id, "name": name.strip(), "status": "active",
-                "secret_enc": self.protector.encrypt(secret, SECRET_FIELD), "created_at": utcnow(),
-            })
+            await self.db.terminals.insert_one(
+                {
+                    "terminal_id": terminal_id,
+                    "name": name.strip(),
+                    "status": "active",
+                    "secret_enc": self.protector.encrypt(secret, SECRET_FIELD),
+                    "created_at": utcnow(),
+                }
+            )
         except DuplicateKeyError:
             raise ValidationFailed(details=[{"field": "terminal_id", "message": "该终端编号已存在"}]) from None
         return terminal_id, secret

@@ -38,7 +38,6 @@ MAX_IMAGE_PIXELS = 50_000_000
 PURPOSE = "upload"
 
 
-
 class PayloadTooLarge(AppError):
     status = 413
     code = "payload_too_large"
@@ -126,8 +125,9 @@ class UploadService:
         self.catalog = catalog
         self.max_bytes = max_bytes
 
-    async def store(self, user: dict[str, Any], data: bytes, filename: str | None = None,
-                    kind: str | None = None) -> dict[str, Any]:
+    async def store(
+        self, user: dict[str, Any], data: bytes, filename: str | None = None, kind: str | None = None
+    ) -> dict[str, Any]:
         """Check and store one upload of ``user``: ``{file_id, content_type, size, sha256, kind}``.
 
         Raises ``PayloadTooLarge`` (413), ``UnsupportedFileType`` (415) or ``ValidationFailed``
@@ -139,32 +139,54 @@ class UploadService:
         else:
             kind = None
         if not data:
-            raise ValidationFailed("文件为空", code="empty_file",
-                                   details=[{"field": "file", "message": "请选择要上传的文件"}])
+            raise ValidationFailed(
+                "文件为空", code="empty_file", details=[{"field": "file", "message": "请选择要上传的文件"}]
+            )
         if len(data) > self.max_bytes:
-            raise PayloadTooLarge(f"文件不能超过{self.max_bytes // (1024 * 1024) or 1}MB"
-                                  if self.max_bytes >= 1024 * 1024 else f"文件不能超过{self.max_bytes}字节")
+            raise PayloadTooLarge(
+                f"文件不能超过{self.max_bytes // (1024 * 1024) or 1}MB"
+                if self.max_bytes >= 1024 * 1024
+                else f"文件不能超过{self.max_bytes}字节"
+            )
         loop = asyncio.get_running_loop()
         content_type = await loop.run_in_executor(None, inspect, data)
         sha256 = hashlib.sha256(data).hexdigest()
         metadata = {
-            "owner": user["_id"], "content_type": content_type, "sha256": sha256, "size": len(data),
-            "kind": kind, "purpose": PURPOSE, "created_at": utcnow(),
+            "owner": user["_id"],
+            "content_type": content_type,
+            "sha256": sha256,
+            "size": len(data),
+            "kind": kind,
+            "purpose": PURPOSE,
+            "created_at": utcnow(),
         }
         file_id = await self.bucket.upload_from_stream(
-            _safe_filename(filename, content_type), data, metadata=metadata,
+            _safe_filename(filename, content_type),
+            data,
+            metadata=metadata,
         )
-        return {"file_id": str(file_id), "content_type": content_type, "size": len(data), "sha256": sha256,
-                "kind": kind}
+        return {
+            "file_id": str(file_id),
+            "content_type": content_type,
+            "size": len(data),
+            "sha256": sha256,
+            "kind": kind,
+        }
 
     async def get_owned(self, user: dict[str, Any], file_id: str) -> dict[str, Any]:
         """Metadata of an upload of ``user``: ``{file_id, filename, content_type, size, sha256, kind,
         created_at}``. ``UploadNotFound`` (404) when it does not exist or belongs to someone else."""
         doc = await self._find(user, file_id)
         meta = doc["metadata"]
-        return {"file_id": str(doc["_id"]), "filename": doc.get("filename"), "content_type": meta["content_type"],
-                "size": meta["size"], "sha256": meta["sha256"], "kind": meta.get("kind"),
-                "created_at": meta.get("created_at") or doc.get("uploadDate")}
+        return {
+            "file_id": str(doc["_id"]),
+            "filename": doc.get("filename"),
+            "content_type": meta["content_type"],
+            "size": meta["size"],
+            "sha256": meta["sha256"],
+            "kind": meta.get("kind"),
+            "created_at": meta.get("created_at") or doc.get("uploadDate"),
+        }
 
     async def open(self, user: dict[str, Any], file_id: str) -> tuple[dict[str, Any], AsyncIterator[bytes]]:
         """``(metadata, chunks)`` to stream an upload of ``user``; 404 as ``get_owned``."""

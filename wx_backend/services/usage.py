@@ -117,8 +117,10 @@ class UsageService:
         ops = []
         for v in checked:
             doc = {"kwh": v["kwh"], "updated_at": now}
-            update: dict[str, Any] = {"$set": doc, "$setOnInsert": {
-                "account_no": account_no, "kind": v["kind"], "key": v["key"], "created_at": now}}
+            update: dict[str, Any] = {
+                "$set": doc,
+                "$setOnInsert": {"account_no": account_no, "kind": v["kind"], "key": v["key"], "created_at": now},
+            }
             if "tou" in v:
                 doc["tou"] = v["tou"]
             else:
@@ -128,8 +130,9 @@ class UsageService:
         return {"received": len(ops), "created": result.upserted_count, "updated": len(ops) - result.upserted_count}
 
     # -- analysis ----------------------------------------------------------------------------
-    async def monthly(self, user: dict[str, Any], account_no: str, first: Any = None, last: Any = None,
-                      now: datetime | None = None) -> dict[str, Any]:
+    async def monthly(
+        self, user: dict[str, Any], account_no: str, first: Any = None, last: Any = None, now: datetime | None = None
+    ) -> dict[str, Any]:
         """Monthly kWh and amount from ``first`` to ``last`` (``YYYY-MM``, at most 36 months).
 
         Defaults: the 12 months ending with the current one (Asia/Shanghai).
@@ -174,21 +177,29 @@ class UsageService:
             kwh, amount, tou, source = figures(period)
             prev_kwh, prev_amount, _, _ = figures(add_months(period, -1))
             ly_kwh, ly_amount, _, _ = figures(add_months(period, -12))
-            months.append({
-                "period": period, "kwh": kwh, "amount_fen": amount, "source": source,
-                "kwh_by_period": tou,
-                "avg_price": ratio_round(amount * 100, kwh) if amount is not None and kwh else None,
-                "kwh_mom_permille": permille_change(kwh, prev_kwh),
-                "kwh_yoy_permille": permille_change(kwh, ly_kwh),
-                "amount_mom_permille": permille_change(amount, prev_amount),
-                "amount_yoy_permille": permille_change(amount, ly_amount),
-            })
+            months.append(
+                {
+                    "period": period,
+                    "kwh": kwh,
+                    "amount_fen": amount,
+                    "source": source,
+                    "kwh_by_period": tou,
+                    "avg_price": ratio_round(amount * 100, kwh) if amount is not None and kwh else None,
+                    "kwh_mom_permille": permille_change(kwh, prev_kwh),
+                    "kwh_yoy_permille": permille_change(kwh, ly_kwh),
+                    "amount_mom_permille": permille_change(amount, prev_amount),
+                    "amount_yoy_permille": permille_change(amount, ly_amount),
+                }
+            )
             period = add_months(period, 1)
 
         # range totals from the same documents (one read per collection; see docs/queries.md)
         billed_docs = [by_bill[m["period"]] for m in months if m["source"] == "bill"]
-        billed = {"kwh": sum(b["kwh"]["total"] for b in billed_docs),
-                  "amount": sum(b["amount_fen"] for b in billed_docs), "count": len(billed_docs)}
+        billed = {
+            "kwh": sum(b["kwh"]["total"] for b in billed_docs),
+            "amount": sum(b["amount_fen"] for b in billed_docs),
+            "count": len(billed_docs),
+        }
         tou_sums = {p: 0 for p in TOU_PERIODS}
         reading_only = [m for m in months if m["source"] == "reading"]
         kwh_total = billed["kwh"] + sum(m["kwh"] for m in reading_only)
@@ -197,7 +208,10 @@ class UsageService:
                 tou_sums[p] += (m["kwh_by_period"] or {}).get(p, 0)
         tou_total = sum(tou_sums.values())
         return {
-            "account_no": account_no, "granularity": "month", "from": first, "to": last,
+            "account_no": account_no,
+            "granularity": "month",
+            "from": first,
+            "to": last,
             "months": months,
             "totals": {
                 "kwh": kwh_total if billed["count"] or reading_only else None,
@@ -208,7 +222,8 @@ class UsageService:
                 "price_unit": "0.0001元/kWh",
                 "kwh_by_period": tou_sums if tou_total else None,
                 "share_permille": {p: ratio_round(tou_sums[p] * 1000, tou_total) for p in TOU_PERIODS}
-                if tou_total else None,
+                if tou_total
+                else None,
             },
         }
 
@@ -220,9 +235,19 @@ class UsageService:
         days = period_days(month)
         by_day = await read_readings(self.db, account_no, "day", days, {"key": 1, "kwh": 1, "tou": 1})
         docs = list(by_day.values())
-        rows = [{"date": day, "kwh": by_day[day]["kwh"] if day in by_day else None,
-                 "kwh_by_period": by_day[day].get("tou") if day in by_day else None} for day in days]
+        rows = [
+            {
+                "date": day,
+                "kwh": by_day[day]["kwh"] if day in by_day else None,
+                "kwh_by_period": by_day[day].get("tou") if day in by_day else None,
+            }
+            for day in days
+        ]
         return {
-            "account_no": account_no, "granularity": "day", "month": month, "days": rows,
-            "total_kwh": sum(d["kwh"] for d in docs) if docs else None, "days_read": len(docs),
+            "account_no": account_no,
+            "granularity": "day",
+            "month": month,
+            "days": rows,
+            "total_kwh": sum(d["kwh"] for d in docs) if docs else None,
+            "days_read": len(docs),
         }

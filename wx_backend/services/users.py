@@ -93,14 +93,22 @@ class UserService:
         if session.get("unionid"):
             update["$set"]["unionid"] = session["unionid"]
         user = await self.db.users.find_one_and_update(
-            {"mp_openid": session["openid"]}, update, upsert=True, return_document=ReturnDocument.AFTER,
+            {"mp_openid": session["openid"]},
+            update,
+            upsert=True,
+            return_document=ReturnDocument.AFTER,
         )
         user = await link_follower_on_login(self.db, user)  # followed the official account first
         token = new_token()
-        await self.db.sessions.insert_one({  # under the token's hash: looked up by _id (services/keys.py)
-            "_id": token_hash(token), "token_hash": token_hash(token), "user_id": user["_id"], "created_at": now,
-            "expires_at": now + timedelta(seconds=self.session_ttl),
-        })
+        await self.db.sessions.insert_one(
+            {  # under the token's hash: looked up by _id (services/keys.py)
+                "_id": token_hash(token),
+                "token_hash": token_hash(token),
+                "user_id": user["_id"],
+                "created_at": now,
+                "expires_at": now + timedelta(seconds=self.session_ttl),
+            }
+        )
         return {"token": token, "expires_in": self.session_ttl, "user": self.public(user)}
 
     async def authenticate(self, token: str) -> dict[str, Any]:

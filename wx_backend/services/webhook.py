@@ -45,11 +45,20 @@ class WebhookSender:
         raw = json.dumps({"event": event, "body": body}, ensure_ascii=False, default=str).encode()
         ts, nonce = str(int(time.time())), secrets.token_hex(16)
         path = urlsplit(self.url).path or "/"
-        return HTTPRequest(self.url, method="POST", body=raw, headers={
-            "Content-Type": "application/json; charset=UTF-8",
-            "X-Timestamp": ts, "X-Nonce": nonce, "X-Event-Id": event_id,
-            "X-Signature": request_signature(self.secret, "POST", path, ts, nonce, raw),
-        }, connect_timeout=self.timeout, request_timeout=self.timeout)
+        return HTTPRequest(
+            self.url,
+            method="POST",
+            body=raw,
+            headers={
+                "Content-Type": "application/json; charset=UTF-8",
+                "X-Timestamp": ts,
+                "X-Nonce": nonce,
+                "X-Event-Id": event_id,
+                "X-Signature": request_signature(self.secret, "POST", path, ts, nonce, raw),
+            },
+            connect_timeout=self.timeout,
+            request_timeout=self.timeout,
+        )
 
     async def deliver(self, doc: dict[str, Any]) -> Outcome:
         if not self.url:

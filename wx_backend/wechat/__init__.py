@@ -23,15 +23,26 @@ def pay_gateway(config: Config, http: WeChatHTTP) -> PayAPI | PayV3API:
     if config.pay_api == "v3":
         ensure_dev_keys(config)
         return PayV3API(
-            http, appid=config.mp_appid, mch_id=config.mch_id, apiv3_key=config.pay_apiv3_key,
+            http,
+            appid=config.mp_appid,
+            mch_id=config.mch_id,
+            apiv3_key=config.pay_apiv3_key,
             serial_no=config.pay_mch_serial,
             private_key=load_private_key(config.pay_v3_private_key, "WX_PAY_V3_PRIVATE_KEY"),
             wechatpay_public_key=load_public_key(config.pay_public_key, "WX_PAY_PUBLIC_KEY"),
-            wechatpay_key_id=config.pay_public_key_id, other_appids=(config.oa_appid,),
+            wechatpay_key_id=config.pay_public_key_id,
+            other_appids=(config.oa_appid,),
         )
-    return PayAPI(http, appid=config.mp_appid, mch_id=config.mch_id, key=config.pay_key,
-                  sign_type=config.pay_sign_type, cert=config.pay_cert, cert_key=config.pay_key_pem,
-                  other_appids=(config.oa_appid,))
+    return PayAPI(
+        http,
+        appid=config.mp_appid,
+        mch_id=config.mch_id,
+        key=config.pay_key,
+        sign_type=config.pay_sign_type,
+        cert=config.pay_cert,
+        cert_key=config.pay_key_pem,
+        other_appids=(config.oa_appid,),
+    )
 
 
 class WeChat:

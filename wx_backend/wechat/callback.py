@@ -107,7 +107,10 @@ class CallbackCrypto:
             raise CallbackRejected("signature", "msg_signature")
         try:
             plain = self._crypto._decrypt_message(  # wechatpy's own path, given a parsed dict
-                {"Encrypt": outer["Encrypt"]}, expected, query.get("timestamp", ""), query.get("nonce", ""),
+                {"Encrypt": outer["Encrypt"]},
+                expected,
+                query.get("timestamp", ""),
+                query.get("nonce", ""),
                 PrpCrypto,
             )
         except InvalidSignatureException as exc:
@@ -123,7 +126,10 @@ class CallbackCrypto:
         if not self._crypto or not reply_xml:
             return reply_xml
         return self._crypto._encrypt_message(  # wechatpy's own path, with our prefix source
-            reply_xml, nonce or str(secrets.randbelow(10**9)), timestamp or str(int(time.time())), self._prp,
+            reply_xml,
+            nonce or str(secrets.randbelow(10**9)),
+            timestamp or str(int(time.time())),
+            self._prp,
         )
 
     def encrypt(self, xml: str, nonce: str, timestamp: str) -> tuple[str, str]:

@@ -37,18 +37,30 @@ class WeChatHTTP:
         self.base_url = base_url.rstrip("/")
         self.timeout = timeout
 
-    async def request(self, method: str, path: str, *, params: dict | None = None,
-                      body: bytes | None = None, content_type: str = "application/json",
-                      timeout: float | None = None, client_cert: str | None = None,
-                      client_key: str | None = None) -> bytes:
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict | None = None,
+        body: bytes | None = None,
+        content_type: str = "application/json",
+        timeout: float | None = None,
+        client_cert: str | None = None,
+        client_key: str | None = None,
+    ) -> bytes:
         url = self.base_url + path
         if params:
             url += "?" + urlencode(params)
         req = HTTPRequest(
-            url, method=method, body=body,
+            url,
+            method=method,
+            body=body,
             headers={"Content-Type": content_type} if body is not None else None,
-            connect_timeout=timeout or self.timeout, request_timeout=timeout or self.timeout,
-            client_cert=client_cert, client_key=client_key,
+            connect_timeout=timeout or self.timeout,
+            request_timeout=timeout or self.timeout,
+            client_cert=client_cert,
+            client_key=client_key,
         )
         started = time.monotonic()
         try:
@@ -65,8 +77,9 @@ class WeChatHTTP:
             log.debug("wechat %s %s %.0f ms", method, path, (time.monotonic() - started) * 1000)
         return resp.body
 
-    async def json(self, method: str, path: str, *, params: dict | None = None,
-                   payload: Any = None, timeout: float | None = None) -> dict:
+    async def json(
+        self, method: str, path: str, *, params: dict | None = None, payload: Any = None, timeout: float | None = None
+    ) -> dict:
         body = None if payload is None else json.dumps(payload, ensure_ascii=False).encode()
         raw = await self.request(method, path, params=params, body=body, timeout=timeout)
         try:

@@ -192,9 +192,19 @@ class PayAPI:
     notify_path = "/wechat/pay/notify"  # where this API's payment notifications are received
     refund_notify_path = "/wechat/pay/refund-notify"  # and its refund notifications
 
-    def __init__(self, http: WeChatHTTP, *, appid: str, mch_id: str, key: str, sign_type: str = "MD5",
-                 cert: str | None = None, cert_key: str | None = None,
-                 on_call: Callable[[PayCall], Awaitable[None] | None] | None = None, other_appids: tuple = ()):
+    def __init__(
+        self,
+        http: WeChatHTTP,
+        *,
+        appid: str,
+        mch_id: str,
+        key: str,
+        sign_type: str = "MD5",
+        cert: str | None = None,
+        cert_key: str | None = None,
+        on_call: Callable[[PayCall], Awaitable[None] | None] | None = None,
+        other_appids: tuple = (),
+    ):
         if sign_type not in SIGN_TYPES:
             raise ValueError(f"sign_type must be one of {SIGN_TYPES}")
         self._http = http
@@ -211,24 +221,59 @@ class PayAPI:
         self.on_call = on_call
 
     # -- operations ----------------------------------------------------------------------------
-    async def unifiedorder(self, out_trade_no: str, total_fee: int, body: str, openid: str, notify_url: str,
-                           spbill_create_ip: str, time_expire: datetime | str,
-                           attach: str | None = None, appid: str | None = None) -> PayResult:
+    async def unifiedorder(
+        self,
+        out_trade_no: str,
+        total_fee: int,
+        body: str,
+        openid: str,
+        notify_url: str,
+        spbill_create_ip: str,
+        time_expire: datetime | str,
+        attach: str | None = None,
+        appid: str | None = None,
+    ) -> PayResult:
         """A JSAPI order of the mini-program (or of ``appid``, the official account); a SUCCESS
         answer carries ``prepay_id`` (valid 2 h)."""
-        return await self._call("unifiedorder", "/pay/unifiedorder", {
-            "appid": appid, "out_trade_no": out_trade_no, "total_fee": _fen(total_fee), "body": body, "openid": openid,
-            "notify_url": notify_url, "spbill_create_ip": spbill_create_ip, "trade_type": "JSAPI",
-            "time_expire": wechat_time(time_expire), "attach": attach,
-        })
+        return await self._call(
+            "unifiedorder",
+            "/pay/unifiedorder",
+            {
+                "appid": appid,
+                "out_trade_no": out_trade_no,
+                "total_fee": _fen(total_fee),
+                "body": body,
+                "openid": openid,
+                "notify_url": notify_url,
+                "spbill_create_ip": spbill_create_ip,
+                "trade_type": "JSAPI",
+                "time_expire": wechat_time(time_expire),
+                "attach": attach,
+            },
+        )
 
-    async def micropay(self, out_trade_no: str, total_fee: int, body: str, auth_code: str,
-                       spbill_create_ip: str, attach: str | None = None) -> PayResult:
+    async def micropay(
+        self,
+        out_trade_no: str,
+        total_fee: int,
+        body: str,
+        auth_code: str,
+        spbill_create_ip: str,
+        attach: str | None = None,
+    ) -> PayResult:
         """Charge a payment code. ``err_code`` USERPAYING / SYSTEMERROR / BANKERROR mean: query."""
-        return await self._call("micropay", "/pay/micropay", {
-            "out_trade_no": out_trade_no, "total_fee": _fen(total_fee), "body": body,
-            "auth_code": auth_code, "spbill_create_ip": spbill_create_ip, "attach": attach,
-        })
+        return await self._call(
+            "micropay",
+            "/pay/micropay",
+            {
+                "out_trade_no": out_trade_no,
+                "total_fee": _fen(total_fee),
+                "body": body,
+                "auth_code": auth_code,
+                "spbill_create_ip": spbill_create_ip,
+                "attach": attach,
+            },
+        )
 
     async def orderquery(self, out_trade_no: str) -> PayResult:
         """The order's ``trade_state`` (SUCCESS, REFUND, NOTPAY, CLOSED, REVOKED, USERPAYING, PAYERROR)."""
@@ -240,18 +285,33 @@ class PayAPI:
 
     async def reverse(self, out_trade_no: str) -> PayResult:
         """Revoke a payment-code order (refunds it if paid). Call again while ``recall == 'Y'``."""
-        return await self._call("reverse", "/secapi/pay/reverse", {"out_trade_no": out_trade_no},
-                                secure=True)
+        return await self._call("reverse", "/secapi/pay/reverse", {"out_trade_no": out_trade_no}, secure=True)
 
-    async def refund(self, out_trade_no: str, out_refund_no: str, total_fee: int, refund_fee: int,
-                     reason: str | None = None, notify_url: str | None = None) -> PayResult:
+    async def refund(
+        self,
+        out_trade_no: str,
+        out_refund_no: str,
+        total_fee: int,
+        refund_fee: int,
+        reason: str | None = None,
+        notify_url: str | None = None,
+    ) -> PayResult:
         """Ask for a refund of part or all of a paid order; the same ``out_refund_no`` refunds only
         once. SUCCESS means accepted: the outcome comes from ``refundquery`` or the refund
         notification sent to ``notify_url``."""
-        return await self._call("refund", "/secapi/pay/refund", {
-            "out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "total_fee": _fen(total_fee),
-            "refund_fee": _fen(refund_fee), "refund_desc": reason, "notify_url": notify_url,
-        }, secure=True)
+        return await self._call(
+            "refund",
+            "/secapi/pay/refund",
+            {
+                "out_trade_no": out_trade_no,
+                "out_refund_no": out_refund_no,
+                "total_fee": _fen(total_fee),
+                "refund_fee": _fen(refund_fee),
+                "refund_desc": reason,
+                "notify_url": notify_url,
+            },
+            secure=True,
+        )
 
     async def refundquery(self, out_refund_no: str) -> PayResult:
         """The refund's ``refund_status_0`` and amounts."""
@@ -284,13 +344,16 @@ class PayAPI:
         return text
 
     # -- mini-program payment and notifications -------------------------------------------------
-    def jsapi_params(self, prepay_id: str, *, timestamp: int | None = None,
-                     nonce_str: str | None = None, appid: str | None = None) -> dict[str, str]:
+    def jsapi_params(
+        self, prepay_id: str, *, timestamp: int | None = None, nonce_str: str | None = None, appid: str | None = None
+    ) -> dict[str, str]:
         """The fields of ``wx.requestPayment``: timeStamp, nonceStr, package, signType, paySign;
         with ``appid`` (the official account's ``getBrandWCPayRequest``) appId too."""
         fields = {
-            "appId": appid or self.appid, "timeStamp": str(int(time.time()) if timestamp is None else timestamp),
-            "nonceStr": nonce_str or secrets.token_hex(16), "package": f"prepay_id={prepay_id}",
+            "appId": appid or self.appid,
+            "timeStamp": str(int(time.time()) if timestamp is None else timestamp),
+            "nonceStr": nonce_str or secrets.token_hex(16),
+            "package": f"prepay_id={prepay_id}",
             "signType": self.sign_type,
         }
         fields["paySign"] = pay_sign(fields, self._key, self.sign_type)
@@ -367,8 +430,9 @@ class PayAPI:
         cert = {"client_cert": self._cert, "client_key": self._cert_key} if secure and self._cert else {}
         started = time.monotonic()
         try:
-            return await self._http.request("POST", call.path, body=dict_to_xml(fields).encode(),
-                                            content_type="text/xml; charset=utf-8", **cert)
+            return await self._http.request(
+                "POST", call.path, body=dict_to_xml(fields).encode(), content_type="text/xml; charset=utf-8", **cert
+            )
         except WeChatUnavailable as exc:
             await self._fail(call, "unavailable", str(exc.details))
             raise

@@ -45,8 +45,11 @@ def load_public_key(value: str, what: str) -> rsa.RSAPublicKey:
     path = key_path(value)
     try:
         data = path.read_bytes()
-        key = (serialization.load_pem_public_key(data) if b"PUBLIC KEY" in data
-               else serialization.load_pem_private_key(data, password=None).public_key())
+        key = (
+            serialization.load_pem_public_key(data)
+            if b"PUBLIC KEY" in data
+            else serialization.load_pem_private_key(data, password=None).public_key()
+        )
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"{what}: cannot read a PEM public key from {path} ({exc})") from exc
     if not isinstance(key, rsa.RSAPublicKey):
@@ -55,8 +58,9 @@ def load_public_key(value: str, what: str) -> rsa.RSAPublicKey:
 
 
 def private_pem(key: rsa.RSAPrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
+    return key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
 
 
 def public_pem(key: rsa.RSAPublicKey) -> bytes:
@@ -86,8 +90,10 @@ def ensure_dev_keys(config: Config) -> None:
     (the merchant's private key; the sandbox's WeChat Pay key pair). Elsewhere: nothing."""
     if config.env not in ("dev", "test"):
         return
-    for private_setting, public_setting in (("pay_v3_private_key", None),
-                                            ("sandbox_pay_private_key", "pay_public_key")):
+    for private_setting, public_setting in (
+        ("pay_v3_private_key", None),
+        ("sandbox_pay_private_key", "pay_public_key"),
+    ):
         value = getattr(config, private_setting)
         if not value:
             continue

@@ -70,9 +70,14 @@ CLOCK_SKEW = 300  # seconds: answers and notifications further off are refused
 NOTIFY_PATH = "/wechat/pay/notify/v3"
 # v3 error codes under the v2 names the payments service decides on
 V3_TO_V2 = {
-    "SYSTEM_ERROR": "SYSTEMERROR", "BANK_ERROR": "BANKERROR", "NOT_ENOUGH": "NOTENOUGH",
-    "ORDER_CLOSED": "ORDERCLOSED", "ORDER_NOT_EXIST": "ORDERNOTEXIST", "ORDER_PAID": "ORDERPAID",
-    "ORDER_REVERSED": "ORDERREVERSED", "RESOURCE_NOT_EXISTS": "REFUNDNOTEXIST",
+    "SYSTEM_ERROR": "SYSTEMERROR",
+    "BANK_ERROR": "BANKERROR",
+    "NOT_ENOUGH": "NOTENOUGH",
+    "ORDER_CLOSED": "ORDERCLOSED",
+    "ORDER_NOT_EXIST": "ORDERNOTEXIST",
+    "ORDER_PAID": "ORDERPAID",
+    "ORDER_REVERSED": "ORDERREVERSED",
+    "RESOURCE_NOT_EXISTS": "REFUNDNOTEXIST",
 }
 REFUSED = {"SIGN_ERROR", "NO_AUTH", "MCH_NOT_EXISTS", "APPID_MCHID_NOT_MATCH"}  # the call itself
 V3_REFUND_STATUS = {"CLOSED": "REFUNDCLOSE", "ABNORMAL": "CHANGE"}  # v3 refund status -> v2's
@@ -107,11 +112,20 @@ def transaction_fields(data: Mapping[str, Any]) -> dict[str, str]:
     payer = data.get("payer") or {}
     state = str(data.get("trade_state") or "")
     fields = {
-        "result_code": "SUCCESS", "appid": data.get("appid"), "mch_id": data.get("mchid"),
-        "out_trade_no": data.get("out_trade_no"), "transaction_id": data.get("transaction_id"),
-        "trade_type": data.get("trade_type"), "trade_state": state, "trade_state_desc": data.get("trade_state_desc"),
-        "openid": payer.get("openid"), "attach": data.get("attach"), "bank_type": data.get("bank_type"),
-        "total_fee": amount.get("total"), "cash_fee": amount.get("payer_total"), "fee_type": amount.get("currency"),
+        "result_code": "SUCCESS",
+        "appid": data.get("appid"),
+        "mch_id": data.get("mchid"),
+        "out_trade_no": data.get("out_trade_no"),
+        "transaction_id": data.get("transaction_id"),
+        "trade_type": data.get("trade_type"),
+        "trade_state": state,
+        "trade_state_desc": data.get("trade_state_desc"),
+        "openid": payer.get("openid"),
+        "attach": data.get("attach"),
+        "bank_type": data.get("bank_type"),
+        "total_fee": amount.get("total"),
+        "cash_fee": amount.get("payer_total"),
+        "fee_type": amount.get("currency"),
         "time_end": wechat_time_of(data.get("success_time")),
     }
     return {k: str(v) for k, v in fields.items() if v is not None and v != ""}
@@ -123,9 +137,20 @@ class PayV3API:
     notify_path = NOTIFY_PATH
     refund_notify_path = "/wechat/pay/refund-notify/v3"
 
-    def __init__(self, http: WeChatHTTP, *, appid: str, mch_id: str, apiv3_key: str, serial_no: str,
-                 private_key: rsa.RSAPrivateKey, wechatpay_public_key: rsa.RSAPublicKey, wechatpay_key_id: str,
-                 on_call: Callable[[PayCall], Awaitable[None] | None] | None = None, other_appids: tuple = ()):
+    def __init__(
+        self,
+        http: WeChatHTTP,
+        *,
+        appid: str,
+        mch_id: str,
+        apiv3_key: str,
+        serial_no: str,
+        private_key: rsa.RSAPrivateKey,
+        wechatpay_public_key: rsa.RSAPublicKey,
+        wechatpay_key_id: str,
+        on_call: Callable[[PayCall], Awaitable[None] | None] | None = None,
+        other_appids: tuple = (),
+    ):
         if len(apiv3_key.encode()) != 32:
             raise ConfigError("WX_PAY_APIV3_KEY must be the 32-character APIv3 key")
         if not serial_no or not wechatpay_key_id:
@@ -142,68 +167,109 @@ class PayV3API:
         self.on_call = on_call
 
     # -- operations (PayAPI's names and results) -----------------------------------------------
-    async def unifiedorder(self, out_trade_no: str, total_fee: int, body: str, openid: str, notify_url: str,
-                           spbill_create_ip: str, time_expire: datetime | str,
-                           attach: str | None = None, appid: str | None = None) -> PayResult:
+    async def unifiedorder(
+        self,
+        out_trade_no: str,
+        total_fee: int,
+        body: str,
+        openid: str,
+        notify_url: str,
+        spbill_create_ip: str,
+        time_expire: datetime | str,
+        attach: str | None = None,
+        appid: str | None = None,
+    ) -> PayResult:
         """A JSAPI order (``/v3/pay/transactions/jsapi``) of the mini-program or of ``appid`` (the
         official account); SUCCESS carries ``prepay_id``."""
         payload = {
-            "appid": appid or self.appid, "mchid": self.mch_id, "description": body, "out_trade_no": out_trade_no,
-            "time_expire": rfc3339(time_expire), "attach": attach, "notify_url": notify_url,
-            "amount": {"total": _fen(total_fee), "currency": "CNY"}, "payer": {"openid": openid},
+            "appid": appid or self.appid,
+            "mchid": self.mch_id,
+            "description": body,
+            "out_trade_no": out_trade_no,
+            "time_expire": rfc3339(time_expire),
+            "attach": attach,
+            "notify_url": notify_url,
+            "amount": {"total": _fen(total_fee), "currency": "CNY"},
+            "payer": {"openid": openid},
             "scene_info": {"payer_client_ip": spbill_create_ip},
         }
         status, data, call = await self._call("unifiedorder", "POST", "/v3/pay/transactions/jsapi", payload)
         return await self._result(call, status, data, lambda d: {"prepay_id": d.get("prepay_id")})
 
-    async def micropay(self, out_trade_no: str, total_fee: int, body: str, auth_code: str,
-                       spbill_create_ip: str, attach: str | None = None) -> PayResult:
+    async def micropay(
+        self,
+        out_trade_no: str,
+        total_fee: int,
+        body: str,
+        auth_code: str,
+        spbill_create_ip: str,
+        attach: str | None = None,
+    ) -> PayResult:
         """Charge a payment code (``/v3/pay/transactions/codepay``). USERPAYING (HTTP 202, or a
         body whose ``trade_state`` is USERPAYING), SYSTEMERROR and BANKERROR mean: query."""
         payload = {
-            "appid": self.appid, "mchid": self.mch_id, "description": body, "out_trade_no": out_trade_no,
-            "attach": attach, "payer": {"auth_code": auth_code},
+            "appid": self.appid,
+            "mchid": self.mch_id,
+            "description": body,
+            "out_trade_no": out_trade_no,
+            "attach": attach,
+            "payer": {"auth_code": auth_code},
             "amount": {"total": _fen(total_fee), "currency": "CNY"},
             "scene_info": {"device_ip": spbill_create_ip},
         }
         status, data, call = await self._call("micropay", "POST", "/v3/pay/transactions/codepay", payload)
         if 200 <= status < 300 and data.get("trade_state", "SUCCESS") != "SUCCESS":
             state = data.get("trade_state")
-            return await self._fail_result(call, "USERPAYING" if state == "USERPAYING" else str(state),
-                                     data.get("trade_state_desc") or "")
+            return await self._fail_result(
+                call, "USERPAYING" if state == "USERPAYING" else str(state), data.get("trade_state_desc") or ""
+            )
         return await self._result(call, status, data, transaction_fields)
 
     async def orderquery(self, out_trade_no: str) -> PayResult:
         """The order's ``trade_state``; ORDERNOTEXIST when WeChat has none."""
         path = f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}"
-        status, data, call = await self._call("orderquery", "GET", path, query={"mchid": self.mch_id},
-                                              record={"out_trade_no": out_trade_no})
+        status, data, call = await self._call(
+            "orderquery", "GET", path, query={"mchid": self.mch_id}, record={"out_trade_no": out_trade_no}
+        )
         return await self._result(call, status, data, transaction_fields)
 
     async def closeorder(self, out_trade_no: str) -> PayResult:
         """Close an unpaid JSAPI order (204); ORDERPAID if it was paid after all."""
         path = f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}/close"
-        status, data, call = await self._call("closeorder", "POST", path, {"mchid": self.mch_id},
-                                              record={"out_trade_no": out_trade_no})
+        status, data, call = await self._call(
+            "closeorder", "POST", path, {"mchid": self.mch_id}, record={"out_trade_no": out_trade_no}
+        )
         return await self._result(call, status, data, lambda d: {})
 
     async def reverse(self, out_trade_no: str) -> PayResult:
         """Revoke a payment-code order; ``recall`` is Y after an error worth calling again for."""
         path = f"/v3/pay/transactions/out-trade-no/{quote(out_trade_no, safe='')}/reverse"
-        status, data, call = await self._call("reverse", "POST", path, {"appid": self.appid, "mchid": self.mch_id},
-                                              record={"out_trade_no": out_trade_no})
+        status, data, call = await self._call(
+            "reverse", "POST", path, {"appid": self.appid, "mchid": self.mch_id}, record={"out_trade_no": out_trade_no}
+        )
         result = await self._result(call, status, data, lambda d: {"recall": "N"})
         if not result.ok:
             result["recall"] = "Y" if result.get("err_code") in RECALL else "N"
         return result
 
-    async def refund(self, out_trade_no: str, out_refund_no: str, total_fee: int, refund_fee: int,
-                     reason: str | None = None, notify_url: str | None = None) -> PayResult:
+    async def refund(
+        self,
+        out_trade_no: str,
+        out_refund_no: str,
+        total_fee: int,
+        refund_fee: int,
+        reason: str | None = None,
+        notify_url: str | None = None,
+    ) -> PayResult:
         """Ask for a refund (``PROCESSING``: the outcome comes from ``refundquery`` or the
         notification to ``notify_url``); the same ``out_refund_no`` refunds only once."""
-        payload = {"out_trade_no": out_trade_no, "out_refund_no": out_refund_no, "reason": reason,
-                   "notify_url": notify_url,
-                   "amount": {"refund": _fen(refund_fee), "total": _fen(total_fee), "currency": "CNY"}}
+        payload = {
+            "out_trade_no": out_trade_no,
+            "out_refund_no": out_refund_no,
+            "reason": reason,
+            "notify_url": notify_url,
+            "amount": {"refund": _fen(refund_fee), "total": _fen(total_fee), "currency": "CNY"},
+        }
         status, data, call = await self._call("refund", "POST", "/v3/refund/domestic/refunds", payload)
         return await self._result(call, status, data, _refund_fields)
 
@@ -214,9 +280,17 @@ class PayV3API:
 
         def fields(d: Mapping[str, Any]) -> dict[str, Any]:
             one = _refund_fields(d)
-            return {"out_trade_no": one.get("out_trade_no"), "transaction_id": one.get("transaction_id"),
-                    "refund_count": "1", **{f"{k}_0": v for k, v in one.items()
-                                            if k in ("out_refund_no", "refund_id", "refund_fee", "refund_status")}}
+            return {
+                "out_trade_no": one.get("out_trade_no"),
+                "transaction_id": one.get("transaction_id"),
+                "refund_count": "1",
+                **{
+                    f"{k}_0": v
+                    for k, v in one.items()
+                    if k in ("out_refund_no", "refund_id", "refund_fee", "refund_status")
+                },
+            }
+
         return await self._result(call, status, data, fields)
 
     async def downloadbill(self, bill_date: date, bill_type: str = "ALL") -> str:
@@ -240,8 +314,9 @@ class PayV3API:
             raise PaySignatureError("bill download outside WeChat Pay, or an unknown hash", call)
         await self._done(call, "ok")
         fetch = PayCall("downloadbill", url.path, {"bill_date": bill_date.isoformat()})
-        raw_status, _headers, raw = await self._send(fetch, "GET", url.path + (f"?{url.query}" if url.query else ""),
-                                                    None)
+        raw_status, _headers, raw = await self._send(
+            fetch, "GET", url.path + (f"?{url.query}" if url.query else ""), None
+        )
         if raw_status != 200:
             await self._done(fetch, "unavailable", f"HTTP {raw_status}")
             raise WeChatUnavailable(details={"path": url.path, "status": raw_status})
@@ -254,15 +329,21 @@ class PayV3API:
         return raw.decode("utf-8", "replace")
 
     # -- mini-program payment and notifications -------------------------------------------------
-    def jsapi_params(self, prepay_id: str, *, timestamp: int | None = None,
-                     nonce_str: str | None = None, appid: str | None = None) -> dict[str, str]:
+    def jsapi_params(
+        self, prepay_id: str, *, timestamp: int | None = None, nonce_str: str | None = None, appid: str | None = None
+    ) -> dict[str, str]:
         """The fields of ``wx.requestPayment``: timeStamp, nonceStr, package, signType=RSA, paySign;
         with ``appid`` (the official account's ``getBrandWCPayRequest``) appId too."""
         ts = str(int(time.time()) if timestamp is None else timestamp)
         nonce = nonce_str or secrets.token_hex(16)
         package = f"prepay_id={prepay_id}"
-        fields = {"timeStamp": ts, "nonceStr": nonce, "package": package, "signType": "RSA",
-                  "paySign": rsa_sign(self._private_key, pay_sign_message(appid or self.appid, ts, nonce, package))}
+        fields = {
+            "timeStamp": ts,
+            "nonceStr": nonce,
+            "package": package,
+            "signType": "RSA",
+            "paySign": rsa_sign(self._private_key, pay_sign_message(appid or self.appid, ts, nonce, package)),
+        }
         return fields if appid is None else {"appId": appid, **fields}
 
     def parse_notification(self, body: bytes | str, headers: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -281,8 +362,9 @@ class PayV3API:
             resource = envelope["resource"]
             if resource.get("algorithm") != "AEAD_AES_256_GCM":
                 raise PayNotificationError(f"algorithm {resource.get('algorithm')!r}")
-            plain = aead_decrypt(self._apiv3_key, resource["nonce"], resource.get("associated_data") or "",
-                                 resource["ciphertext"])
+            plain = aead_decrypt(
+                self._apiv3_key, resource["nonce"], resource.get("associated_data") or "", resource["ciphertext"]
+            )
         except InvalidTag as exc:
             raise PaySignatureError("notification resource does not decrypt") from exc
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
@@ -313,8 +395,11 @@ class PayV3API:
             raise PaySignatureError(f"refund notification {problem}")
         try:
             resource = json.loads(raw)["resource"]
-            refund = json.loads(aead_decrypt(self._apiv3_key, resource["nonce"], resource.get("associated_data") or "",
-                                             resource["ciphertext"]))
+            refund = json.loads(
+                aead_decrypt(
+                    self._apiv3_key, resource["nonce"], resource.get("associated_data") or "", resource["ciphertext"]
+                )
+            )
             fields = {k: str(v) for k, v in _refund_fields(refund).items() if v is not None}
         except InvalidTag as exc:
             raise PaySignatureError("refund notification resource does not decrypt") from exc
@@ -343,9 +428,16 @@ class PayV3API:
         return None
 
     # -- the wire ------------------------------------------------------------------------------
-    async def _call(self, operation: str, method: str, path: str, payload: dict[str, Any] | None = None, *,
-                    query: dict[str, str] | None = None,
-                    record: dict[str, Any] | None = None) -> tuple[int, dict[str, Any], PayCall]:
+    async def _call(
+        self,
+        operation: str,
+        method: str,
+        path: str,
+        payload: dict[str, Any] | None = None,
+        *,
+        query: dict[str, str] | None = None,
+        record: dict[str, Any] | None = None,
+    ) -> tuple[int, dict[str, Any], PayCall]:
         """Send a signed request; ``(status, JSON body, call)`` of a verified answer."""
         body = None if payload is None else {k: v for k, v in payload.items() if v is not None}
         url = path + ("?" + urlencode(query) if query else "")
@@ -371,20 +463,27 @@ class PayV3API:
             raise PaySignatureError("response for another appid or mchid", call)
         return status, data, call
 
-    async def _send(self, call: PayCall, method: str, url: str,
-                    body: dict[str, Any] | None) -> tuple[int, Mapping[str, str], bytes]:
+    async def _send(
+        self, call: PayCall, method: str, url: str, body: dict[str, Any] | None
+    ) -> tuple[int, Mapping[str, str], bytes]:
         text = "" if body is None else json.dumps(body, ensure_ascii=False, separators=(",", ":"))
         headers = {
             "Authorization": authorization(self.mch_id, self.serial_no, self._private_key, method, url, text),
-            "Accept": "application/json", "Wechatpay-Serial": self.wechatpay_key_id,
+            "Accept": "application/json",
+            "Wechatpay-Serial": self.wechatpay_key_id,
             "User-Agent": "wx-backend (WeChat Pay API v3)",
         }
         if body is not None:
             headers["Content-Type"] = "application/json"
         timeout = self._http.timeout
-        request = HTTPRequest(self._http.base_url + url, method=method, headers=headers,
-                              body=text.encode() if body is not None else None,
-                              connect_timeout=timeout, request_timeout=timeout)
+        request = HTTPRequest(
+            self._http.base_url + url,
+            method=method,
+            headers=headers,
+            body=text.encode() if body is not None else None,
+            connect_timeout=timeout,
+            request_timeout=timeout,
+        )
         started = time.monotonic()
         try:
             resp = await AsyncHTTPClient().fetch(request, raise_error=False)
@@ -401,12 +500,14 @@ class PayV3API:
             raise WeChatUnavailable(details={"path": call.path, "reason": "timeout"})
         return resp.code, resp.headers, resp.body or b""
 
-    async def _result(self, call: PayCall, status: int, data: dict[str, Any],
-                      fields: Callable[[Mapping[str, Any]], dict[str, Any]]) -> PayResult:
+    async def _result(
+        self, call: PayCall, status: int, data: dict[str, Any], fields: Callable[[Mapping[str, Any]], dict[str, Any]]
+    ) -> PayResult:
         if 200 <= status < 300 and status != 202:
             await self._done(call, "ok")
-            result = PayResult({"result_code": "SUCCESS",
-                                **{k: str(v) for k, v in fields(data).items() if v is not None}})
+            result = PayResult(
+                {"result_code": "SUCCESS", **{k: str(v) for k, v in fields(data).items() if v is not None}}
+            )
             result.call = call
             return result
         return await self._refuse_or_fail(call, status, data)
@@ -437,7 +538,12 @@ class PayV3API:
 
 def _refund_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     amount = data.get("amount") or {}
-    return {"out_trade_no": data.get("out_trade_no"), "transaction_id": data.get("transaction_id"),
-            "out_refund_no": data.get("out_refund_no"), "refund_id": data.get("refund_id"),
-            "refund_fee": amount.get("refund"), "total_fee": amount.get("total"),
-            "refund_status": V3_REFUND_STATUS.get(data.get("status"), data.get("status"))}
+    return {
+        "out_trade_no": data.get("out_trade_no"),
+        "transaction_id": data.get("transaction_id"),
+        "out_refund_no": data.get("out_refund_no"),
+        "refund_id": data.get("refund_id"),
+        "refund_fee": amount.get("refund"),
+        "total_fee": amount.get("total"),
+        "refund_status": V3_REFUND_STATUS.get(data.get("status"), data.get("status")),
+    }

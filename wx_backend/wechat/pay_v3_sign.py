@@ -40,14 +40,24 @@ def rsa_verify(key: rsa.RSAPublicKey, message: bytes, signature: str) -> bool:
     return True
 
 
-def authorization(mchid: str, serial_no: str, key: rsa.RSAPrivateKey, method: str, url: str, body: str,
-                  timestamp: int | None = None, nonce: str | None = None) -> str:
+def authorization(
+    mchid: str,
+    serial_no: str,
+    key: rsa.RSAPrivateKey,
+    method: str,
+    url: str,
+    body: str,
+    timestamp: int | None = None,
+    nonce: str | None = None,
+) -> str:
     """The ``Authorization`` header of a v3 request."""
     ts = str(int(time.time()) if timestamp is None else timestamp)
     nonce = nonce or secrets.token_hex(16).upper()
     signature = rsa_sign(key, request_message(method, url, ts, nonce, body))
-    return (f'{AUTH_SCHEMA} mchid="{mchid}",nonce_str="{nonce}",signature="{signature}",'
-            f'timestamp="{ts}",serial_no="{serial_no}"')
+    return (
+        f'{AUTH_SCHEMA} mchid="{mchid}",nonce_str="{nonce}",signature="{signature}",'
+        f'timestamp="{ts}",serial_no="{serial_no}"'
+    )
 
 
 def parse_authorization(header: str) -> dict[str, str]:
@@ -75,4 +85,3 @@ def aead_encrypt(apiv3_key: bytes, nonce: str, associated_data: str, plaintext: 
 def pay_sign_message(appid: str, timestamp: str, nonce: str, package: str) -> bytes:
     """What the mini-program's ``paySign`` covers: ``appId\\ntimeStamp\\nnonceStr\\npackage\\n``."""
     return f"{appid}\n{timestamp}\n{nonce}\n{package}\n".encode()
-

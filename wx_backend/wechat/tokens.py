@@ -62,10 +62,7 @@ class AccessTokens:
             return await fn(token)
 
     def _fresh(self, doc: dict | None, stale: str | None = None) -> bool:
-        return bool(
-            doc and doc.get("token") and doc["token"] != stale
-            and doc["expires_at"] - EARLY_REFRESH > utcnow()
-        )
+        return bool(doc and doc.get("token") and doc["token"] != stale and doc["expires_at"] - EARLY_REFRESH > utcnow())
 
     async def _refresh(self, stale: str | None) -> str:
         if self._inflight is None or self._inflight.done():
@@ -94,31 +91,53 @@ class AccessTokens:
         is fenced by the generation, so a late refresher never replaces a newer token."""
         now = utcnow()
         claimed = await self._coll.update_one(
-            {"_id": self.appid, "generation": generation,
-             "$or": [{"refreshing_until": {"$exists": False}}, {"refreshing_until": None},
-                     {"refreshing_until": {"$lte": now}}]},
-            {"$set": {"refresher": self._owner, "refreshing_until": now + LEASE}})
+            {
+                "_id": self.appid,
+                "generation": generation,
+                "$or": [
+                    {"refreshing_until": {"$exists": False}},
+                    {"refreshing_until": None},
+                    {"refreshing_until": {"$lte": now}},
+                ],
+            },
+            {"$set": {"refresher": self._owner, "refreshing_until": now + LEASE}},
+        )
         return claimed.modified_count == 1
 
     async def _fetch(self) -> tuple[str, int]:
         """A new token from WeChat and its lifetime in seconds (a subclass caches another credential)."""
-        data = await self._http.json("GET", "/cgi-bin/token", params={
-            "grant_type": "client_credential", "appid": self.appid, "secret": self._secret,
-        })
+        data = await self._http.json(
+            "GET",
+            "/cgi-bin/token",
+            params={
+                "grant_type": "client_credential",
+                "appid": self.appid,
+                "secret": self._secret,
+            },
+        )
         return data["access_token"], int(data.get("expires_in", 7200))
 
     async def _fetch_and_store(self, generation: int) -> str:
         try:
             token, expires_in = await self._fetch()
         except BaseException:
-            await self._coll.update_one({"_id": self.appid, "generation": generation, "refresher": self._owner},
-                                        {"$set": {"refreshing_until": None}})
+            await self._coll.update_one(
+                {"_id": self.appid, "generation": generation, "refresher": self._owner},
+                {"$set": {"refreshing_until": None}},
+            )
             raise
         expires_at = utcnow() + timedelta(seconds=expires_in)
         stored = await self._coll.update_one(
             {"_id": self.appid, "generation": generation, "refresher": self._owner},
-            {"$set": {"token": token, "expires_at": expires_at, "generation": generation + 1,
-                      "fetched_at": utcnow(), "refreshing_until": None}},
+            {
+                "$set": {
+                    "token": token,
+                    "expires_at": expires_at,
+                    "generation": generation + 1,
+                    "fetched_at": utcnow(),
+                    "refreshing_until": None,
+                }
+            },
         )
         if not stored.modified_count:  # taken over meanwhile: the newer token stands
             log.warning("access token for %s: a newer generation was stored first", self.appid)

@@ -34,10 +34,30 @@ from .model import (
 from .refunds import RefundHandler, RefundQueryHandler
 
 __all__ = [
-    "BEHAVIOURS", "NOTIFIERS", "SHANGHAI", "AuthCode", "CloseOrderHandler", "DownloadBillHandler", "MicropayHandler",
-    "Order", "OrderQueryHandler", "PayFail", "PayHandler", "PayState", "Refund", "RefundHandler",
-    "RefundQueryHandler", "ReturnFail", "ReverseHandler", "UnifiedOrderHandler", "bill", "parse_xml",
-    "pay_signature", "to_xml", "verify_pay_signature", "wechat_time",
+    "BEHAVIOURS",
+    "NOTIFIERS",
+    "SHANGHAI",
+    "AuthCode",
+    "CloseOrderHandler",
+    "DownloadBillHandler",
+    "MicropayHandler",
+    "Order",
+    "OrderQueryHandler",
+    "PayFail",
+    "PayHandler",
+    "PayState",
+    "Refund",
+    "RefundHandler",
+    "RefundQueryHandler",
+    "ReturnFail",
+    "ReverseHandler",
+    "UnifiedOrderHandler",
+    "bill",
+    "parse_xml",
+    "pay_signature",
+    "to_xml",
+    "verify_pay_signature",
+    "wechat_time",
 ]
 
 routes = [

@@ -80,14 +80,45 @@ def bill(pay: PayState, day, bill_type: str = "ALL") -> str | None:
     totals = {"settled": 0, "refund": 0, "fee": 0, "order": 0, "applied": 0}
     cfg = pay.config
 
-    def row(at: float, order: Order, status: str, settled: int, refund_no: str, refund_id: str,
-            refund: int, fee: int, refund_status: str = "") -> list[str]:
+    def row(
+        at: float,
+        order: Order,
+        status: str,
+        settled: int,
+        refund_no: str,
+        refund_id: str,
+        refund: int,
+        fee: int,
+        refund_status: str = "",
+    ) -> list[str]:
         return [
-            datetime.fromtimestamp(at, SHANGHAI).strftime("%Y-%m-%d %H:%M:%S"), order.appid, cfg.mch_id,
-            "0", "", order.transaction_id, order.out_trade_no, order.openid, order.trade_type, status,
-            "OTHERS", "CNY", yuan(settled), "0.00", refund_id, refund_no, yuan(refund), "0.00",
-            "ORIGINAL" if refund else "", refund_status or ("SUCCESS" if refund else ""), order.body, order.attach,
-            yuan(fee), "0.60%", yuan(settled), yuan(refund), "",
+            datetime.fromtimestamp(at, SHANGHAI).strftime("%Y-%m-%d %H:%M:%S"),
+            order.appid,
+            cfg.mch_id,
+            "0",
+            "",
+            order.transaction_id,
+            order.out_trade_no,
+            order.openid,
+            order.trade_type,
+            status,
+            "OTHERS",
+            "CNY",
+            yuan(settled),
+            "0.00",
+            refund_id,
+            refund_no,
+            yuan(refund),
+            "0.00",
+            "ORIGINAL" if refund else "",
+            refund_status or ("SUCCESS" if refund else ""),
+            order.body,
+            order.attach,
+            yuan(fee),
+            "0.60%",
+            yuan(settled),
+            yuan(refund),
+            "",
         ]
 
     for order in pay.all_orders():
@@ -95,8 +126,14 @@ def bill(pay: PayState, day, bill_type: str = "ALL") -> str | None:
             fee = (order.total_fee * FEE_RATE_PER_MILLE + 500) // 1000
             revoked = order.state == "REVOKED"
             refund = order.total_fee if revoked else 0
-            rows.append((order.paid_at, row(order.paid_at, order, "REVOKED" if revoked else "SUCCESS",
-                                            order.total_fee, "", "", refund, fee)))
+            rows.append(
+                (
+                    order.paid_at,
+                    row(
+                        order.paid_at, order, "REVOKED" if revoked else "SUCCESS", order.total_fee, "", "", refund, fee
+                    ),
+                )
+            )
             totals["settled"] += order.total_fee
             totals["order"] += order.total_fee
             totals["refund"] += refund
@@ -105,8 +142,22 @@ def bill(pay: PayState, day, bill_type: str = "ALL") -> str | None:
         if bill_type in ("ALL", "REFUND"):
             for r in order.refunds:
                 if start <= r.created_at < end:
-                    rows.append((r.created_at, row(r.created_at, order, "REFUND", 0, r.out_refund_no,
-                                                   r.refund_id, r.refund_fee, 0, r.status)))
+                    rows.append(
+                        (
+                            r.created_at,
+                            row(
+                                r.created_at,
+                                order,
+                                "REFUND",
+                                0,
+                                r.out_refund_no,
+                                r.refund_id,
+                                r.refund_fee,
+                                0,
+                                r.status,
+                            ),
+                        )
+                    )
                     totals["refund"] += r.refund_fee
                     totals["applied"] += r.refund_fee
     if not rows:
@@ -115,8 +166,18 @@ def bill(pay: PayState, day, bill_type: str = "ALL") -> str | None:
     lines = [BILL_COLUMNS]
     lines += [",".join("`" + value for value in cells) for _, cells in rows]  # commas stay, as WeChat's
     lines.append(BILL_TOTAL_COLUMNS)
-    lines.append(",".join("`" + v for v in (
-        str(len(rows)), yuan(totals["settled"]), yuan(totals["refund"]), "0.00", yuan(totals["fee"]),
-        yuan(totals["order"]), yuan(totals["applied"]),
-    )))
+    lines.append(
+        ",".join(
+            "`" + v
+            for v in (
+                str(len(rows)),
+                yuan(totals["settled"]),
+                yuan(totals["refund"]),
+                "0.00",
+                yuan(totals["fee"]),
+                yuan(totals["order"]),
+                yuan(totals["applied"]),
+            )
+        )
+    )
     return "\r\n".join(lines) + "\r\n"

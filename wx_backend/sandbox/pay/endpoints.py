@@ -97,8 +97,13 @@ class PayHandler(SandboxHandler):
         return req
 
     def reply(self, req: dict[str, str], sign_type: str, result: dict[str, Any], bad_sign: bool) -> None:
-        fields: dict[str, Any] = {"return_code": "SUCCESS", "return_msg": "OK", "appid": req["appid"],
-                                  "mch_id": req["mch_id"], "nonce_str": secrets.token_hex(16)}
+        fields: dict[str, Any] = {
+            "return_code": "SUCCESS",
+            "return_msg": "OK",
+            "appid": req["appid"],
+            "mch_id": req["mch_id"],
+            "nonce_str": secrets.token_hex(16),
+        }
         if req.get("device_info"):
             fields["device_info"] = req["device_info"]
         fields.setdefault("result_code", "SUCCESS")
@@ -143,10 +148,17 @@ class PayHandler(SandboxHandler):
 
     def paid_fields(self, order: Order) -> dict[str, Any]:
         fields: dict[str, Any] = {
-            "openid": order.openid, "is_subscribe": "N", "trade_type": order.trade_type,
-            "bank_type": "OTHERS", "fee_type": "CNY", "total_fee": order.total_fee,
-            "cash_fee_type": "CNY", "cash_fee": order.total_fee, "transaction_id": order.transaction_id,
-            "out_trade_no": order.out_trade_no, "attach": order.attach,
+            "openid": order.openid,
+            "is_subscribe": "N",
+            "trade_type": order.trade_type,
+            "bank_type": "OTHERS",
+            "fee_type": "CNY",
+            "total_fee": order.total_fee,
+            "cash_fee_type": "CNY",
+            "cash_fee": order.total_fee,
+            "transaction_id": order.transaction_id,
+            "out_trade_no": order.out_trade_no,
+            "attach": order.attach,
             "time_end": wechat_time(order.paid_at) if order.paid_at else "",
         }
         return fields
@@ -195,11 +207,20 @@ class UnifiedOrderHandler(PayHandler):
                 pay.by_prepay[order.prepay_id] = order.out_trade_no
         else:
             order = Order(
-                out_trade_no=req["out_trade_no"], trade_type=trade_type, appid=req["appid"],
-                total_fee=total_fee, body=req["body"], attach=req.get("attach", ""),
-                openid=req.get("openid", ""), created_at=now, state="NOTPAY",
-                sign_type=req.get("sign_type") or "MD5", notify_url=req["notify_url"], params=params,
-                prepay_id=pay.new_prepay_id(), prepay_expires_at=now + PREPAY_LIFETIME,
+                out_trade_no=req["out_trade_no"],
+                trade_type=trade_type,
+                appid=req["appid"],
+                total_fee=total_fee,
+                body=req["body"],
+                attach=req.get("attach", ""),
+                openid=req.get("openid", ""),
+                created_at=now,
+                state="NOTPAY",
+                sign_type=req.get("sign_type") or "MD5",
+                notify_url=req["notify_url"],
+                params=params,
+                prepay_id=pay.new_prepay_id(),
+                prepay_expires_at=now + PREPAY_LIFETIME,
                 time_expire=time_expire,
             )
             pay.orders[order.out_trade_no] = order
@@ -235,8 +256,12 @@ class MicropayHandler(PayHandler):
     def _again(self, order: Order, code: str, total_fee: int) -> dict[str, Any]:
         """The same out_trade_no again: a retry with the same code sees the order as it is now."""
         payer = self.pay.auth_codes.get(code)
-        if order.trade_type == "MICROPAY" and order.state in ("USERPAYING", "PAYERROR") and payer is not None \
-                and payer.openid != order.openid:
+        if (
+            order.trade_type == "MICROPAY"
+            and order.state in ("USERPAYING", "PAYERROR")
+            and payer is not None
+            and payer.openid != order.openid
+        ):
             raise PayFail("BUYER_MISMATCH", "支付帐号错误，暂不支持同一笔订单更换支付方")
         if order.trade_type != "MICROPAY" or order.auth_code != code or order.total_fee != total_fee:
             if order.state == "SUCCESS":
@@ -270,9 +295,16 @@ class MicropayHandler(PayHandler):
             raise PayFail("AUTH_CODE_ERROR", "付款码已使用，请用户刷新付款码")
         code.used = True
         order = Order(
-            out_trade_no=req["out_trade_no"], trade_type="MICROPAY", appid=req["appid"],
-            total_fee=total_fee, body=req["body"], attach=req.get("attach", ""), openid=code.openid,
-            created_at=now, state="USERPAYING", sign_type=req.get("sign_type") or "MD5",
+            out_trade_no=req["out_trade_no"],
+            trade_type="MICROPAY",
+            appid=req["appid"],
+            total_fee=total_fee,
+            body=req["body"],
+            attach=req.get("attach", ""),
+            openid=code.openid,
+            created_at=now,
+            state="USERPAYING",
+            sign_type=req.get("sign_type") or "MD5",
             auth_code=code_value,
         )
         pay.orders[order.out_trade_no] = order
@@ -295,13 +327,23 @@ class OrderQueryHandler(PayHandler):
         order = self.order_of(req)
         state = order.trade_state
         desc = {
-            "SUCCESS": "支付成功", "REFUND": "转入退款", "NOTPAY": "未支付", "CLOSED": "已关闭",
-            "REVOKED": "已撤销", "USERPAYING": "需要用户输入支付密码", "PAYERROR": "支付失败,请撤销订单",
+            "SUCCESS": "支付成功",
+            "REFUND": "转入退款",
+            "NOTPAY": "未支付",
+            "CLOSED": "已关闭",
+            "REVOKED": "已撤销",
+            "USERPAYING": "需要用户输入支付密码",
+            "PAYERROR": "支付失败,请撤销订单",
         }[state]
-        result: dict[str, Any] = {"trade_state": state, "trade_state_desc": desc,
-                                  "out_trade_no": order.out_trade_no, "total_fee": order.total_fee,
-                                  "trade_type": order.trade_type, "openid": order.openid,
-                                  "attach": order.attach}
+        result: dict[str, Any] = {
+            "trade_state": state,
+            "trade_state_desc": desc,
+            "out_trade_no": order.out_trade_no,
+            "total_fee": order.total_fee,
+            "trade_type": order.trade_type,
+            "openid": order.openid,
+            "attach": order.attach,
+        }
         if order.was_paid:
             result.update(self.paid_fields(order))
         return result
@@ -352,4 +394,3 @@ class ReverseHandler(PayHandler):
         if order.state != "REVOKED":
             order.state, order.revoked_at, order.revoked_by = "REVOKED", now, "reverse"
         return {"recall": "N"}
-

@@ -187,18 +187,34 @@ class Order:
     def view(self) -> dict[str, Any]:
         """The order as the control surface shows it (JSON)."""
         return {
-            "out_trade_no": self.out_trade_no, "trade_type": self.trade_type, "appid": self.appid,
-            "state": self.state, "trade_state": self.trade_state, "total_fee": self.total_fee,
-            "body": self.body, "attach": self.attach, "openid": self.openid,
-            "prepay_id": self.prepay_id or None, "transaction_id": self.transaction_id or None,
+            "out_trade_no": self.out_trade_no,
+            "trade_type": self.trade_type,
+            "appid": self.appid,
+            "state": self.state,
+            "trade_state": self.trade_state,
+            "total_fee": self.total_fee,
+            "body": self.body,
+            "attach": self.attach,
+            "openid": self.openid,
+            "prepay_id": self.prepay_id or None,
+            "transaction_id": self.transaction_id or None,
             "time_end": wechat_time(self.paid_at) if self.paid_at else None,
             "revoked_by": self.revoked_by or None,
-            "refunds": [{"out_refund_no": r.out_refund_no, "refund_id": r.refund_id,
-                         "refund_fee": r.refund_fee, "status": r.status,
-                         "notifications": list(r.notifications)} for r in self.refunds],
+            "refunds": [
+                {
+                    "out_refund_no": r.out_refund_no,
+                    "refund_id": r.refund_id,
+                    "refund_fee": r.refund_fee,
+                    "status": r.status,
+                    "notifications": list(r.notifications),
+                }
+                for r in self.refunds
+            ],
             "sign_type": self.sign_type,
             "refunded_fee": self.refunded,
-            "notify_url": self.notify_url or None, "notify_status": self.notify_status or None, "api": self.api,
+            "notify_url": self.notify_url or None,
+            "notify_status": self.notify_status or None,
+            "api": self.api,
             "notifications": list(self.notifications),
         }
 
@@ -227,10 +243,12 @@ class PayState:
         if pay is None:
             cfg = state.config
             pay = state.extra["pay"] = cls(
-                config=cfg, notify_scale=cfg.sandbox_notify_scale,
+                config=cfg,
+                notify_scale=cfg.sandbox_notify_scale,
                 password_delay=cfg.sandbox_password_delay,
                 userpaying_timeout=USERPAYING_LIMIT * cfg.sandbox_time_scale,
-                reverse_after=REVERSE_AFTER * cfg.sandbox_time_scale, refund_delay=cfg.sandbox_refund_delay,
+                reverse_after=REVERSE_AFTER * cfg.sandbox_time_scale,
+                refund_delay=cfg.sandbox_refund_delay,
             )
         return pay
 
@@ -277,8 +295,11 @@ class PayState:
 
     def mark_paid(self, order: Order, at: float) -> None:
         order.state, order.paid_at = "SUCCESS", at
-        order.transaction_id = "4200" + datetime.fromtimestamp(at, SHANGHAI).strftime("%Y%m%d") + \
-            "".join(secrets.choice("0123456789") for _ in range(16))
+        order.transaction_id = (
+            "4200"
+            + datetime.fromtimestamp(at, SHANGHAI).strftime("%Y%m%d")
+            + "".join(secrets.choice("0123456789") for _ in range(16))
+        )
         self.by_transaction[order.transaction_id] = order.out_trade_no
 
     def new_auth_code(self, openid: str, behaviour: str) -> str:
@@ -298,11 +319,20 @@ class PayState:
     # -- notifications (A.10) ------------------------------------------------------------------
     def notification(self, order: Order, bad_sign: bool = False) -> bytes:
         fields = {
-            "appid": order.appid, "mch_id": self.config.mch_id, "nonce_str": secrets.token_hex(16),
-            "result_code": "SUCCESS", "return_code": "SUCCESS", "openid": order.openid,
-            "is_subscribe": "N", "trade_type": order.trade_type, "bank_type": "OTHERS",
-            "total_fee": str(order.total_fee), "fee_type": "CNY", "cash_fee": str(order.total_fee),
-            "transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no,
+            "appid": order.appid,
+            "mch_id": self.config.mch_id,
+            "nonce_str": secrets.token_hex(16),
+            "result_code": "SUCCESS",
+            "return_code": "SUCCESS",
+            "openid": order.openid,
+            "is_subscribe": "N",
+            "trade_type": order.trade_type,
+            "bank_type": "OTHERS",
+            "total_fee": str(order.total_fee),
+            "fee_type": "CNY",
+            "cash_fee": str(order.total_fee),
+            "transaction_id": order.transaction_id,
+            "out_trade_no": order.out_trade_no,
             "time_end": wechat_time(order.paid_at or time.time()),
         }
         if order.attach:
@@ -358,10 +388,17 @@ class PayState:
         record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "outcome": "pending"}  # until replied
         order.notifications.append(record)
         try:
-            resp = await AsyncHTTPClient().fetch(HTTPRequest(
-                order.notify_url, method="POST", body=body, headers=headers,
-                connect_timeout=NOTIFY_REPLY_TIMEOUT, request_timeout=NOTIFY_REPLY_TIMEOUT,
-            ), raise_error=False)
+            resp = await AsyncHTTPClient().fetch(
+                HTTPRequest(
+                    order.notify_url,
+                    method="POST",
+                    body=body,
+                    headers=headers,
+                    connect_timeout=NOTIFY_REPLY_TIMEOUT,
+                    request_timeout=NOTIFY_REPLY_TIMEOUT,
+                ),
+                raise_error=False,
+            )
         except (OSError, HTTPClientError) as exc:
             record.update(outcome="error", reason=type(exc).__name__)
             return False
@@ -379,4 +416,3 @@ NOTIFIERS: dict[str, Any] = {}
 
 def _garble(sign: str) -> str:
     return ("0" if sign[0] != "0" else "1") + sign[1:]
-

@@ -67,12 +67,18 @@ def encrypt_req_info(api_key: str, fields: dict[str, Any]) -> str:
 def refund_fields(order: Order, refund: Refund) -> dict[str, Any]:
     """What the notification's ``req_info`` says of a finished refund."""
     fields: dict[str, Any] = {
-        "transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no,
-        "refund_id": refund.refund_id, "out_refund_no": refund.out_refund_no,
-        "total_fee": order.total_fee, "settlement_total_fee": order.total_fee,
-        "refund_fee": refund.refund_fee, "settlement_refund_fee": refund.refund_fee,
-        "refund_status": refund.status, "refund_recv_accout": "支付用户的零钱",
-        "refund_account": "REFUND_SOURCE_UNSETTLED_FUNDS", "refund_request_source": "API",
+        "transaction_id": order.transaction_id,
+        "out_trade_no": order.out_trade_no,
+        "refund_id": refund.refund_id,
+        "out_refund_no": refund.out_refund_no,
+        "total_fee": order.total_fee,
+        "settlement_total_fee": order.total_fee,
+        "refund_fee": refund.refund_fee,
+        "settlement_refund_fee": refund.refund_fee,
+        "refund_status": refund.status,
+        "refund_recv_accout": "支付用户的零钱",
+        "refund_account": "REFUND_SOURCE_UNSETTLED_FUNDS",
+        "refund_request_source": "API",
     }
     if refund.status == "SUCCESS" and refund.finished_at:
         fields["success_time"] = success_time(refund.finished_at)
@@ -93,9 +99,17 @@ async def notify_refund(pay: PayState, order: Order, refund: Refund) -> None:
         record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "outcome": "pending"}
         refund.notifications.append(record)
         try:
-            resp = await AsyncHTTPClient().fetch(HTTPRequest(
-                refund.notify_url, method="POST", body=body, headers=headers,
-                connect_timeout=NOTIFY_REPLY_TIMEOUT, request_timeout=NOTIFY_REPLY_TIMEOUT), raise_error=False)
+            resp = await AsyncHTTPClient().fetch(
+                HTTPRequest(
+                    refund.notify_url,
+                    method="POST",
+                    body=body,
+                    headers=headers,
+                    connect_timeout=NOTIFY_REPLY_TIMEOUT,
+                    request_timeout=NOTIFY_REPLY_TIMEOUT,
+                ),
+                raise_error=False,
+            )
         except (OSError, HTTPClientError) as exc:
             record.update(outcome="error", reason=type(exc).__name__)
             continue
@@ -110,9 +124,15 @@ class V2RefundNotifier:
 
     @staticmethod
     def request(pay: PayState, order: Order, refund: Refund) -> tuple[bytes, dict[str, str]]:
-        body = to_xml({"return_code": "SUCCESS", "appid": order.appid, "mch_id": pay.config.mch_id,
-                       "nonce_str": secrets.token_hex(16),
-                       "req_info": encrypt_req_info(pay.key, refund_fields(order, refund))})
+        body = to_xml(
+            {
+                "return_code": "SUCCESS",
+                "appid": order.appid,
+                "mch_id": pay.config.mch_id,
+                "nonce_str": secrets.token_hex(16),
+                "req_info": encrypt_req_info(pay.key, refund_fields(order, refund)),
+            }
+        )
         return body.encode(), {"Content-Type": "text/xml"}
 
     @staticmethod
@@ -151,27 +171,39 @@ class RefundHandler(PayHandler):
                 raise PayFail("INVALID_REQUEST", "订单金额与原订单不一致")
             if time.time() - (order.paid_at or 0) > TRADE_OVERDUE_AFTER:
                 raise PayFail("TRADE_OVERDUE", "订单已经超过退款期限")
-            if any(r.out_refund_no == req["out_refund_no"] for o in self.pay.orders.values()
-                   for r in o.refunds):
+            if any(r.out_refund_no == req["out_refund_no"] for o in self.pay.orders.values() for r in o.refunds):
                 raise PayFail("INVALID_REQUEST", "商户退款单号已用于其他订单")
             if len(order.refunds) >= MAX_REFUNDS:
                 raise PayFail("INVALID_REQUEST", "退款次数超过限制(50次)，请使用新订单")
             if order.refunded + refund_fee > order.total_fee:
                 raise PayFail("INVALID_REQUEST", "退款金额超过订单可退金额")
             now = time.time()
-            refund = Refund(out_refund_no=req["out_refund_no"],
-                            refund_id="5030" + "".join(secrets.choice("0123456789") for _ in range(24)),
-                            refund_fee=refund_fee, reason=req.get("refund_desc", ""), created_at=now,
-                            settle_at=now + self.pay.refund_delay, outcome=OUTCOMES.get(fault or "", "SUCCESS"),
-                            notify_url=req.get("notify_url", ""), api=req.get("notify_api") or "v2")
+            refund = Refund(
+                out_refund_no=req["out_refund_no"],
+                refund_id="5030" + "".join(secrets.choice("0123456789") for _ in range(24)),
+                refund_fee=refund_fee,
+                reason=req.get("refund_desc", ""),
+                created_at=now,
+                settle_at=now + self.pay.refund_delay,
+                outcome=OUTCOMES.get(fault or "", "SUCCESS"),
+                notify_url=req.get("notify_url", ""),
+                api=req.get("notify_api") or "v2",
+            )
             order.refunds.append(refund)
             if refund.notify_url:
                 self.pay.spawn(notify_refund(self.pay, order, refund))
-        return {"transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no,
-                "out_refund_no": refund.out_refund_no, "refund_id": refund.refund_id,
-                "refund_fee": refund.refund_fee, "total_fee": order.total_fee, "fee_type": "CNY",
-                "cash_fee": order.total_fee, "cash_refund_fee": refund.refund_fee,
-                "refund_channel": "ORIGINAL"}
+        return {
+            "transaction_id": order.transaction_id,
+            "out_trade_no": order.out_trade_no,
+            "out_refund_no": refund.out_refund_no,
+            "refund_id": refund.refund_id,
+            "refund_fee": refund.refund_fee,
+            "total_fee": order.total_fee,
+            "fee_type": "CNY",
+            "cash_fee": order.total_fee,
+            "cash_refund_fee": refund.refund_fee,
+            "refund_channel": "ORIGINAL",
+        }
 
 
 class RefundQueryHandler(PayHandler):
@@ -197,18 +229,26 @@ class RefundQueryHandler(PayHandler):
         if order is None or not refunds:
             raise PayFail("REFUNDNOTEXIST", "退款订单查询失败")
         result: dict[str, Any] = {
-            "transaction_id": order.transaction_id, "out_trade_no": order.out_trade_no,
-            "total_fee": order.total_fee, "cash_fee": order.total_fee, "fee_type": "CNY",
-            "refund_fee": sum(r.refund_fee for r in refunds), "refund_count": len(refunds),
+            "transaction_id": order.transaction_id,
+            "out_trade_no": order.out_trade_no,
+            "total_fee": order.total_fee,
+            "cash_fee": order.total_fee,
+            "fee_type": "CNY",
+            "refund_fee": sum(r.refund_fee for r in refunds),
+            "refund_count": len(refunds),
         }
         for n, r in enumerate(refunds):
-            result.update({
-                f"out_refund_no_{n}": r.out_refund_no, f"refund_id_{n}": r.refund_id,
-                f"refund_channel_{n}": "ORIGINAL", f"refund_fee_{n}": r.refund_fee,
-                f"refund_status_{n}": r.status, f"refund_account_{n}": "REFUND_SOURCE_UNSETTLED_FUNDS",
-                f"refund_recv_accout_{n}": "支付用户的零钱",
-            })
+            result.update(
+                {
+                    f"out_refund_no_{n}": r.out_refund_no,
+                    f"refund_id_{n}": r.refund_id,
+                    f"refund_channel_{n}": "ORIGINAL",
+                    f"refund_fee_{n}": r.refund_fee,
+                    f"refund_status_{n}": r.status,
+                    f"refund_account_{n}": "REFUND_SOURCE_UNSETTLED_FUNDS",
+                    f"refund_recv_accout_{n}": "支付用户的零钱",
+                }
+            )
             if r.status == "SUCCESS" and r.finished_at:
                 result[f"refund_success_time_{n}"] = success_time(r.finished_at)
         return result
-

@@ -36,8 +36,11 @@ INDEXES = {
     ],
     "payment_events": [IndexModel([("out_trade_no", 1), ("at", 1)])],
     "payment_credits": [IndexModel([("state", 1), ("created_at", 1)])],
-    "payment_refunds": [IndexModel([("out_trade_no", 1)]), IndexModel([("created_at", 1)]),
-                        IndexModel([("state", 1), ("next_check_at", 1)])],
+    "payment_refunds": [
+        IndexModel([("out_trade_no", 1)]),
+        IndexModel([("created_at", 1)]),
+        IndexModel([("state", 1), ("next_check_at", 1)]),
+    ],
     "terminal_trades": [IndexModel([("created_at", 1)])],
 }
 
@@ -99,12 +102,14 @@ def check_amount(value: Any, maximum: int, field: str = "amount_fen") -> list[di
         return [{"field": field, "message": f"金额应在 0.01 元至 {fen_text(maximum)} 元之间"}]
     return []
 
+
 class PaymentBase:
     """The service's state and the writes every part makes: calls and notifications recorded,
     conditional status changes, the test-only pause between crediting steps."""
 
-    def __init__(self, db: AsyncDatabase, pay: PayAPI, accounts: AccountService, config: Config,
-                 outbox: Any, notifications: Any):
+    def __init__(
+        self, db: AsyncDatabase, pay: PayAPI, accounts: AccountService, config: Config, outbox: Any, notifications: Any
+    ):
         self.db = db
         self.pay = pay
         self.accounts = accounts
@@ -113,7 +118,6 @@ class PaymentBase:
         self.limiter = RateLimiter(db)
         self.outbox = outbox  # app.outbox: enqueue(kind, dedupe_key, payload) -> bool
         self.notifications = notifications  # app.notifications: notify_user(...)
-
 
     # -- the audit trail ------------------------------------------------------------------------
     async def record_call(self, call: PayCall) -> None:
@@ -127,31 +131,41 @@ class PaymentBase:
             for name in ("response_raw", "error"):
                 if isinstance(record.get(name), str):
                     record[name] = record[name].replace(code, "…" + code[-4:])
-        await self.db.payment_events.insert_one({
-            "out_trade_no": call.request.get("out_trade_no"), "kind": "call", "operation": call.operation,
-            "outcome": call.outcome, "at": utcnow(), "call": record,
-        })
+        await self.db.payment_events.insert_one(
+            {
+                "out_trade_no": call.request.get("out_trade_no"),
+                "kind": "call",
+                "operation": call.operation,
+                "outcome": call.outcome,
+                "at": utcnow(),
+                "call": record,
+            }
+        )
 
     async def _record_notification(self, out_trade_no: str | None, fields: dict[str, str], outcome: str) -> None:
-        await self.db.payment_events.insert_one({
-            "out_trade_no": out_trade_no, "kind": "notification", "outcome": outcome, "at": utcnow(),
-            "fields": {k: v for k, v in fields.items() if k != "sign"},
-        })
+        await self.db.payment_events.insert_one(
+            {
+                "out_trade_no": out_trade_no,
+                "kind": "notification",
+                "outcome": outcome,
+                "at": utcnow(),
+                "fields": {k: v for k, v in fields.items() if k != "sign"},
+            }
+        )
 
-
-
-    async def _set_status(self, order: dict[str, Any], status: str, from_statuses: tuple[str, ...],
-                          **fields: Any) -> bool:
+    async def _set_status(
+        self, order: dict[str, Any], status: str, from_statuses: tuple[str, ...], **fields: Any
+    ) -> bool:
         now = utcnow()
         values = {"status": status, "updated_at": now, **{k: v for k, v in fields.items() if v is not None}}
         if status in FINAL:
             values["next_check_at"] = None
         result = await self.db.payments.update_one(
-            {"out_trade_no": order["out_trade_no"], "status": {"$in": list(from_statuses)}}, {"$set": values})
+            {"out_trade_no": order["out_trade_no"], "status": {"$in": list(from_statuses)}}, {"$set": values}
+        )
         if result.modified_count:
             log.info("payment %s -> %s", order["out_trade_no"], status)
         return bool(result.modified_count)
-
 
     async def _step_pause(self) -> None:
         """``WX_CREDIT_STEP_DELAY``: a test-only pause between crediting steps (0 in service)."""

@@ -60,21 +60,38 @@ class Crediting:
         """WeChat says paid: record the debt once, mark the order paid, and credit it."""
         otn = order["out_trade_no"]
         if fields.get("total_fee") != str(order["amount_fen"]):
-            log.error("payment %s: WeChat reports %s fen, order is %d: not credited", otn,
-                      fields.get("total_fee"), order["amount_fen"])
+            log.error(
+                "payment %s: WeChat reports %s fen, order is %d: not credited",
+                otn,
+                fields.get("total_fee"),
+                order["amount_fen"],
+            )
             await self.db.payments.update_one({"out_trade_no": otn}, {"$set": {"anomaly": "amount_mismatch"}})
             return False
         paid_at = wechat_time_to_utc(fields.get("time_end")) or utcnow()
         transaction_id = fields.get("transaction_id")
         try:
-            await self.db.payment_credits.insert_one({
-                "_id": otn, "account_no": order["account_no"], "amount_fen": order["amount_fen"],
-                "transaction_id": transaction_id, "paid_at": paid_at, "state": "owed", "created_at": utcnow(),
-            })
+            await self.db.payment_credits.insert_one(
+                {
+                    "_id": otn,
+                    "account_no": order["account_no"],
+                    "amount_fen": order["amount_fen"],
+                    "transaction_id": transaction_id,
+                    "paid_at": paid_at,
+                    "state": "owed",
+                    "created_at": utcnow(),
+                }
+            )
         except DuplicateKeyError:
             pass
-        await self._set_status(order, "paid", (*OPEN, "closed", "failed"), transaction_id=transaction_id,
-                               paid_at=paid_at, next_check_at=utcnow() + timedelta(seconds=2))
+        await self._set_status(
+            order,
+            "paid",
+            (*OPEN, "closed", "failed"),
+            transaction_id=transaction_id,
+            paid_at=paid_at,
+            next_check_at=utcnow() + timedelta(seconds=2),
+        )
         await self.credit(otn)
         return True
 
@@ -89,11 +106,13 @@ class Crediting:
             if not await self._apply(credit):
                 return False
             credit = await self.db.payment_credits.find_one({"_id": out_trade_no})
-        await self._set_status(order, "credited", (*OPEN, "paid", "closed", "failed"),
-                               credited_at=credit.get("applied_at") or utcnow())
+        await self._set_status(
+            order, "credited", (*OPEN, "paid", "closed", "failed"), credited_at=credit.get("applied_at") or utcnow()
+        )
         if credit["state"] == "applied" and await self._announce(order, credit):
-            await self.db.payment_credits.update_one({"_id": out_trade_no, "state": "applied"},
-                                                     {"$set": {"state": "done"}})
+            await self.db.payment_credits.update_one(
+                {"_id": out_trade_no, "state": "applied"}, {"$set": {"state": "done"}}
+            )
         return True
 
     async def _apply(self, credit: dict[str, Any]) -> bool:
@@ -112,14 +131,20 @@ class Crediting:
         if settlements is None:
             return False
         await self._step_pause()
-        await self.db.payment_credits.update_one({"_id": otn, "state": "owed"}, {"$set": {
-            "state": "applied", "applied_at": utcnow(), "settlements": settlements,
-        }})
+        await self.db.payment_credits.update_one(
+            {"_id": otn, "state": "owed"},
+            {
+                "$set": {
+                    "state": "applied",
+                    "applied_at": utcnow(),
+                    "settlements": settlements,
+                }
+            },
+        )
         log.info("payment %s credited %d fen to %s", otn, amount, account_no)
         return True
 
-    async def _settle_bills(self, account_no: str, otn: str, amount: int,
-                            at: datetime) -> list[dict[str, Any]] | None:
+    async def _settle_bills(self, account_no: str, otn: str, amount: int, at: datetime) -> list[dict[str, Any]] | None:
         """Pay the account's open bills, oldest period first, from this payment (once per bill);
         the settlements made, or ``None`` if concurrent writers kept changing the bills (the
         follow-up resumes it).
@@ -133,8 +158,12 @@ class Crediting:
         for _ in range(BILL_WRITE_TRIES):
             by_period = await read_bills(self.db, account_no, *history_window(at))
             bills = [by_period[p] for p in sorted(by_period)]
-            done = [{"period": b["period"], "amount_fen": s["amount_fen"]} for b in bills
-                    for s in b.get("settlements", []) if s.get("out_trade_no") == otn and not s.get("refund_no")]
+            done = [
+                {"period": b["period"], "amount_fen": s["amount_fen"]}
+                for b in bills
+                for s in b.get("settlements", [])
+                if s.get("out_trade_no") == otn and not s.get("refund_no")
+            ]
             remaining = amount - sum(d["amount_fen"] for d in done)
             for bill in bills:
                 if remaining <= 0:
@@ -147,11 +176,17 @@ class Crediting:
                     continue
                 part = min(owed, remaining)
                 result = await self.db.bills.update_one(
-                    {"_id": bill["_id"], "amount_fen": bill["amount_fen"], "paid_fen": paid_before,
-                     "settlements.out_trade_no": {"$ne": otn}},
-                    {"$inc": {"paid_fen": part},
-                     "$set": {"status": bill_status(bill["amount_fen"], paid_before + part), "updated_at": utcnow()},
-                     "$push": {"settlements": {"out_trade_no": otn, "amount_fen": part, "at": at}}},
+                    {
+                        "_id": bill["_id"],
+                        "amount_fen": bill["amount_fen"],
+                        "paid_fen": paid_before,
+                        "settlements.out_trade_no": {"$ne": otn},
+                    },
+                    {
+                        "$inc": {"paid_fen": part},
+                        "$set": {"status": bill_status(bill["amount_fen"], paid_before + part), "updated_at": utcnow()},
+                        "$push": {"settlements": {"out_trade_no": otn, "amount_fen": part, "at": at}},
+                    },
                 )
                 if not result.modified_count:
                     break  # changed meanwhile: read again
@@ -174,17 +209,27 @@ class Crediting:
             await self.notifications.notify_user(order["user_id"], "payment_received", data, page, f"payment:{otn}")
         else:  # a terminal payment: every user who bound the account
             for user_id in await self.accounts.user_ids_of(order["account_no"]):
-                await self.notifications.notify_user(user_id, "payment_received", data, page,
-                                                     f"payment:{otn}:{user_id}")
-        await self.outbox.enqueue("webhook", f"webhook:payment.credited:{otn}", {
-            "event": "payment.credited",
-            "body": {"out_trade_no": otn, "transaction_id": credit.get("transaction_id"),
-                     "account_no": order["account_no"], "amount_fen": order["amount_fen"],
-                     "channel": order["channel"], "paid_at": credit["paid_at"].isoformat(),
-                     "settlements": credit.get("settlements", []), "terminal_id": order.get("terminal_id")},
-        })
+                await self.notifications.notify_user(
+                    user_id, "payment_received", data, page, f"payment:{otn}:{user_id}"
+                )
+        await self.outbox.enqueue(
+            "webhook",
+            f"webhook:payment.credited:{otn}",
+            {
+                "event": "payment.credited",
+                "body": {
+                    "out_trade_no": otn,
+                    "transaction_id": credit.get("transaction_id"),
+                    "account_no": order["account_no"],
+                    "amount_fen": order["amount_fen"],
+                    "channel": order["channel"],
+                    "paid_at": credit["paid_at"].isoformat(),
+                    "settlements": credit.get("settlements", []),
+                    "terminal_id": order.get("terminal_id"),
+                },
+            },
+        )
         return True
-
 
     # -- the follow-up --------------------------------------------------------------------------
     async def followup_once(self, limit: int = 200) -> dict[str, int]:
@@ -192,17 +237,24 @@ class Crediting:
         not finished (``refunds_followup``)."""
         counts = {"credits": 0, "orders": 0, "refunds": 0}
         now = utcnow()
-        credits = await self.db.payment_credits.find(
-            {"state": {"$in": ["owed", "applied"]}, "created_at": {"$lte": now - timedelta(seconds=1)}}
-        ).limit(limit).to_list(None)
+        credits = (
+            await self.db.payment_credits.find(
+                {"state": {"$in": ["owed", "applied"]}, "created_at": {"$lte": now - timedelta(seconds=1)}}
+            )
+            .limit(limit)
+            .to_list(None)
+        )
         for credit in credits:
             try:
                 await self.credit(credit["_id"])
                 counts["credits"] += 1
             except PyMongoError as exc:
                 log.warning("follow-up credit %s: %s", credit["_id"], type(exc).__name__)
-        orders = await self.db.payments.find(
-            {"status": {"$in": [*OPEN, "paid"]}, "next_check_at": {"$lte": now}}).limit(limit).to_list(None)
+        orders = (
+            await self.db.payments.find({"status": {"$in": [*OPEN, "paid"]}, "next_check_at": {"$lte": now}})
+            .limit(limit)
+            .to_list(None)
+        )
         for order in orders:
             try:
                 await self.resolve(order)
@@ -211,4 +263,3 @@ class Crediting:
                 log.warning("follow-up order %s: %s", order["out_trade_no"], type(exc).__name__)
         counts["refunds"] = await self.refunds_followup(limit)
         return counts
-

@@ -54,9 +54,11 @@ def check_timing(config: Config) -> None:
         raise ConfigError("WX_PAY_TIME_SCALE is for tests only: leave it at 1 in production")
     window = config.pay_poll_window / scale
     if not REVERSE_AFTER <= window <= USERPAYING_LIMIT:
-        raise ConfigError(f"WX_PAY_POLL_WINDOW must be {REVERSE_AFTER:.0f} to {USERPAYING_LIMIT:.0f} s: WeChat "
-                          f"refuses a reverse within 15 s of the order and revokes it by itself after 45 s "
-                          f"(now {window:g} s)")
+        raise ConfigError(
+            f"WX_PAY_POLL_WINDOW must be {REVERSE_AFTER:.0f} to {USERPAYING_LIMIT:.0f} s: WeChat "
+            f"refuses a reverse within 15 s of the order and revokes it by itself after 45 s "
+            f"(now {window:g} s)"
+        )
 
 
 def terminal_bound(config: Config) -> float:
@@ -87,24 +89,40 @@ class Micropay:
         if trade_no:
             key = f"{terminal_id}:{trade_no}"
             try:
-                await self.db.terminal_trades.insert_one({
-                    "_id": key, "out_trade_no": out_trade_no, "account_no": account_no, "amount_fen": amount_fen,
-                    "auth_code_tail": auth_code[-4:], "created_at": utcnow(),
-                })
+                await self.db.terminal_trades.insert_one(
+                    {
+                        "_id": key,
+                        "out_trade_no": out_trade_no,
+                        "account_no": account_no,
+                        "amount_fen": amount_fen,
+                        "auth_code_tail": auth_code[-4:],
+                        "created_at": utcnow(),
+                    }
+                )
             except DuplicateKeyError:
                 earlier = await self.db.terminal_trades.find_one({"_id": key})
-                if (earlier["account_no"], earlier["amount_fen"], earlier["auth_code_tail"]) != \
-                        (account_no, amount_fen, auth_code[-4:]):
+                if (earlier["account_no"], earlier["amount_fen"], earlier["auth_code_tail"]) != (
+                    account_no,
+                    amount_fen,
+                    auth_code[-4:],
+                ):
                     raise Conflict("终端流水号已用于另一笔交易", code="terminal_trade_conflict") from None
                 out_trade_no = earlier["out_trade_no"]
                 if await self.db.payments.find_one({"out_trade_no": out_trade_no}, {"_id": 1}) is not None:
                     return await self._terminal_outcome(out_trade_no, wait=True)
         now = utcnow()
         order = {
-            "out_trade_no": out_trade_no, "channel": "micropay", "account_no": account_no,
-            "terminal_id": terminal_id, "terminal_trade_no": trade_no, "amount_fen": amount_fen,
-            "status": "created", "body": f"{BODY}-{account_no}", "client_ip": client_ip or "127.0.0.1",
-            "created_at": now, "updated_at": now,
+            "out_trade_no": out_trade_no,
+            "channel": "micropay",
+            "account_no": account_no,
+            "terminal_id": terminal_id,
+            "terminal_trade_no": trade_no,
+            "amount_fen": amount_fen,
+            "status": "created",
+            "body": f"{BODY}-{account_no}",
+            "client_ip": client_ip or "127.0.0.1",
+            "created_at": now,
+            "updated_at": now,
             "expires_at": now + timedelta(seconds=terminal_bound(self.config)),
             "next_check_at": now + timedelta(seconds=self._micropay_lease()),
         }
@@ -148,7 +166,8 @@ class Micropay:
         await self._set_status(order, "pending", ("created",))
         try:
             result: PayResult | None = await self.pay.micropay(
-                order["out_trade_no"], order["amount_fen"], order["body"], auth_code, order["client_ip"])
+                order["out_trade_no"], order["amount_fen"], order["body"], auth_code, order["client_ip"]
+            )
         except PayReturnError as exc:
             await self._set_status(order, "failed", OPEN, reason=f"微信支付拒绝了请求：{exc.return_msg}")
             return
@@ -190,8 +209,11 @@ class Micropay:
             if await self._query_micropay(order, final=False):
                 return
             if time.monotonic() >= give_up:
-                log.warning("payment %s still unsettled at WeChat after %.0f s; the follow-up continues",
-                            order["out_trade_no"], time.monotonic() - started)
+                log.warning(
+                    "payment %s still unsettled at WeChat after %.0f s; the follow-up continues",
+                    order["out_trade_no"],
+                    time.monotonic() - started,
+                )
                 return
             await asyncio.sleep(self.config.pay_poll_interval)
 
@@ -212,9 +234,14 @@ class Micropay:
             await self._set_status(order, "reversed", OPEN, reason=REVERSED_REASON)
             return True
         if state == "PAYERROR":  # nothing was charged
-            await self._set_status(order, "failed", OPEN,
-                                   reason=FAIL_REASONS["PAYERROR"] if not result.get("trade_state_desc")
-                                   else f"支付失败：{result['trade_state_desc']}")
+            await self._set_status(
+                order,
+                "failed",
+                OPEN,
+                reason=FAIL_REASONS["PAYERROR"]
+                if not result.get("trade_state_desc")
+                else f"支付失败：{result['trade_state_desc']}",
+            )
             return True
         if final:
             await self._reverse(order, final_status="reversed", reason=REVERSED_REASON)

@@ -33,11 +33,18 @@ from .common import (
 log = logging.getLogger(__package__)
 
 
-
 class Orders:
     # -- JSAPI (mini-program) -------------------------------------------------------------------
-    async def create_jsapi(self, user: dict[str, Any], account_no: Any, amount_fen: Any,
-                           client_ip: str, *, appid: str | None = None, openid: str | None = None) -> dict[str, Any]:
+    async def create_jsapi(
+        self,
+        user: dict[str, Any],
+        account_no: Any,
+        amount_fen: Any,
+        client_ip: str,
+        *,
+        appid: str | None = None,
+        openid: str | None = None,
+    ) -> dict[str, Any]:
         """A mini-program payment: ``{"out_trade_no", "pay_params"}`` for ``wx.requestPayment``.
         The payer is ``openid`` (default: the user's mini-program openid); the order keeps it. With
         ``appid`` (another app of the merchant: the official account's pages) the order is made for
@@ -51,12 +58,21 @@ class Orders:
         now = utcnow()
         expires_at = now + timedelta(seconds=max(300, self.config.pay_order_ttl))
         order = {
-            "out_trade_no": new_trade_no(), "channel": "jsapi", "account_no": account_no, "user_id": user["_id"],
-            "openid": openid or user["mp_openid"], "appid": appid, "amount_fen": amount_fen, "status": "created",
-            "body": f"{BODY}-{account_no}", "client_ip": client_ip or "127.0.0.1",
+            "out_trade_no": new_trade_no(),
+            "channel": "jsapi",
+            "account_no": account_no,
+            "user_id": user["_id"],
+            "openid": openid or user["mp_openid"],
+            "appid": appid,
+            "amount_fen": amount_fen,
+            "status": "created",
+            "body": f"{BODY}-{account_no}",
+            "client_ip": client_ip or "127.0.0.1",
             "notify_url": f"{self.config.public_base.rstrip('/')}{self.pay.notify_path}",
             "time_expire": expires_at.astimezone(SHANGHAI).strftime("%Y%m%d%H%M%S"),
-            "expires_at": expires_at, "created_at": now, "updated_at": now,
+            "expires_at": expires_at,
+            "created_at": now,
+            "updated_at": now,
             "next_check_at": self._next_jsapi_check(now, expires_at),
         }
         await self.db.payments.insert_one(order)
@@ -65,12 +81,20 @@ class Orders:
             raise WeChatUnavailable(details={"out_trade_no": order["out_trade_no"]})
         if not result.ok:
             await self._set_status(order, "failed", OPEN, reason=result.get("err_code_des") or result.get("err_code"))
-            raise AppError("微信支付下单失败，请稍后再试", code="payment_order_failed", status=502,
-                           details={"err_code": result.get("err_code")})
+            raise AppError(
+                "微信支付下单失败，请稍后再试",
+                code="payment_order_failed",
+                status=502,
+                details={"err_code": result.get("err_code")},
+            )
         prepay_id = result["prepay_id"]
         await self._set_status(order, "pending", ("created",), prepay_id=prepay_id)
-        return {"out_trade_no": order["out_trade_no"], "amount_fen": amount_fen,
-                "expires_at": expires_at, "pay_params": self.pay.jsapi_params(prepay_id, appid=appid)}
+        return {
+            "out_trade_no": order["out_trade_no"],
+            "amount_fen": amount_fen,
+            "expires_at": expires_at,
+            "pay_params": self.pay.jsapi_params(prepay_id, appid=appid),
+        }
 
     async def _unifiedorder(self, order: dict[str, Any]) -> PayResult | None:
         """unifiedorder, retried with the same out_trade_no and the very same fields after
@@ -79,12 +103,22 @@ class Orders:
         for attempt in range(UNIFIEDORDER_TRIES):
             try:
                 result = await self.pay.unifiedorder(
-                    order["out_trade_no"], order["amount_fen"], order["body"], order["openid"], order["notify_url"],
-                    order["client_ip"], order["time_expire"], appid=order.get("appid"),
+                    order["out_trade_no"],
+                    order["amount_fen"],
+                    order["body"],
+                    order["openid"],
+                    order["notify_url"],
+                    order["client_ip"],
+                    order["time_expire"],
+                    appid=order.get("appid"),
                 )
             except PayReturnError as exc:
-                raise AppError("微信支付拒绝了下单请求", code="payment_order_failed", status=502,
-                               details={"return_msg": exc.return_msg}) from exc
+                raise AppError(
+                    "微信支付拒绝了下单请求",
+                    code="payment_order_failed",
+                    status=502,
+                    details={"return_msg": exc.return_msg},
+                ) from exc
             except WeChatUnavailable:
                 result = None
             if result is not None and result.get("err_code") != "SYSTEMERROR":
@@ -100,8 +134,7 @@ class Orders:
         order = await self.db.payments.find_one({"out_trade_no": out_trade_no, "user_id": user["_id"]})
         if order is None:
             raise NotFound("未找到该交费订单", code="payment_not_found")
-        expired = order["status"] in OPEN and order.get("expires_at") is not None \
-            and order["expires_at"] <= utcnow()
+        expired = order["status"] in OPEN and order.get("expires_at") is not None and order["expires_at"] <= utcnow()
         if order["status"] in OPEN and (expired or await self._may_query(out_trade_no)):
             await self.resolve(order, query_now=True)
             order = await self.db.payments.find_one({"out_trade_no": out_trade_no})
@@ -111,8 +144,9 @@ class Orders:
         """At most one look at WeChat per order every ``QUERY_INTERVAL`` seconds on behalf of a
         customer, however often the page is refreshed (shared by every process)."""
         try:
-            await self.limiter.take(f"orderquery:{out_trade_no}", period="any", limit=10**9,
-                                    min_interval=QUERY_INTERVAL)
+            await self.limiter.take(
+                f"orderquery:{out_trade_no}", period="any", limit=10**9, min_interval=QUERY_INTERVAL
+            )
         except TooManyRequests:
             return False
         return True
@@ -128,10 +162,23 @@ class Orders:
 
     @staticmethod
     def public(order: dict[str, Any]) -> dict[str, Any]:
-        view = {k: order.get(k) for k in (
-            "out_trade_no", "account_no", "amount_fen", "channel", "status", "transaction_id", "created_at",
-            "expires_at", "paid_at", "credited_at", "reason", "refunded_fen",
-        )}
+        view = {
+            k: order.get(k)
+            for k in (
+                "out_trade_no",
+                "account_no",
+                "amount_fen",
+                "channel",
+                "status",
+                "transaction_id",
+                "created_at",
+                "expires_at",
+                "paid_at",
+                "credited_at",
+                "reason",
+                "refunded_fen",
+            )
+        }
         view["refunded_fen"] = view["refunded_fen"] or 0
         return view
 
@@ -142,11 +189,11 @@ class Orders:
             return None
         events = await self.db.payment_events.find({"out_trade_no": out_trade_no}).sort("at", 1).to_list(None)
         order["calls"] = [e["call"] for e in events if e["kind"] == "call"]
-        order["notifications"] = [{"at": e["at"], "outcome": e["outcome"], **e["fields"]}
-                                  for e in events if e["kind"] == "notification"]
+        order["notifications"] = [
+            {"at": e["at"], "outcome": e["outcome"], **e["fields"]} for e in events if e["kind"] == "notification"
+        ]
         order["credit"] = await self.db.payment_credits.find_one({"_id": out_trade_no})
         return order
-
 
     # -- notifications --------------------------------------------------------------------------
     async def handle_notification(self, raw: bytes, headers: Any = None) -> tuple[bool, str]:
@@ -175,8 +222,12 @@ class Orders:
             await self._record_notification(out_trade_no, fields, "not_paid")
             return True, "OK"
         if fields.get("total_fee") != str(order["amount_fen"]):
-            log.error("payment notification for %s: total_fee %s, order %d", out_trade_no,
-                      fields.get("total_fee"), order["amount_fen"])
+            log.error(
+                "payment notification for %s: total_fee %s, order %d",
+                out_trade_no,
+                fields.get("total_fee"),
+                order["amount_fen"],
+            )
             await self._record_notification(out_trade_no, fields, "amount_mismatch")
             return False, "金额不符"
         if order["status"] == "credited":  # a repeat: done already
@@ -197,9 +248,10 @@ class Orders:
     def _finished_in_background(self, task: asyncio.Future) -> None:
         self._background.discard(task)
         if not task.cancelled() and task.exception() is not None:
-            log.warning("crediting after the notification's answer failed (%s); the follow-up resumes it",
-                        type(task.exception()).__name__)
-
+            log.warning(
+                "crediting after the notification's answer failed (%s); the follow-up resumes it",
+                type(task.exception()).__name__,
+            )
 
     # -- deciding from WeChat's word ------------------------------------------------------------
     async def resolve(self, order: dict[str, Any], query_now: bool = False) -> None:
@@ -216,7 +268,8 @@ class Orders:
             fresh = await self.db.payments.find_one_and_update(
                 {"out_trade_no": otn, "status": {"$in": list(OPEN)}, "next_check_at": {"$lte": now}},
                 {"$set": {"next_check_at": now + timedelta(seconds=self._micropay_lease())}},
-                return_document=ReturnDocument.AFTER)
+                return_document=ReturnDocument.AFTER,
+            )
             if fresh is not None:
                 await self._query_micropay(fresh, final=True)
             return
@@ -235,7 +288,8 @@ class Orders:
                 else:
                     await self.db.payments.update_one(
                         {"out_trade_no": otn, "status": {"$in": list(OPEN)}},
-                        {"$set": {"next_check_at": self._next_jsapi_check(now, order["expires_at"])}})
+                        {"$set": {"next_check_at": self._next_jsapi_check(now, order["expires_at"])}},
+                    )
             elif state == "CLOSED":
                 await self._set_status(order, "closed", OPEN)
             elif state == "REVOKED":
@@ -248,7 +302,8 @@ class Orders:
             return
         await self.db.payments.update_one(  # still undecided: look again later
             {"out_trade_no": otn, "status": {"$in": list(OPEN)}},
-            {"$set": {"next_check_at": now + timedelta(seconds=self.config.pay_followup_interval)}})
+            {"$set": {"next_check_at": now + timedelta(seconds=self.config.pay_followup_interval)}},
+        )
 
     async def _close(self, order: dict[str, Any]) -> None:
         try:

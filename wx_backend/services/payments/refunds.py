@@ -73,18 +73,37 @@ class Refunds:
             if refund_no not in order.get("refund_nos", []):
                 limit = order["amount_fen"] - amount_fen
                 reserved = await self.db.payments.update_one(
-                    {"out_trade_no": out_trade_no, "refund_nos": {"$ne": refund_no},
-                     "$or": [{"refund_reserved_fen": {"$exists": False}},
-                             {"refund_reserved_fen": {"$lte": limit}}]},
+                    {
+                        "out_trade_no": out_trade_no,
+                        "refund_nos": {"$ne": refund_no},
+                        "$or": [{"refund_reserved_fen": {"$exists": False}}, {"refund_reserved_fen": {"$lte": limit}}],
+                    },
                     {"$inc": {"refund_reserved_fen": amount_fen}, "$push": {"refund_nos": refund_no}},
                 )
-                if not reserved.modified_count and await self.db.payments.find_one(
-                        {"out_trade_no": out_trade_no, "refund_nos": refund_no}, {"_id": 1}) is None:
+                if (
+                    not reserved.modified_count
+                    and await self.db.payments.find_one(
+                        {"out_trade_no": out_trade_no, "refund_nos": refund_no}, {"_id": 1}
+                    )
+                    is None
+                ):
                     raise Conflict("退款总额超过订单金额", code="refund_exceeds_payment")
             now = utcnow()
-            await self.db.payment_refunds.update_one({"_id": refund_no}, {"$setOnInsert": {
-                "out_trade_no": out_trade_no, "account_no": order["account_no"], "amount_fen": amount_fen,
-                "reason": reason, "state": "requested", "created_at": now, "next_check_at": now}}, upsert=True)
+            await self.db.payment_refunds.update_one(
+                {"_id": refund_no},
+                {
+                    "$setOnInsert": {
+                        "out_trade_no": out_trade_no,
+                        "account_no": order["account_no"],
+                        "amount_fen": amount_fen,
+                        "reason": reason,
+                        "state": "requested",
+                        "created_at": now,
+                        "next_check_at": now,
+                    }
+                },
+                upsert=True,
+            )
             refund = await self.db.payment_refunds.find_one({"_id": refund_no})
         if refund["out_trade_no"] != out_trade_no or refund["amount_fen"] != amount_fen:
             raise Conflict("退款单号已用于其他退款", code="refund_no_conflict")
@@ -101,8 +120,14 @@ class Refunds:
         result = None
         for attempt in range(3):
             try:
-                result = await self.pay.refund(order["out_trade_no"], refund_no, order["amount_fen"], amount,
-                                               refund.get("reason"), notify_url=notify_url)
+                result = await self.pay.refund(
+                    order["out_trade_no"],
+                    refund_no,
+                    order["amount_fen"],
+                    amount,
+                    refund.get("reason"),
+                    notify_url=notify_url,
+                )
             except WeChatUnavailable:
                 result = None
             except PayReturnError as exc:
@@ -113,30 +138,53 @@ class Refunds:
         err = result.get("err_code") if result is not None else None
         if result is None or err in RETRY_NOW or err in RETRY_LATER:
             later = self.config.pay_followup_interval * (10 if err == "NOTENOUGH" else 2)
-            await self.db.payment_refunds.update_one({"_id": refund_no, "state": "requested"}, {"$set": {
-                "last_err_code": err or "unreachable", "next_check_at": utcnow() + timedelta(seconds=later)}})
+            await self.db.payment_refunds.update_one(
+                {"_id": refund_no, "state": "requested"},
+                {"$set": {"last_err_code": err or "unreachable", "next_check_at": utcnow() + timedelta(seconds=later)}},
+            )
             if result is None or err in RETRY_NOW:
                 raise WeChatUnavailable(details={"refund_no": refund_no, "hint": "run again with the same number"})
             log.warning("refund %s deferred: %s; the follow-up asks again", refund_no, err)
             return await self.db.payment_refunds.find_one({"_id": refund_no})
         if not result.ok:
-            failed = await self.db.payment_refunds.update_one({"_id": refund_no, "state": "requested"}, {"$set": {
-                "state": "failed", "err_code": err, "err_code_des": result.get("err_code_des"),
-                "next_check_at": None}})
+            failed = await self.db.payment_refunds.update_one(
+                {"_id": refund_no, "state": "requested"},
+                {
+                    "$set": {
+                        "state": "failed",
+                        "err_code": err,
+                        "err_code_des": result.get("err_code_des"),
+                        "next_check_at": None,
+                    }
+                },
+            )
             if failed.modified_count:
                 await self._release(refund)
-            raise AppError(REFUSED.get(err) or f"微信支付拒绝退款：{result.get('err_code_des') or err}",
-                           code="refund_refused", status=502, details={"err_code": err})
-        await self.db.payment_refunds.update_one({"_id": refund_no, "state": "requested"}, {"$set": {
-            "state": "accepted", "refund_id": result.get("refund_id"), "accepted_at": utcnow(),
-            "next_check_at": utcnow() + timedelta(seconds=self.config.pay_followup_interval)}})
+            raise AppError(
+                REFUSED.get(err) or f"微信支付拒绝退款：{result.get('err_code_des') or err}",
+                code="refund_refused",
+                status=502,
+                details={"err_code": err},
+            )
+        await self.db.payment_refunds.update_one(
+            {"_id": refund_no, "state": "requested"},
+            {
+                "$set": {
+                    "state": "accepted",
+                    "refund_id": result.get("refund_id"),
+                    "accepted_at": utcnow(),
+                    "next_check_at": utcnow() + timedelta(seconds=self.config.pay_followup_interval),
+                }
+            },
+        )
         return await self.db.payment_refunds.find_one({"_id": refund_no})
 
     async def _release(self, refund: dict[str, Any]) -> None:
         """Give a refund's reservation back to its order (called once, by the state change)."""
         await self.db.payments.update_one(
             {"out_trade_no": refund["out_trade_no"], "refund_nos": refund["_id"]},
-            {"$inc": {"refund_reserved_fen": -refund["amount_fen"]}, "$pull": {"refund_nos": refund["_id"]}})
+            {"$inc": {"refund_reserved_fen": -refund["amount_fen"]}, "$pull": {"refund_nos": refund["_id"]}},
+        )
 
     async def refund_outcome(self, refund_no: str, status: str, fields: dict[str, Any]) -> bool:
         """WeChat's word on a refund (notification or refundquery): SUCCESS books it, REFUNDCLOSE
@@ -146,22 +194,35 @@ class Refunds:
             return False
         state = OUTCOMES.get(status)
         if state is None:  # PROCESSING: look again later
-            await self.db.payment_refunds.update_one({"_id": refund_no, "state": {"$in": list(UNFINISHED)}}, {
-                "$set": {"next_check_at": utcnow() + timedelta(seconds=self.config.pay_followup_interval)}})
+            await self.db.payment_refunds.update_one(
+                {"_id": refund_no, "state": {"$in": list(UNFINISHED)}},
+                {"$set": {"next_check_at": utcnow() + timedelta(seconds=self.config.pay_followup_interval)}},
+            )
             return True
         changed = await self.db.payment_refunds.update_one(
             {"_id": refund_no, "state": {"$in": list(UNFINISHED)}},
-            {"$set": {"state": state, "finished_at": utcnow(), "next_check_at": None,
-                      "refund_id": fields.get("refund_id") or refund.get("refund_id"),
-                      "success_time": fields.get("success_time") or fields.get("refund_success_time_0"),
-                      "refund_recv_account": fields.get("refund_recv_accout") or fields.get("refund_recv_accout_0")}})
+            {
+                "$set": {
+                    "state": state,
+                    "finished_at": utcnow(),
+                    "next_check_at": None,
+                    "refund_id": fields.get("refund_id") or refund.get("refund_id"),
+                    "success_time": fields.get("success_time") or fields.get("refund_success_time_0"),
+                    "refund_recv_account": fields.get("refund_recv_accout") or fields.get("refund_recv_accout_0"),
+                }
+            },
+        )
         if changed.modified_count:
             log.info("refund %s -> %s", refund_no, state)
             if state == "closed":
                 await self._release(refund)
             elif state == "change":
-                log.error("refund %s of %s ended CHANGE: the money is back at the merchant; refund it by hand "
-                          "in the merchant platform", refund_no, refund["out_trade_no"])
+                log.error(
+                    "refund %s of %s ended CHANGE: the money is back at the merchant; refund it by hand "
+                    "in the merchant platform",
+                    refund_no,
+                    refund["out_trade_no"],
+                )
         refund = await self.db.payment_refunds.find_one({"_id": refund_no})
         if refund["state"] == "succeeded" and not refund.get("booked_at"):
             await self._book_refund(refund)
@@ -184,12 +245,21 @@ class Refunds:
         outcome = "accepted"
         if refund is None:
             outcome = "unknown_refund"
-        elif (fields.get("refund_fee"), fields.get("out_trade_no")) != \
-                (str(refund["amount_fen"]), refund["out_trade_no"]):
+        elif (fields.get("refund_fee"), fields.get("out_trade_no")) != (
+            str(refund["amount_fen"]),
+            refund["out_trade_no"],
+        ):
             outcome = "amount_mismatch"
-        await self.db.payment_events.insert_one({
-            "out_trade_no": fields.get("out_trade_no"), "refund_no": refund_no, "kind": "refund_notification",
-            "outcome": outcome, "at": utcnow(), "fields": fields})
+        await self.db.payment_events.insert_one(
+            {
+                "out_trade_no": fields.get("out_trade_no"),
+                "refund_no": refund_no,
+                "kind": "refund_notification",
+                "outcome": outcome,
+                "at": utcnow(),
+                "fields": fields,
+            }
+        )
         if outcome != "accepted":
             log.error("refund notification for %s refused: %s", refund_no, outcome)
             return False, "退款单不存在" if refund is None else "退款金额不符"
@@ -200,9 +270,18 @@ class Refunds:
         """Refunds not finished and due a look: ask again (``requested``), query (``accepted``),
         finish booking (``succeeded`` not booked)."""
         now, count = utcnow(), 0
-        due = await self.db.payment_refunds.find({"$or": [
-            {"state": {"$in": list(UNFINISHED)}, "next_check_at": {"$lte": now}},
-            {"state": "succeeded", "booked_at": None}]}).limit(limit).to_list(None)
+        due = (
+            await self.db.payment_refunds.find(
+                {
+                    "$or": [
+                        {"state": {"$in": list(UNFINISHED)}, "next_check_at": {"$lte": now}},
+                        {"state": "succeeded", "booked_at": None},
+                    ]
+                }
+            )
+            .limit(limit)
+            .to_list(None)
+        )
         for refund in due:
             try:
                 if refund["state"] == "requested":
@@ -233,10 +312,15 @@ class Refunds:
         await self._reopen_bills(order, refund_no)
         await self.db.payments.update_one(
             {"out_trade_no": otn, "refunds_done": {"$ne": refund_no}},
-            {"$inc": {"refunded_fen": refund["amount_fen"]}, "$push": {"refunds_done": refund_no},
-             "$set": {"updated_at": utcnow()}})
-        await self.db.payment_refunds.update_one({"_id": refund_no, "state": "succeeded"},
-                                                 {"$set": {"booked_at": utcnow()}})
+            {
+                "$inc": {"refunded_fen": refund["amount_fen"]},
+                "$push": {"refunds_done": refund_no},
+                "$set": {"updated_at": utcnow()},
+            },
+        )
+        await self.db.payment_refunds.update_one(
+            {"_id": refund_no, "state": "succeeded"}, {"$set": {"booked_at": utcnow()}}
+        )
 
     async def _reopen_bills(self, order: dict[str, Any], refund_no: str) -> None:
         """Bring the bills this payment settled down to what the refunds leave of it.
@@ -250,12 +334,20 @@ class Refunds:
         otn, account_no = order["out_trade_no"], order["account_no"]
         for _ in range(BILL_WRITE_TRIES):
             refunds = await self.db.payment_refunds.find(
-                {"out_trade_no": otn, "state": "succeeded"}, {"amount_fen": 1}).to_list(None)
+                {"out_trade_no": otn, "state": "succeeded"}, {"amount_fen": 1}
+            ).to_list(None)
             refunded_total = sum(r["amount_fen"] for r in refunds)
-            bills = await self.db.bills.find({"account_no": account_no, "settlements.out_trade_no": otn}) \
-                .sort("period", DESCENDING).to_list(None)
-            settled = sum(s["amount_fen"] for b in bills for s in b.get("settlements", [])
-                          if s.get("out_trade_no") == otn and not s.get("refund_no"))
+            bills = (
+                await self.db.bills.find({"account_no": account_no, "settlements.out_trade_no": otn})
+                .sort("period", DESCENDING)
+                .to_list(None)
+            )
+            settled = sum(
+                s["amount_fen"]
+                for b in bills
+                for s in b.get("settlements", [])
+                if s.get("out_trade_no") == otn and not s.get("refund_no")
+            )
             net = sum(s["amount_fen"] for b in bills for s in b.get("settlements", []) if s.get("out_trade_no") == otn)
             excess = net - min(settled, order["amount_fen"] - refunded_total)
             for bill in bills:
@@ -268,11 +360,23 @@ class Refunds:
                 paid_before = int(bill.get("paid_fen", 0))
                 result = await self.db.bills.update_one(
                     {"_id": bill["_id"], "amount_fen": bill["amount_fen"], "paid_fen": paid_before},
-                    {"$inc": {"paid_fen": -part},
-                     "$set": {"status": bill_status(bill["amount_fen"], paid_before - part)
-                              if paid_before - part > 0 else "unpaid", "updated_at": utcnow()},
-                     "$push": {"settlements": {"out_trade_no": otn, "refund_no": refund_no, "amount_fen": -part,
-                                               "at": utcnow()}}},
+                    {
+                        "$inc": {"paid_fen": -part},
+                        "$set": {
+                            "status": bill_status(bill["amount_fen"], paid_before - part)
+                            if paid_before - part > 0
+                            else "unpaid",
+                            "updated_at": utcnow(),
+                        },
+                        "$push": {
+                            "settlements": {
+                                "out_trade_no": otn,
+                                "refund_no": refund_no,
+                                "amount_fen": -part,
+                                "at": utcnow(),
+                            }
+                        },
+                    },
                 )
                 if not result.modified_count:
                     break  # changed meanwhile: read again
@@ -281,4 +385,3 @@ class Refunds:
                 return
             await asyncio.sleep(secrets.randbelow(20) / 1000)
         raise Conflict("账单正在变动，请用同一退款单号重试", code="payment_busy")
-
