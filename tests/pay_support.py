@@ -58,16 +58,6 @@ def auth_code(stack, behaviour: str, openid: str | None = None) -> str:
     return resp.json()["auth_code"]
 
 
-def wait_for(predicate: Callable[[], object], timeout: float = 10.0, step: float = 0.05):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(step)
-    raise AssertionError("condition not reached in time")
-
-
 class NotifyReceiver:
     """A merchant notify URL on a free port. ``decide(body) -> bool`` chooses the reply."""
 

@@ -14,13 +14,14 @@ from zoneinfo import ZoneInfo
 import pytest
 from conftest import bind_account, put_account
 from cryptography.hazmat.primitives.asymmetric import rsa
-from pay_support import auth_code, order_view, wait_for
+from pay_support import auth_code, order_view
 from pay_v3_support import Notification, api_of, notification_v3
+from waits import wait_until
 
 from wx_backend.embedded import ROOT
 from wx_backend.wechat.pay import pay_sign
 
-__all__ = ["api_of", "auth_code", "order_view", "wait_for"]
+__all__ = ["api_of", "auth_code", "order_view"]
 
 FINAL = ("credited", "closed", "failed", "reversed")
 
@@ -92,7 +93,7 @@ def order(stack, out_trade_no: str) -> dict:
 
 
 def wait_status(stack, out_trade_no: str, statuses=FINAL, timeout: float = 60.0) -> dict:
-    return wait_for(lambda: (o := order(stack, out_trade_no)) and o["status"] in statuses and o, timeout=timeout)
+    return wait_until(lambda: (o := order(stack, out_trade_no)) and o["status"] in statuses and o, timeout=timeout)
 
 
 def calls(stack, out_trade_no: str, operation: str | None = None) -> list[dict]:

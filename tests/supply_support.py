@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
-import functools
 import ipaddress
 import json
 import threading
@@ -15,7 +14,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import pay_support
 import pytest
 from aiosmtpd.controller import Controller
 from conftest import Stack, bind_account, put_account
@@ -23,6 +21,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from waits import wait_until
 
 from wx_backend.embedded import free_port
 from wx_backend.security import request_signature
@@ -161,7 +160,6 @@ def hall(workdir, mongodb_uri):
 
 
 # the outbox and the worker's passes take longer than a payment's state: a longer default wait
-wait_for = functools.partial(pay_support.wait_for, timeout=20.0)
 
 
 def follower(stack) -> dict[str, Any]:
@@ -170,7 +168,7 @@ def follower(stack) -> dict[str, Any]:
     token = stack.login(openid, unionid)
     resp = stack.sandbox_call("POST", "/sandbox/oa/follow", json={"openid": oa_openid, "unionid": unionid})
     assert resp.status_code == 200, resp.text
-    user = wait_for(lambda: (u := stack.db.users.find_one({"mp_openid": openid})) and u.get("oa_openid") and u)
+    user = wait_until(lambda: (u := stack.db.users.find_one({"mp_openid": openid})) and u.get("oa_openid") and u)
     return {"token": token, "openid": openid, "oa_openid": oa_openid, "user_id": user["_id"]}
 
 

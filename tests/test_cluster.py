@@ -10,9 +10,9 @@ import signal
 import socket
 import subprocess
 import sys
-import time
 
 import requests
+from waits import wait_until
 
 from wx_backend.embedded import ROOT, free_port, wait_for_port
 
@@ -40,15 +40,6 @@ def alive(pid: int) -> bool:
 
 def started(log_path, name: str) -> list[int]:
     return [int(pid) for pid in re.findall(rf"started {re.escape(name)} pid=(\d+)", log_path.read_text())]
-
-
-def wait_until(check, timeout: float = 20.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return check()
 
 
 def test_cluster_runs_restarts_and_stops(stack, tmp_path):

@@ -19,8 +19,9 @@ from pyhanko.pdf_utils import generic
 from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
 from pyhanko.pdf_utils.reader import PdfFileReader
 from test_contract_documents import CERT_TRUSTED, SIG_VALID, _pdfsig, _pdftext, _red_bbox
-from test_official_account import follow, ids, wait_until
+from test_official_account import follow, ids
 from test_seals import _scanned_seal_jpeg
+from waits import wait_until
 
 from wx_backend.services.notifications import load_message_templates
 

@@ -3,23 +3,14 @@
 from __future__ import annotations
 
 import os
-import time
 
 import pytest
 from conftest import Stack, error_of
+from waits import wait_until
 
 from wx_backend.embedded import FerretDB
 
 pytestmark = pytest.mark.skipif(bool(os.environ.get("MONGODB_URI")), reason="stops and restarts its own FerretDB")
-
-
-def wait_until(check, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.2)
-    return False
 
 
 def test_database_stopped_then_restarted(tmp_path):

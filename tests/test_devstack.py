@@ -8,13 +8,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from pathlib import Path
 
 import pytest
 import requests
 from conftest import base_env
+from waits import wait_until
 
 from wx_backend.embedded import ROOT, free_port
 
@@ -56,16 +56,6 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def wait_until(check, timeout: float = 60.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def the_one(parent: int, marker: str) -> int | None:
@@ -126,19 +116,19 @@ def _start_document_pool(api: str, sandbox: str) -> None:
 
 def test_dead_backend_is_restarted_alone_and_leaves_no_orphans(devstack):
     proc, api, sandbox = devstack
-    wait_until(lambda: _up(api), 120, "the backend")
-    backend = wait_until(lambda: the_one(proc.pid, "scripts.serve"), 10, "the backend process")
-    sandbox_pid = wait_until(lambda: the_one(proc.pid, "wx_backend.sandbox"), 10, "the sandbox process")
+    wait_until(lambda: _up(api), 120, what="the backend")
+    backend = wait_until(lambda: the_one(proc.pid, "scripts.serve"), 10, what="the backend process")
+    sandbox_pid = wait_until(lambda: the_one(proc.pid, "wx_backend.sandbox"), 10, what="the sandbox process")
     _start_document_pool(api, sandbox)
-    pool = wait_until(lambda: {p for p in descendants(backend) if alive(p)}, 30, "the document pool")
+    pool = wait_until(lambda: {p for p in descendants(backend) if alive(p)}, 30, what="the document pool")
     assert pool, "the document pool started"
 
     os.kill(backend, signal.SIGKILL)
-    wait_until(lambda: not any(alive(p) for p in pool | {backend}), 30, "the dead backend's pool to stop")
+    wait_until(lambda: not any(alive(p) for p in pool | {backend}), 30, what="the dead backend's pool to stop")
     new_backend = wait_until(
-        lambda: (p := the_one(proc.pid, "scripts.serve")) and p != backend and p, 60, "a new backend"
+        lambda: (p := the_one(proc.pid, "scripts.serve")) and p != backend and p, 60, what="a new backend"
     )
-    wait_until(lambda: _up(api), 60, "the restarted backend")
+    wait_until(lambda: _up(api), 60, what="the restarted backend")
     assert proc.poll() is None, "the supervisor keeps running"
     assert alive(sandbox_pid) and the_one(proc.pid, "wx_backend.sandbox") == sandbox_pid, (
         "the sandbox was not restarted"
@@ -149,4 +139,4 @@ def test_dead_backend_is_restarted_alone_and_leaves_no_orphans(devstack):
     everything = descendants(proc.pid) | {new_backend, sandbox_pid}
     proc.send_signal(signal.SIGTERM)
     proc.wait(60)
-    wait_until(lambda: not any(alive(p) for p in everything), 30, "every child to stop")
+    wait_until(lambda: not any(alive(p) for p in everything), 30, what="every child to stop")

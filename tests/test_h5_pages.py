@@ -6,7 +6,6 @@ subscriber's pages (404), CSRF (403), and the accessibility basics. Screenshots 
 from __future__ import annotations
 
 import json
-import time
 import uuid
 from urllib.parse import parse_qs, urlsplit
 
@@ -27,6 +26,7 @@ from h5_browser import (
 from query_support import add_months, flat_bill, put_bill, this_period
 from test_outages import names, publish
 from test_query_notifications import follower, oa_messages
+from waits import wait_until
 
 from wx_backend.embedded import ROOT
 from wx_backend.wechat.jssdk import jssdk_signature
@@ -54,16 +54,6 @@ def as_subscriber(stack, oa_openid: str) -> None:
     """The phone's WeChat is this subscriber's: the sandbox's authorize page answers for them."""
     resp = stack.sandbox_call("POST", "/sandbox/oa/web-user", json={"openid": oa_openid})
     assert resp.status_code == 200, resp.text
-
-
-def wait_until(predicate, timeout: float = 20.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,8 @@ import json
 import pytest
 from conftest import error_of
 from payments_support import confirm, pay_jsapi, run_script, wait_status
-from supply_support import customer, hall, invoice_pdf, oa_messages, settled, wait_for
+from supply_support import customer, hall, invoice_pdf, oa_messages, settled
+from waits import wait_until
 
 from wx_backend.ids import credit_code_check
 
@@ -126,7 +127,7 @@ def test_one_request_per_payment_issued_listed_downloaded_and_mailed(hall):
     resp = stack.api("POST", path, token=token, json={"title_id": other.json()["title"]["title_id"]})
     assert resp.status_code == 409 and error_of(resp)["code"] == "invoice_already_requested"
     # the marketing system hears of it once, the title opened only in the signed request
-    hook = wait_for(lambda: [h for h in hooks.of("invoice.requested") if h["body"]["out_trade_no"] == otn])
+    hook = wait_until(lambda: [h for h in hooks.of("invoice.requested") if h["body"]["out_trade_no"] == otn])
     assert len(hook) == 1 and hook[0]["body"]["personal"]["tax_no"] == TAX_NO
     queued = stack.db.outbox.find_one({"dedupe_key": f"webhook:invoice.requested:{invoice['invoice_id']}:1"})
     assert TAX_NO not in str(queued["payload"])
@@ -171,7 +172,7 @@ def test_one_request_per_payment_issued_listed_downloaded_and_mailed(hall):
     resp = stack.internal("PUT", "/internal/v1/invoices/FPnothing", json={"status": "refused", "reason": "无"})
     assert resp.status_code == 404
 
-    wait_for(lambda: oa_messages(stack, cust["oa_openid"], "invoice_issued"))
+    wait_until(lambda: oa_messages(stack, cust["oa_openid"], "invoice_issued"))
     out = run_script(stack, "scripts.pending", "invoices", "--older-than", "0", "--json")
     assert invoice["invoice_id"] not in [r["invoice_id"] for r in json.loads(out.stdout)]
     listed = stack.api("GET", "/api/v1/invoices", token=token).json()["invoices"]
@@ -188,7 +189,7 @@ def test_one_request_per_payment_issued_listed_downloaded_and_mailed(hall):
     assert resp.json()["queued"] is False
     resp = stack.api("POST", f"/api/v1/invoices/{invoice['invoice_id']}/email", token=token, json={"email": "x@"})
     assert resp.status_code == 422 and error_of(resp)["details"][0]["field"] == "email"
-    received = wait_for(lambda: mail.to("caiwu@example.com"))
+    received = wait_until(lambda: mail.to("caiwu@example.com"))
     assert len(received) == 1
     message = received[0]
     assert message["Subject"] == f"电子发票：25412000000012345678（户号 {cust['account_no']}）"
@@ -215,11 +216,11 @@ def test_a_refused_invoice_is_told_and_may_be_requested_again(hall):
         json={"status": "refused", "reason": "开户行信息与税务登记不一致"},
     )
     assert resp.status_code == 200 and resp.json()["invoice"]["status"] == "refused"
-    sent = wait_for(lambda: oa_messages(stack, cust["oa_openid"], "invoice_refused"))
+    sent = wait_until(lambda: oa_messages(stack, cust["oa_openid"], "invoice_refused"))
     assert sent[0]["data"]["thing3"] == "开户行信息与税务登记不一致"
     resp = stack.api("POST", path, token=cust["token"], json={"title_id": title["title_id"]})
     assert resp.status_code == 201 and resp.json()["invoice"]["status"] == "requested"
-    wait_for(lambda: len([h for h in hooks.of("invoice.requested") if h["body"]["out_trade_no"] == otn]) == 2)
+    wait_until(lambda: len([h for h in hooks.of("invoice.requested") if h["body"]["out_trade_no"] == otn]) == 2)
     assert [h["body"]["attempt"] for h in hooks.of("invoice.requested") if h["body"]["out_trade_no"] == otn] == [1, 2]
     # a payment that is not credited has no invoice yet
     pending = pay_jsapi(stack, cust, 100)
@@ -254,7 +255,7 @@ def test_mail_server_and_webhook_down_never_hold_a_payment_up(hall):
         json={"kind": "cut_off", "at": cut.isoformat()},
     )
     assert resp.status_code == 201, resp.text
-    wait_for(lambda: dt.datetime.now(dt.UTC) > cut + dt.timedelta(milliseconds=10))
+    wait_until(lambda: dt.datetime.now(dt.UTC) > cut + dt.timedelta(milliseconds=10))
     mail.stop()
     hooks.down = True
     try:
@@ -262,7 +263,7 @@ def test_mail_server_and_webhook_down_never_hold_a_payment_up(hall):
         assert resp.status_code == 202 and resp.json()["queued"] is True
         second = paid(stack, cust, 4000)  # credited although every outgoing channel is down
         assert stack.db.payments.find_one({"out_trade_no": second})["status"] == "credited"
-        email_doc = wait_for(
+        email_doc = wait_until(
             lambda: (
                 (d := stack.db.outbox.find_one({"kind": "email", "payload.invoice_id": invoice["invoice_id"]}))
                 and d.get("attempts")
@@ -270,7 +271,7 @@ def test_mail_server_and_webhook_down_never_hold_a_payment_up(hall):
             )
         )
         assert email_doc["attempts"][0]["result"] == "retry"
-        hook_doc = wait_for(
+        hook_doc = wait_until(
             lambda: (
                 (d := stack.db.outbox.find_one({"dedupe_key": f"webhook:account.reconnect_requested:{second}"}))
                 and d.get("attempts")
@@ -283,11 +284,11 @@ def test_mail_server_and_webhook_down_never_hold_a_payment_up(hall):
     finally:
         mail.start()
         hooks.down = False
-    wait_for(lambda: mail.to("down@example.com"), timeout=60)
-    wait_for(
+    wait_until(lambda: mail.to("down@example.com"), timeout=60)
+    wait_until(
         lambda: [h for h in hooks.of("account.reconnect_requested") if h["body"]["out_trade_no"] == second], timeout=60
     )
-    wait_for(lambda: settled(stack, cust["user_id"]))
+    wait_until(lambda: settled(stack, cust["user_id"]))
 
 
 def test_smtp_urls_name_the_connection():

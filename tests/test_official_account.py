@@ -8,6 +8,7 @@ import uuid
 import defusedxml.ElementTree as safe_et
 import pytest
 from conftest import Stack, error_of
+from waits import wait_until
 from wechatpy.crypto import WeChatCrypto
 from wechatpy.utils import WeChatSigner
 
@@ -61,16 +62,6 @@ def post_push(stack, body: str | bytes, query: dict[str, str] | None = None):
     query = query if query is not None else signed_query(stack.env["WX_OA_TOKEN"])
     data = body.encode() if isinstance(body, str) else body
     return stack.api("POST", "/wechat/official-account", params=query, data=data, headers={"Content-Type": "text/xml"})
-
-
-def wait_until(check, timeout: float = 10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(0.1)
-    return None
 
 
 def follow(stack, openid: str, unionid: str) -> dict:

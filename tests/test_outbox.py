@@ -9,7 +9,8 @@ from datetime import timedelta
 import pytest
 from conftest import Stack
 from pymongo import AsyncMongoClient
-from test_official_account import follow, ids, wait_until
+from test_official_account import follow, ids
+from waits import wait_until
 
 from scripts.bench_outbox import WebhookReceiver, scenario
 from wx_backend.config import Config

@@ -20,8 +20,8 @@ from pay_support import (
     order_view,
     run,
     trade_no,
-    wait_for,
 )
+from waits import wait_until
 
 from wx_backend.wechat.pay import PayBillNotFound, PayBillNotReady, PayReturnError, PaySignatureError, parse_pay_xml
 
@@ -80,7 +80,7 @@ def test_confirm_notifies_with_valid_signature_retried_until_success(stack):
         resp = confirm(stack, prepay_id)
         assert resp.status_code == 200 and resp.json()["state"] == "SUCCESS"
         # "delivered" is the notifier's last state: it sends nothing after it
-        view = wait_for(lambda: (v := order_view(stack, no))["notify_status"] == "delivered" and v)
+        view = wait_until(lambda: (v := order_view(stack, no))["notify_status"] == "delivered" and v)
     assert verdicts == [no, no, no] and len(receiver.bodies) == 3
     assert [n["outcome"] for n in view["notifications"]] == ["FAIL", "FAIL", "SUCCESS"]
     fields = api.parse_notification(receiver.bodies[0][1])
@@ -118,7 +118,7 @@ def test_duplicate_notify_delivers_twice_concurrently(stack):
         stack.fault("pay_notify", "duplicate_notify", match=no)
         assert confirm(stack, prepay_id).status_code == 200
         # "delivered" is the notifier's last state: it sends nothing after it
-        wait_for(lambda: order_view(stack, no)["notify_status"] == "delivered", timeout=20)
+        wait_until(lambda: order_view(stack, no)["notify_status"] == "delivered", timeout=20)
     assert len(receiver.bodies) == 2 and overlapped == [True, True]
     first, second = (api.parse_notification(body) for _, body in receiver.bodies)
     assert first["transaction_id"] == second["transaction_id"] and first["out_trade_no"] == no
@@ -141,13 +141,13 @@ def test_bad_signature_and_dropped_notifications(stack):
         no, prepay_id = place(stack, api, 300, receiver.url)
         stack.fault("pay_notify", "bad_signature", match=no)
         confirm(stack, prepay_id)
-        wait_for(lambda: order_view(stack, no)["notify_status"] == "delivered")
+        wait_until(lambda: order_view(stack, no)["notify_status"] == "delivered")
         assert outcomes == ["bad", "ok"]
 
         no, prepay_id = place(stack, api, 301, receiver.url)
         stack.fault("pay_notify", "drop_notify", match=no)
         confirm(stack, prepay_id)
-        view = wait_for(lambda: (v := order_view(stack, no))["notify_status"] == "delivered" and v)
+        view = wait_until(lambda: (v := order_view(stack, no))["notify_status"] == "delivered" and v)
         assert [n["outcome"] for n in view["notifications"]] == ["dropped"] * 3 + ["SUCCESS"]
 
 
@@ -158,7 +158,7 @@ def test_late_notify_delays_the_first_delivery(stack):
         stack.fault("pay_notify", "late_notify", match=no)
         started = time.monotonic()
         confirm(stack, prepay_id)
-        wait_for(lambda: receiver.bodies)
+        wait_until(lambda: receiver.bodies)
     # 300 s of WeChat's time, scaled by WX_SANDBOX_NOTIFY_SCALE=0.01
     assert receiver.bodies[0][0] - started >= 2.5
     assert order_view(stack, no)["notify_status"] == "delivered"
@@ -189,7 +189,7 @@ def test_micropay_pay_then_reverse_refunds_it(stack):
 
 def reverse_when_allowed(api, no: str):
     """Reverse once WeChat allows it (15 s after the order, 3 s in tests)."""
-    return wait_for(lambda: (r := run(lambda: api.reverse(no))).get("recall") != "Y" and r, timeout=20, step=0.25)
+    return wait_until(lambda: (r := run(lambda: api.reverse(no))).get("recall") != "Y" and r, timeout=20, step=0.25)
 
 
 def test_micropay_card_not_supported_and_buyer_mismatch(stack):
@@ -212,7 +212,7 @@ def test_micropay_password_then_pay_blocks_reverse_until_paid(stack):
     assert run(lambda: api.orderquery(no))["trade_state"] == "USERPAYING"
     blocked = run(lambda: api.reverse(no))
     assert blocked["err_code"] == "USERPAYING" and blocked["recall"] == "Y"
-    paid = wait_for(lambda: (q := run(lambda: api.orderquery(no)))["trade_state"] == "SUCCESS" and q, timeout=5)
+    paid = wait_until(lambda: (q := run(lambda: api.orderquery(no)))["trade_state"] == "SUCCESS" and q, timeout=5)
     assert paid["transaction_id"] and paid["total_fee"] == "300"
     # a retry of the same call now sees the paid order
     assert run(lambda: api.micropay(no, 300, "电费", code, "10.0.0.8")).ok
@@ -225,7 +225,7 @@ def test_micropay_password_timeout_is_revoked_automatically(stack):
     result = run(lambda: api.micropay(no, 400, "电费", auth_code(stack, "password_timeout"), "10.0.0.8"))
     assert result["err_code"] == "USERPAYING"
     assert run(lambda: api.orderquery(no))["trade_state"] == "USERPAYING"  # never paid
-    query = wait_for(
+    query = wait_until(
         lambda: (q := run(lambda: api.orderquery(no)))["trade_state"] == "REVOKED" and q, timeout=20, step=0.25
     )
     assert time.monotonic() - started >= 8.5  # 45 s x WX_SANDBOX_TIME_SCALE=0.2 in tests
@@ -318,7 +318,7 @@ def test_refund_limits_and_idempotency(stack):
     r2 = trade_no("R")
     assert run(lambda: api.refund(no, r2, 1000, 700)).ok
     assert run(lambda: api.refund(no, trade_no("R"), 1000, 1))["err_code"] == "INVALID_REQUEST"
-    query = wait_for(lambda: (q := run(lambda: api.refundquery(r1)))["refund_status_0"] != "PROCESSING" and q)
+    query = wait_until(lambda: (q := run(lambda: api.refundquery(r1)))["refund_status_0"] != "PROCESSING" and q)
     assert query.ok and query["refund_count"] == "1" and query["refund_status_0"] == "SUCCESS"
     assert query["refund_success_time_0"]
     assert query["refund_fee_0"] == "300" and query["out_trade_no"] == no

@@ -34,9 +34,9 @@ from pay_support import (
     order_view,
     run,
     trade_no,
-    wait_for,
 )
 from pay_v3_support import gateway_v3
+from waits import wait_until
 from wechatpayv3 import utils as sdk
 from wechatpayv3.core import Core as SDKCore
 
@@ -528,7 +528,7 @@ def test_gateway_against_the_sandbox_order_query_close_refund_bill(stack):
     too_much = run(lambda: api.refund(otn, f"R{uuid.uuid4().hex[:12]}", 321, 300))
     assert (too_much.ok, too_much["err_code"]) == (False, "INVALID_REQUEST")
     # accepted is not refunded: PROCESSING, then SUCCESS once WeChat has moved the money
-    status = wait_for(lambda: (q := run(lambda: api.refundquery(refund_no)))["refund_status_0"] != "PROCESSING" and q)
+    status = wait_until(lambda: (q := run(lambda: api.refundquery(refund_no)))["refund_status_0"] != "PROCESSING" and q)
     assert (status["refund_status_0"], status["refund_fee_0"]) == ("SUCCESS", "100")
     today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
     with pytest.raises(PayReturnError) as early:  # WeChat builds it the next day
@@ -568,7 +568,7 @@ def test_sandbox_v3_notification_is_what_the_gateway_and_the_sdk_accept(stack):
     with NotifyReceiver() as receiver:
         created = run(lambda: api.unifiedorder(otn, 555, "电费", "o_n", receiver.url, "127.0.0.1", in_an_hour()))
         stack.sandbox_call("POST", "/sandbox/pay/confirm", json={"prepay_id": created["prepay_id"]}).raise_for_status()
-        wait_for(lambda: receiver.bodies)
+        wait_until(lambda: receiver.bodies)
     body, headers = receiver.bodies[0][1], receiver.headers[0]
     assert json.loads(body)["resource"]["algorithm"] == "AEAD_AES_256_GCM"
     fields = api.parse_notification(body, headers)
@@ -584,7 +584,7 @@ def test_sandbox_v3_notification_is_what_the_gateway_and_the_sdk_accept(stack):
     )
     resource = core.callback(headers, body.decode())["resource"]
     assert (resource["out_trade_no"], resource["amount"]["total"]) == (otn, 555)
-    assert wait_for(lambda: order_view(stack, otn)["notify_status"] == "delivered")  # 200 stops the retries
+    assert wait_until(lambda: order_view(stack, otn)["notify_status"] == "delivered")  # 200 stops the retries
 
 
 def test_configuration_chooses_the_gateway_and_names_what_is_missing(tmp_path):

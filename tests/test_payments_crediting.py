@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from conftest import Stack
-from pay_support import bill_clock, gateway, run, trade_no, wait_for
+from pay_support import bill_clock, gateway, run, trade_no
 from pay_v3_support import gateway_v3
 from payments_chaos import chaos, duplicate_storm
 from payments_support import (
@@ -31,6 +31,7 @@ from payments_support import (
     terminal_pay,
     wait_status,
 )
+from waits import wait_until
 
 stack = both_apis  # every test of this module runs over WeChat Pay v2 and v3
 
@@ -157,7 +158,7 @@ def age_everything(stack, days: int) -> None:
 
 
 def booked(stack, refund_no: str) -> dict:
-    return wait_for(
+    return wait_until(
         lambda: (
             (r := stack.db.payment_refunds.find_one({"_id": refund_no}))
             and r["state"] == "succeeded"

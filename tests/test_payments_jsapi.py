@@ -30,9 +30,9 @@ from payments_support import (
     prepay_id,
     replied_fail,
     replied_success,
-    wait_for,
     wait_status,
 )
+from waits import wait_until
 
 stack = both_apis  # every test of this module runs over WeChat Pay v2 and v3
 
@@ -72,17 +72,17 @@ def test_jsapi_happy_path_credits_once_settles_bills_oldest_first(stack):
     credit = stack.db.payment_credits.find_one({"_id": otn})
     assert [s["period"] for s in credit["settlements"]] == [AGO_3, AGO_2]
     # the receipt and the marketing system's webhook, queued once each
-    receipt = wait_for(lambda: stack.db.outbox.find_one({"dedupe_key": f"payment:{otn}"}))
+    receipt = wait_until(lambda: stack.db.outbox.find_one({"dedupe_key": f"payment:{otn}"}))
     assert receipt["kind"] == "notify" and receipt["payload"]["message"] == "payment_received"
     assert receipt["payload"]["data"]["amount_fen"] == 12000
     assert receipt["payload"]["page"] == f"pages/payments/result?out_trade_no={otn}"
     hook = stack.db.outbox.find_one({"dedupe_key": f"webhook:payment.credited:{otn}"})
     assert hook["payload"]["event"] == "payment.credited" and hook["payload"]["body"]["amount_fen"] == 12000
     assert [s["period"] for s in hook["payload"]["body"]["settlements"]] == [AGO_3, AGO_2]
-    assert wait_for(lambda: stack.db.payment_credits.find_one({"_id": otn, "state": "done"}))
+    assert wait_until(lambda: stack.db.payment_credits.find_one({"_id": otn, "state": "done"}))
     notes = list(stack.db.payment_events.find({"out_trade_no": otn, "kind": "notification"}))
     assert notes and notes[0]["outcome"] == "accepted" and "sign" not in notes[0]["fields"]
-    assert wait_for(lambda: order_view(stack, otn)["notify_status"] == "delivered")
+    assert wait_until(lambda: order_view(stack, otn)["notify_status"] == "delivered")
 
     # the customer sees it, with its state; another user does not
     resp = stack.api("GET", f"/api/v1/payments/{otn}", token=cust["token"])
@@ -126,7 +126,7 @@ def test_get_queries_wechat_when_the_notification_has_not_arrived(stack):
     assert calls(stack, otn, "orderquery")
     assert balance(stack, cust["account_no"]) == 2345
     # the late notification then meets a credited order: SUCCESS, nothing more
-    wait_for(lambda: order_view(stack, otn)["notify_status"] == "delivered", timeout=15)
+    wait_until(lambda: order_view(stack, otn)["notify_status"] == "delivered", timeout=15)
     assert balance(stack, cust["account_no"]) == 2345
 
 
@@ -214,7 +214,7 @@ def test_bad_signature_on_the_first_delivery_then_the_retry_credits(stack):
     confirm(stack, created)
     assert wait_status(stack, created["out_trade_no"])["status"] == "credited"
     # credited while the retry's reply is on its way back to the sandbox: wait for that reply
-    view = wait_for(lambda: (v := order_view(stack, created["out_trade_no"]))["notify_status"] == "delivered" and v)
+    view = wait_until(lambda: (v := order_view(stack, created["out_trade_no"]))["notify_status"] == "delivered" and v)
     attempts = view["notifications"]
     assert attempts[0]["outcome"] == "FAIL" and attempts[-1]["outcome"] == "SUCCESS"
     assert balance(stack, cust["account_no"]) == 1500
@@ -226,7 +226,7 @@ def test_duplicate_concurrent_notifications_credit_once(stack):
     stack.fault("pay_notify", "duplicate_notify", match=created["out_trade_no"])
     confirm(stack, created)
     wait_status(stack, created["out_trade_no"])
-    wait_for(
+    wait_until(
         lambda: (
             len(list(stack.db.payment_events.find({"out_trade_no": created["out_trade_no"], "kind": "notification"})))
             >= 2

@@ -11,7 +11,6 @@ from __future__ import annotations
 import secrets
 
 from conftest import Stack
-from pay_support import wait_for
 from payments_support import (
     AGO_7,
     AGO_8,
@@ -24,6 +23,7 @@ from payments_support import (
     run_script,
     wait_status,
 )
+from waits import wait_until
 
 from wx_backend.sandbox.pay.model import to_xml
 from wx_backend.sandbox.pay.refunds import encrypt_req_info
@@ -44,7 +44,7 @@ def refund_doc(stack, refund_no: str) -> dict:
 
 
 def wait_refund(stack, refund_no: str, states: tuple[str, ...], booked: bool = False, timeout: float = 60) -> dict:
-    return wait_for(
+    return wait_until(
         lambda: (
             (r := refund_doc(stack, refund_no)) and r["state"] in states and (not booked or r.get("booked_at")) and r
         ),
@@ -75,13 +75,13 @@ def booked_on_success(stack) -> None:
     done = wait_refund(stack, refund_no, ("succeeded",), booked=True)
     assert done["accepted_at"] <= done["finished_at"]
     # WeChat's notification decided it: recorded, answered SUCCESS
-    notes = wait_for(
+    notes = wait_until(
         lambda: list(stack.db.payment_events.find({"refund_no": refund_no, "kind": "refund_notification"}))
     )
     assert notes[0]["outcome"] == "accepted" and notes[0]["fields"]["refund_status"] == "SUCCESS"
     view = stack.sandbox_call("GET", "/sandbox/pay/orders", params={"out_trade_no": otn}).json()
     assert view["refunds"][0]["status"] == "SUCCESS"
-    assert wait_for(lambda: view_notified(stack, otn), timeout=30)
+    assert wait_until(lambda: view_notified(stack, otn), timeout=30)
     assert balance(stack, no) == 5000
     b = bills(stack, no)  # 3000 out of the balance part, 2000 back out of the newest bill
     assert (b[AGO_7]["paid_fen"], b[AGO_8]["paid_fen"]) == (2000, 3000)
@@ -207,7 +207,7 @@ def test_an_accepted_refund_waits_as_long_as_wechat_takes(workdir, mongodb_uri):
         out = refund_script(own, otn, 1500, refund_no)
         assert out.returncode == 0 and "accepted" in out.stdout, out.stdout + out.stderr
         # the follow-up asks WeChat (every second in tests) and hears PROCESSING
-        wait_for(lambda: len(list(own.db.payment_events.find({"kind": "call", "operation": "refundquery"}))) >= 2)
+        wait_until(lambda: len(list(own.db.payment_events.find({"kind": "call", "operation": "refundquery"}))) >= 2)
         assert refund_doc(own, refund_no)["state"] == "accepted"
         assert balance(own, cust["account_no"]) == 4000
         assert own.db.payments.find_one({"out_trade_no": otn}).get("refunded_fen", 0) == 0

@@ -26,8 +26,8 @@ from payments_support import (
     notification_xml,
     prepay_id,
     register_terminal,
-    wait_for,
 )
+from waits import wait_until
 
 from wx_backend.embedded import free_port
 
@@ -108,7 +108,7 @@ def test_fifty_credits_to_one_account_with_every_step_slowed(slow_stack):
         with ThreadPoolExecutor(25) as pool:
             for future in [pool.submit(one, i) for i in range(50)]:
                 future.result()
-        wait_for(
+        wait_until(
             lambda: stack.db.payment_credits.count_documents({"_id": {"$in": made}, "state": "done"}) == 50,
             timeout=600,
             step=1,
@@ -225,7 +225,7 @@ def _revoke_versus_sign_round(stack, during_signing: bool) -> str:
 
     def revoke_call():
         if during_signing:
-            wait_for(
+            wait_until(
                 lambda: stack.db.seals.find_one({"cert_serial": seal["cert_serial"]}).get("signing"),
                 timeout=60,
                 step=0.01,

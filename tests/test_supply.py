@@ -11,7 +11,8 @@ from zoneinfo import ZoneInfo
 from conftest import error_of, put_account
 from payments_support import confirm, pay_jsapi, run_script, wait_status
 from query_support import flat_bill, put_bill
-from supply_support import CATALOGUE, customer, hall, iso, oa_messages, settled, wait_for
+from supply_support import CATALOGUE, customer, hall, iso, oa_messages, settled
+from waits import wait_until
 
 __all__ = ["hall"]
 
@@ -43,7 +44,7 @@ def test_low_balance_message_once_per_crossing(hall):
     # the messages are queued by the estimates themselves: the count is final now
     queued = list(stack.db.outbox.find({"dedupe_key": {"$regex": f"^low_balance:{no}:"}}).sort("created_at", 1))
     assert [q["payload"]["data"]["balance_fen"] for q in queued] == [4000, 4000]
-    wait_for(lambda: settled(stack, cust["user_id"]))
+    wait_until(lambda: settled(stack, cust["user_id"]))
     sent = oa_messages(stack, cust["oa_openid"], "low_balance")
     assert len(sent) == 2
     assert sent[0]["data"]["amount2"] == "40.00元" and sent[0]["data"]["thing3"] == "预计可用约5天，请及时交费"
@@ -134,7 +135,7 @@ def test_overdue_reminder_a_configured_number_of_days_before_the_due_date(hall):
     put_bill(stack, prepaid["account_no"], "2026-01", flat_bill(100, 5600, due=due["2026-01"].isoformat()))
 
     key = f"overdue:{no}:2026-01:{cust['user_id']}"
-    reminder = wait_for(lambda: stack.db.outbox.find_one({"dedupe_key": key}))
+    reminder = wait_until(lambda: stack.db.outbox.find_one({"dedupe_key": key}))
     assert reminder["payload"]["data"] == {
         "account_no": no,
         "period": "2026-01",
@@ -143,10 +144,10 @@ def test_overdue_reminder_a_configured_number_of_days_before_the_due_date(hall):
     }
     # two more passes of the job: still only that one, once
     runs = stack.db.jobs.find_one({"_id": "supply"})["runs"]
-    wait_for(lambda: stack.db.jobs.find_one({"_id": "supply"})["runs"] >= runs + 2)
+    wait_until(lambda: stack.db.jobs.find_one({"_id": "supply"})["runs"] >= runs + 2)
     assert [d["dedupe_key"] for d in stack.db.outbox.find({"dedupe_key": {"$regex": f"^overdue:{no}:"}})] == [key]
     assert stack.db.outbox.count_documents({"dedupe_key": {"$regex": f"^overdue:{prepaid['account_no']}:"}}) == 0
-    wait_for(lambda: settled(stack, cust["user_id"]))
+    wait_until(lambda: settled(stack, cust["user_id"]))
     sent = oa_messages(stack, cust["oa_openid"], "overdue_reminder")
     assert len(sent) == 1 and sent[0]["data"]["amount3"] == "56.00元"
 
@@ -167,12 +168,12 @@ def test_cut_off_payment_reconnection_and_restored_in_order(hall):
     assert event(stack, no, "cut_off", now - dt.timedelta(minutes=30), reason="欠费停电").status_code == 201
     assert stack.api("GET", f"/api/v1/accounts/{no}/supply", token=token).json()["state_label"] == "已停电"
 
-    wait_for(lambda: oa_messages(stack, cust["oa_openid"], "cutoff_warning"))  # the customer is warned first
+    wait_until(lambda: oa_messages(stack, cust["oa_openid"], "cutoff_warning"))  # the customer is warned first
     created = pay_jsapi(stack, cust, 20000)
     confirm(stack, created)
     otn = created["out_trade_no"]
     assert wait_status(stack, otn)["status"] == "credited"
-    hook = wait_for(
+    hook = wait_until(
         lambda: (
             hooks.of("account.reconnect_requested")
             and [h for h in hooks.of("account.reconnect_requested") if h["body"]["account_no"] == no]
@@ -183,7 +184,7 @@ def test_cut_off_payment_reconnection_and_restored_in_order(hall):
     timeline = stack.api("GET", f"/api/v1/accounts/{no}/supply", token=token).json()
     assert timeline["state"] == "reconnecting" and timeline["state_label"] == "复电处理中"
 
-    wait_for(lambda: oa_messages(stack, cust["oa_openid"], "payment_received"))
+    wait_until(lambda: oa_messages(stack, cust["oa_openid"], "payment_received"))
     # operations see it waiting for 复电
     out = run_script(stack, "scripts.pending", "reconnections", "--older-than", "0", "--json")
     assert out.returncode == 3, out.stderr
@@ -205,7 +206,7 @@ def test_cut_off_payment_reconnection_and_restored_in_order(hall):
     ]
     assert timeline["events"][2]["out_trade_no"] == otn and timeline["events"][2]["amount_fen"] == 20000
     # the customer's messages, in that order: 停电预警, the receipt, 复电
-    wait_for(lambda: len(oa_messages(stack, cust["oa_openid"])) >= 3 and settled(stack, cust["user_id"]))
+    wait_until(lambda: len(oa_messages(stack, cust["oa_openid"])) >= 3 and settled(stack, cust["user_id"]))
     order = {
         CATALOGUE[k].official_account.template_id: k for k in ("cutoff_warning", "payment_received", "supply_restored")
     }
@@ -216,7 +217,7 @@ def test_cut_off_payment_reconnection_and_restored_in_order(hall):
     ]
     # one request per payment, however many passes of the job ran
     runs = stack.db.jobs.find_one({"_id": "supply"})["runs"]
-    wait_for(lambda: stack.db.jobs.find_one({"_id": "supply"})["runs"] >= runs + 2)
+    wait_until(lambda: stack.db.jobs.find_one({"_id": "supply"})["runs"] >= runs + 2)
     assert len([h for h in hooks.of("account.reconnect_requested") if h["body"]["account_no"] == no]) == 1
 
 

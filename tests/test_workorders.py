@@ -6,7 +6,8 @@ import subprocess
 import sys
 
 from application_support import advance, shanghai_today, submitted
-from supply_support import follower, hall, oa_messages, wait_for
+from supply_support import follower, hall, oa_messages
+from waits import wait_until
 
 from scripts.workorders import table, width
 from wx_backend.embedded import ROOT
@@ -129,9 +130,9 @@ def test_advance_tells_the_customer_and_the_marketing_system(hall):
             if app_no in (m.get("miniprogram") or {}).get("pagepath", "")
         ]
 
-    sent = wait_for(told)
+    sent = wait_until(told)
     assert len(sent) == 1, sent
-    event = wait_for(lambda: [e for e in hooks.of("application.stage_changed") if e["body"]["app_no"] == app_no])
+    event = wait_until(lambda: [e for e in hooks.of("application.stage_changed") if e["body"]["app_no"] == app_no])
     assert len(event) == 1
     assert event[0]["body"] | {"at": None} == {
         "app_no": app_no,
