@@ -404,7 +404,8 @@ def _check_bill(stack, api, today, paid_no, refund_no, micro, reversed_no):
     orders = stack.sandbox_call("GET", "/sandbox/pay/orders").json()["orders"]
     paid_today = [o for o in orders if o["time_end"] and o["time_end"][:8] == today.strftime("%Y%m%d")]
     assert _fen(totals["订单总金额"]) == sum(o["total_fee"] for o in paid_today)
-    refunded = sum(o["refunded_fee"] for o in paid_today) + sum(
+    # every refund asked today is a REFUND row, whatever became of it (closed ones too, with their status)
+    refunded = sum(r["refund_fee"] for o in paid_today for r in o["refunds"]) + sum(
         o["total_fee"] for o in paid_today if o["state"] == "REVOKED"
     )
     assert _fen(totals["退款总金额"]) == refunded

@@ -387,27 +387,37 @@ class PayState:
         body, headers = request
         record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "outcome": "pending"}  # until replied
         order.notifications.append(record)
-        try:
-            resp = await AsyncHTTPClient().fetch(
-                HTTPRequest(
-                    order.notify_url,
-                    method="POST",
-                    body=body,
-                    headers=headers,
-                    connect_timeout=NOTIFY_REPLY_TIMEOUT,
-                    request_timeout=NOTIFY_REPLY_TIMEOUT,
-                ),
-                raise_error=False,
-            )
-        except (OSError, HTTPClientError) as exc:
-            record.update(outcome="error", reason=type(exc).__name__)
+        resp = await post_notification(order.notify_url, body, headers, record)
+        if resp is None:
             return False
-        record["status"] = resp.code
         reply = (resp.body or b"")[:512].decode("utf-8", "replace")
         record["reply"] = reply
         ok = self.notification_accepted(order, resp.code, resp.body or b"")
         record["outcome"] = "SUCCESS" if ok else "FAIL"
         return ok
+
+
+async def post_notification(url: str, body: bytes, headers: dict[str, str], record: dict[str, Any]) -> Any:
+    """POST one notification as WeChat does (an answer within ``NOTIFY_REPLY_TIMEOUT`` or it
+    counts as failed); ``record`` (the attempt, kept for the control surface) gets the HTTP status,
+    or the error when no answer came (then ``None``)."""
+    try:
+        resp = await AsyncHTTPClient().fetch(
+            HTTPRequest(
+                url,
+                method="POST",
+                body=body,
+                headers=headers,
+                connect_timeout=NOTIFY_REPLY_TIMEOUT,
+                request_timeout=NOTIFY_REPLY_TIMEOUT,
+            ),
+            raise_error=False,
+        )
+    except (OSError, HTTPClientError) as exc:
+        record.update(outcome="error", reason=type(exc).__name__)
+        return None
+    record["status"] = resp.code
+    return resp
 
 
 # notification formats of the other APIs, by ``Order.api`` (pay_v3 adds "v3")

@@ -25,18 +25,17 @@ from typing import Any
 
 from cryptography.hazmat.primitives import padding
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from tornado.httpclient import AsyncHTTPClient, HTTPClientError, HTTPRequest
 
 from .endpoints import PayFail, PayHandler
 from .model import (
     MAX_REFUNDS,
-    NOTIFY_REPLY_TIMEOUT,
     NOTIFY_SCHEDULE,
     SHANGHAI,
     Order,
     PayState,
     Refund,
     parse_xml,
+    post_notification,
     to_xml,
 )
 
@@ -98,23 +97,11 @@ async def notify_refund(pay: PayState, order: Order, refund: Refund) -> None:
         body, headers = notifier.request(pay, order, refund)
         record: dict[str, Any] = {"attempt": attempt, "at": time.time(), "outcome": "pending"}
         refund.notifications.append(record)
-        try:
-            resp = await AsyncHTTPClient().fetch(
-                HTTPRequest(
-                    refund.notify_url,
-                    method="POST",
-                    body=body,
-                    headers=headers,
-                    connect_timeout=NOTIFY_REPLY_TIMEOUT,
-                    request_timeout=NOTIFY_REPLY_TIMEOUT,
-                ),
-                raise_error=False,
-            )
-        except (OSError, HTTPClientError) as exc:
-            record.update(outcome="error", reason=type(exc).__name__)
+        resp = await post_notification(refund.notify_url, body, headers, record)
+        if resp is None:
             continue
         ok = notifier.accepted(resp.code, resp.body or b"")
-        record.update(status=resp.code, outcome="SUCCESS" if ok else "FAIL")
+        record["outcome"] = "SUCCESS" if ok else "FAIL"
         if ok:
             return
 
