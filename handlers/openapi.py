@@ -173,8 +173,11 @@ def _complete(op: dict[str, Any], path: str, auth: str | None) -> dict[str, Any]
 
 
 def _add_codes(responses: dict[str, Any], status: int, codes: list[str], description: str) -> None:
-    existing = responses.get(str(status), {}).get("x-error-codes", [])
-    responses[str(status)] = spec.error_response(description, [*existing, *codes])
+    existing = responses.get(str(status), {})
+    merged = spec.error_response(description, [*existing.get("x-error-codes", []), *codes])
+    for media, content in existing.get("content", {}).items():  # e.g. the H5 pages' errors are HTML too
+        merged["content"].setdefault(media, content)
+    responses[str(status)] = merged
 
 
 class OpenAPIHandler(BaseHandler):

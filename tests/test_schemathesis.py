@@ -49,6 +49,9 @@ PRECONDITIONS = {
     ("POST", "/api/v1/accounts"),
     ("POST", "/api/v1/seals"),
     ("POST", "/wechat/pay/notify/v3"),
+    ("POST", "/wechat/pay/refund-notify/v3"),
+    # a code from WeChat's authorize page and a state signed for this browser's cookie
+    ("GET", "/h5/auth/callback"),
     # a body that must be a real document: a signed PDF, a DER OCSP request
     ("POST", "/api/v1/contracts/verify"),
     ("POST", "/pki/ocsp"),
