@@ -197,33 +197,45 @@ def refund_object(order: Order, refund: v2.Refund) -> dict[str, Any]:
 
 
 # -- notifications ------------------------------------------------------------------------------
+def v3_notification(
+    pay: PayState, event_of: str, event_type: str, summary: str, resource: dict, bad_sign: bool = False
+) -> tuple[bytes, dict[str, str]]:
+    """One v3 notification as WeChat sends it: ``resource`` (its ``original_type`` the first part of
+    ``event_type``, lower case) AES-256-GCM encrypted with the APIv3 key, the envelope signed; the
+    event id is derived from ``event_of`` (a transaction or refund id), so a retry repeats it."""
+    keys = V3Keys.of(pay)
+    original_type = event_type.split(".")[0].lower()
+    nonce = secrets.token_hex(6)
+    plain = json.dumps(resource, ensure_ascii=False).encode()
+    ciphertext = base64.b64encode(AESGCM(keys.apiv3_key).encrypt(nonce.encode(), plain, original_type.encode()))
+    body = json.dumps(
+        {
+            "id": str(uuid.uuid5(uuid.NAMESPACE_URL, event_of)),
+            "create_time": rfc3339(time.time()),
+            "resource_type": "encrypt-resource",
+            "event_type": event_type,
+            "summary": summary,
+            "resource": {
+                "original_type": original_type,
+                "algorithm": "AEAD_AES_256_GCM",
+                "ciphertext": ciphertext.decode(),
+                "associated_data": original_type,
+                "nonce": nonce,
+            },
+        },
+        ensure_ascii=False,
+    ).encode()
+    return body, {"Content-Type": "application/json", **keys.signed_headers(body, bad_sign)}
+
+
 class V3Notifier:
     """v3 notifications: ``TRANSACTION.SUCCESS`` with the transaction AES-256-GCM encrypted."""
 
     @staticmethod
     def request(pay: PayState, order: Order, bad_sign: bool) -> tuple[bytes, dict[str, str]]:
-        keys = V3Keys.of(pay)
-        nonce, associated = secrets.token_hex(6), "transaction"
-        plain = json.dumps(transaction(pay, order), ensure_ascii=False).encode()
-        ciphertext = base64.b64encode(AESGCM(keys.apiv3_key).encrypt(nonce.encode(), plain, associated.encode()))
-        body = json.dumps(
-            {
-                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, order.transaction_id)),
-                "create_time": rfc3339(time.time()),
-                "resource_type": "encrypt-resource",
-                "event_type": "TRANSACTION.SUCCESS",
-                "summary": "支付成功",
-                "resource": {
-                    "original_type": "transaction",
-                    "algorithm": "AEAD_AES_256_GCM",
-                    "ciphertext": ciphertext.decode(),
-                    "associated_data": associated,
-                    "nonce": nonce,
-                },
-            },
-            ensure_ascii=False,
-        ).encode()
-        return body, {"Content-Type": "application/json", **keys.signed_headers(body, bad_sign)}
+        return v3_notification(
+            pay, order.transaction_id, "TRANSACTION.SUCCESS", "支付成功", transaction(pay, order), bad_sign
+        )
 
     @staticmethod
     def accepted(code: int, body: bytes) -> bool:

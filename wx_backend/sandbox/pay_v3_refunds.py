@@ -5,17 +5,9 @@ runs the schedule); a 200 or 204 answer stops the retries."""
 
 from __future__ import annotations
 
-import base64
-import json
-import secrets
-import time
-import uuid
-
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-
 from .pay import Order, PayState, Refund
 from .pay.refunds import REFUND_NOTIFIERS
-from .pay_v3 import V3_REFUND_STATUS, V3Keys, rfc3339
+from .pay_v3 import V3_REFUND_STATUS, rfc3339, v3_notification
 
 EVENTS = {
     "SUCCESS": ("REFUND.SUCCESS", "退款成功"),
@@ -27,7 +19,6 @@ EVENTS = {
 class V3RefundNotifier:
     @staticmethod
     def request(pay: PayState, order: Order, refund: Refund) -> tuple[bytes, dict[str, str]]:
-        keys = V3Keys.of(pay)
         status = V3_REFUND_STATUS.get(refund.status, refund.status)
         resource = {
             "mchid": pay.config.mch_id,
@@ -46,28 +37,8 @@ class V3RefundNotifier:
         }
         if status == "SUCCESS" and refund.finished_at:
             resource["success_time"] = rfc3339(refund.finished_at)
-        nonce, associated = secrets.token_hex(6), "refund"
-        plain = json.dumps(resource, ensure_ascii=False).encode()
-        ciphertext = base64.b64encode(AESGCM(keys.apiv3_key).encrypt(nonce.encode(), plain, associated.encode()))
         event, summary = EVENTS.get(status, ("REFUND.ABNORMAL", "退款异常"))
-        body = json.dumps(
-            {
-                "id": str(uuid.uuid5(uuid.NAMESPACE_URL, refund.refund_id)),
-                "create_time": rfc3339(time.time()),
-                "resource_type": "encrypt-resource",
-                "event_type": event,
-                "summary": summary,
-                "resource": {
-                    "original_type": "refund",
-                    "algorithm": "AEAD_AES_256_GCM",
-                    "ciphertext": ciphertext.decode(),
-                    "associated_data": associated,
-                    "nonce": nonce,
-                },
-            },
-            ensure_ascii=False,
-        ).encode()
-        return body, {"Content-Type": "application/json", **keys.signed_headers(body)}
+        return v3_notification(pay, refund.refund_id, event, summary, resource)
 
     @staticmethod
     def accepted(code: int, body: bytes) -> bool:
