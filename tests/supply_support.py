@@ -6,7 +6,6 @@ from __future__ import annotations
 import datetime as dt
 import email
 import email.policy
-import ipaddress
 import json
 import threading
 import uuid
@@ -17,10 +16,7 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 from conftest import Stack, bind_account, put_account
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tls_support import self_signed
 from waits import wait_until
 
 from wx_backend.embedded import free_port
@@ -28,31 +24,6 @@ from wx_backend.security import request_signature
 from wx_backend.services.notifications import load_message_templates
 
 CATALOGUE = load_message_templates()
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 and its key: the mail server's, and the CA the backend trusts."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
-    now = dt.datetime.now(dt.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "smtp.pem", folder / "smtp.key"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
 
 
 class MailServer:
@@ -137,7 +108,7 @@ def hall(workdir, mongodb_uri):
     (STARTTLS) and whose webhook goes to a receiver: ``(stack, mail, hooks)``."""
     folder = workdir / f"hall-{uuid.uuid4().hex[:8]}"
     folder.mkdir()
-    cert, key = self_signed(folder)
+    cert, key = self_signed(folder, "smtp")
     mail = MailServer(cert, key).start()
     hooks = HookReceiver("test-internal-secret")
     stack = Stack(

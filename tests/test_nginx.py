@@ -8,9 +8,7 @@ there and in the response.
 
 from __future__ import annotations
 
-import datetime
 import http.client
-import ipaddress
 import re
 import shutil
 import signal
@@ -24,10 +22,7 @@ from pathlib import Path
 import pytest
 import requests
 from conftest import error_of
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
+from tls_support import self_signed
 from waits import wait_until
 
 from wx_backend.bodies import LARGE_BODY as MAX_BODY
@@ -40,31 +35,6 @@ HEX_ID = re.compile(r"^[0-9a-f]{32}$")
 INTERNAL_CLIENT = "127.0.0.2"
 
 pytestmark = pytest.mark.skipif(NGINX is None, reason="nginx is missing: `make test` installs nginx-light")
-
-
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1 that is its own CA (the test trusts exactly it)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wx-backend test front")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
-    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
 
 
 def nginx_test_config(conf: Path, prefix: Path) -> subprocess.CompletedProcess:
@@ -116,7 +86,7 @@ def front(stack, tmp_path_factory):
     """nginx on free ports in front of the stack's app and a second app process (same database)."""
     prefix = tmp_path_factory.mktemp("nginx")
     (prefix / "temp").mkdir()
-    cert, key = self_signed(prefix)
+    cert, key = self_signed(prefix, "front", "wx-backend test front")
     second = stack.start_app(free_port())
     http_port, https_port = free_port(), free_port()
     conf = render_file(
@@ -195,7 +165,7 @@ def test_production_values_pass_nginx_t(tmp_path):
     """The file as shipped (ports 80/443, upstreams 8000-8003, allow list) is valid nginx;
     only the certificate and file locations are swapped for ones that exist here."""
     (tmp_path / "temp").mkdir()
-    cert, key = self_signed(tmp_path)
+    cert, key = self_signed(tmp_path, "front", "wx-backend test front")
     local = local_values(
         tmp_path, http_port=1, https_port=2, upstreams=[], certificate=cert, certificate_key=key, internal_allow=[]
     )
