@@ -18,6 +18,8 @@ from ...validators import is_amount_fen
 from ...wechat.pay import (
     PayAPI,  # or PayV3API: the same operations and results (WX_PAY_API)
     PayCall,
+    PayNotificationError,
+    PaySignatureError,
 )
 from ..accounts import AccountService
 from ..ratelimit import RateLimiter
@@ -93,6 +95,20 @@ def yuan_to_fen(text: str) -> int:
 
 def fen_text(fen: int) -> str:
     return f"{fen // 100}.{fen % 100:02d}"
+
+
+def read_notification(parse: Any, raw: bytes, headers: Any, what: str) -> tuple[dict[str, str] | None, str]:
+    """A WeChat Pay notification's fields by the gateway's ``parse`` (signature and envelope
+    checked), or ``None`` and the answer's message when it is forged or malformed (logged as
+    ``what``: payment or refund)."""
+    try:
+        return parse(raw, headers), ""
+    except PaySignatureError:
+        log.warning("%s notification with a bad signature refused", what)
+        return None, "签名错误"
+    except PayNotificationError as exc:
+        log.warning("%s notification refused: %s", what, exc.reason)
+        return None, "通知无效"
 
 
 def check_amount(value: Any, maximum: int, field: str = "amount_fen") -> list[dict[str, str]]:

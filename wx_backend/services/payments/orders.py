@@ -14,10 +14,8 @@ from ...db import utcnow
 from ...errors import AppError, NotFound, TooManyRequests, ValidationFailed, WeChatUnavailable
 from ...validators import field_error, is_account_no
 from ...wechat.pay import (
-    PayNotificationError,
     PayResult,
     PayReturnError,
-    PaySignatureError,
 )
 from .common import (
     BODY,
@@ -28,6 +26,7 @@ from .common import (
     UNIFIEDORDER_TRIES,
     check_amount,
     new_trade_no,
+    read_notification,
 )
 
 log = logging.getLogger(__package__)
@@ -203,14 +202,9 @@ class Orders:
         Nothing changes unless the signature, appid, mch_id, the order and its amount all
         check out. A repeated notification of a paid order just answers SUCCESS.
         """
-        try:
-            fields = self.pay.parse_notification(raw, headers)
-        except PaySignatureError:
-            log.warning("payment notification with a bad signature refused")
-            return False, "签名错误"
-        except PayNotificationError as exc:
-            log.warning("payment notification refused: %s", exc.reason)
-            return False, "通知无效"
+        fields, refusal = read_notification(self.pay.parse_notification, raw, headers, "payment")
+        if fields is None:
+            return False, refusal
         out_trade_no = fields.get("out_trade_no", "")
         order = await self.db.payments.find_one({"out_trade_no": out_trade_no}) if out_trade_no else None
         if order is None:

@@ -35,9 +35,9 @@ from pymongo.errors import PyMongoError
 from ...db import utcnow
 from ...errors import AppError, Conflict, NotFound, ValidationFailed, WeChatUnavailable
 from ...validators import field_error, matches
-from ...wechat.pay import PayNotificationError, PayReturnError, PaySignatureError
+from ...wechat.pay import PayReturnError
 from ..billing import bill_status
-from .common import BILL_WRITE_TRIES, check_amount
+from .common import BILL_WRITE_TRIES, check_amount, read_notification
 
 log = logging.getLogger(__package__)
 
@@ -232,14 +232,9 @@ class Refunds:
         """A refund notification (v2 XML, ``req_info`` encrypted with the API key's MD5; or v3 JSON
         with its signature ``headers``): ``(ok, message)`` for the answer. A repeat answers
         SUCCESS and changes nothing."""
-        try:
-            fields = self.pay.parse_refund_notification(raw, headers)
-        except PaySignatureError:
-            log.warning("refund notification with a bad signature refused")
-            return False, "签名错误"
-        except PayNotificationError as exc:
-            log.warning("refund notification refused: %s", exc.reason)
-            return False, "通知无效"
+        fields, refusal = read_notification(self.pay.parse_refund_notification, raw, headers, "refund")
+        if fields is None:
+            return False, refusal
         refund_no = fields.get("out_refund_no", "")
         refund = await self.db.payment_refunds.find_one({"_id": refund_no}) if refund_no else None
         outcome = "accepted"
